@@ -1,0 +1,101 @@
+//! Start-up and shutdown order: config → metrics → listeners → serve → drain.
+//!
+//! Owns: binding every socket (so port 0 works for tests), spawning the accept loops and the
+//! metrics endpoint, and logging the lifecycle phase. Must not: speak SMTP.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::context::Context;
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::shutdown::{Drained, Shutdown};
+
+/// A running gateway.
+pub struct Running {
+    /// The bound SMTP addresses (real ports when the config said 0).
+    pub smtp_addrs: Vec<SocketAddr>,
+    /// The bound metrics address, if enabled.
+    pub metrics_addr: Option<SocketAddr>,
+    /// The metrics registry (tests read it directly too).
+    pub metrics: Arc<Metrics>,
+    shutdown: Shutdown,
+    metrics_stop: CancellationToken,
+    grace: std::time::Duration,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Binds and starts everything described by `config`.
+pub async fn start(config: Config) -> Result<Running, Error> {
+    tracing::info!(phase = "starting", version = env!("CARGO_PKG_VERSION"), backend = %config.backend.url, "portcullis starting");
+    let metrics = Arc::new(Metrics::new());
+    let ctx = Arc::new(Context::new(config, metrics.clone())?);
+    let shutdown = Shutdown::default();
+    let metrics_stop = CancellationToken::new();
+    let mut tasks = Vec::new();
+
+    let metrics_addr = match ctx.config.metrics.listen {
+        Some(addr) => {
+            let (bound, serve) = crate::metrics::http::bind(
+                addr,
+                metrics.clone(),
+                ctx.backend.clone(),
+                metrics_stop.clone(),
+            )
+            .await?;
+            tasks.push(tokio::spawn(serve));
+            tracing::info!(addr = %bound, "metrics endpoint listening");
+            Some(bound)
+        }
+        None => None,
+    };
+
+    let sessions = Arc::new(Semaphore::new(ctx.config.limits.max_sessions));
+    let mut smtp_addrs = Vec::new();
+    for addr in &ctx.config.listen {
+        let listener = TcpListener::bind(addr).await?;
+        let bound = listener.local_addr()?;
+        tracing::info!(addr = %bound, "SMTP listening");
+        smtp_addrs.push(bound);
+        tasks.push(tokio::spawn(crate::listener::accept_loop(
+            listener,
+            ctx.clone(),
+            sessions.clone(),
+            shutdown.signals.clone(),
+            shutdown.tracker.clone(),
+        )));
+    }
+    tracing::info!(phase = "running", "portcullis ready");
+    Ok(Running {
+        smtp_addrs,
+        metrics_addr,
+        metrics,
+        grace: ctx.config.timeouts.shutdown_grace,
+        shutdown,
+        metrics_stop,
+        tasks,
+    })
+}
+
+impl Running {
+    /// Drains sessions within the configured grace period and stops every task.
+    pub async fn stop(self) -> Drained {
+        let drained = self.shutdown.drain(self.grace).await;
+        self.metrics_stop.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        tracing::info!(phase = "stopped", "portcullis stopped");
+        drained
+    }
+
+    /// A handle that starts the drain from elsewhere (e.g. a signal handler or a test).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.signals.shutdown.clone()
+    }
+}

@@ -1,0 +1,24 @@
+//! Bare CR / bare LF in message content (the SMTP smuggling family of attacks).
+//!
+//! Fact: `body.bare_line_endings` at DATA. Whether that rejects the message is the
+//! policy's business (`smtp.bare_line_endings: reject | fix`).
+
+use crate::pipeline::outcome::Fact;
+use crate::pipeline::{Check, CheckContext, CheckFuture};
+
+/// Reports whether the decoder saw bare line endings.
+pub struct LineEndings;
+
+impl Check for LineEndings {
+    fn name(&self) -> &'static str {
+        "line_endings"
+    }
+
+    fn on_data<'a>(&'a self, ctx: CheckContext<'a>) -> CheckFuture<'a> {
+        let facts = ctx
+            .message
+            .map(|m| vec![Fact::flag("body.bare_line_endings", m.bare_line_endings)])
+            .unwrap_or_default();
+        Box::pin(std::future::ready(facts))
+    }
+}

@@ -1,0 +1,144 @@
+//! Configuration: load a YAML file, validate all of it, and hand out a frozen value.
+//!
+//! Owns: `load` (parse → validate → `Config`), and the `file:line:column: message`
+//! diagnostics for both syntax and semantic errors. Must not: open sockets or do DNS.
+
+pub mod domains;
+pub mod locate;
+pub mod schema;
+pub mod units;
+pub mod validate;
+
+use std::fmt;
+use std::path::Path;
+
+pub use schema::Config;
+
+/// One error in a config file, printed as `file:line:column: message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// The file name as given.
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )
+    }
+}
+
+/// All the errors found in one config file.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}", .0.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigErrors(pub Vec<Diagnostic>);
+
+/// Reads, parses and validates a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![Diagnostic {
+            file: file.clone(),
+            line: 1,
+            column: 1,
+            message: format!("cannot read: {e}"),
+        }])
+    })?;
+    parse(&file, &text)
+}
+
+/// Parses and validates config text; `file` names it in diagnostics.
+pub fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
+    let config: Config = if text.trim().is_empty() {
+        Config::default()
+    } else {
+        serde_norway::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((1, 1));
+            ConfigErrors(vec![Diagnostic {
+                file: file.to_string(),
+                line,
+                column,
+                message: e
+                    .to_string()
+                    .split(" at line ")
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+            }])
+        })?
+    };
+    let problems = validate::validate(&config);
+    if problems.is_empty() {
+        return Ok(config);
+    }
+    Err(ConfigErrors(
+        problems
+            .into_iter()
+            .map(|p| {
+                let (line, column) = locate::locate(text, &p.path);
+                Diagnostic {
+                    file: file.to_string(),
+                    line,
+                    column,
+                    message: p.message,
+                }
+            })
+            .collect(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_an_error_with_position() {
+        let err = parse(
+            "c.yaml",
+            "hostname: mx.example.test\nlimits:\n  max_recipent: 5\n",
+        )
+        .unwrap_err();
+        let d = &err.0[0];
+        assert_eq!((d.line, d.column), (3, 3), "{d}");
+        assert!(d.message.contains("unknown field `max_recipent`"), "{d}");
+        assert!(d.to_string().starts_with("c.yaml:3:3: "));
+    }
+
+    #[test]
+    fn semantic_errors_all_reported_with_lines() {
+        let text = "hostname: mx.example.test\naccepted_domains:\n  - ok.test\n  - 'bad domain'\nlimits:\n  max_recipients: 0\n";
+        let err = parse("c.yaml", text).unwrap_err();
+        let lines: Vec<String> = err.0.iter().map(|d| d.to_string()).collect();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines[0].starts_with("c.yaml:4:5: "), "{lines:?}");
+        assert!(
+            lines[1].starts_with("c.yaml:6:3: max_recipients"),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn units_parse_in_yaml() {
+        let c = parse(
+            "c.yaml",
+            "limits:\n  max_message_size: 10MiB\ntimeouts:\n  command: 30s\n",
+        )
+        .expect("valid");
+        assert_eq!(c.limits.max_message_size, 10 * 1024 * 1024);
+        assert_eq!(c.timeouts.command.as_secs(), 30);
+        let err = parse("c.yaml", "timeouts:\n  command: 30 parsecs\n").unwrap_err();
+        assert_eq!(err.0[0].line, 2, "{err}");
+    }
+}

@@ -1,0 +1,294 @@
+//! The YAML configuration as serde structs, with every default in one place.
+//!
+//! Owns: field names, types and defaults; unknown keys are errors (`deny_unknown_fields`).
+//! Must not: validate across fields (that is `validate.rs`). docs/configuration.md documents
+//! every key; keep the two in step.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use super::units;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Our host name: banner, EHLO reply, Received header, EHLO to the backend.
+    pub hostname: String,
+    /// SMTP listen addresses.
+    pub listen: Vec<SocketAddr>,
+    /// Domains we accept mail for: exact names or `*.example.com` (subdomains only).
+    pub accepted_domains: Vec<String>,
+    /// Where accepted mail goes.
+    pub backend: BackendConfig,
+    /// The Prometheus / health endpoint.
+    pub metrics: MetricsConfig,
+    /// Resource limits.
+    pub limits: Limits,
+    /// Deadlines for every wait.
+    pub timeouts: Timeouts,
+    /// STARTTLS certificate; absent means STARTTLS is not offered.
+    pub tls: Option<TlsConfig>,
+    /// PROXY protocol (v1 and v2) from trusted load balancers.
+    pub proxy_protocol: ProxyProtocolConfig,
+    /// SMTP protocol options.
+    pub smtp: SmtpOptions,
+    /// Where message bodies are kept while in flight.
+    pub spool: SpoolConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            hostname: "localhost".into(),
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 2525))],
+            accepted_domains: vec!["example.test".into(), "localhost".into()],
+            backend: BackendConfig::default(),
+            metrics: MetricsConfig::default(),
+            limits: Limits::default(),
+            timeouts: Timeouts::default(),
+            tls: None,
+            proxy_protocol: ProxyProtocolConfig::default(),
+            smtp: SmtpOptions::default(),
+            spool: SpoolConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// The backend MTA.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackendConfig {
+    /// `smtp://host:port` (relay in real time) or `maildir:PATH` (local delivery).
+    pub url: String,
+    /// Send XCLIENT with the real client's address (Postfix `smtpd_authorized_xclient_hosts`).
+    pub xclient: bool,
+    /// STARTTLS towards the backend.
+    pub starttls: StartTlsMode,
+    /// The name we send in EHLO to the backend; defaults to `hostname`.
+    pub helo_name: Option<String>,
+}
+
+impl Default for BackendConfig {
+    fn default() -> Self {
+        BackendConfig {
+            url: "maildir:./data/mail".into(),
+            xclient: true,
+            starttls: StartTlsMode::Off,
+            helo_name: None,
+        }
+    }
+}
+
+/// Whether to use STARTTLS towards the backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartTlsMode {
+    /// Never.
+    Off,
+    /// When the backend offers it (certificate not verified: a local hop).
+    Opportunistic,
+    /// Always; a backend without STARTTLS is an error (4xx to the client).
+    Required,
+}
+
+/// The metrics endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Listen address for /metrics, /healthz and /readyz; loopback by default. `null` disables it.
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 9465))),
+        }
+    }
+}
+
+/// Resource limits; each one has a metric (`portcullis_limit_hits_total`) and a test.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Concurrent SMTP sessions; the next one gets 421.
+    pub max_sessions: usize,
+    /// Largest message accepted, in bytes (advertised as SIZE).
+    #[serde(deserialize_with = "units::size")]
+    pub max_message_size: u64,
+    /// RCPT commands per transaction; more get 452.
+    pub max_recipients: usize,
+    /// Longest command line in bytes, CRLF included (RFC 5321 §4.5.3.1.4: at least 512).
+    pub max_line_length: usize,
+    /// Errors (4xx/5xx replies) per session before 421 and close.
+    pub max_errors: u32,
+    /// Commands per session before 421 and close.
+    pub max_commands: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_sessions: 1000,
+            max_message_size: 25 * 1024 * 1024,
+            max_recipients: 100,
+            max_line_length: 2048,
+            max_errors: 10,
+            max_commands: 1000,
+        }
+    }
+}
+
+/// Deadlines, written as `30s`, `5m`, `250ms`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// Waiting for the next command (RFC 5321 §4.5.3.2.7: 5 minutes).
+    #[serde(deserialize_with = "units::duration")]
+    pub command: Duration,
+    /// Receiving a whole message after DATA or the BDAT chunks (RFC 5321: 10 minutes).
+    #[serde(deserialize_with = "units::duration")]
+    pub data: Duration,
+    /// Writing a reply to the client.
+    #[serde(deserialize_with = "units::duration")]
+    pub write: Duration,
+    /// The TLS handshake after STARTTLS.
+    #[serde(deserialize_with = "units::duration")]
+    pub tls_handshake: Duration,
+    /// Reading the PROXY protocol header from a trusted proxy.
+    #[serde(deserialize_with = "units::duration")]
+    pub proxy_header: Duration,
+    /// TCP connect to the backend.
+    #[serde(deserialize_with = "units::duration")]
+    pub backend_connect: Duration,
+    /// Each backend command reply (greeting, EHLO, XCLIENT, MAIL, RCPT, DATA's 354).
+    #[serde(deserialize_with = "units::duration")]
+    pub backend_command: Duration,
+    /// The backend's reply after the end of the message.
+    #[serde(deserialize_with = "units::duration")]
+    pub backend_data: Duration,
+    /// Budget of each check hook; a check over budget contributes `check.error`.
+    #[serde(deserialize_with = "units::duration")]
+    pub check: Duration,
+    /// How long sessions may run on after shutdown starts before they get 421.
+    #[serde(deserialize_with = "units::duration")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            command: Duration::from_secs(300),
+            data: Duration::from_secs(600),
+            write: Duration::from_secs(60),
+            tls_handshake: Duration::from_secs(30),
+            proxy_header: Duration::from_secs(10),
+            backend_connect: Duration::from_secs(10),
+            backend_command: Duration::from_secs(60),
+            backend_data: Duration::from_secs(600),
+            check: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Certificate and key for STARTTLS (PEM).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// PROXY protocol settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyProtocolConfig {
+    /// Peers that must send a PROXY header (v1 or v2); others are served directly.
+    pub trusted: Vec<IpNet>,
+}
+
+/// What to do with bare CR or LF in message content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BareLineEndings {
+    /// Refuse the message with 550 5.6.0 after reading it.
+    Reject,
+    /// Convert to CRLF (safe: only CRLF.CRLF ends DATA and the relay re-stuffs dots).
+    Fix,
+}
+
+/// SMTP protocol options.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpOptions {
+    /// Handling of bare CR / LF in message content.
+    pub bare_line_endings: BareLineEndings,
+}
+
+impl Default for SmtpOptions {
+    fn default() -> Self {
+        SmtpOptions {
+            bare_line_endings: BareLineEndings::Reject,
+        }
+    }
+}
+
+/// Message spool.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpoolConfig {
+    /// Directory for bodies above `memory_limit`; the system temp dir when unset.
+    pub dir: Option<PathBuf>,
+    /// Bytes of a message kept in memory before it spills to disk.
+    #[serde(deserialize_with = "units::size")]
+    pub memory_limit: u64,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        SpoolConfig {
+            dir: None,
+            memory_limit: 1024 * 1024,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logging.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `portcullis=debug`; `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}

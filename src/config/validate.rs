@@ -1,0 +1,143 @@
+//! Cross-field validation: every rule runs and every failure is collected with its YAML path.
+//!
+//! Owns: the semantic rules (ranges, domain syntax, backend URL, TLS files readable).
+//! Must not: do I/O beyond checking that referenced files can be read.
+
+use super::domains::AcceptedDomains;
+use super::locate::Seg::{self, Index, Key};
+use super::schema::Config;
+use crate::relay::BackendTarget;
+use crate::smtp::address::normalize_domain;
+
+/// One validation failure: where (a path into the YAML) and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The YAML path of the offending value.
+    pub path: Vec<Seg>,
+    /// What is wrong, in words an operator can act on.
+    pub message: String,
+}
+
+fn problem(path: &[Seg], message: impl Into<String>) -> Problem {
+    Problem {
+        path: path.to_vec(),
+        message: message.into(),
+    }
+}
+
+/// Checks `config` and returns every problem found (empty when valid).
+pub fn validate(config: &Config) -> Vec<Problem> {
+    let mut out = Vec::new();
+    if normalize_domain(&config.hostname).is_none() {
+        out.push(problem(
+            &[Key("hostname")],
+            format!("{:?} is not a valid host name", config.hostname),
+        ));
+    }
+    if config.listen.is_empty() {
+        out.push(problem(
+            &[Key("listen")],
+            "at least one listen address is required",
+        ));
+    }
+    if config.accepted_domains.is_empty() {
+        out.push(problem(
+            &[Key("accepted_domains")],
+            "at least one accepted domain is required",
+        ));
+    }
+    for (i, d) in config.accepted_domains.iter().enumerate() {
+        if let Err(e) = AcceptedDomains::new(std::slice::from_ref(d)) {
+            out.push(problem(&[Key("accepted_domains"), Index(i)], e));
+        }
+    }
+    if let Err(e) = BackendTarget::parse(&config.backend.url) {
+        out.push(problem(&[Key("backend"), Key("url")], e));
+    }
+    limits(config, &mut out);
+    if let Some(tls) = &config.tls {
+        for (key, path) in [("cert", &tls.cert), ("key", &tls.key)] {
+            if let Err(e) = std::fs::metadata(path) {
+                out.push(problem(
+                    &[Key("tls"), Key(key)],
+                    format!("cannot read {}: {e}", path.display()),
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn limits(config: &Config, out: &mut Vec<Problem>) {
+    let l = &config.limits;
+    let lim = |k| [Key("limits"), Key(k)];
+    for (key, value) in [
+        ("max_sessions", l.max_sessions as u64),
+        ("max_message_size", l.max_message_size),
+        ("max_recipients", l.max_recipients as u64),
+        ("max_errors", u64::from(l.max_errors)),
+        ("max_commands", u64::from(l.max_commands)),
+    ] {
+        if value == 0 {
+            out.push(problem(&lim(key), format!("{key} must be greater than 0")));
+        }
+    }
+    if l.max_line_length < 512 {
+        out.push(problem(
+            &lim("max_line_length"),
+            "max_line_length must be at least 512 (RFC 5321 §4.5.3.1.4)",
+        ));
+    }
+    if config.spool.memory_limit < 64 * 1024 {
+        out.push(problem(
+            &[Key("spool"), Key("memory_limit")],
+            "memory_limit must be at least 64KiB",
+        ));
+    }
+    let t = &config.timeouts;
+    for (key, d) in [
+        ("command", t.command),
+        ("data", t.data),
+        ("write", t.write),
+        ("tls_handshake", t.tls_handshake),
+        ("proxy_header", t.proxy_header),
+        ("backend_connect", t.backend_connect),
+        ("backend_command", t.backend_command),
+        ("backend_data", t.backend_data),
+        ("check", t.check),
+    ] {
+        if d.is_zero() {
+            out.push(problem(
+                &[Key("timeouts"), Key(key)],
+                format!("{key} must be greater than 0"),
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid() {
+        assert_eq!(validate(&Config::default()), vec![]);
+    }
+
+    #[test]
+    fn collects_every_problem() {
+        let mut c = Config {
+            accepted_domains: vec!["ok.test".into(), "bad domain".into()],
+            ..Config::default()
+        };
+        c.limits.max_recipients = 0;
+        c.limits.max_line_length = 100;
+        c.backend.url = "ftp://x".into();
+        let problems = validate(&c);
+        let paths: Vec<_> = problems.iter().map(|p| p.path.clone()).collect();
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert!(paths.contains(&vec![Key("accepted_domains"), Index(1)]));
+        assert!(paths.contains(&vec![Key("limits"), Key("max_recipients")]));
+        assert!(paths.contains(&vec![Key("backend"), Key("url")]));
+    }
+}

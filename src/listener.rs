@@ -1,0 +1,122 @@
+//! Accepting connections: the session limit, PROXY protocol, one task per session.
+//!
+//! Owns: the accept loop, the session semaphore, session ids and the per-connection set-up.
+//! Must not: parse SMTP. A connection over `limits.max_sessions` is accepted only to be told
+//! 421 and closed at once: left in the kernel's backlog it would learn nothing and wait.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+
+use crate::context::Context;
+use crate::metrics::{Event, Limit};
+use crate::session::{Session, Signals};
+use crate::smtp::envelope::SessionInfo;
+use crate::smtp::reply;
+
+/// Accepts connections until shutdown; sessions are spawned on `tracker`.
+pub async fn accept_loop(
+    listener: TcpListener,
+    ctx: Arc<Context>,
+    sessions: Arc<Semaphore>,
+    signals: Signals,
+    tracker: TaskTracker,
+) {
+    loop {
+        // Why select: shutdown must stop accepting even while no client connects.
+        let accepted = tokio::select! {
+            biased;
+            _ = signals.shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = sessions.clone().try_acquire_owned() else {
+            ctx.metrics.emit(Event::Session("rejected_capacity"));
+            ctx.metrics.emit(Event::LimitHit(Limit::Sessions));
+            let mut out = Vec::new();
+            reply::TOO_BUSY.write_to(&mut out);
+            // Best effort and never blocking: a fresh socket's send buffer takes one line.
+            let _ = stream.try_write(&out);
+            tracing::info!(client = %peer, "session limit reached; 421 sent");
+            continue;
+        };
+        ctx.metrics.emit(Event::Session("accepted"));
+        let (ctx, signals) = (ctx.clone(), signals.clone());
+        tracker.spawn(async move {
+            // The permit lives as long as the session.
+            let _permit = permit;
+            serve_connection(stream, peer, ctx, signals).await;
+        });
+    }
+}
+
+async fn serve_connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<Context>,
+    signals: Signals,
+) {
+    let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().unwrap_or(peer);
+    let mut client = peer;
+    let mut early = Vec::new();
+    if ctx
+        .config
+        .proxy_protocol
+        .trusted
+        .iter()
+        .any(|net| net.contains(&peer.ip()))
+    {
+        match crate::proxy::read_header(&mut stream, ctx.config.timeouts.proxy_header).await {
+            Ok(p) => {
+                client = p.source.unwrap_or(peer);
+                early = p.rest;
+            }
+            Err(e) => {
+                tracing::warn!(proxy = %peer, error = %e, "PROXY header refused; closing");
+                ctx.metrics
+                    .emit(Event::SessionClosed(std::time::Duration::ZERO));
+                return;
+            }
+        }
+    }
+    let info = SessionInfo {
+        id: session_id(),
+        client,
+        local,
+        helo: None,
+        esmtp: false,
+        tls: false,
+    };
+    Session::new(stream, info, early, ctx, signals).run().await;
+}
+
+/// A short id, unique per process run: start time and a counter, in hex.
+fn session_id() -> String {
+    static START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let start = START.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    });
+    format!(
+        "{:x}{:x}{:06x}",
+        start & 0xffff_ffff,
+        std::process::id() & 0xffff,
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}

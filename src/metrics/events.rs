@@ -1,0 +1,120 @@
+//! Typed events that sessions, the pipeline and the relay emit.
+//!
+//! Owns: the `Event` vocabulary and its bounded label values. Must not: depend on
+//! prometheus (the mapping lives in `metrics::mod`).
+
+use std::time::Duration;
+
+use crate::pipeline::Stage;
+use crate::smtp::reply::ReplyClass;
+
+/// Which limit was hit (label values of `portcullis_limit_hits_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// A command line over `limits.max_line_length`.
+    LineLength,
+    /// A message over `limits.max_message_size` (declared or actual).
+    MessageSize,
+    /// More RCPTs than `limits.max_recipients`.
+    Recipients,
+    /// More errors than `limits.max_errors`.
+    Errors,
+    /// More commands than `limits.max_commands`.
+    Commands,
+    /// `timeouts.command` expired.
+    CommandTimeout,
+    /// `timeouts.data` expired.
+    DataTimeout,
+    /// `limits.max_sessions` reached.
+    Sessions,
+}
+
+impl Limit {
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Limit::LineLength => "line_length",
+            Limit::MessageSize => "message_size",
+            Limit::Recipients => "recipients",
+            Limit::Errors => "errors",
+            Limit::Commands => "commands",
+            Limit::CommandTimeout => "command_timeout",
+            Limit::DataTimeout => "data_timeout",
+            Limit::Sessions => "sessions",
+        }
+    }
+}
+
+/// What went wrong with the backend (label values of `portcullis_backend_errors_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendErrorKind {
+    /// Could not connect.
+    Connect,
+    /// A step did not answer in time.
+    Timeout,
+    /// The connection broke or the backend spoke nonsense.
+    Protocol,
+    /// A 4xx where a 2xx was needed to set up the transaction.
+    Tempfail,
+    /// A 5xx where a 2xx was needed to set up the transaction.
+    Permfail,
+}
+
+impl BackendErrorKind {
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            BackendErrorKind::Connect => "connect",
+            BackendErrorKind::Timeout => "timeout",
+            BackendErrorKind::Protocol => "protocol",
+            BackendErrorKind::Tempfail => "tempfail",
+            BackendErrorKind::Permfail => "permfail",
+        }
+    }
+}
+
+/// Something that happened, to be counted.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A session was accepted (`result="accepted"`) or turned away (`rejected_capacity`,
+    /// `rejected_shutdown`).
+    Session(&'static str),
+    /// A session ended after `Duration`.
+    SessionClosed(Duration),
+    /// A command was received.
+    Command(&'static str),
+    /// A reply was sent.
+    Reply(ReplyClass),
+    /// A message got its final answer: the verdict label and its size.
+    Message {
+        /// accept | tag | quarantine | tempfail | reject
+        verdict: &'static str,
+        /// Size in bytes.
+        bytes: u64,
+    },
+    /// A limit was hit.
+    LimitHit(Limit),
+    /// The backend failed.
+    BackendError(BackendErrorKind),
+    /// A message was handed to the backend (any final reply) in this time.
+    Relayed(Duration),
+    /// A check hook finished.
+    CheckFinished {
+        /// The check's name.
+        check: &'static str,
+        /// The stage.
+        stage: Stage,
+        /// How long it took.
+        duration: Duration,
+    },
+    /// A STARTTLS handshake ended.
+    TlsHandshake {
+        /// True when it succeeded.
+        ok: bool,
+    },
+    /// The readiness probe reached (or failed to reach) the backend.
+    BackendProbe {
+        /// True when the backend answered.
+        up: bool,
+    },
+}

@@ -1,0 +1,72 @@
+//! The HTTP endpoint: `/metrics`, `/healthz` (the process runs) and `/readyz` (the backend
+//! answers, so mail can flow).
+//!
+//! Owns: the axum router and its listener. Must not: be reachable from outside by default
+//! (the default address is 127.0.0.1:9465).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::{Event, Metrics};
+use crate::relay::Backend;
+
+#[derive(Clone)]
+struct Ctx {
+    metrics: Arc<Metrics>,
+    backend: Arc<Backend>,
+}
+
+/// Binds the metrics listener; returns the bound address and the serving future.
+pub async fn bind(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    backend: Arc<Backend>,
+    shutdown: CancellationToken,
+) -> std::io::Result<(SocketAddr, impl Future<Output = ()>)> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let app = Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready_handler))
+        .with_state(Ctx { metrics, backend });
+    let serve = async move {
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "metrics endpoint failed");
+        }
+    };
+    Ok((local, serve))
+}
+
+async fn metrics_handler(State(ctx): State<Ctx>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        ctx.metrics.render(),
+    )
+}
+
+async fn ready_handler(State(ctx): State<Ctx>) -> impl IntoResponse {
+    let up = ctx.backend.probe().await;
+    ctx.metrics.emit(Event::BackendProbe { up: up.is_ok() });
+    match up {
+        Ok(()) => (StatusCode::OK, "ready\n".to_string()),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("backend unavailable: {e}\n"),
+        ),
+    }
+}

@@ -1,0 +1,228 @@
+//! Prometheus metrics: `Event` values mapped to counters, gauges and histograms.
+//!
+//! Owns: the registry and every metric name (prefix `portcullis_`, units in the name,
+//! `_total` added to counters by the client library). Labels are bounded: stage, check,
+//! verdict, reply class, limit, command verb; never sender, domain or IP.
+//! Must not: take unbounded labels.
+
+pub mod events;
+pub mod http;
+
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+pub use events::{BackendErrorKind, Event, Limit};
+
+type L1 = [(&'static str, &'static str); 1];
+type L2 = [(&'static str, &'static str); 2];
+type HistFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn seconds_histogram() -> Histogram {
+    // 1 ms .. ~65 s
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
+/// All metrics of one gateway process.
+pub struct Metrics {
+    registry: Registry,
+    sessions: Family<L1, Counter>,
+    sessions_active: Gauge,
+    session_duration: Histogram,
+    commands: Family<L1, Counter>,
+    replies: Family<L1, Counter>,
+    messages: Family<L1, Counter>,
+    message_bytes: Counter,
+    message_size: Histogram,
+    limit_hits: Family<L1, Counter>,
+    backend_errors: Family<L1, Counter>,
+    backend_up: Gauge,
+    relay_duration: Histogram,
+    check_duration: HistFamily<L2>,
+    tls_handshakes: Family<L1, Counter>,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("portcullis");
+        registry.register(
+            "build",
+            "Build information",
+            Info::new([("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        let m = Metrics {
+            sessions: Family::default(),
+            sessions_active: Gauge::default(),
+            session_duration: seconds_histogram(),
+            commands: Family::default(),
+            replies: Family::default(),
+            messages: Family::default(),
+            message_bytes: Counter::default(),
+            message_size: Histogram::new(exponential_buckets(1024.0, 4.0, 10)),
+            limit_hits: Family::default(),
+            backend_errors: Family::default(),
+            backend_up: Gauge::default(),
+            relay_duration: seconds_histogram(),
+            check_duration: Family::new_with_constructor(seconds_histogram),
+            tls_handshakes: Family::default(),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "sessions",
+            "SMTP sessions by result (accepted, rejected_capacity, rejected_shutdown)",
+            m.sessions.clone(),
+        );
+        r.register(
+            "sessions_active",
+            "SMTP sessions in progress",
+            m.sessions_active.clone(),
+        );
+        r.register(
+            "session_duration_seconds",
+            "Duration of SMTP sessions",
+            m.session_duration.clone(),
+        );
+        r.register(
+            "commands",
+            "SMTP commands received by verb",
+            m.commands.clone(),
+        );
+        r.register("replies", "SMTP replies sent by class", m.replies.clone());
+        r.register("messages", "Messages by final verdict", m.messages.clone());
+        r.register(
+            "message_bytes",
+            "Bytes of message content received",
+            m.message_bytes.clone(),
+        );
+        r.register(
+            "message_size_bytes",
+            "Size of received messages",
+            m.message_size.clone(),
+        );
+        r.register(
+            "limit_hits",
+            "Resource limits hit, by limit",
+            m.limit_hits.clone(),
+        );
+        r.register(
+            "backend_errors",
+            "Backend failures by kind",
+            m.backend_errors.clone(),
+        );
+        r.register(
+            "backend_up",
+            "1 if the last backend probe succeeded",
+            m.backend_up.clone(),
+        );
+        r.register(
+            "relay_duration_seconds",
+            "Time to relay a message to the backend",
+            m.relay_duration.clone(),
+        );
+        r.register(
+            "check_duration_seconds",
+            "Time spent in each check hook",
+            m.check_duration.clone(),
+        );
+        r.register(
+            "tls_handshakes",
+            "Inbound STARTTLS handshakes by result",
+            m.tls_handshakes.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// Records one event.
+    pub fn emit(&self, event: Event) {
+        match event {
+            Event::Session(result) => {
+                self.sessions.get_or_create(&[("result", result)]).inc();
+                if result == "accepted" {
+                    self.sessions_active.inc();
+                }
+            }
+            Event::SessionClosed(d) => {
+                self.sessions_active.dec();
+                self.session_duration.observe(d.as_secs_f64());
+            }
+            Event::Command(verb) => {
+                self.commands.get_or_create(&[("command", verb)]).inc();
+            }
+            Event::Reply(class) => {
+                self.replies
+                    .get_or_create(&[("class", class.label())])
+                    .inc();
+            }
+            Event::Message { verdict, bytes } => {
+                self.messages.get_or_create(&[("verdict", verdict)]).inc();
+                self.message_bytes.inc_by(bytes);
+                self.message_size.observe(bytes as f64);
+            }
+            Event::LimitHit(limit) => {
+                self.limit_hits
+                    .get_or_create(&[("limit", limit.label())])
+                    .inc();
+            }
+            Event::BackendError(kind) => {
+                self.backend_errors
+                    .get_or_create(&[("kind", kind.label())])
+                    .inc();
+            }
+            Event::Relayed(d) => self.relay_duration.observe(d.as_secs_f64()),
+            Event::CheckFinished {
+                check,
+                stage,
+                duration,
+            } => {
+                self.check_duration
+                    .get_or_create(&[("check", check), ("stage", stage.label())])
+                    .observe(duration.as_secs_f64());
+            }
+            Event::TlsHandshake { ok } => {
+                let result = if ok { "ok" } else { "error" };
+                self.tls_handshakes
+                    .get_or_create(&[("result", result)])
+                    .inc();
+            }
+            Event::BackendProbe { up } => {
+                self.backend_up.set(i64::from(up));
+            }
+        }
+    }
+
+    /// Convenience for timing: emits `CheckFinished`.
+    pub fn check_finished(
+        &self,
+        check: &'static str,
+        stage: crate::pipeline::Stage,
+        duration: Duration,
+    ) {
+        self.emit(Event::CheckFinished {
+            check,
+            stage,
+            duration,
+        });
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,108 @@
+//! The check pipeline: stages, the `Check` trait and what a check gets to look at.
+//!
+//! Owns: the `Check` trait (one hook per SMTP stage, each a documented no-op by default),
+//! `Stage`, and `CheckContext`. Must not: name any concrete check (`checks::registry`
+//! does) or know SMTP syntax.
+
+pub mod outcome;
+pub mod runner;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::smtp::envelope::{Envelope, SessionInfo};
+use outcome::Fact;
+
+/// The SMTP stages at which checks run (RFC 5321 §4.1.4 order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    /// After accept, before the banner.
+    Connect,
+    /// After EHLO/HELO.
+    Helo,
+    /// After MAIL FROM parsed.
+    Mail,
+    /// After each RCPT TO, before it is relayed to the backend.
+    Rcpt,
+    /// After the whole message is received, before it is relayed.
+    Data,
+}
+
+impl Stage {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Stage::Connect => "connect",
+            Stage::Helo => "helo",
+            Stage::Mail => "mail",
+            Stage::Rcpt => "rcpt",
+            Stage::Data => "data",
+        }
+    }
+}
+
+/// A received message as checks see it at the DATA stage.
+#[derive(Debug, Clone, Copy)]
+pub struct MessageView<'a> {
+    /// Size of the content in bytes (after dot-unstuffing), counting what was discarded
+    /// beyond the size limit.
+    pub size: u64,
+    /// The first bytes of the message (at least the header block, up to 64 KiB).
+    pub head: &'a [u8],
+    /// True if bare CR or LF were seen in the content.
+    pub bare_line_endings: bool,
+}
+
+/// Everything a check may look at. Per-transaction: never shared between messages.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckContext<'a> {
+    /// The connection.
+    pub session: &'a SessionInfo,
+    /// The transaction so far (facts from earlier stages included).
+    pub envelope: &'a Envelope,
+    /// At RCPT: the recipient being checked.
+    pub rcpt: Option<&'a str>,
+    /// At DATA: the message.
+    pub message: Option<MessageView<'a>>,
+}
+
+/// The future a hook returns: the facts it found.
+pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = Vec<Fact>> + Send + 'a>>;
+
+fn nothing<'a>() -> CheckFuture<'a> {
+    Box::pin(std::future::ready(Vec::new()))
+}
+
+/// One check. Hooks run at their stage in the order the registry declares, each within the
+/// per-check budget (`timeouts.check`); a hook that times out or panics contributes a
+/// `check.error` fact instead of its findings. Hooks report facts; they never reply.
+pub trait Check: Send + Sync {
+    /// The check's name, used in metric labels and logs.
+    fn name(&self) -> &'static str;
+
+    /// Runs once per connection before the banner. Default: finds nothing.
+    fn on_connect<'a>(&'a self, _ctx: CheckContext<'a>) -> CheckFuture<'a> {
+        nothing()
+    }
+
+    /// Runs after each EHLO/HELO. Default: finds nothing.
+    fn on_helo<'a>(&'a self, _ctx: CheckContext<'a>) -> CheckFuture<'a> {
+        nothing()
+    }
+
+    /// Runs after MAIL FROM, before the 250. Default: finds nothing.
+    fn on_mail<'a>(&'a self, _ctx: CheckContext<'a>) -> CheckFuture<'a> {
+        nothing()
+    }
+
+    /// Runs for each RCPT TO after relay protection, before the backend sees it.
+    /// Default: finds nothing.
+    fn on_rcpt<'a>(&'a self, _ctx: CheckContext<'a>) -> CheckFuture<'a> {
+        nothing()
+    }
+
+    /// Runs once the message is received, before it is relayed. Default: finds nothing.
+    fn on_data<'a>(&'a self, _ctx: CheckContext<'a>) -> CheckFuture<'a> {
+        nothing()
+    }
+}

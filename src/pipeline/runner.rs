@@ -1,0 +1,149 @@
+//! Running the checks of a stage and turning their facts into a verdict.
+//!
+//! Owns: the order of checks (as the registry declared them), the per-check budget, panic
+//! isolation, timing metrics, and the hand-off to the policy. Must not: read YAML or reply.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+
+use super::outcome::{Fact, Verdict};
+use super::{Check, CheckContext, Stage};
+use crate::metrics::Metrics;
+use crate::policy::Policy;
+
+/// The checks and the policy that one session uses (a snapshot: a reload does not change
+/// a session in flight).
+pub struct Pipeline {
+    checks: Vec<Box<dyn Check>>,
+    policy: Arc<Policy>,
+    budget: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl Pipeline {
+    /// A pipeline running `checks` in this order, each hook within `budget`.
+    pub fn new(
+        checks: Vec<Box<dyn Check>>,
+        policy: Arc<Policy>,
+        budget: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Pipeline {
+            checks,
+            policy,
+            budget,
+            metrics,
+        }
+    }
+
+    /// Runs every check's hook for `stage` and returns the facts they found, in check order.
+    pub async fn facts(&self, stage: Stage, ctx: CheckContext<'_>) -> Vec<Fact> {
+        let mut facts = Vec::new();
+        for check in &self.checks {
+            let started = Instant::now();
+            let hook = match stage {
+                Stage::Connect => check.on_connect(ctx),
+                Stage::Helo => check.on_helo(ctx),
+                Stage::Mail => check.on_mail(ctx),
+                Stage::Rcpt => check.on_rcpt(ctx),
+                Stage::Data => check.on_data(ctx),
+            };
+            // A check that hangs or panics must not take the session down with it: it
+            // yields a `check.error` fact and the policy decides what that means.
+            match tokio::time::timeout(self.budget, AssertUnwindSafe(hook).catch_unwind()).await {
+                Ok(Ok(found)) => facts.extend(found),
+                Ok(Err(_)) => {
+                    tracing::error!(
+                        check = check.name(),
+                        stage = stage.label(),
+                        "check panicked"
+                    );
+                    facts.push(Fact::text("check.error", check.name()));
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        check = check.name(),
+                        stage = stage.label(),
+                        "check exceeded its budget"
+                    );
+                    facts.push(Fact::text("check.error", check.name()));
+                }
+            }
+            self.metrics
+                .check_finished(check.name(), stage, started.elapsed());
+        }
+        facts
+    }
+
+    /// The policy's verdict over `facts` at `stage`.
+    pub fn decide(&self, stage: Stage, facts: &[Fact]) -> Verdict {
+        self.policy.decide(stage, facts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::CheckFuture;
+    use crate::smtp::envelope::{Envelope, SessionInfo};
+
+    struct Slow;
+    impl Check for Slow {
+        fn name(&self) -> &'static str {
+            "slow"
+        }
+        fn on_mail<'a>(&'a self, _: CheckContext<'a>) -> CheckFuture<'a> {
+            Box::pin(async {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                vec![Fact::flag("slow.done", true)]
+            })
+        }
+    }
+
+    struct Panics;
+    impl Check for Panics {
+        fn name(&self) -> &'static str {
+            "panics"
+        }
+        fn on_mail<'a>(&'a self, _: CheckContext<'a>) -> CheckFuture<'a> {
+            Box::pin(async { panic!("boom") })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn budget_and_panic_become_error_facts() {
+        let metrics = Arc::new(Metrics::new());
+        let p = Pipeline::new(
+            vec![Box::new(Slow), Box::new(Panics)],
+            Arc::new(Policy::builtin(&Default::default())),
+            Duration::from_secs(5),
+            metrics,
+        );
+        let session = SessionInfo {
+            id: "t".into(),
+            client: "127.0.0.1:1".parse().expect("addr"),
+            local: "127.0.0.1:2".parse().expect("addr"),
+            helo: None,
+            esmtp: true,
+            tls: false,
+        };
+        let env = Envelope::default();
+        let ctx = CheckContext {
+            session: &session,
+            envelope: &env,
+            rcpt: None,
+            message: None,
+        };
+        let facts = p.facts(Stage::Mail, ctx).await;
+        assert_eq!(
+            facts,
+            vec![
+                Fact::text("check.error", "slow"),
+                Fact::text("check.error", "panics")
+            ]
+        );
+    }
+}

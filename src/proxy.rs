@@ -1,0 +1,104 @@
+//! PROXY protocol v1/v2 (HAProxy) from trusted load balancers, parsed with `proxy-header`.
+//!
+//! Owns: reading the header within its deadline and a size bound, and handing back the real
+//! client address plus any bytes read past the header. Must not: be applied to peers that
+//! are not listed in `proxy_protocol.trusted` (anyone else could forge their address).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use proxy_header::{ParseConfig, ProxyHeader};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// Longest header we read (v1 is at most 107 bytes; v2 with TLVs stays far below this).
+const MAX_HEADER: usize = 4096;
+
+/// What the PROXY header said.
+#[derive(Debug)]
+pub struct Proxied {
+    /// The original client, or `None` for a LOCAL header (the proxy's own health check).
+    pub source: Option<SocketAddr>,
+    /// Bytes that followed the header (the client's first SMTP bytes, if any).
+    pub rest: Vec<u8>,
+}
+
+/// Reads one PROXY header from `io`.
+pub async fn read_header<S: AsyncRead + Unpin>(
+    io: &mut S,
+    deadline: Duration,
+) -> Result<Proxied, String> {
+    let config = ParseConfig {
+        include_tlvs: false,
+        allow_v1: true,
+        allow_v2: true,
+    };
+    let mut buf = Vec::with_capacity(256);
+    let read = async {
+        loop {
+            match ProxyHeader::parse(&buf, config) {
+                Ok((header, used)) => {
+                    return Ok(Proxied {
+                        source: header.proxied_address().map(|a| a.source),
+                        rest: buf[used..].to_vec(),
+                    });
+                }
+                Err(proxy_header::Error::BufferTooShort) if buf.len() < MAX_HEADER => {}
+                Err(e) => return Err(format!("invalid PROXY header: {e:?}")),
+            }
+            let mut chunk = [0u8; 512];
+            let want = chunk.len().min(MAX_HEADER - buf.len()).max(1);
+            let n = io
+                .read(&mut chunk[..want])
+                .await
+                .map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("connection closed before the PROXY header".into());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    };
+    tokio::time::timeout(deadline, read)
+        .await
+        .map_err(|_| "timed out waiting for the PROXY header".to_string())?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn v1_header_and_trailing_bytes() {
+        let mut input: &[u8] = b"PROXY TCP4 203.0.113.7 192.0.2.1 40000 25\r\nEHLO x\r\n";
+        let p = read_header(&mut input, Duration::from_secs(1))
+            .await
+            .expect("header");
+        assert_eq!(p.source, Some("203.0.113.7:40000".parse().expect("addr")));
+        assert_eq!(p.rest, b"EHLO x\r\n");
+    }
+
+    #[tokio::test]
+    async fn v2_header() {
+        let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+        h.push(0x21); // v2, PROXY
+        h.push(0x11); // TCP over IPv4
+        h.extend_from_slice(&12u16.to_be_bytes());
+        h.extend_from_slice(&[198, 51, 100, 9, 192, 0, 2, 1]);
+        h.extend_from_slice(&5555u16.to_be_bytes());
+        h.extend_from_slice(&25u16.to_be_bytes());
+        let mut input: &[u8] = &h;
+        let p = read_header(&mut input, Duration::from_secs(1))
+            .await
+            .expect("header");
+        assert_eq!(p.source, Some("198.51.100.9:5555".parse().expect("addr")));
+    }
+
+    #[tokio::test]
+    async fn garbage_is_refused() {
+        let mut input: &[u8] = b"EHLO not-a-proxy\r\n";
+        assert!(
+            read_header(&mut input, Duration::from_secs(1))
+                .await
+                .is_err()
+        );
+    }
+}

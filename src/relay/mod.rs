@@ -1,0 +1,216 @@
+//! The backend: where accepted mail goes, in real time.
+//!
+//! Owns: parsing `backend.url`, opening a backend transaction when the first recipient
+//! arrives, relaying RCPT and the message, reusing a connection between transactions of
+//! the same session (RSET), and the readiness probe. Must not: make policy decisions.
+//!
+//! Connections are not shared between client sessions: XCLIENT binds a backend connection
+//! to one client's identity, and handing it to another client would mislabel their mail.
+
+pub mod maildir;
+pub mod smtp_client;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::smtp::command::MailParams;
+use crate::smtp::reply::{self, Reply};
+use crate::spool::Spool;
+pub use smtp_client::ClientIdentity;
+use smtp_client::{SmtpConnection, SmtpSettings};
+
+/// Where mail goes, from `backend.url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendTarget {
+    /// `smtp://host:port`
+    Smtp(String),
+    /// `maildir:PATH`
+    Maildir(PathBuf),
+}
+
+impl BackendTarget {
+    /// Parses `smtp://host:port` or `maildir:PATH`.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        if let Some(rest) = url.strip_prefix("smtp://") {
+            let rest = rest.trim_end_matches('/');
+            let valid = rest.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+            });
+            if !valid {
+                return Err(format!("{url:?}: expected smtp://host:port"));
+            }
+            return Ok(BackendTarget::Smtp(rest.to_string()));
+        }
+        if let Some(path) = url.strip_prefix("maildir:") {
+            if path.is_empty() {
+                return Err(format!("{url:?}: expected maildir:PATH"));
+            }
+            return Ok(BackendTarget::Maildir(PathBuf::from(path)));
+        }
+        Err(format!(
+            "{url:?}: the backend URL must start with smtp:// or maildir:"
+        ))
+    }
+}
+
+/// The configured backend.
+pub struct Backend {
+    target: BackendTarget,
+    smtp: SmtpSettings,
+}
+
+/// An open backend transaction (after MAIL, accumulating recipients).
+pub struct Transaction {
+    kind: Kind,
+    rcpts: Vec<String>,
+}
+
+enum Kind {
+    Smtp(Box<SmtpConnection>),
+    Maildir(PathBuf),
+}
+
+/// A backend connection kept by a session between its transactions.
+pub struct Idle(Box<SmtpConnection>);
+
+impl Backend {
+    /// Builds the backend from a validated config.
+    pub fn new(config: &Config) -> Result<Self, String> {
+        let target = BackendTarget::parse(&config.backend.url)?;
+        let addr = match &target {
+            BackendTarget::Smtp(addr) => addr.clone(),
+            BackendTarget::Maildir(_) => String::new(),
+        };
+        Ok(Backend {
+            target,
+            smtp: SmtpSettings {
+                addr,
+                helo_name: config
+                    .backend
+                    .helo_name
+                    .clone()
+                    .unwrap_or_else(|| config.hostname.clone()),
+                xclient: config.backend.xclient,
+                starttls: config.backend.starttls,
+                timeouts: config.timeouts.clone(),
+            },
+        })
+    }
+
+    /// Opens a transaction for `mail`, reusing `idle` when the session has one.
+    pub async fn begin(
+        &self,
+        idle: Option<Idle>,
+        client: &ClientIdentity,
+        mail: &MailParams,
+    ) -> Result<Transaction, Error> {
+        let kind = match &self.target {
+            BackendTarget::Maildir(root) => Kind::Maildir(root.clone()),
+            BackendTarget::Smtp(_) => {
+                let mut conn = match idle {
+                    Some(Idle(conn)) => conn,
+                    None => Box::new(SmtpConnection::open(&self.smtp, client).await?),
+                };
+                conn.mail(mail).await?;
+                Kind::Smtp(conn)
+            }
+        };
+        Ok(Transaction {
+            kind,
+            rcpts: Vec::new(),
+        })
+    }
+
+    /// Checks that the backend can take mail: an SMTP greeting and EHLO, or a writable root.
+    pub async fn probe(&self) -> Result<(), Error> {
+        match &self.target {
+            BackendTarget::Maildir(root) => {
+                tokio::fs::create_dir_all(root).await?;
+                let probe = tempfile::NamedTempFile::new_in(root)?;
+                drop(probe);
+                Ok(())
+            }
+            BackendTarget::Smtp(_) => {
+                let mut settings = self.smtp.clone();
+                settings.xclient = false;
+                let me = ClientIdentity {
+                    addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+                    helo: None,
+                    esmtp: true,
+                };
+                SmtpConnection::open(&settings, &me).await?.quit().await;
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Transaction {
+    /// Relays one recipient; the backend's reply is the client's reply.
+    pub async fn rcpt(&mut self, address: &str) -> Result<Reply, Error> {
+        let reply = match &mut self.kind {
+            Kind::Smtp(conn) => conn.rcpt(address).await?,
+            Kind::Maildir(_) => reply::OK,
+        };
+        if reply.is_positive() {
+            self.rcpts.push(address.to_string());
+        }
+        Ok(reply)
+    }
+
+    /// Relays the message; returns the backend's final reply and how long it took.
+    pub async fn data(
+        &mut self,
+        prepend: &[u8],
+        spool: &mut Spool,
+    ) -> Result<(Reply, std::time::Duration), Error> {
+        let started = Instant::now();
+        let reply = match &mut self.kind {
+            Kind::Smtp(conn) => conn.data(prepend, spool).await?,
+            Kind::Maildir(root) => maildir::deliver(root, &self.rcpts, prepend, spool).await?,
+        };
+        Ok((reply, started.elapsed()))
+    }
+
+    /// Ends the transaction (RSET); returns the connection if it can serve the next one.
+    pub async fn finish(self) -> Option<Idle> {
+        match self.kind {
+            Kind::Smtp(mut conn) => conn.rset().await.then_some(Idle(conn)),
+            Kind::Maildir(_) => None,
+        }
+    }
+}
+
+impl Idle {
+    /// Closes the kept connection with QUIT.
+    pub async fn close(self) {
+        self.0.quit().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            BackendTarget::parse("smtp://127.0.0.1:25"),
+            Ok(BackendTarget::Smtp("127.0.0.1:25".into()))
+        );
+        assert_eq!(
+            BackendTarget::parse("smtp://[::1]:25"),
+            Ok(BackendTarget::Smtp("[::1]:25".into()))
+        );
+        assert_eq!(
+            BackendTarget::parse("maildir:./m"),
+            Ok(BackendTarget::Maildir("./m".into()))
+        );
+        assert!(BackendTarget::parse("smtp://host").is_err());
+        assert!(BackendTarget::parse("smtp://host:0").is_err());
+        assert!(BackendTarget::parse("lmtp://x:1").is_err());
+        assert!(BackendTarget::parse("maildir:").is_err());
+    }
+}

@@ -1,0 +1,223 @@
+//! DATA and BDAT: message intake and the end-of-message decision.
+//!
+//! Owns: streaming content through the decoder into the spool under the size cap (beyond
+//! the cap bytes are read and dropped, and the answer is 552 after the end), the total
+//! DATA deadline, and the end-of-message path shared by DATA and BDAT: DATA checks →
+//! verdict → relay → the backend's reply. Must not: inspect content for policy.
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::state::State;
+use super::{Fill, Session};
+use crate::metrics::{Event, Limit};
+use crate::pipeline::{CheckContext, MessageView, Stage};
+use crate::smtp::codec::BodyDecoder;
+use crate::smtp::reply::{self, Reply};
+use crate::spool::Spool;
+
+/// A message being received.
+pub(super) struct Body {
+    spool: Spool,
+    decoder: BodyDecoder,
+    /// Content bytes seen, including those dropped beyond the limit.
+    size: u64,
+    limit: u64,
+    io_error: Option<std::io::Error>,
+    deadline: tokio::time::Instant,
+    out: Vec<u8>,
+}
+
+impl Body {
+    fn new<S>(session: &Session<S>, decoder: BodyDecoder) -> Self {
+        let c = &session.ctx.config;
+        Body {
+            spool: Spool::new(c.spool.memory_limit as usize, c.spool.dir.clone()),
+            decoder,
+            size: 0,
+            limit: c.limits.max_message_size,
+            io_error: None,
+            deadline: tokio::time::Instant::now() + c.timeouts.data,
+            out: Vec::with_capacity(32 * 1024),
+        }
+    }
+
+    /// Decodes `input`; returns bytes consumed and whether DATA's end marker was reached.
+    async fn push(&mut self, input: &[u8]) -> (usize, bool) {
+        let (used, done) = self.decoder.decode(input, &mut self.out);
+        self.store().await;
+        (used, done)
+    }
+
+    async fn store(&mut self) {
+        self.size += self.out.len() as u64;
+        // Past the limit nothing more is stored: memory and disk stay bounded.
+        if self.size <= self.limit
+            && self.io_error.is_none()
+            && let Err(e) = self.spool.write(&self.out).await
+        {
+            self.io_error = Some(e);
+        }
+        self.out.clear();
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+    /// DATA: 354, read to `<CRLF>.<CRLF>`, then decide and relay.
+    pub(super) async fn data(&mut self) {
+        if self.txn_broken {
+            self.reply(reply::BACKEND_FAILED);
+            self.reset_transaction().await;
+            return;
+        }
+        self.reply(reply::START_DATA);
+        let mut body = Body::new(self, BodyDecoder::data());
+        let abort = self.signals.abort.clone();
+        loop {
+            let (used, done) = body.push(&self.rbuf).await;
+            self.rbuf.drain(..used);
+            if done {
+                break;
+            }
+            match self.fill(body.deadline, &abort).await {
+                Fill::Data => {}
+                Fill::Eof => return,
+                Fill::Timeout => {
+                    self.ctx.metrics.emit(Event::LimitHit(Limit::DataTimeout));
+                    self.reply(reply::TIMEOUT);
+                    return;
+                }
+                Fill::Stopped => {
+                    self.reply(reply::SHUTTING_DOWN);
+                    return;
+                }
+            }
+        }
+        self.end_of_message(body).await;
+    }
+
+    /// BDAT: read exactly `size` octets; at LAST decide and relay (RFC 3030).
+    pub(super) async fn bdat(&mut self, size: usize, last: bool) {
+        let mut body = match self.body.take() {
+            Some(body) => body,
+            None => Body::new(self, BodyDecoder::bdat()),
+        };
+        self.state = State::Chunking;
+        let abort = self.signals.abort.clone();
+        let mut left = size;
+        loop {
+            let take = left.min(self.rbuf.len());
+            body.push(&self.rbuf[..take]).await;
+            self.rbuf.drain(..take);
+            left -= take;
+            if left == 0 {
+                break;
+            }
+            match self.fill(body.deadline, &abort).await {
+                Fill::Data => {}
+                Fill::Eof => return,
+                Fill::Timeout => {
+                    self.ctx.metrics.emit(Event::LimitHit(Limit::DataTimeout));
+                    self.reply(reply::TIMEOUT);
+                    return;
+                }
+                Fill::Stopped => {
+                    self.reply(reply::SHUTTING_DOWN);
+                    return;
+                }
+            }
+        }
+        if !last {
+            self.body = Some(body);
+            self.reply(reply::chunk_received(size));
+            return;
+        }
+        body.decoder.finish(&mut body.out);
+        body.store().await;
+        self.end_of_message(body).await;
+    }
+
+    /// The message is complete: DATA checks, verdict, relay, one log line, reset.
+    async fn end_of_message(&mut self, mut body: Body) {
+        let view = MessageView {
+            size: body.size,
+            head: body.spool.head(),
+            bare_line_endings: body.decoder.saw_bare_line_ending(),
+        };
+        let ctx = CheckContext {
+            session: &self.info,
+            envelope: &self.env,
+            rcpt: None,
+            message: Some(view),
+        };
+        let facts = self.ctx.pipeline.facts(Stage::Data, ctx).await;
+        self.env.facts.extend(facts);
+        let verdict = self.ctx.pipeline.decide(Stage::Data, &self.env.facts);
+        let (reply, outcome): (Reply, &'static str) =
+            if let Some(refusal) = verdict.action.refusal() {
+                if body.size > body.limit {
+                    self.ctx.metrics.emit(Event::LimitHit(Limit::MessageSize));
+                }
+                (refusal.clone(), verdict.action.label())
+            } else if body.size > body.limit {
+                // Never relay a truncated message, whatever the policy says.
+                self.ctx.metrics.emit(Event::LimitHit(Limit::MessageSize));
+                (reply::MESSAGE_TOO_BIG, "reject")
+            } else if let Some(e) = &body.io_error {
+                tracing::error!(session = %self.info.id, error = %e, "spool write failed");
+                (reply::LOCAL_ERROR, "tempfail")
+            } else {
+                self.relay(&mut body.spool, verdict.action.label()).await
+            };
+        self.messages += 1;
+        self.ctx.metrics.emit(Event::Message {
+            verdict: outcome,
+            bytes: body.size,
+        });
+        tracing::info!(
+            session = %self.info.id,
+            client = %self.info.client,
+            from = %self.env.mail_from,
+            rcpts = self.env.rcpts.len(),
+            size = body.size,
+            spilled = body.spool.spilled(),
+            verdict = outcome,
+            rules = ?verdict.rules,
+            reply = %reply,
+            "message"
+        );
+        self.reply(reply);
+        self.reset_transaction().await;
+    }
+
+    /// Hands the message to the backend; returns the client's reply and the outcome label.
+    async fn relay(
+        &mut self,
+        spool: &mut Spool,
+        accepted_as: &'static str,
+    ) -> (Reply, &'static str) {
+        let Some(txn) = self.txn.as_mut() else {
+            return (reply::BACKEND_FAILED, "tempfail");
+        };
+        let received = super::trace::received(&self.info, &self.ctx.config.hostname, &self.env);
+        match txn.data(received.as_bytes(), spool).await {
+            Ok((r, took)) => {
+                self.ctx.metrics.emit(Event::Relayed(took));
+                let outcome = match r.code / 100 {
+                    2 => accepted_as,
+                    4 => "tempfail",
+                    _ => "reject",
+                };
+                (r, outcome)
+            }
+            Err(e) => {
+                if let Some(kind) = e.backend_kind() {
+                    self.ctx.metrics.emit(Event::BackendError(kind));
+                }
+                tracing::warn!(session = %self.info.id, error = %e, "relay to backend failed; client told to retry");
+                // A broken connection is not reused.
+                self.txn = None;
+                (e.data_reply(), "tempfail")
+            }
+        }
+    }
+}

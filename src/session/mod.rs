@@ -1,0 +1,356 @@
+//! One SMTP session over any stream: read with deadlines, drive the state machine, write
+//! replies in order.
+//!
+//! Owns: the read/write loop, pipelining (replies are queued and flushed before every read
+//! that could block, so a client that sends a whole batch never deadlocks), the error and
+//! command limits, and shutdown at command boundaries. Must not: contain check logic
+//! (`pipeline`) or parse bytes (`smtp::codec`). Verb handlers live in `greet.rs`,
+//! `transaction.rs` and `data.rs`.
+
+mod data;
+mod greet;
+pub mod state;
+mod trace;
+mod transaction;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::timeout_at;
+use tokio_util::sync::CancellationToken;
+
+use crate::context::Context;
+use crate::metrics::{Event, Limit};
+use crate::pipeline::outcome::Fact;
+use crate::pipeline::{CheckContext, Stage};
+use crate::relay::{Idle, Transaction};
+use crate::smtp::codec::{Frame, LineFramer};
+use crate::smtp::command::{Command, MailParams};
+use crate::smtp::envelope::{Envelope, SessionInfo};
+use crate::smtp::reply::{self, Reply, ReplyClass};
+use crate::tls::MaybeTls;
+use data::Body;
+use state::State;
+
+/// The two shutdown signals a session watches.
+#[derive(Clone, Default)]
+pub struct Signals {
+    /// Stop at the next command boundary (421 to an idle client).
+    pub shutdown: CancellationToken,
+    /// The grace period is over: stop even inside DATA.
+    pub abort: CancellationToken,
+}
+
+/// How a wait for input ended.
+enum Fill {
+    Data,
+    Eof,
+    Timeout,
+    Stopped,
+}
+
+/// One client connection.
+pub struct Session<S> {
+    io: MaybeTls<S>,
+    rbuf: Vec<u8>,
+    wbuf: Vec<u8>,
+    framer: LineFramer,
+    state: State,
+    info: SessionInfo,
+    /// Facts about the connection (connect, HELO), copied into each transaction.
+    conn_facts: Vec<Fact>,
+    env: Envelope,
+    mail: Option<MailParams>,
+    txn: Option<Transaction>,
+    /// The backend connection broke after recipients were accepted: DATA must get 4xx.
+    txn_broken: bool,
+    idle: Option<Idle>,
+    body: Option<Body>,
+    errors: u32,
+    commands: u32,
+    messages: u32,
+    closing: bool,
+    ctx: Arc<Context>,
+    signals: Signals,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+    /// A session on `io`; `early` holds bytes already read (after a PROXY header).
+    pub fn new(
+        io: S,
+        info: SessionInfo,
+        early: Vec<u8>,
+        ctx: Arc<Context>,
+        signals: Signals,
+    ) -> Self {
+        Session {
+            io: MaybeTls::Plain(io),
+            rbuf: early,
+            wbuf: Vec::with_capacity(1024),
+            framer: LineFramer::new(ctx.config.limits.max_line_length),
+            state: State::Connected,
+            info,
+            conn_facts: Vec::new(),
+            env: Envelope::default(),
+            mail: None,
+            txn: None,
+            txn_broken: false,
+            idle: None,
+            body: None,
+            errors: 0,
+            commands: 0,
+            messages: 0,
+            closing: false,
+            ctx,
+            signals,
+        }
+    }
+
+    /// Runs the session to its end.
+    pub async fn run(mut self) {
+        let started = Instant::now();
+        tracing::info!(session = %self.info.id, client = %self.info.client, "session opened");
+        if self.connect_stage().await {
+            while !self.closing {
+                let Some(line) = self.next_line().await else {
+                    break;
+                };
+                self.handle(line).await;
+            }
+        }
+        let _ = self.flush().await;
+        self.reset_transaction().await;
+        if let Some(idle) = self.idle.take() {
+            idle.close().await;
+        }
+        let _ = self.io.shutdown().await;
+        self.ctx
+            .metrics
+            .emit(Event::SessionClosed(started.elapsed()));
+        tracing::info!(
+            session = %self.info.id,
+            client = %self.info.client,
+            duration_ms = started.elapsed().as_millis() as u64,
+            commands = self.commands,
+            errors = self.errors,
+            messages = self.messages,
+            tls = self.info.tls,
+            "session closed"
+        );
+    }
+
+    /// Connect checks, then the banner. False if the connection is refused.
+    async fn connect_stage(&mut self) -> bool {
+        let ctx = CheckContext {
+            session: &self.info,
+            envelope: &self.env,
+            rcpt: None,
+            message: None,
+        };
+        let facts = self.ctx.pipeline.facts(Stage::Connect, ctx).await;
+        let verdict = self.ctx.pipeline.decide(Stage::Connect, &facts);
+        if let Some(refusal) = verdict.action.refusal() {
+            tracing::info!(session = %self.info.id, rules = ?verdict.rules, "connection refused by policy");
+            self.reply(refusal.clone());
+            return false;
+        }
+        self.conn_facts = facts;
+        self.reply(reply::greeting(&self.ctx.config.hostname));
+        true
+    }
+
+    /// The next command line, or `None` when the session must end (the reason already
+    /// replied where the client can still hear it).
+    async fn next_line(&mut self) -> Option<Vec<u8>> {
+        let deadline = tokio::time::Instant::now() + self.ctx.config.timeouts.command;
+        loop {
+            // Shutdown is seen at every command boundary, pipelined or not.
+            if self.signals.shutdown.is_cancelled() {
+                self.reply(reply::SHUTTING_DOWN);
+                return None;
+            }
+            match self.framer.next(&mut self.rbuf) {
+                Frame::Line(line) => return Some(line),
+                Frame::TooLong => {
+                    self.ctx.metrics.emit(Event::LimitHit(Limit::LineLength));
+                    self.reply(reply::LINE_TOO_LONG);
+                    if self.closing {
+                        return None;
+                    }
+                    continue;
+                }
+                Frame::NeedMore => {}
+            }
+            let stop = self.signals.shutdown.clone();
+            match self.fill(deadline, &stop).await {
+                Fill::Data => {}
+                Fill::Eof => return None,
+                Fill::Timeout => {
+                    self.ctx
+                        .metrics
+                        .emit(Event::LimitHit(Limit::CommandTimeout));
+                    self.reply(reply::TIMEOUT);
+                    return None;
+                }
+                Fill::Stopped => {
+                    self.reply(reply::SHUTTING_DOWN);
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Dispatches one command line.
+    async fn handle(&mut self, line: Vec<u8>) {
+        self.commands += 1;
+        if self.commands > self.ctx.config.limits.max_commands {
+            self.ctx.metrics.emit(Event::LimitHit(Limit::Commands));
+            self.reply(reply::TOO_MANY_COMMANDS);
+            self.closing = true;
+            return;
+        }
+        let cmd = match Command::parse(&line) {
+            Ok(cmd) => cmd,
+            Err(r) => {
+                self.ctx.metrics.emit(Event::Command("invalid"));
+                self.reply(r);
+                return;
+            }
+        };
+        self.ctx.metrics.emit(Event::Command(cmd.verb()));
+        if let Err(r) = state::check(self.state, &cmd) {
+            // A refused BDAT still has its chunk on the wire: it must be read and dropped.
+            if let Command::Bdat { size, .. } = cmd {
+                self.discard(size).await;
+            }
+            if self.state == State::Chunking {
+                self.reset_transaction().await;
+            }
+            self.reply(r);
+            return;
+        }
+        match cmd {
+            Command::Ehlo(name) => self.helo(name, true).await,
+            Command::Helo(name) => self.helo(name, false).await,
+            Command::StartTls => self.starttls().await,
+            Command::Mail(params) => self.mail(params).await,
+            Command::Rcpt(address) => self.rcpt(address).await,
+            Command::Data => self.data().await,
+            Command::Bdat { size, last } => self.bdat(size, last).await,
+            Command::Rset => {
+                self.reset_transaction().await;
+                self.reply(reply::RESET_OK);
+            }
+            Command::Noop => self.reply(reply::OK),
+            Command::Vrfy => self.reply(reply::CANNOT_VRFY),
+            Command::Help => self.reply(reply::HELP),
+            Command::Quit => {
+                self.reply(reply::BYE);
+                self.closing = true;
+            }
+            Command::NotOffered(_) => self.reply(reply::NOT_IMPLEMENTED),
+        }
+    }
+
+    /// Queues a reply; counts it; enforces the error limit.
+    fn reply(&mut self, r: Reply) {
+        r.write_to(&mut self.wbuf);
+        self.ctx.metrics.emit(Event::Reply(r.class()));
+        if r.code == 421 {
+            self.closing = true;
+            return;
+        }
+        if matches!(r.class(), ReplyClass::Transient | ReplyClass::Permanent) {
+            self.errors += 1;
+            if self.errors >= self.ctx.config.limits.max_errors && !self.closing {
+                self.ctx.metrics.emit(Event::LimitHit(Limit::Errors));
+                reply::TOO_MANY_ERRORS.write_to(&mut self.wbuf);
+                self.ctx.metrics.emit(Event::Reply(ReplyClass::Transient));
+                self.closing = true;
+            }
+        }
+    }
+
+    /// Writes queued replies within the write deadline.
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + self.ctx.config.timeouts.write;
+        let io = async {
+            self.io.write_all(&self.wbuf).await?;
+            self.io.flush().await
+        };
+        let result = match timeout_at(deadline, io).await {
+            Ok(r) => r,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "write timeout",
+            )),
+        };
+        self.wbuf.clear();
+        if result.is_err() {
+            self.closing = true;
+        }
+        result
+    }
+
+    /// Flushes replies, then reads more input until `deadline` or `stop`.
+    async fn fill(&mut self, deadline: tokio::time::Instant, stop: &CancellationToken) -> Fill {
+        if self.flush().await.is_err() {
+            return Fill::Eof;
+        }
+        self.rbuf.reserve(16 * 1024);
+        // Why select: a shutdown (or the end of the grace period) must interrupt a client
+        // that is silent, without waiting for its timeout.
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => Fill::Stopped,
+            read = timeout_at(deadline, self.io.read_buf(&mut self.rbuf)) => match read {
+                Err(_) => Fill::Timeout,
+                Ok(Ok(0)) | Ok(Err(_)) => {
+                    self.closing = true;
+                    Fill::Eof
+                }
+                Ok(Ok(_)) => Fill::Data,
+            },
+        }
+    }
+
+    /// Reads and drops `n` bytes (a refused BDAT chunk).
+    async fn discard(&mut self, mut n: usize) {
+        let deadline = tokio::time::Instant::now() + self.ctx.config.timeouts.data;
+        let stop = self.signals.abort.clone();
+        loop {
+            let take = n.min(self.rbuf.len());
+            self.rbuf.drain(..take);
+            n -= take;
+            if n == 0 {
+                return;
+            }
+            if !matches!(self.fill(deadline, &stop).await, Fill::Data) {
+                self.closing = true;
+                return;
+            }
+        }
+    }
+
+    /// Ends any transaction: the backend gets RSET (the connection is kept for the next
+    /// transaction if it answers), the envelope starts afresh.
+    async fn reset_transaction(&mut self) {
+        if let Some(txn) = self.txn.take() {
+            self.idle = txn.finish().await;
+        }
+        self.env = Envelope {
+            facts: self.conn_facts.clone(),
+            ..Envelope::default()
+        };
+        self.mail = None;
+        self.txn_broken = false;
+        self.body = None;
+        if self.state != State::Connected {
+            self.state = State::Greeted;
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! MAIL and RCPT: the envelope, relay protection, and the backend transaction.
+//!
+//! Owns: refusing recipients outside the accepted domains (550 5.7.1, never policy's to
+//! loosen), running MAIL/RCPT checks, opening the backend transaction at the first
+//! recipient that passes, and passing the backend's RCPT reply back as ours.
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::Session;
+use super::state::State;
+use crate::metrics::{Event, Limit};
+use crate::pipeline::{CheckContext, Stage};
+use crate::relay::ClientIdentity;
+use crate::smtp::address::{AddressError, parse_mailbox};
+use crate::smtp::command::MailParams;
+use crate::smtp::envelope::Envelope;
+use crate::smtp::reply::{self, Reply};
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+    /// MAIL FROM: a new envelope, MAIL checks, 250 or the policy's refusal.
+    pub(super) async fn mail(&mut self, params: MailParams) {
+        if !params.smtputf8 && !params.address.is_ascii() {
+            self.reply(reply::NEEDS_SMTPUTF8);
+            return;
+        }
+        self.env = Envelope {
+            mail_from: params.address.clone(),
+            declared_size: params.size,
+            body: params.body,
+            smtputf8: params.smtputf8,
+            facts: self.conn_facts.clone(),
+            ..Envelope::default()
+        };
+        let ctx = CheckContext {
+            session: &self.info,
+            envelope: &self.env,
+            rcpt: None,
+            message: None,
+        };
+        let facts = self.ctx.pipeline.facts(Stage::Mail, ctx).await;
+        self.env.facts.extend(facts);
+        let verdict = self.ctx.pipeline.decide(Stage::Mail, &self.env.facts);
+        if let Some(refusal) = verdict.action.refusal() {
+            if verdict.rules.contains(&"declared-size-limit") {
+                self.ctx.metrics.emit(Event::LimitHit(Limit::MessageSize));
+            }
+            tracing::info!(session = %self.info.id, from = %params.address, rules = ?verdict.rules, reply = %refusal, "MAIL refused");
+            self.reply(refusal.clone());
+            return;
+        }
+        self.mail = Some(params);
+        self.state = State::Mail;
+        self.reply(reply::SENDER_OK);
+    }
+
+    /// RCPT TO: relay protection, RCPT checks, then the backend decides.
+    pub(super) async fn rcpt(&mut self, address: String) {
+        self.env.rcpt_attempts += 1;
+        if let Some(refusal) = self.relay_protection(&address) {
+            tracing::info!(session = %self.info.id, rcpt = %address, reply = %refusal, "RCPT refused");
+            self.reply(refusal);
+            return;
+        }
+        let ctx = CheckContext {
+            session: &self.info,
+            envelope: &self.env,
+            rcpt: Some(&address),
+            message: None,
+        };
+        // RCPT facts concern this recipient only and are not kept in the envelope.
+        let mut facts = self.env.facts.clone();
+        facts.extend(self.ctx.pipeline.facts(Stage::Rcpt, ctx).await);
+        let verdict = self.ctx.pipeline.decide(Stage::Rcpt, &facts);
+        if let Some(refusal) = verdict.action.refusal() {
+            if verdict.rules.contains(&"recipient-limit") {
+                self.ctx.metrics.emit(Event::LimitHit(Limit::Recipients));
+            }
+            self.reply(refusal.clone());
+            return;
+        }
+        let r = self.relay_rcpt(&address).await;
+        if r.is_positive() {
+            self.env.rcpts.push(address);
+            self.state = State::Rcpt;
+        }
+        self.reply(r);
+    }
+
+    /// The accepted-domain decision for one forward path; `None` when it may proceed.
+    fn relay_protection(&self, address: &str) -> Option<Reply> {
+        // RFC 5321 §4.5.1: <postmaster> without a domain must be accepted.
+        if address.eq_ignore_ascii_case("postmaster") {
+            return None;
+        }
+        match parse_mailbox(address, self.env.smtputf8) {
+            Ok(m) if self.ctx.domains.contains(&m.domain) => None,
+            Ok(_) | Err(AddressError::RelayTrick) => Some(reply::RELAY_DENIED),
+            Err(AddressError::Syntax) => Some(reply::BAD_RECIPIENT_SYNTAX),
+            Err(AddressError::NeedsSmtpUtf8) => Some(reply::NEEDS_SMTPUTF8),
+        }
+    }
+
+    /// Opens the backend transaction if needed and relays RCPT; returns the client's reply.
+    async fn relay_rcpt(&mut self, address: &str) -> Reply {
+        if self.txn_broken {
+            return reply::BACKEND_FAILED;
+        }
+        if self.txn.is_none() {
+            let Some(mail) = self.mail.clone() else {
+                return reply::NEED_MAIL;
+            };
+            let client = ClientIdentity {
+                addr: self.info.client,
+                helo: self.info.helo.clone(),
+                esmtp: self.info.esmtp,
+            };
+            match self
+                .ctx
+                .backend
+                .begin(self.idle.take(), &client, &mail)
+                .await
+            {
+                Ok(txn) => self.txn = Some(txn),
+                Err(e) => {
+                    if let Some(kind) = e.backend_kind() {
+                        self.ctx.metrics.emit(Event::BackendError(kind));
+                    }
+                    tracing::warn!(session = %self.info.id, error = %e, "backend transaction could not start");
+                    return e.reply();
+                }
+            }
+        }
+        let Some(txn) = self.txn.as_mut() else {
+            return reply::BACKEND_UNAVAILABLE;
+        };
+        match txn.rcpt(address).await {
+            Ok(r) => r,
+            Err(e) => {
+                if let Some(kind) = e.backend_kind() {
+                    self.ctx.metrics.emit(Event::BackendError(kind));
+                }
+                tracing::warn!(session = %self.info.id, error = %e, "backend failed at RCPT");
+                // The connection is gone; recipients it accepted are gone with it, so the
+                // rest of this transaction can only end in 4xx.
+                self.txn = None;
+                self.txn_broken = !self.env.rcpts.is_empty();
+                e.reply()
+            }
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! The transaction as the pipeline sees it.
+//!
+//! Owns: `SessionInfo` (who is connected) and `Envelope` (one transaction: sender,
+//! recipients, declared size, the facts checks found and headers to add).
+//! Must not: do lookups or I/O.
+
+use std::net::SocketAddr;
+
+use super::command::Body;
+use crate::pipeline::outcome::Fact;
+
+/// What is known about the connection, fixed after the greeting (HELO changes with EHLO).
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    /// Short unique id used in logs and the Received header.
+    pub id: String,
+    /// The client's address (the PROXY protocol source when behind a trusted proxy).
+    pub client: SocketAddr,
+    /// Our address as the client connected to it.
+    pub local: SocketAddr,
+    /// The name given in EHLO/HELO, once given.
+    pub helo: Option<String>,
+    /// True after EHLO (ESMTP), false after HELO.
+    pub esmtp: bool,
+    /// True once STARTTLS completed.
+    pub tls: bool,
+}
+
+/// One mail transaction, from MAIL to the end of DATA or RSET.
+#[derive(Debug, Clone, Default)]
+pub struct Envelope {
+    /// Reverse path; empty for the null sender.
+    pub mail_from: String,
+    /// SIZE= declared on MAIL.
+    pub declared_size: Option<u64>,
+    /// BODY= on MAIL.
+    pub body: Body,
+    /// SMTPUTF8 on MAIL.
+    pub smtputf8: bool,
+    /// Recipients the backend accepted, in order.
+    pub rcpts: Vec<String>,
+    /// RCPT commands seen in this transaction, accepted or not (for the recipient limit).
+    pub rcpt_attempts: usize,
+    /// Facts the checks have found so far in this transaction.
+    pub facts: Vec<Fact>,
+}

@@ -1,0 +1,347 @@
+//! SMTP replies as values (RFC 5321 §4.2, enhanced codes RFC 3463 / RFC 2034).
+//!
+//! Owns: the `Reply` type, every reply the gateway sends as a named constant or a
+//! constructor, and the wire encoding. Nothing else in the crate builds reply text with
+//! `format!`: call sites pick a constant, or pass a backend's reply through unchanged.
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// An RFC 3463 enhanced status code, `class.subject.detail`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Enhanced(pub u8, pub u16, pub u16);
+
+impl fmt::Display for Enhanced {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.0, self.1, self.2)
+    }
+}
+
+/// One SMTP reply: a three-digit code, an optional enhanced code and text lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The RFC 5321 reply code (2xx, 3xx, 4xx, 5xx).
+    pub code: u16,
+    /// The enhanced status code; absent only for replies that have none (220, 354).
+    pub enhanced: Option<Enhanced>,
+    /// Text lines; more than one makes a multi-line reply.
+    pub text: Cow<'static, str>,
+}
+
+/// The class of a reply, used for metrics labels and decisions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReplyClass {
+    /// 2xx: success.
+    Positive,
+    /// 3xx: intermediate (354).
+    Intermediate,
+    /// 4xx: transient failure; the client retries.
+    Transient,
+    /// 5xx: permanent failure.
+    Permanent,
+}
+
+impl ReplyClass {
+    /// The metric label for this class (`2xx`, `3xx`, `4xx`, `5xx`).
+    pub fn label(self) -> &'static str {
+        match self {
+            ReplyClass::Positive => "2xx",
+            ReplyClass::Intermediate => "3xx",
+            ReplyClass::Transient => "4xx",
+            ReplyClass::Permanent => "5xx",
+        }
+    }
+}
+
+const fn r(code: u16, e: (u8, u16, u16), text: &'static str) -> Reply {
+    Reply {
+        code,
+        enhanced: Some(Enhanced(e.0, e.1, e.2)),
+        text: Cow::Borrowed(text),
+    }
+}
+
+impl Reply {
+    /// A reply with an enhanced code and owned text (e.g. a backend's reply passed through).
+    pub fn new(code: u16, enhanced: Option<Enhanced>, text: impl Into<Cow<'static, str>>) -> Self {
+        Reply {
+            code,
+            enhanced,
+            text: text.into(),
+        }
+    }
+
+    /// The class of the reply code.
+    pub fn class(&self) -> ReplyClass {
+        match self.code / 100 {
+            2 => ReplyClass::Positive,
+            3 => ReplyClass::Intermediate,
+            4 => ReplyClass::Transient,
+            _ => ReplyClass::Permanent,
+        }
+    }
+
+    /// True for 2xx.
+    pub fn is_positive(&self) -> bool {
+        self.class() == ReplyClass::Positive
+    }
+
+    /// Encodes the reply for the wire: every line carries the code and the enhanced code,
+    /// continuation lines use `code-`, the last `code `; CR and LF inside text never reach
+    /// the wire (a backend's text cannot inject extra reply lines).
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        let lines: Vec<&str> = self
+            .text
+            .split('\n')
+            .map(|l| l.trim_end_matches('\r'))
+            .collect();
+        for (i, line) in lines.iter().enumerate() {
+            let sep = if i + 1 == lines.len() { ' ' } else { '-' };
+            out.extend_from_slice(self.code.to_string().as_bytes());
+            out.push(sep as u8);
+            if let Some(e) = self.enhanced {
+                out.extend_from_slice(e.to_string().as_bytes());
+                if !line.is_empty() {
+                    out.push(b' ');
+                }
+            }
+            out.extend(line.bytes().filter(|b| *b != b'\r' && *b != b'\n'));
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+
+    /// The reply as one string without the line ending, for logs.
+    pub fn to_log(&self) -> String {
+        let mut v = Vec::new();
+        self.write_to(&mut v);
+        String::from_utf8_lossy(&v)
+            .trim_end()
+            .replace("\r\n", " | ")
+    }
+}
+
+impl fmt::Display for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_log())
+    }
+}
+
+// --- 2xx ----------------------------------------------------------------------------------
+/// Generic success.
+pub const OK: Reply = r(250, (2, 0, 0), "Ok");
+/// MAIL FROM accepted.
+pub const SENDER_OK: Reply = r(250, (2, 1, 0), "Sender ok");
+/// RSET done.
+pub const RESET_OK: Reply = r(250, (2, 0, 0), "Reset state");
+/// Answer to VRFY: we neither confirm nor deny (RFC 5321 §3.5.3).
+pub const CANNOT_VRFY: Reply = r(
+    252,
+    (2, 5, 0),
+    "Cannot VRFY user, but will accept message and attempt delivery",
+);
+/// Answer to HELP.
+pub const HELP: Reply = r(
+    214,
+    (2, 0, 0),
+    "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS",
+);
+/// QUIT acknowledged.
+pub const BYE: Reply = r(221, (2, 0, 0), "Bye");
+/// STARTTLS accepted: the handshake follows.
+pub const READY_TLS: Reply = r(220, (2, 0, 0), "Ready to start TLS");
+/// One BDAT chunk received (not the last).
+pub const CHUNK_OK: Reply = r(250, (2, 0, 0), "Chunk received");
+
+// --- 3xx ----------------------------------------------------------------------------------
+/// Answer to DATA.
+pub const START_DATA: Reply = Reply {
+    code: 354,
+    enhanced: None,
+    text: Cow::Borrowed("End data with <CR><LF>.<CR><LF>"),
+};
+
+// --- 4xx ----------------------------------------------------------------------------------
+/// Too many sessions: we cannot serve this one now (RFC 5321 §3.8).
+pub const TOO_BUSY: Reply = r(421, (4, 3, 2), "Too many connections, try again later");
+/// The gateway is shutting down.
+pub const SHUTTING_DOWN: Reply = r(421, (4, 3, 2), "Service shutting down, try again later");
+/// The client waited too long between commands.
+pub const TIMEOUT: Reply = r(421, (4, 4, 2), "Timeout exceeded, closing connection");
+/// The client made too many errors.
+pub const TOO_MANY_ERRORS: Reply = r(421, (4, 7, 0), "Too many errors, closing connection");
+/// The client sent too many commands in one session.
+pub const TOO_MANY_COMMANDS: Reply = r(421, (4, 7, 0), "Too many commands, closing connection");
+/// Too many recipients in this transaction (RFC 5321 §4.5.3.1.10: 452, not 5xx).
+pub const TOO_MANY_RECIPIENTS: Reply = r(452, (4, 5, 3), "Too many recipients");
+/// The backend could not be reached or refused to start a transaction.
+pub const BACKEND_UNAVAILABLE: Reply = r(451, (4, 4, 1), "Backend unavailable, try again later");
+/// The backend failed during the transaction: nothing was accepted.
+pub const BACKEND_FAILED: Reply = r(451, (4, 4, 2), "Backend connection failed, try again later");
+/// A local error (spool I/O): nothing was accepted.
+pub const LOCAL_ERROR: Reply = r(451, (4, 3, 0), "Local error in processing, try again later");
+/// TLS is configured but the handshake set-up failed.
+pub const TLS_UNAVAILABLE: Reply = r(454, (4, 7, 0), "TLS not available");
+/// The policy asks the client to retry later.
+pub const TEMPFAIL: Reply = r(
+    451,
+    (4, 7, 1),
+    "Message deferred by policy, try again later",
+);
+
+// --- 5xx ----------------------------------------------------------------------------------
+/// A command line longer than the configured limit.
+pub const LINE_TOO_LONG: Reply = r(500, (5, 5, 2), "Line too long");
+/// The command verb is unknown.
+pub const UNKNOWN_COMMAND: Reply = r(500, (5, 5, 2), "Command unrecognized");
+/// Command parameters do not parse.
+pub const SYNTAX_ERROR: Reply = r(501, (5, 5, 4), "Syntax error in parameters or arguments");
+/// The sender address does not parse.
+pub const BAD_SENDER_SYNTAX: Reply = r(501, (5, 1, 7), "Bad sender address syntax");
+/// The recipient address does not parse.
+pub const BAD_RECIPIENT_SYNTAX: Reply = r(501, (5, 1, 3), "Bad recipient address syntax");
+/// The command exists but is not offered here (AUTH, EXPN, ETRN, ...).
+pub const NOT_IMPLEMENTED: Reply = r(502, (5, 5, 1), "Command not implemented");
+/// A parameter we do not support (e.g. unknown MAIL parameter).
+pub const PARAM_NOT_IMPLEMENTED: Reply = r(
+    555,
+    (5, 5, 4),
+    "Parameter not recognized or not implemented",
+);
+/// Commands out of order (RFC 5321 §4.1.4).
+pub const BAD_SEQUENCE: Reply = r(503, (5, 5, 1), "Bad sequence of commands");
+/// MAIL before EHLO/HELO.
+pub const NEED_HELO: Reply = r(503, (5, 5, 1), "Send EHLO or HELO first");
+/// RCPT before MAIL.
+pub const NEED_MAIL: Reply = r(503, (5, 5, 1), "Need MAIL command first");
+/// A second MAIL inside a transaction.
+pub const NESTED_MAIL: Reply = r(503, (5, 5, 1), "Nested MAIL command");
+/// DATA or BDAT before any accepted recipient.
+pub const NEED_RCPT: Reply = r(503, (5, 5, 1), "Need RCPT command first");
+/// DATA after RCPTs that were all refused (RFC 5321 §3.3: 554 no valid recipients).
+pub const NO_VALID_RECIPIENTS: Reply = r(554, (5, 5, 1), "No valid recipients");
+/// STARTTLS when already under TLS.
+pub const ALREADY_TLS: Reply = r(503, (5, 5, 1), "TLS already active");
+/// The recipient's domain is not one we accept mail for: we are not an open relay.
+pub const RELAY_DENIED: Reply = r(550, (5, 7, 1), "Relay access denied");
+/// Declared (SIZE=) or actual message size above the limit (RFC 1870).
+pub const MESSAGE_TOO_BIG: Reply = r(
+    552,
+    (5, 3, 4),
+    "Message size exceeds fixed maximum message size",
+);
+/// A message with bare CR or LF, refused to prevent SMTP smuggling.
+pub const BARE_LINE_ENDING: Reply = r(
+    550,
+    (5, 6, 0),
+    "Message contains bare CR or LF; use CRLF line endings",
+);
+/// A non-ASCII address in a transaction without SMTPUTF8 (RFC 6531 §3.5).
+pub const NEEDS_SMTPUTF8: Reply = r(553, (5, 6, 7), "Non-ASCII address requires SMTPUTF8");
+/// SMTPUTF8 or 8BITMIME parameter misuse.
+pub const BAD_BODY_PARAM: Reply = r(555, (5, 5, 4), "Unsupported BODY parameter");
+/// The policy rejects the message.
+pub const POLICY_REJECT: Reply = r(550, (5, 7, 1), "Message rejected by policy");
+/// A connection refused by policy at connect time.
+pub const CONNECTION_REFUSED: Reply = r(554, (5, 7, 1), "Connection refused by policy");
+
+/// Every named reply constant, so one test can check them all.
+pub const ALL: &[&Reply] = &[
+    &OK,
+    &SENDER_OK,
+    &RESET_OK,
+    &CANNOT_VRFY,
+    &HELP,
+    &BYE,
+    &READY_TLS,
+    &CHUNK_OK,
+    &START_DATA,
+    &TOO_BUSY,
+    &SHUTTING_DOWN,
+    &TIMEOUT,
+    &TOO_MANY_ERRORS,
+    &TOO_MANY_COMMANDS,
+    &TOO_MANY_RECIPIENTS,
+    &BACKEND_UNAVAILABLE,
+    &BACKEND_FAILED,
+    &LOCAL_ERROR,
+    &TLS_UNAVAILABLE,
+    &TEMPFAIL,
+    &LINE_TOO_LONG,
+    &UNKNOWN_COMMAND,
+    &SYNTAX_ERROR,
+    &BAD_SENDER_SYNTAX,
+    &BAD_RECIPIENT_SYNTAX,
+    &NOT_IMPLEMENTED,
+    &PARAM_NOT_IMPLEMENTED,
+    &BAD_SEQUENCE,
+    &NEED_HELO,
+    &NEED_MAIL,
+    &NESTED_MAIL,
+    &NEED_RCPT,
+    &NO_VALID_RECIPIENTS,
+    &ALREADY_TLS,
+    &RELAY_DENIED,
+    &MESSAGE_TOO_BIG,
+    &BARE_LINE_ENDING,
+    &NEEDS_SMTPUTF8,
+    &BAD_BODY_PARAM,
+    &POLICY_REJECT,
+    &CONNECTION_REFUSED,
+];
+
+/// The greeting banner `220 <host> ESMTP Portcullis`.
+pub fn greeting(hostname: &str) -> Reply {
+    Reply::new(220, None, format!("{hostname} ESMTP Portcullis"))
+}
+
+/// The message accepted by the maildir backend, naming the queue id.
+pub fn queued(id: &str) -> Reply {
+    Reply::new(250, Some(Enhanced(2, 0, 0)), format!("Ok: queued as {id}"))
+}
+
+/// A BDAT chunk of `n` octets received.
+pub fn chunk_received(n: usize) -> Reply {
+    Reply::new(250, Some(Enhanced(2, 0, 0)), format!("{n} octets received"))
+}
+
+/// The EHLO reply: hostname greeting line plus one line per capability.
+pub fn ehlo(hostname: &str, client: &str, capabilities: &[String]) -> Reply {
+    let mut text = format!("{hostname} greets {client}");
+    for cap in capabilities {
+        text.push('\n');
+        text.push_str(cap);
+    }
+    Reply::new(250, None, text)
+}
+
+/// The HELO reply.
+pub fn helo(hostname: &str) -> Reply {
+    Reply::new(250, None, hostname.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_constant_has_matching_enhanced_class() {
+        for reply in ALL {
+            let class = (reply.code / 100) as u8;
+            assert!((2..=5).contains(&class), "{reply}");
+            match reply.enhanced {
+                Some(e) => assert_eq!(e.0, class, "class mismatch in {reply}"),
+                None => assert!(reply.code == 354 || reply.code == 220, "{reply}"),
+            }
+        }
+    }
+
+    #[test]
+    fn multiline_encoding_and_crlf_stripping() {
+        let mut out = Vec::new();
+        Reply::new(250, None, "host\nSIZE 10\nPIPELINING").write_to(&mut out);
+        assert_eq!(out, b"250-host\r\n250-SIZE 10\r\n250 PIPELINING\r\n");
+        out.clear();
+        Reply::new(550, Some(Enhanced(5, 1, 1)), "a\r\nb\rX").write_to(&mut out);
+        assert_eq!(out, b"550-5.1.1 a\r\n550 5.1.1 bX\r\n");
+    }
+}
