@@ -1,0 +1,136 @@
+//! The binary: `check-config` diagnostics and exit codes, `version`, and `serve` on its
+//! built-in default (127.0.0.1:2525 → ./data/mail), which the README's first command runs.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{LineClient, bin};
+
+#[test]
+fn check_config_reports_every_error_with_file_line_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "hostname: gw.example.test\naccepted_domains:\n  - example.test\n  - 'not a domain'\nlimits:\n  max_recipients: 0\nbackend:\n  url: ftp://nowhere\n",
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let f = path.display();
+    assert!(err.contains(&format!("{f}:4:5: ")), "{err}");
+    assert!(
+        err.contains(&format!("{f}:6:3: max_recipients must be greater than 0")),
+        "{err}"
+    );
+    assert!(err.contains(&format!("{f}:8:3: ")), "{err}");
+
+    std::fs::write(
+        &path,
+        "hostname: gw.example.test\nlisten: [\"127.0.0.1:25\"]\ntypo_key: 1\n",
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{f}:3:1: unknown field `typo_key`")),
+        "{err}"
+    );
+}
+
+#[test]
+fn shipped_configs_are_valid() {
+    for file in ["etc/portcullis.yaml", "docker/portcullis.yaml"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+        let out = Command::new(bin())
+            .arg("check-config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn version_prints_the_crate_version() {
+    let out = Command::new(bin()).arg("version").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+}
+
+/// `portcullis serve` with no flags: the README's first command. Uses the fixed default
+/// ports 2525/9465, so no other test may use them.
+#[tokio::test]
+async fn serve_without_config_delivers_to_local_maildir() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(bin())
+        .arg("serve")
+        .current_dir(dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = "127.0.0.1:2525".parse().unwrap();
+    let mut up = false;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "default gateway did not listen on 127.0.0.1:2525");
+    let mut c = LineClient::connect(addr).await;
+    assert_eq!(c.read_reply().await.0, 220);
+    c.envelope("someone@sender.example", &["user@example.test"])
+        .await;
+    assert_eq!(c.data(b"Subject: default\r\n\r\nhello\r\n").await.0, 250);
+    assert_eq!(
+        c.cmd("RCPT TO:<x@elsewhere.example>").await.0,
+        503,
+        "no open transaction"
+    );
+    c.envelope("someone@sender.example", &[]).await;
+    assert_eq!(
+        c.cmd("RCPT TO:<x@elsewhere.example>").await.0,
+        550,
+        "default is not an open relay"
+    );
+    let (status, body) = common::http_get("127.0.0.1:9465".parse().unwrap(), "/readyz").await;
+    assert_eq!((status, body.as_str()), (200, "ready\n"));
+    let new = dir.path().join("data/mail/example.test/user/new");
+    assert_eq!(
+        common::read_maildir(&new).len(),
+        1,
+        "nothing in {}",
+        new.display()
+    );
+
+    // SIGTERM drains and exits 0.
+    let pid = child.id().to_string();
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(&pid)
+        .status()
+        .unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
