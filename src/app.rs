@@ -55,6 +55,12 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         None => None,
     };
 
+    tasks.push(tokio::spawn(probe_backend(
+        ctx.clone(),
+        ctx.config.backend.probe_interval,
+        metrics_stop.clone(),
+    )));
+
     let sessions = Arc::new(Semaphore::new(ctx.config.limits.max_sessions));
     let mut smtp_addrs = Vec::new();
     for addr in &ctx.config.listen {
@@ -80,6 +86,29 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         metrics_stop,
         tasks,
     })
+}
+
+/// Keeps `portcullis_backend_up` current even when nobody polls `/readyz`.
+async fn probe_backend(ctx: Arc<Context>, every: std::time::Duration, stop: CancellationToken) {
+    let mut was_up = None;
+    loop {
+        let up = ctx.backend.probe().await;
+        ctx.metrics
+            .emit(crate::metrics::Event::BackendProbe { up: up.is_ok() });
+        // Log changes only: one line when the backend goes away, one when it is back.
+        if was_up != Some(up.is_ok()) {
+            match &up {
+                Ok(()) => tracing::info!("backend reachable"),
+                Err(e) => tracing::warn!(error = %e, "backend unreachable"),
+            }
+            was_up = Some(up.is_ok());
+        }
+        // Why select: shutdown must not wait for the next probe.
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
 }
 
 impl Running {

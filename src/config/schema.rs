@@ -74,6 +74,9 @@ pub struct BackendConfig {
     pub starttls: StartTlsMode,
     /// The name we send in EHLO to the backend; defaults to `hostname`.
     pub helo_name: Option<String>,
+    /// How often the backend is probed for `portcullis_backend_up` (and `/readyz` on demand).
+    #[serde(deserialize_with = "units::duration")]
+    pub probe_interval: Duration,
 }
 
 impl Default for BackendConfig {
@@ -83,6 +86,7 @@ impl Default for BackendConfig {
             xclient: true,
             starttls: StartTlsMode::Off,
             helo_name: None,
+            probe_interval: Duration::from_secs(15),
         }
     }
 }

@@ -54,6 +54,12 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     if let Err(e) = BackendTarget::parse(&config.backend.url) {
         out.push(problem(&[Key("backend"), Key("url")], e));
     }
+    if config.backend.probe_interval.is_zero() {
+        out.push(problem(
+            &[Key("backend"), Key("probe_interval")],
+            "probe_interval must be greater than 0",
+        ));
+    }
     limits(config, &mut out);
     if let Some(tls) = &config.tls {
         for (key, path) in [("cert", &tls.cert), ("key", &tls.key)] {

@@ -30,6 +30,18 @@ pub enum Limit {
 }
 
 impl Limit {
+    /// Every limit, for pre-creating series.
+    pub const ALL: [Limit; 8] = [
+        Limit::LineLength,
+        Limit::MessageSize,
+        Limit::Recipients,
+        Limit::Errors,
+        Limit::Commands,
+        Limit::CommandTimeout,
+        Limit::DataTimeout,
+        Limit::Sessions,
+    ];
+
     /// The label value.
     pub fn label(self) -> &'static str {
         match self {
@@ -61,6 +73,15 @@ pub enum BackendErrorKind {
 }
 
 impl BackendErrorKind {
+    /// Every kind, for pre-creating series.
+    pub const ALL: [BackendErrorKind; 5] = [
+        BackendErrorKind::Connect,
+        BackendErrorKind::Timeout,
+        BackendErrorKind::Protocol,
+        BackendErrorKind::Tempfail,
+        BackendErrorKind::Permfail,
+    ];
+
     /// The label value.
     pub fn label(self) -> &'static str {
         match self {

@@ -137,7 +137,31 @@ impl Metrics {
             "Inbound STARTTLS handshakes by result",
             m.tls_handshakes.clone(),
         );
+        m.precreate();
         Metrics { registry, ..m }
+    }
+
+    /// Creates every known label value at zero, so dashboards and alerts see a series (and
+    /// panels show 0, not "No data") before the first event.
+    fn precreate(&self) {
+        for result in ["accepted", "rejected_capacity", "rejected_shutdown"] {
+            self.sessions.get_or_create(&[("result", result)]);
+        }
+        for class in ["2xx", "3xx", "4xx", "5xx"] {
+            self.replies.get_or_create(&[("class", class)]);
+        }
+        for verdict in ["accept", "tag", "quarantine", "tempfail", "reject"] {
+            self.messages.get_or_create(&[("verdict", verdict)]);
+        }
+        for limit in Limit::ALL {
+            self.limit_hits.get_or_create(&[("limit", limit.label())]);
+        }
+        for kind in BackendErrorKind::ALL {
+            self.backend_errors.get_or_create(&[("kind", kind.label())]);
+        }
+        for result in ["ok", "error"] {
+            self.tls_handshakes.get_or_create(&[("result", result)]);
+        }
     }
 
     /// Records one event.

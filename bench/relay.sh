@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Throughput through the gateway, as a ratio against the same load sent straight to the sink
+# in the same run (smtp-source and smtp-sink come with the postfix package).
+#
+#   bench/relay.sh [messages] [sessions] [size_bytes]      defaults: 5000 20 4096
+#
+# Everything listens on 127.0.0.1 only; every process started here is stopped by PID.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MSGS=${1:-5000}; SESSIONS=${2:-20}; SIZE=${3:-4096}
+command -v smtp-source >/dev/null || { echo "smtp-source missing: apt-get install postfix" >&2; exit 1; }
+
+cargo build --release --locked --ignore-rust-version --quiet
+BIN=target/release/portcullis
+WORK=$(mktemp -d /tmp/portcullis-bench.XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+
+SINK=$(free_port); GW=$(free_port); MET=$(free_port)
+# The sink answers everything with 250 and keeps nothing.
+smtp-sink -u nobody -c "127.0.0.1:$SINK" 256 > "$WORK/sink.log" 2>&1 & pids+=($!)
+wait_port "$SINK"
+
+cat > "$WORK/gw.yaml" <<YAML
+hostname: gw.bench.test
+listen: ["127.0.0.1:$GW"]
+accepted_domains: [bench.test]
+backend: { url: "smtp://127.0.0.1:$SINK", xclient: false }
+metrics: { listen: "127.0.0.1:$MET" }
+limits: { max_sessions: 1000 }
+log: { level: warn }
+YAML
+"$BIN" serve --config "$WORK/gw.yaml" 2> "$WORK/gw.log" & pids+=($!)
+wait_port "$GW"
+
+run() {  # $1 = port; prints messages per second
+  local start end
+  start=$(date +%s.%N)
+  timeout 300 smtp-source -s "$SESSIONS" -m "$MSGS" -l "$SIZE" -f from@sender.example -t rcpt@bench.test "127.0.0.1:$1"
+  end=$(date +%s.%N)
+  python3 -c "print(f'{$MSGS/($end-$start):.0f}')"
+}
+
+run "$SINK" >/dev/null   # warm-up
+direct=$(run "$SINK")
+via=$(run "$GW")
+accepted=$(curl -s "127.0.0.1:$MET/metrics" | awk '/^portcullis_messages_total\{verdict="accept"\}/ {print $2}')
+echo "messages=$MSGS sessions=$SESSIONS size=$SIZE"
+echo "direct to smtp-sink:      $direct msg/s"
+echo "through portcullis:       $via msg/s"
+python3 -c "print(f'ratio gateway/direct:     {$via/$direct:.2f}')"
+echo "gateway counted accepted: $accepted"
