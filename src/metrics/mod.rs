@@ -145,22 +145,22 @@ impl Metrics {
     /// panels show 0, not "No data") before the first event.
     fn precreate(&self) {
         for result in ["accepted", "rejected_capacity", "rejected_shutdown"] {
-            self.sessions.get_or_create(&[("result", result)]);
+            drop(self.sessions.get_or_create(&[("result", result)]));
         }
         for class in ["2xx", "3xx", "4xx", "5xx"] {
-            self.replies.get_or_create(&[("class", class)]);
+            drop(self.replies.get_or_create(&[("class", class)]));
         }
         for verdict in ["accept", "tag", "quarantine", "tempfail", "reject"] {
-            self.messages.get_or_create(&[("verdict", verdict)]);
+            drop(self.messages.get_or_create(&[("verdict", verdict)]));
         }
         for limit in Limit::ALL {
-            self.limit_hits.get_or_create(&[("limit", limit.label())]);
+            drop(self.limit_hits.get_or_create(&[("limit", limit.label())]));
         }
         for kind in BackendErrorKind::ALL {
-            self.backend_errors.get_or_create(&[("kind", kind.label())]);
+            drop(self.backend_errors.get_or_create(&[("kind", kind.label())]));
         }
         for result in ["ok", "error"] {
-            self.tls_handshakes.get_or_create(&[("result", result)]);
+            drop(self.tls_handshakes.get_or_create(&[("result", result)]));
         }
     }
 
