@@ -64,7 +64,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     let sessions = Arc::new(Semaphore::new(ctx.config.limits.max_sessions));
     let mut smtp_addrs = Vec::new();
     for addr in &ctx.config.listen {
-        let listener = TcpListener::bind(addr).await?;
+        let listener = bind(*addr)?;
         let bound = listener.local_addr()?;
         tracing::info!(addr = %bound, "SMTP listening");
         smtp_addrs.push(bound);
@@ -86,6 +86,21 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         metrics_stop,
         tasks,
     })
+}
+
+/// Binds an SMTP listener. IPv6 sockets are v6-only so that `0.0.0.0:25` and `[::]:25` can
+/// both be listed (a dual-stack `[::]` would otherwise take the IPv4 port too).
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
 }
 
 /// Keeps `portcullis_backend_up` current even when nobody polls `/readyz`.

@@ -407,3 +407,27 @@ async fn proxy_header_from_untrusted_peer_is_just_a_bad_command() {
         500
     );
 }
+
+#[tokio::test]
+async fn ipv4_and_ipv6_listeners_share_a_port() {
+    let port = common::free_port();
+    let gw = Gateway::start(|c| {
+        c.listen = vec![
+            format!("127.0.0.1:{port}").parse().unwrap(),
+            format!("[::1]:{port}").parse().unwrap(),
+        ];
+    })
+    .await;
+    for addr in [format!("127.0.0.1:{port}"), format!("[::1]:{port}")] {
+        let mut c = LineClient::connect(addr.parse().unwrap()).await;
+        assert_eq!(c.read_reply().await.0, 220, "{addr}");
+        c.envelope("a@sender.example", &["six@example.test"]).await;
+        assert_eq!(c.data(b"Subject: v\r\n\r\nx\r\n").await.0, 250, "{addr}");
+    }
+    let msgs = gw.delivered("example.test", "six");
+    assert_eq!(msgs.len(), 2);
+    assert!(
+        msgs.iter()
+            .any(|m| String::from_utf8_lossy(m).contains("([IPv6:::1])"))
+    );
+}

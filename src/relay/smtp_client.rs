@@ -322,7 +322,13 @@ impl SmtpConnection {
                         let used = self.buf.len() - it.as_slice().len();
                         self.buf.drain(..used);
                         let [c, s, d] = resp.esc;
-                        let enhanced = (c != 0).then_some(Enhanced(c, u16::from(s), u16::from(d)));
+                        // We advertise ENHANCEDSTATUSCODES, so a backend reply without one
+                        // gets the generic code of its class (RFC 3463 x.0.0).
+                        let enhanced = match (c, resp.code / 100) {
+                            (0, class @ (2 | 4 | 5)) => Some(Enhanced(class as u8, 0, 0)),
+                            (0, _) => None,
+                            _ => Some(Enhanced(c, u16::from(s), u16::from(d))),
+                        };
                         return Ok(Reply::new(resp.code, enhanced, resp.message));
                     }
                     Err(smtp_proto::Error::NeedsMoreData { .. }) => self.buf.clear(),
