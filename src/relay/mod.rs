@@ -109,18 +109,20 @@ impl Backend {
         let kind = match &self.target {
             BackendTarget::Maildir(root) => Kind::Maildir(root.clone()),
             BackendTarget::Smtp(_) => {
-                let mut conn = match idle {
-                    Some(Idle(conn)) => conn,
-                    None => Box::new(SmtpConnection::open(&self.smtp, client).await?),
-                };
+                if let Some(Idle(mut conn)) = idle {
+                    // A kept connection may have been closed by the backend's own idle
+                    // timeout (Postfix answers 421 and hangs up): any failure here is retried
+                    // once on a fresh connection, which also gives a real refusal its answer.
+                    if conn.mail(mail).await.is_ok() {
+                        return Ok(Transaction::new(Kind::Smtp(conn)));
+                    }
+                }
+                let mut conn = Box::new(SmtpConnection::open(&self.smtp, client).await?);
                 conn.mail(mail).await?;
                 Kind::Smtp(conn)
             }
         };
-        Ok(Transaction {
-            kind,
-            rcpts: Vec::new(),
-        })
+        Ok(Transaction::new(kind))
     }
 
     /// Checks that the backend can take mail: an SMTP greeting and EHLO, or a writable root.
@@ -148,6 +150,13 @@ impl Backend {
 }
 
 impl Transaction {
+    fn new(kind: Kind) -> Self {
+        Transaction {
+            kind,
+            rcpts: Vec::new(),
+        }
+    }
+
     /// Relays one recipient; the backend's reply is the client's reply.
     pub async fn rcpt(&mut self, address: &str) -> Result<Reply, Error> {
         let reply = match &mut self.kind {

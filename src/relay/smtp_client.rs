@@ -175,14 +175,10 @@ impl SmtpConnection {
             "XCLIENT ADDR={addr} NAME=[UNAVAILABLE] PORT={} HELO={helo} PROTO={proto}\r\n",
             client.addr.port()
         );
-        self.expect("XCLIENT", Some(line), 2).await?;
-        // Postfix answers XCLIENT with a new greeting; the EHLO that follows would replace
-        // HELO=, so it carries the client's own name.
-        let name = client
-            .helo
-            .clone()
-            .unwrap_or_else(|| "[UNAVAILABLE]".into());
-        self.ehlo(&name).await
+        // Postfix answers XCLIENT with a new greeting. No EHLO follows: it would replace
+        // HELO= and PROTO= (a HELO client would be logged as ESMTP), and Postfix accepts
+        // MAIL with the extensions of the first EHLO straight after the 220.
+        self.expect("XCLIENT", Some(line), 2).await.map(|_| ())
     }
 
     /// Starts a transaction with MAIL FROM, passing only parameters the backend offers.

@@ -17,6 +17,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// EHLO (`esmtp`) or HELO: resets any transaction, runs HELO checks, replies.
     pub(super) async fn helo(&mut self, name: String, esmtp: bool) {
         self.reset_transaction().await;
+        // A kept backend connection carries the old HELO name in its XCLIENT: drop it.
+        self.drop_idle_backend().await;
         self.info.helo = Some(name);
         self.info.esmtp = esmtp;
         let ctx = CheckContext {
@@ -81,6 +83,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 self.conn_facts.clear();
                 self.state = State::Connected;
                 self.reset_transaction().await;
+                self.drop_idle_backend().await;
                 self.ctx.metrics.emit(Event::TlsHandshake { ok: true });
             }
             Ok(Err(e)) => {

@@ -121,9 +121,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         let _ = self.flush().await;
         self.reset_transaction().await;
-        if let Some(idle) = self.idle.take() {
-            idle.close().await;
-        }
+        self.drop_idle_backend().await;
         let _ = self.io.shutdown().await;
         self.ctx
             .metrics
@@ -333,6 +331,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 self.closing = true;
                 return;
             }
+        }
+    }
+
+    /// Closes the backend connection kept between transactions, if any.
+    async fn drop_idle_backend(&mut self) {
+        if let Some(idle) = self.idle.take() {
+            idle.close().await;
         }
     }
 
