@@ -141,7 +141,7 @@ mod tests {
         assert_eq!(e.data_reply(), reply::BACKEND_FAILED);
         let greeting_554 = Error::BackendRefused {
             step: "greeting",
-            reply: reply::CONNECTION_REFUSED,
+            reply: Reply::new(554, None, "backend.test not accepting mail"),
         };
         assert_eq!(
             greeting_554.reply(),

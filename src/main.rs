@@ -111,6 +111,7 @@ async fn wait_for_signal() -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    // Why select: either signal starts the drain; whichever comes first.
     tokio::select! {
         _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutdown requested"),
         _ = int.recv() => tracing::info!(signal = "SIGINT", "shutdown requested"),

@@ -15,14 +15,21 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let n: u64 = num
         .parse()
         .map_err(|_| format!("invalid duration {s:?}: expected e.g. 30s, 5m, 250ms"))?;
-    let d = match unit.trim() {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
+    let (mult, millis) = match unit.trim() {
+        "ms" => (1, true),
+        "s" => (1, false),
+        "m" => (60, false),
+        "h" => (3600, false),
         _ => return Err(format!("invalid duration unit in {s:?}: use ms, s, m or h")),
     };
-    Ok(d)
+    let n = n
+        .checked_mul(mult)
+        .ok_or_else(|| format!("duration {s:?} is too large"))?;
+    Ok(if millis {
+        Duration::from_millis(n)
+    } else {
+        Duration::from_secs(n)
+    })
 }
 
 /// Parses a byte size: a plain number, or a number with KB/MB/GB (×1000) or KiB/MiB/GiB (×1024).
@@ -82,6 +89,7 @@ mod tests {
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("s").is_err());
+        assert!(parse_duration("99999999999999999h").is_err());
         assert_eq!(parse_size("25MiB"), Ok(25 * 1024 * 1024));
         assert_eq!(parse_size("10MB"), Ok(10_000_000));
         assert!(parse_size("10XB").is_err());

@@ -61,6 +61,28 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         ));
     }
     limits(config, &mut out);
+    if let Some(dir) = &config.spool.dir
+        && !dir.is_dir()
+    {
+        out.push(problem(
+            &[Key("spool"), Key("dir")],
+            format!("{} is not a directory", dir.display()),
+        ));
+    }
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.log.level) {
+        out.push(problem(
+            &[Key("log"), Key("level")],
+            format!("invalid log level {:?}: {e}", config.log.level),
+        ));
+    }
+    if let Some(name) = &config.backend.helo_name
+        && normalize_domain(name).is_none()
+    {
+        out.push(problem(
+            &[Key("backend"), Key("helo_name")],
+            format!("{name:?} is not a valid host name"),
+        ));
+    }
     if let Some(tls) = &config.tls {
         for (key, path) in [("cert", &tls.cert), ("key", &tls.key)] {
             if let Err(e) = std::fs::metadata(path) {
@@ -139,9 +161,13 @@ mod tests {
         c.limits.max_recipients = 0;
         c.limits.max_line_length = 100;
         c.backend.url = "ftp://x".into();
+        c.spool.dir = Some("/nonexistent/spool".into());
+        c.log.level = "info,=[".into();
         let problems = validate(&c);
         let paths: Vec<_> = problems.iter().map(|p| p.path.clone()).collect();
-        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert_eq!(problems.len(), 6, "{problems:?}");
+        assert!(paths.contains(&vec![Key("spool"), Key("dir")]));
+        assert!(paths.contains(&vec![Key("log"), Key("level")]));
         assert!(paths.contains(&vec![Key("accepted_domains"), Index(1)]));
         assert!(paths.contains(&vec![Key("limits"), Key("max_recipients")]));
         assert!(paths.contains(&vec![Key("backend"), Key("url")]));

@@ -97,8 +97,8 @@ impl BackendErrorKind {
 /// Something that happened, to be counted.
 #[derive(Debug, Clone)]
 pub enum Event {
-    /// A session was accepted (`result="accepted"`) or turned away (`rejected_capacity`,
-    /// `rejected_shutdown`).
+    /// A session was accepted (`result="accepted"`) or turned away at the session limit
+    /// (`rejected_capacity`).
     Session(&'static str),
     /// A session ended after `Duration`.
     SessionClosed(Duration),

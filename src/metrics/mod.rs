@@ -77,7 +77,7 @@ impl Metrics {
         let r = &mut registry;
         r.register(
             "sessions",
-            "SMTP sessions by result (accepted, rejected_capacity, rejected_shutdown)",
+            "SMTP sessions by result (accepted, rejected_capacity)",
             m.sessions.clone(),
         );
         r.register(
@@ -144,7 +144,7 @@ impl Metrics {
     /// Creates every known label value at zero, so dashboards and alerts see a series (and
     /// panels show 0, not "No data") before the first event.
     fn precreate(&self) {
-        for result in ["accepted", "rejected_capacity", "rejected_shutdown"] {
+        for result in ["accepted", "rejected_capacity"] {
             drop(self.sessions.get_or_create(&[("result", result)]));
         }
         for class in ["2xx", "3xx", "4xx", "5xx"] {

@@ -146,7 +146,7 @@ mod tests {
     fn strongest_action_wins_first_reply_kept() {
         let mut v = Verdict::accept();
         v.merge("t", &Action::Tag);
-        v.merge("a", &Action::Tempfail(reply::TEMPFAIL));
+        v.merge("a", &Action::Tempfail(reply::TOO_MANY_RECIPIENTS));
         v.merge("b", &Action::Reject(reply::MESSAGE_TOO_BIG));
         v.merge("c", &Action::Reject(reply::POLICY_REJECT));
         v.merge("d", &Action::Tag);

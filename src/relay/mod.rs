@@ -65,6 +65,8 @@ pub struct Backend {
 pub struct Transaction {
     kind: Kind,
     rcpts: Vec<String>,
+    /// The backend answered the end of data: its transaction is over, no RSET needed.
+    ended: bool,
 }
 
 enum Kind {
@@ -154,6 +156,7 @@ impl Transaction {
         Transaction {
             kind,
             rcpts: Vec::new(),
+            ended: false,
         }
     }
 
@@ -177,15 +180,21 @@ impl Transaction {
     ) -> Result<(Reply, std::time::Duration), Error> {
         let started = Instant::now();
         let reply = match &mut self.kind {
-            Kind::Smtp(conn) => conn.data(prepend, spool).await?,
+            Kind::Smtp(conn) => {
+                let (reply, ended) = conn.data(prepend, spool).await?;
+                self.ended = ended;
+                reply
+            }
             Kind::Maildir(root) => maildir::deliver(root, &self.rcpts, prepend, spool).await?,
         };
         Ok((reply, started.elapsed()))
     }
 
-    /// Ends the transaction (RSET); returns the connection if it can serve the next one.
+    /// Ends the transaction (RSET unless the backend already ended it with its reply to
+    /// the message); returns the connection if it can serve the next one.
     pub async fn finish(self) -> Option<Idle> {
         match self.kind {
+            Kind::Smtp(conn) if self.ended => Some(Idle(conn)),
             Kind::Smtp(mut conn) => conn.rset().await.then_some(Idle(conn)),
             Kind::Maildir(_) => None,
         }

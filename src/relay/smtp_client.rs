@@ -154,7 +154,11 @@ impl SmtpConnection {
         let tls = timeout(self.timeouts.tls_handshake, connector.connect(name, tcp))
             .await
             .map_err(|_| Error::BackendTimeout { step: "STARTTLS" })?
-            .map_err(|e| Error::Tls(e.to_string()))?;
+            // The backend's handshake failing is the backend leg's fault: 4.4.1 and a metric.
+            .map_err(|e| Error::BackendProtocol {
+                step: "STARTTLS",
+                detail: e.to_string(),
+            })?;
         self.stream = MaybeTls::Tls(Box::new(tls.into()));
         self.ehlo(&s.helo_name).await
     }
@@ -207,9 +211,14 @@ impl SmtpConnection {
         .await
     }
 
-    /// Sends DATA, the trace headers and the body (dot-stuffed), and returns the backend's
-    /// final reply, or its reply to DATA if that was not 354.
-    pub async fn data(&mut self, prepend: &[u8], spool: &mut Spool) -> Result<Reply, Error> {
+    /// Sends DATA, the trace headers and the body (dot-stuffed). Returns the backend's final
+    /// reply and `true`, or its reply to DATA and `false` if that was not 354 (then the
+    /// backend transaction is still open and needs RSET).
+    pub async fn data(
+        &mut self,
+        prepend: &[u8],
+        spool: &mut Spool,
+    ) -> Result<(Reply, bool), Error> {
         let reply = self
             .command(
                 "DATA",
@@ -218,7 +227,7 @@ impl SmtpConnection {
             )
             .await?;
         if reply.code != 354 {
-            return Ok(reply);
+            return Ok((reply, false));
         }
         let deadline = self.timeouts.backend_data;
         let send = async {
@@ -249,7 +258,8 @@ impl SmtpConnection {
                 step: "DATA content",
                 detail: e.to_string(),
             })?;
-        self.command("end of data", None, deadline).await
+        let reply = self.command("end of data", None, deadline).await?;
+        Ok((reply, true))
     }
 
     /// RSET between transactions; true if the connection can be reused.

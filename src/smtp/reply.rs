@@ -179,8 +179,6 @@ pub const BACKEND_UNAVAILABLE: Reply = r(451, (4, 4, 1), "Backend unavailable, t
 pub const BACKEND_FAILED: Reply = r(451, (4, 4, 2), "Backend connection failed, try again later");
 /// A local error (spool I/O): nothing was accepted.
 pub const LOCAL_ERROR: Reply = r(451, (4, 3, 0), "Local error in processing, try again later");
-/// TLS is configured but the handshake set-up failed.
-pub const TLS_UNAVAILABLE: Reply = r(454, (4, 7, 0), "TLS not available");
 /// The policy asks the client to retry later.
 pub const TEMPFAIL: Reply = r(
     451,
@@ -241,8 +239,6 @@ pub const NEEDS_SMTPUTF8: Reply = r(553, (5, 6, 7), "Non-ASCII address requires 
 pub const BAD_BODY_PARAM: Reply = r(555, (5, 5, 4), "Unsupported BODY parameter");
 /// The policy rejects the message.
 pub const POLICY_REJECT: Reply = r(550, (5, 7, 1), "Message rejected by policy");
-/// A connection refused by policy at connect time.
-pub const CONNECTION_REFUSED: Reply = r(554, (5, 7, 1), "Connection refused by policy");
 
 /// Every named reply constant, so one test can check them all.
 pub const ALL: &[&Reply] = &[
@@ -264,8 +260,6 @@ pub const ALL: &[&Reply] = &[
     &BACKEND_UNAVAILABLE,
     &BACKEND_FAILED,
     &LOCAL_ERROR,
-    &TLS_UNAVAILABLE,
-    &TEMPFAIL,
     &LINE_TOO_LONG,
     &UNKNOWN_COMMAND,
     &SYNTAX_ERROR,
@@ -286,7 +280,6 @@ pub const ALL: &[&Reply] = &[
     &NEEDS_SMTPUTF8,
     &BAD_BODY_PARAM,
     &POLICY_REJECT,
-    &CONNECTION_REFUSED,
 ];
 
 /// The greeting banner `220 <host> ESMTP Portcullis`.
