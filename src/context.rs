@@ -12,6 +12,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::checks;
 use crate::config::Config;
 use crate::config::domains::AcceptedDomains;
+use crate::dns::Dns;
 use crate::metrics::Metrics;
 use crate::pipeline::runner::Pipeline;
 use crate::policy::Policy;
@@ -43,8 +44,12 @@ impl Context {
             None => None,
         };
         let backend = Arc::new(Backend::new(&config).map_err(crate::error::Error::Config)?);
+        let dns = match config.auth.enabled {
+            true => Some(Arc::new(Dns::new(&config.dns, metrics.clone())?)),
+            false => None,
+        };
         let pipeline = Pipeline::new(
-            checks::registry(&config),
+            checks::registry(&config, dns, &metrics),
             Arc::new(Policy::builtin(&config)),
             config.timeouts.check,
             metrics.clone(),
@@ -57,6 +62,15 @@ impl Context {
             metrics,
             tls,
         })
+    }
+
+    /// The authserv-id of our Authentication-Results header.
+    pub fn authserv_id(&self) -> &str {
+        self.config
+            .auth
+            .authserv_id
+            .as_deref()
+            .unwrap_or(&self.config.hostname)
     }
 
     /// The EHLO keywords we offer; STARTTLS only before TLS and when configured.

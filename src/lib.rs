@@ -9,6 +9,7 @@ pub mod app;
 pub mod checks;
 pub mod config;
 pub mod context;
+pub mod dns;
 pub mod error;
 pub mod listener;
 pub mod metrics;

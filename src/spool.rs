@@ -63,6 +63,21 @@ impl Spool {
         }
     }
 
+    /// The whole body when it is still in memory.
+    pub fn in_memory(&self) -> Option<&[u8]> {
+        self.file.is_none().then_some(&self.mem[..])
+    }
+
+    /// Reads a spilled body back into memory (for checks that need all of it at once).
+    pub async fn read_all(&mut self) -> std::io::Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(self.len as usize);
+        let mut reader = self.reader().await?;
+        while let Some(chunk) = reader.next_chunk().await? {
+            out.extend_from_slice(chunk);
+        }
+        Ok(out)
+    }
+
     /// Appends content.
     pub async fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
         self.len += data.len() as u64;

@@ -4,7 +4,7 @@
 //! policy's business (`smtp.bare_line_endings: reject | fix`).
 
 use crate::pipeline::outcome::Fact;
-use crate::pipeline::{Check, CheckContext, CheckFuture};
+use crate::pipeline::{Check, CheckContext, CheckFuture, ready};
 
 /// Reports whether the decoder saw bare line endings.
 pub struct LineEndings;
@@ -19,6 +19,6 @@ impl Check for LineEndings {
             .message
             .map(|m| vec![Fact::flag("body.bare_line_endings", m.bare_line_endings)])
             .unwrap_or_default();
-        Box::pin(std::future::ready(facts))
+        ready(facts)
     }
 }

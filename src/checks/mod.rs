@@ -3,20 +3,54 @@
 //! Owns: the declared order of checks. Must not: share state between messages (each
 //! check keeps per-message state in the context it is given, never in itself).
 
+pub mod arc;
+pub mod dkim;
+pub mod dmarc;
 pub mod line_endings;
+pub mod message_auth;
 pub mod recipients;
 pub mod size;
+pub mod spf;
+
+use std::sync::Arc;
 
 use crate::config::Config;
+use crate::dns::Dns;
+use crate::metrics::Metrics;
 use crate::pipeline::Check;
 
-/// Builds the checks in their declared order.
-pub fn registry(config: &Config) -> Vec<Box<dyn Check>> {
-    vec![
+/// Builds the checks in their declared order. `dns` is the shared resolver (present when
+/// `auth.enabled`).
+pub fn registry(
+    config: &Config,
+    dns: Option<Arc<Dns>>,
+    metrics: &Arc<Metrics>,
+) -> Vec<Box<dyn Check>> {
+    let mut checks: Vec<Box<dyn Check>> = vec![
         Box::new(size::SizeCheck::new(config.limits.max_message_size)),
         Box::new(recipients::RecipientLimit::new(
             config.limits.max_recipients,
         )),
         Box::new(line_endings::LineEndings),
-    ]
+    ];
+    if let Some(dns) = dns {
+        let authserv_id = config
+            .auth
+            .authserv_id
+            .clone()
+            .unwrap_or_else(|| config.hostname.clone());
+        checks.push(Box::new(spf::SpfCheck::new(
+            dns.clone(),
+            config.hostname.clone(),
+            metrics.clone(),
+        )));
+        checks.push(Box::new(message_auth::MessageAuth::new(
+            dns,
+            authserv_id,
+            config.hostname.clone(),
+            config.auth.dkim_allow_partial_body,
+            metrics.clone(),
+        )));
+    }
+    checks
 }

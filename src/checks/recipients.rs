@@ -4,7 +4,7 @@
 //! directly (the policy maps the limit to 452 4.5.3).
 
 use crate::pipeline::outcome::Fact;
-use crate::pipeline::{Check, CheckContext, CheckFuture};
+use crate::pipeline::{Check, CheckContext, CheckFuture, ready};
 
 /// Counts RCPT commands against `limits.max_recipients`.
 pub struct RecipientLimit {
@@ -26,9 +26,9 @@ impl Check for RecipientLimit {
     fn on_rcpt<'a>(&'a self, ctx: CheckContext<'a>) -> CheckFuture<'a> {
         // `rcpt_attempts` already counts the RCPT being checked.
         let count = ctx.envelope.rcpt_attempts;
-        Box::pin(std::future::ready(vec![
+        ready(vec![
             Fact::count("recipients.count", count as u64),
             Fact::flag("recipients.exceeds_limit", count > self.limit),
-        ]))
+        ])
     }
 }

@@ -4,7 +4,7 @@
 //! `size.exceeds_limit` at DATA. Must not: reply directly (the policy maps them to 552).
 
 use crate::pipeline::outcome::Fact;
-use crate::pipeline::{Check, CheckContext, CheckFuture};
+use crate::pipeline::{Check, CheckContext, CheckFuture, ready};
 
 /// Compares sizes against `limits.max_message_size`.
 pub struct SizeCheck {
@@ -31,7 +31,7 @@ impl Check for SizeCheck {
             ],
             None => Vec::new(),
         };
-        Box::pin(std::future::ready(facts))
+        ready(facts)
     }
 
     fn on_data<'a>(&'a self, ctx: CheckContext<'a>) -> CheckFuture<'a> {
@@ -42,6 +42,6 @@ impl Check for SizeCheck {
             ],
             None => Vec::new(),
         };
-        Box::pin(std::future::ready(facts))
+        ready(facts)
     }
 }

@@ -39,6 +39,10 @@ pub struct Config {
     pub smtp: SmtpOptions,
     /// Where message bodies are kept while in flight.
     pub spool: SpoolConfig,
+    /// The DNS resolver shared by every check.
+    pub dns: DnsConfig,
+    /// Sender authentication: SPF, DKIM, DMARC, ARC and the Authentication-Results header.
+    pub auth: AuthConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -57,6 +61,8 @@ impl Default for Config {
             proxy_protocol: ProxyProtocolConfig::default(),
             smtp: SmtpOptions::default(),
             spool: SpoolConfig::default(),
+            dns: DnsConfig::default(),
+            auth: AuthConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -293,6 +299,70 @@ impl Default for LogConfig {
         LogConfig {
             format: LogFormat::Text,
             level: "info".into(),
+        }
+    }
+}
+
+/// The shared DNS resolver.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    /// Name servers as `ip:port` (UDP, falling back to TCP); empty means /etc/resolv.conf.
+    pub nameservers: Vec<SocketAddr>,
+    /// Per-query timeout.
+    #[serde(deserialize_with = "units::duration")]
+    pub timeout: Duration,
+    /// Attempts per query before it counts as failed (temperror).
+    pub attempts: usize,
+    /// Entries per record type in the cache.
+    pub cache_size: usize,
+    /// Shortest time an answer is cached, whatever its TTL.
+    #[serde(deserialize_with = "units::duration")]
+    pub min_ttl: Duration,
+    /// Longest time an answer (positive or negative) is cached.
+    #[serde(deserialize_with = "units::duration")]
+    pub max_ttl: Duration,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            nameservers: Vec::new(),
+            timeout: Duration::from_secs(5),
+            attempts: 2,
+            cache_size: 10_000,
+            min_ttl: Duration::ZERO,
+            max_ttl: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Sender authentication (RFC 7208, 6376, 8463, 7489, 8617, 8601).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Run SPF, DKIM, ARC and DMARC and add Authentication-Results.
+    pub enabled: bool,
+    /// The authserv-id of our Authentication-Results header; defaults to `hostname`.
+    /// Incoming Authentication-Results headers claiming it are removed.
+    pub authserv_id: Option<String>,
+    /// RSA DKIM keys shorter than this fail verification (`dkim=policy`).
+    pub dkim_min_rsa_bits: usize,
+    /// Accept signatures that cover only part of the body (`l=`); off: they count as `policy`.
+    pub dkim_allow_partial_body: bool,
+    /// Messages above this size are not DKIM/ARC/DMARC-verified (they are read into memory).
+    #[serde(deserialize_with = "units::size")]
+    pub max_verify_size: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            enabled: true,
+            authserv_id: None,
+            dkim_min_rsa_bits: 1024,
+            dkim_allow_partial_body: false,
+            max_verify_size: 25 * 1024 * 1024,
         }
     }
 }

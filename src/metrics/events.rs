@@ -133,6 +133,29 @@ pub enum Event {
         /// True when it succeeded.
         ok: bool,
     },
+    /// A DNS cache lookup: `result` is `hit` or `miss` (a query on the wire follows a miss).
+    DnsLookup {
+        /// Record type: TXT, MX, A, AAAA, PTR.
+        kind: &'static str,
+        /// hit | miss
+        result: &'static str,
+    },
+    /// A DNS answer was received and cached.
+    DnsAnswer {
+        /// Record type.
+        kind: &'static str,
+        /// ok | nxdomain | nodata
+        outcome: &'static str,
+    },
+    /// An authentication method produced a result.
+    AuthResult {
+        /// spf | spf_helo | dkim | arc | dmarc
+        method: &'static str,
+        /// The RFC 8601 result word (pass, fail, softfail, neutral, none, temperror, permerror, policy).
+        result: &'static str,
+        /// How long the method took (DNS included).
+        duration: Duration,
+    },
     /// The readiness probe reached (or failed to reach) the backend.
     BackendProbe {
         /// True when the backend answered.

@@ -46,6 +46,10 @@ pub struct Metrics {
     relay_duration: Histogram,
     check_duration: HistFamily<L2>,
     tls_handshakes: Family<L1, Counter>,
+    dns_lookups: Family<L2, Counter>,
+    dns_answers: Family<L2, Counter>,
+    auth_results: Family<L2, Counter>,
+    auth_duration: HistFamily<L1>,
 }
 
 impl Metrics {
@@ -72,6 +76,10 @@ impl Metrics {
             relay_duration: seconds_histogram(),
             check_duration: Family::new_with_constructor(seconds_histogram),
             tls_handshakes: Family::default(),
+            dns_lookups: Family::default(),
+            dns_answers: Family::default(),
+            auth_results: Family::default(),
+            auth_duration: Family::new_with_constructor(seconds_histogram),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -136,6 +144,26 @@ impl Metrics {
             "tls_handshakes",
             "Inbound STARTTLS handshakes by result",
             m.tls_handshakes.clone(),
+        );
+        r.register(
+            "dns_cache_lookups",
+            "DNS cache lookups by record type and result (hit, miss)",
+            m.dns_lookups.clone(),
+        );
+        r.register(
+            "dns_answers",
+            "DNS answers by record type and outcome (ok, nxdomain, nodata)",
+            m.dns_answers.clone(),
+        );
+        r.register(
+            "auth_results",
+            "Sender authentication results by method and result",
+            m.auth_results.clone(),
+        );
+        r.register(
+            "auth_duration_seconds",
+            "Time to evaluate each authentication method",
+            m.auth_duration.clone(),
         );
         m.precreate();
         Metrics { registry, ..m }
@@ -215,6 +243,28 @@ impl Metrics {
                 self.tls_handshakes
                     .get_or_create(&[("result", result)])
                     .inc();
+            }
+            Event::DnsLookup { kind, result } => {
+                self.dns_lookups
+                    .get_or_create(&[("type", kind), ("result", result)])
+                    .inc();
+            }
+            Event::DnsAnswer { kind, outcome } => {
+                self.dns_answers
+                    .get_or_create(&[("type", kind), ("outcome", outcome)])
+                    .inc();
+            }
+            Event::AuthResult {
+                method,
+                result,
+                duration,
+            } => {
+                self.auth_results
+                    .get_or_create(&[("method", method), ("result", result)])
+                    .inc();
+                self.auth_duration
+                    .get_or_create(&[("method", method)])
+                    .observe(duration.as_secs_f64());
             }
             Event::BackendProbe { up } => {
                 self.backend_up.set(i64::from(up));

@@ -11,7 +11,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::smtp::envelope::{Envelope, SessionInfo};
-use outcome::Fact;
+use outcome::Findings;
 
 /// The SMTP stages at which checks run (RFC 5321 §4.1.4 order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -51,6 +51,9 @@ pub struct MessageView<'a> {
     pub head: &'a [u8],
     /// True if bare CR or LF were seen in the content.
     pub bare_line_endings: bool,
+    /// The whole message, when it was loaded for content checks (authentication); `None`
+    /// above `auth.max_verify_size` or when no check needs it.
+    pub raw: Option<&'a [u8]>,
 }
 
 /// Everything a check may look at. Per-transaction: never shared between messages.
@@ -66,11 +69,16 @@ pub struct CheckContext<'a> {
     pub message: Option<MessageView<'a>>,
 }
 
-/// The future a hook returns: the facts it found.
-pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = Vec<Fact>> + Send + 'a>>;
+/// The future a hook returns: what it found.
+pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = Findings> + Send + 'a>>;
+
+/// A hook result available at once (for checks that do no I/O).
+pub fn ready<'a>(findings: impl Into<Findings>) -> CheckFuture<'a> {
+    Box::pin(std::future::ready(findings.into()))
+}
 
 fn nothing<'a>() -> CheckFuture<'a> {
-    Box::pin(std::future::ready(Vec::new()))
+    ready(Findings::default())
 }
 
 /// One check. Hooks run at their stage in the order the registry declares, each within the

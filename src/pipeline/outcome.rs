@@ -63,6 +63,25 @@ impl fmt::Display for Fact {
     }
 }
 
+/// What one check hook found: facts for the policy, and header fields to add to the message
+/// (such as Authentication-Results) when it is relayed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Findings {
+    /// Facts for the policy.
+    pub facts: Vec<Fact>,
+    /// Complete header fields (name, colon, value, CRLF), prepended in order.
+    pub headers: Vec<String>,
+}
+
+impl From<Vec<Fact>> for Findings {
+    fn from(facts: Vec<Fact>) -> Self {
+        Findings {
+            facts,
+            headers: Vec::new(),
+        }
+    }
+}
+
 /// What the gateway does with a transaction (or one command of it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 
-use super::outcome::{Fact, Verdict};
+use super::outcome::{Fact, Findings, Verdict};
 use super::{Check, CheckContext, Stage};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
@@ -39,9 +39,9 @@ impl Pipeline {
         }
     }
 
-    /// Runs every check's hook for `stage` and returns the facts they found, in check order.
-    pub async fn facts(&self, stage: Stage, ctx: CheckContext<'_>) -> Vec<Fact> {
-        let mut facts = Vec::new();
+    /// Runs every check's hook for `stage` and returns what they found, in check order.
+    pub async fn run(&self, stage: Stage, ctx: CheckContext<'_>) -> Findings {
+        let mut all = Findings::default();
         for check in &self.checks {
             let started = Instant::now();
             let hook = match stage {
@@ -54,14 +54,17 @@ impl Pipeline {
             // A check that hangs or panics must not take the session down with it: it
             // yields a `check.error` fact and the policy decides what that means.
             match tokio::time::timeout(self.budget, AssertUnwindSafe(hook).catch_unwind()).await {
-                Ok(Ok(found)) => facts.extend(found),
+                Ok(Ok(found)) => {
+                    all.facts.extend(found.facts);
+                    all.headers.extend(found.headers);
+                }
                 Ok(Err(_)) => {
                     tracing::error!(
                         check = check.name(),
                         stage = stage.label(),
                         "check panicked"
                     );
-                    facts.push(Fact::text("check.error", check.name()));
+                    all.facts.push(Fact::text("check.error", check.name()));
                 }
                 Err(_) => {
                     tracing::warn!(
@@ -69,13 +72,13 @@ impl Pipeline {
                         stage = stage.label(),
                         "check exceeded its budget"
                     );
-                    facts.push(Fact::text("check.error", check.name()));
+                    all.facts.push(Fact::text("check.error", check.name()));
                 }
             }
             self.metrics
                 .check_finished(check.name(), stage, started.elapsed());
         }
-        facts
+        all
     }
 
     /// The policy's verdict over `facts` at `stage`.
@@ -98,7 +101,7 @@ mod tests {
         fn on_mail<'a>(&'a self, _: CheckContext<'a>) -> CheckFuture<'a> {
             Box::pin(async {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
-                vec![Fact::flag("slow.done", true)]
+                vec![Fact::flag("slow.done", true)].into()
             })
         }
     }
@@ -137,7 +140,7 @@ mod tests {
             rcpt: None,
             message: None,
         };
-        let facts = p.facts(Stage::Mail, ctx).await;
+        let facts = p.run(Stage::Mail, ctx).await.facts;
         assert_eq!(
             facts,
             vec![

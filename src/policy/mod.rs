@@ -1,7 +1,7 @@
 //! The policy: rules that turn facts into a verdict.
 //!
 //! Owns: the compiled rule list and `decide`. The built-in rules enforce the protocol limits
-//! (size, recipients, bare line endings); YAML rules (docs/design.md, "Policies") are added
+//! (size, recipients, bare line endings) and DMARC as the sender's domain asks; YAML rules (docs/design.md, "Policies") are added
 //! after them and can never loosen them. Must not: perform checks or I/O.
 
 use crate::config::schema::{BareLineEndings, Config};
@@ -14,6 +14,10 @@ use crate::smtp::reply;
 pub enum Condition {
     /// The named fact is present as `Flag(true)`.
     Flag(&'static str),
+    /// The named fact is present with this text (`dmarc` = `fail`).
+    Is(&'static str, &'static str),
+    /// Every condition holds.
+    All(Vec<Condition>),
 }
 
 impl Condition {
@@ -22,6 +26,10 @@ impl Condition {
             Condition::Flag(name) => facts
                 .iter()
                 .any(|f| f.name == *name && f.value == FactValue::Flag(true)),
+            Condition::Is(name, text) => facts
+                .iter()
+                .any(|f| f.name == *name && matches!(&f.value, FactValue::Text(t) if t == text)),
+            Condition::All(all) => all.iter().all(|c| c.holds(facts)),
         }
     }
 }
@@ -63,6 +71,9 @@ impl Policy {
                 action: Action::Tempfail(reply::TOO_MANY_RECIPIENTS),
             },
         ];
+        if config.auth.enabled {
+            rules.extend(dmarc_rules());
+        }
         if config.smtp.bare_line_endings == BareLineEndings::Reject {
             rules.push(Rule {
                 name: "bare-line-endings",
@@ -87,6 +98,31 @@ impl Policy {
     }
 }
 
+/// DMARC as the sending domain asked (RFC 7489 §6.3): `p=reject` failures are refused,
+/// `p=quarantine` failures are relayed marked for quarantine, and a temporary DNS failure
+/// on a `p=reject` domain is deferred (451) rather than guessed. SPF or DKIM results alone
+/// never refuse mail here: DMARC is where a domain says how much they count.
+fn dmarc_rules() -> Vec<Rule> {
+    use Condition::{All, Is};
+    vec![
+        Rule {
+            name: "dmarc-reject",
+            when: All(vec![Is("dmarc", "fail"), Is("dmarc.policy", "reject")]),
+            action: Action::Reject(reply::DMARC_REJECT),
+        },
+        Rule {
+            name: "dmarc-quarantine",
+            when: All(vec![Is("dmarc", "fail"), Is("dmarc.policy", "quarantine")]),
+            action: Action::Quarantine,
+        },
+        Rule {
+            name: "dmarc-temperror",
+            when: All(vec![Is("dmarc", "temperror"), Is("dmarc.policy", "reject")]),
+            action: Action::Tempfail(reply::AUTH_TEMPFAIL),
+        },
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,6 +143,49 @@ mod tests {
         assert_eq!(v.action, Action::Tempfail(reply::TOO_MANY_RECIPIENTS));
         assert_eq!(
             p.decide(Stage::Data, &[Fact::flag("size.exceeds_limit", false)])
+                .action,
+            Action::Accept
+        );
+    }
+
+    #[test]
+    fn dmarc_policy_of_the_domain_is_honoured() {
+        let p = Policy::builtin(&Config::default());
+        let facts = |result: &str, policy: &str| {
+            vec![
+                Fact::text("dmarc", result),
+                Fact::text("dmarc.policy", policy),
+            ]
+        };
+        assert_eq!(
+            p.decide(Stage::Data, &facts("fail", "reject")).action,
+            Action::Reject(reply::DMARC_REJECT)
+        );
+        assert_eq!(
+            p.decide(Stage::Data, &facts("fail", "quarantine")).action,
+            Action::Quarantine
+        );
+        assert_eq!(
+            p.decide(Stage::Data, &facts("fail", "none")).action,
+            Action::Accept
+        );
+        assert_eq!(
+            p.decide(Stage::Data, &facts("pass", "reject")).action,
+            Action::Accept
+        );
+        assert_eq!(
+            p.decide(Stage::Data, &facts("temperror", "reject")).action,
+            Action::Tempfail(reply::AUTH_TEMPFAIL)
+        );
+        assert_eq!(
+            p.decide(Stage::Data, &facts("temperror", "none")).action,
+            Action::Accept
+        );
+        let mut off = Config::default();
+        off.auth.enabled = false;
+        assert_eq!(
+            Policy::builtin(&off)
+                .decide(Stage::Data, &facts("fail", "reject"))
                 .action,
             Action::Accept
         );

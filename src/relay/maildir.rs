@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::io::AsyncWriteExt;
 
 use crate::error::Error;
+use crate::relay::Content;
 use crate::smtp::reply::{self, Reply};
 use crate::spool::Spool;
 
@@ -51,7 +52,7 @@ pub fn mailbox_dir(root: &Path, rcpt: &str) -> PathBuf {
 pub async fn deliver(
     root: &Path,
     rcpts: &[String],
-    prepend: &[u8],
+    content: &Content,
     spool: &mut Spool,
 ) -> Result<Reply, Error> {
     let now = std::time::SystemTime::now()
@@ -71,8 +72,7 @@ pub async fn deliver(
         let name = format!("{id}.{i}");
         let tmp = dir.join("tmp").join(&name);
         let mut file = tokio::fs::File::create(&tmp).await?;
-        file.write_all(prepend).await?;
-        let mut reader = spool.reader().await?;
+        let mut reader = content.reader(spool).await?;
         while let Some(chunk) = reader.next_chunk().await? {
             file.write_all(chunk).await?;
         }
@@ -121,10 +121,14 @@ mod tests {
             .write(b"Subject: t\r\n\r\nhello\r\n")
             .await
             .expect("write");
+        let content = Content {
+            prepend: b"Received: x\r\n".to_vec(),
+            strip_authserv_id: None,
+        };
         let reply = deliver(
             root.path(),
             &["a@x.test".into(), "b@x.test".into()],
-            b"Received: x\r\n",
+            &content,
             &mut spool,
         )
         .await

@@ -7,6 +7,7 @@
 //! Connections are not shared between client sessions: XCLIENT binds a backend connection
 //! to one client's identity, and handing it to another client would mislabel their mail.
 
+pub mod content;
 pub mod maildir;
 pub mod smtp_client;
 
@@ -18,6 +19,7 @@ use crate::error::Error;
 use crate::smtp::command::MailParams;
 use crate::smtp::reply::{self, Reply};
 use crate::spool::Spool;
+pub use content::Content;
 pub use smtp_client::ClientIdentity;
 use smtp_client::{SmtpConnection, SmtpSettings};
 
@@ -175,17 +177,17 @@ impl Transaction {
     /// Relays the message; returns the backend's final reply and how long it took.
     pub async fn data(
         &mut self,
-        prepend: &[u8],
+        content: &Content,
         spool: &mut Spool,
     ) -> Result<(Reply, std::time::Duration), Error> {
         let started = Instant::now();
         let reply = match &mut self.kind {
             Kind::Smtp(conn) => {
-                let (reply, ended) = conn.data(prepend, spool).await?;
+                let (reply, ended) = conn.data(content, spool).await?;
                 self.ended = ended;
                 reply
             }
-            Kind::Maildir(root) => maildir::deliver(root, &self.rcpts, prepend, spool).await?,
+            Kind::Maildir(root) => maildir::deliver(root, &self.rcpts, content, spool).await?,
         };
         Ok((reply, started.elapsed()))
     }

@@ -15,6 +15,7 @@ use tokio::time::timeout;
 
 use crate::config::schema::{StartTlsMode, Timeouts};
 use crate::error::Error;
+use crate::relay::Content;
 use crate::smtp::codec::dot_stuff;
 use crate::smtp::command::{Body, MailParams};
 use crate::smtp::reply::{Enhanced, Reply};
@@ -216,7 +217,7 @@ impl SmtpConnection {
     /// backend transaction is still open and needs RSET).
     pub async fn data(
         &mut self,
-        prepend: &[u8],
+        content: &Content,
         spool: &mut Spool,
     ) -> Result<(Reply, bool), Error> {
         let reply = self
@@ -233,8 +234,7 @@ impl SmtpConnection {
         let send = async {
             let mut at_line_start = true;
             let mut out = Vec::with_capacity(70 * 1024);
-            dot_stuff(prepend, &mut at_line_start, &mut out);
-            let mut reader = spool.reader().await?;
+            let mut reader = content.reader(spool).await?;
             while let Some(chunk) = reader.next_chunk().await? {
                 dot_stuff(chunk, &mut at_line_start, &mut out);
                 self.stream.write_all(&out).await?;

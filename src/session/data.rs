@@ -11,6 +11,7 @@ use super::state::State;
 use super::{Fill, Session};
 use crate::metrics::{Event, Limit};
 use crate::pipeline::{CheckContext, MessageView, Stage};
+use crate::relay::Content;
 use crate::smtp::codec::BodyDecoder;
 use crate::smtp::reply::{self, Reply};
 use crate::spool::Spool;
@@ -138,10 +139,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     /// The message is complete: DATA checks, verdict, relay, one log line, reset.
     async fn end_of_message(&mut self, mut body: Body) {
+        // Authentication needs the whole message at once; a spilled body is read back only
+        // when it is small enough (`auth.max_verify_size`).
+        let auth = &self.ctx.config.auth;
+        let loaded = if auth.enabled
+            && body.spool.spilled()
+            && body.size <= auth.max_verify_size.min(body.limit)
+        {
+            match body.spool.read_all().await {
+                Ok(bytes) => Some(bytes),
+                Err(e) => {
+                    body.io_error = Some(e);
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let raw = match (&loaded, auth.enabled && body.size <= auth.max_verify_size) {
+            (Some(bytes), _) => Some(&bytes[..]),
+            (None, true) => body.spool.in_memory(),
+            (None, false) => None,
+        };
         let view = MessageView {
             size: body.size,
             head: body.spool.head(),
             bare_line_endings: body.decoder.saw_bare_line_ending(),
+            raw,
         };
         let ctx = CheckContext {
             session: &self.info,
@@ -149,8 +173,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             rcpt: None,
             message: Some(view),
         };
-        let facts = self.ctx.pipeline.facts(Stage::Data, ctx).await;
-        self.env.facts.extend(facts);
+        let found = self.ctx.pipeline.run(Stage::Data, ctx).await;
+        drop(loaded);
+        self.env.facts.extend(found.facts);
+        self.env.headers.extend(found.headers);
         let verdict = self.ctx.pipeline.decide(Stage::Data, &self.env.facts);
         let (reply, outcome): (Reply, &'static str) =
             if let Some(refusal) = verdict.action.refusal() {
@@ -166,6 +192,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 tracing::error!(session = %self.info.id, error = %e, "spool write failed");
                 (reply::LOCAL_ERROR, "tempfail")
             } else {
+                if let Some(header) = super::trace::verdict_header(&verdict) {
+                    self.env.headers.push(header);
+                }
                 self.relay(&mut body.spool, verdict.action.label()).await
             };
         self.messages += 1;
@@ -182,6 +211,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             spilled = body.spool.spilled(),
             verdict = outcome,
             rules = ?verdict.rules,
+            auth = %super::trace::auth_summary(&self.env.facts),
             reply = %reply,
             "message"
         );
@@ -198,8 +228,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let Some(txn) = self.txn.as_mut() else {
             return (reply::BACKEND_FAILED, "tempfail");
         };
-        let received = super::trace::received(&self.info, &self.ctx.config.hostname, &self.env);
-        match txn.data(received.as_bytes(), spool).await {
+        let mut prepend = super::trace::received(&self.info, &self.ctx.config.hostname, &self.env);
+        for header in &self.env.headers {
+            prepend.push_str(header);
+        }
+        let content = Content {
+            prepend: prepend.into_bytes(),
+            strip_authserv_id: self
+                .ctx
+                .config
+                .auth
+                .enabled
+                .then(|| self.ctx.authserv_id().to_string()),
+        };
+        match txn.data(&content, spool).await {
             Ok((r, took)) => {
                 self.ctx.metrics.emit(Event::Relayed(took));
                 let outcome = match r.code / 100 {

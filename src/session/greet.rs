@@ -27,7 +27,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             rcpt: None,
             message: None,
         };
-        let facts = self.ctx.pipeline.facts(Stage::Helo, ctx).await;
+        let facts = self.ctx.pipeline.run(Stage::Helo, ctx).await.facts;
         let verdict = self.ctx.pipeline.decide(Stage::Helo, &facts);
         if let Some(refusal) = verdict.action.refusal() {
             self.reply(refusal.clone());

@@ -146,7 +146,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             rcpt: None,
             message: None,
         };
-        let facts = self.ctx.pipeline.facts(Stage::Connect, ctx).await;
+        let facts = self.ctx.pipeline.run(Stage::Connect, ctx).await.facts;
         let verdict = self.ctx.pipeline.decide(Stage::Connect, &facts);
         if let Some(refusal) = verdict.action.refusal() {
             tracing::info!(session = %self.info.id, rules = ?verdict.rules, "connection refused by policy");

@@ -5,6 +5,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::pipeline::outcome::{Action, Fact, FactValue, Verdict};
 use crate::smtp::envelope::{Envelope, SessionInfo};
 
 /// The `Received:` header for a message of this session, CRLF-terminated and folded.
@@ -33,6 +34,41 @@ pub fn received(info: &SessionInfo, hostname: &str, env: &Envelope) -> String {
         info.id,
         rfc5322_date(SystemTime::now())
     )
+}
+
+/// `X-Portcullis-Verdict` for messages relayed as `tag` or `quarantine`, naming the rules,
+/// so the backend (a sieve rule, a Postfix header_checks) can file them.
+pub fn verdict_header(verdict: &Verdict) -> Option<String> {
+    match verdict.action {
+        Action::Tag | Action::Quarantine => Some(format!(
+            "X-Portcullis-Verdict: {}; rules={}\r\n",
+            verdict.action.label(),
+            verdict.rules.join(",")
+        )),
+        _ => None,
+    }
+}
+
+/// The authentication results of a transaction for its log line: `spf=pass dkim=fail ...`.
+pub fn auth_summary(facts: &[Fact]) -> String {
+    let mut out = Vec::new();
+    for name in [
+        "spf.mailfrom",
+        "spf.helo",
+        "dkim",
+        "arc",
+        "dmarc",
+        "dmarc.policy",
+    ] {
+        if let Some(Fact {
+            value: FactValue::Text(t),
+            ..
+        }) = facts.iter().find(|f| f.name == name)
+        {
+            out.push(format!("{}={t}", name.replace(".mailfrom", "")));
+        }
+    }
+    out.join(" ")
 }
 
 /// Formats a time as an RFC 5322 date in UTC, e.g. `Wed, 25 Nov 2026 21:30:00 +0000`.

@@ -37,7 +37,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             rcpt: None,
             message: None,
         };
-        let facts = self.ctx.pipeline.facts(Stage::Mail, ctx).await;
+        let facts = self.ctx.pipeline.run(Stage::Mail, ctx).await.facts;
         self.env.facts.extend(facts);
         let verdict = self.ctx.pipeline.decide(Stage::Mail, &self.env.facts);
         if let Some(refusal) = verdict.action.refusal() {
@@ -69,7 +69,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         // RCPT facts concern this recipient only and are not kept in the envelope.
         let mut facts = self.env.facts.clone();
-        facts.extend(self.ctx.pipeline.facts(Stage::Rcpt, ctx).await);
+        facts.extend(self.ctx.pipeline.run(Stage::Rcpt, ctx).await.facts);
         let verdict = self.ctx.pipeline.decide(Stage::Rcpt, &facts);
         if let Some(refusal) = verdict.action.refusal() {
             if verdict.rules.contains(&"recipient-limit") {

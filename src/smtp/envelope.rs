@@ -43,4 +43,6 @@ pub struct Envelope {
     pub rcpt_attempts: usize,
     /// Facts the checks have found so far in this transaction.
     pub facts: Vec<Fact>,
+    /// Header fields the checks asked to add (Authentication-Results...), CRLF-terminated.
+    pub headers: Vec<String>,
 }

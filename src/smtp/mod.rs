@@ -6,4 +6,5 @@ pub mod address;
 pub mod codec;
 pub mod command;
 pub mod envelope;
+pub mod headers;
 pub mod reply;

@@ -227,6 +227,18 @@ pub const MESSAGE_TOO_BIG: Reply = r(
     (5, 3, 4),
     "Message size exceeds fixed maximum message size",
 );
+/// DMARC failed and the sender's domain publishes p=reject (RFC 7489 §6.3; RFC 7372 5.7.26).
+pub const DMARC_REJECT: Reply = r(
+    550,
+    (5, 7, 26),
+    "Unauthenticated mail refused: the sender domain's DMARC policy is reject",
+);
+/// A DNS failure kept us from deciding on a domain that asks for rejection.
+pub const AUTH_TEMPFAIL: Reply = r(
+    451,
+    (4, 7, 26),
+    "Temporary authentication failure, try again later",
+);
 /// A message with bare CR or LF, refused to prevent SMTP smuggling.
 pub const BARE_LINE_ENDING: Reply = r(
     550,
@@ -276,6 +288,8 @@ pub const ALL: &[&Reply] = &[
     &ALREADY_TLS,
     &RELAY_DENIED,
     &MESSAGE_TOO_BIG,
+    &DMARC_REJECT,
+    &AUTH_TEMPFAIL,
     &BARE_LINE_ENDING,
     &NEEDS_SMTPUTF8,
     &BAD_BODY_PARAM,

@@ -2,6 +2,7 @@
 //! helpers for files and processes. Real Postfix instances live in `postfix.rs`.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod dns;
 pub mod postfix;
 
 use std::net::SocketAddr;
@@ -37,6 +38,9 @@ pub fn test_config() -> (Config, tempfile::TempDir) {
     c.timeouts.command = Duration::from_secs(10);
     c.timeouts.data = Duration::from_secs(20);
     c.timeouts.shutdown_grace = Duration::from_secs(5);
+    // No test may reach the internet: authentication stays off unless a test enables it
+    // with the in-process DNS fixture as the name server.
+    c.auth.enabled = false;
     (c, dir)
 }
 

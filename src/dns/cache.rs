@@ -1,0 +1,164 @@
+//! The DNS record cache handed to mail-auth, with the metrics of every lookup.
+//!
+//! Owns: bounded per-type caches (TXT, MX, A, AAAA, PTR) of parsed records with their
+//! expiry clamped to `dns.min_ttl`..`dns.max_ttl`, and the counters
+//! `portcullis_dns_cache_lookups_total{type,result=hit|miss}` (a miss is a query on the wire)
+//! and `portcullis_dns_answers_total{type,outcome=ok|nxdomain|nodata}`. A miss without an
+//! answer is a query that failed (timeout, SERVFAIL): mail-auth reports it as `temperror`.
+
+use std::borrow::Borrow;
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mail_auth::dns::{DnsCache, Mx, Negative, RecordSet, ResolverCache, TxtRecord};
+
+use crate::config::schema::DnsConfig;
+use crate::metrics::{Event, Metrics};
+
+/// One record type's cache.
+pub struct TypeCache<K, V> {
+    kind: &'static str,
+    map: Mutex<HashMap<K, (V, Instant)>>,
+    capacity: usize,
+    min_ttl: Duration,
+    max_ttl: Duration,
+    metrics: Arc<Metrics>,
+}
+
+/// What an answer was, for the metric.
+pub trait Outcome {
+    /// `ok`, `nxdomain` or `nodata`.
+    fn outcome(&self) -> &'static str;
+}
+
+impl<T> Outcome for Result<RecordSet<T>, Negative> {
+    fn outcome(&self) -> &'static str {
+        match self {
+            Ok(_) => "ok",
+            Err(n) if n.code == mail_auth::hickory_resolver::proto::op::ResponseCode::NXDomain => {
+                "nxdomain"
+            }
+            Err(_) => "nodata",
+        }
+    }
+}
+
+impl Outcome for TxtRecord {
+    fn outcome(&self) -> &'static str {
+        "ok"
+    }
+}
+
+impl<K: Hash + Eq, V: Clone + Outcome> ResolverCache<K, V> for TypeCache<K, V> {
+    fn get<Q>(&self, name: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let now = Instant::now();
+        let found = self.map.lock().ok().and_then(|map| {
+            map.get(name)
+                .filter(|(_, until)| *until > now)
+                .map(|(v, _)| v.clone())
+        });
+        let result = if found.is_some() { "hit" } else { "miss" };
+        self.metrics.emit(Event::DnsLookup {
+            kind: self.kind,
+            result,
+        });
+        found
+    }
+
+    fn remove<Q>(&self, name: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.map.lock().ok()?.remove(name).map(|(v, _)| v)
+    }
+
+    fn insert(&self, key: K, value: V, valid_until: Instant) {
+        self.metrics.emit(Event::DnsAnswer {
+            kind: self.kind,
+            outcome: value.outcome(),
+        });
+        let now = Instant::now();
+        let until = valid_until.clamp(now + self.min_ttl, now + self.max_ttl);
+        let Ok(mut map) = self.map.lock() else { return };
+        if map.len() >= self.capacity {
+            // Bounded: drop what has expired, and if that is not enough, start afresh.
+            map.retain(|_, (_, t)| *t > now);
+            if map.len() >= self.capacity {
+                map.clear();
+            }
+        }
+        map.insert(key, (value, until));
+    }
+}
+
+/// The caches of every record type mail-auth looks up.
+pub struct Cache {
+    txt: TypeCache<Box<str>, TxtRecord>,
+    mx: TypeCache<Box<str>, Result<RecordSet<Mx>, Negative>>,
+    ipv4: TypeCache<Box<str>, Result<RecordSet<Ipv4Addr>, Negative>>,
+    ipv6: TypeCache<Box<str>, Result<RecordSet<Ipv6Addr>, Negative>>,
+    ptr: TypeCache<IpAddr, Result<RecordSet<Box<str>>, Negative>>,
+}
+
+impl Cache {
+    /// Empty caches sized and bounded by `config`.
+    pub fn new(config: &DnsConfig, metrics: Arc<Metrics>) -> Self {
+        fn cache<K, V>(
+            kind: &'static str,
+            config: &DnsConfig,
+            metrics: &Arc<Metrics>,
+        ) -> TypeCache<K, V> {
+            TypeCache {
+                kind,
+                map: Mutex::new(HashMap::new()),
+                capacity: config.cache_size.max(1),
+                min_ttl: config.min_ttl,
+                max_ttl: config.max_ttl.max(config.min_ttl),
+                metrics: metrics.clone(),
+            }
+        }
+        Cache {
+            txt: cache("TXT", config, &metrics),
+            mx: cache("MX", config, &metrics),
+            ipv4: cache("A", config, &metrics),
+            ipv6: cache("AAAA", config, &metrics),
+            ptr: cache("PTR", config, &metrics),
+        }
+    }
+}
+
+impl DnsCache for Cache {
+    type Txt = TypeCache<Box<str>, TxtRecord>;
+    type Mx = TypeCache<Box<str>, Result<RecordSet<Mx>, Negative>>;
+    type Ipv4 = TypeCache<Box<str>, Result<RecordSet<Ipv4Addr>, Negative>>;
+    type Ipv6 = TypeCache<Box<str>, Result<RecordSet<Ipv6Addr>, Negative>>;
+    type Ptr = TypeCache<IpAddr, Result<RecordSet<Box<str>>, Negative>>;
+
+    fn txt(&self) -> Option<&Self::Txt> {
+        Some(&self.txt)
+    }
+
+    fn mx(&self) -> Option<&Self::Mx> {
+        Some(&self.mx)
+    }
+
+    fn ipv4(&self) -> Option<&Self::Ipv4> {
+        Some(&self.ipv4)
+    }
+
+    fn ipv6(&self) -> Option<&Self::Ipv6> {
+        Some(&self.ipv6)
+    }
+
+    fn ptr(&self) -> Option<&Self::Ptr> {
+        Some(&self.ptr)
+    }
+}

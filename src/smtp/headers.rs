@@ -1,0 +1,225 @@
+//! Streaming removal of header fields from a message on its way to the backend.
+//!
+//! Owns: `HeaderFilter`, which drops the `Authentication-Results` fields that claim our
+//! authserv-id (RFC 8601 §5: a receiver must not let outside parties forge its results)
+//! while the body streams past. Must not: change anything after the header block. Memory is
+//! bounded: a single field above `MAX_FIELD` bytes switches the filter off for the rest.
+
+/// Longest stretch the filter holds in memory: one line, or one held field.
+pub const MAX_FIELD: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    /// Copied to the output as it comes.
+    Keep,
+    /// An Authentication-Results field, held until we know whose it is.
+    Hold,
+    /// Our forged Authentication-Results: dropped.
+    Drop,
+}
+
+/// Drops `Authentication-Results` fields whose authserv-id is ours. Other fields stream
+/// through; only an Authentication-Results field is held (at most `MAX_FIELD` bytes) until
+/// its end. An over-long line is classified by its start and streamed, so no header of any
+/// size can switch the filter off for the fields after it.
+#[derive(Debug)]
+pub struct HeaderFilter {
+    authserv_id: String,
+    in_body: bool,
+    /// The start of the current line, until it is complete or too long.
+    line: Vec<u8>,
+    /// The rest of an over-long line is streaming (with the current field's fate).
+    streaming_line: bool,
+    fate: Fate,
+    held: Vec<u8>,
+    removed: usize,
+}
+
+impl HeaderFilter {
+    /// A filter for `authserv_id` (compared case-insensitively).
+    pub fn new(authserv_id: &str) -> Self {
+        HeaderFilter {
+            authserv_id: authserv_id.to_ascii_lowercase(),
+            in_body: false,
+            line: Vec::new(),
+            streaming_line: false,
+            fate: Fate::Keep,
+            held: Vec::new(),
+            removed: 0,
+        }
+    }
+
+    /// How many fields were removed.
+    pub fn removed(&self) -> usize {
+        self.removed
+    }
+
+    /// Filters one chunk of CRLF content into `out`.
+    pub fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        let mut rest = chunk;
+        while !rest.is_empty() {
+            if self.in_body {
+                out.extend_from_slice(rest);
+                return;
+            }
+            let (part, tail, complete) = match memchr::memchr(b'\n', rest) {
+                Some(i) => (&rest[..=i], &rest[i + 1..], true),
+                None => (rest, &[][..], false),
+            };
+            rest = tail;
+            if self.streaming_line {
+                self.emit(part, out);
+                self.streaming_line = !complete;
+                continue;
+            }
+            self.line.extend_from_slice(part);
+            if complete {
+                let line = std::mem::take(&mut self.line);
+                self.start_line(&line, out);
+            } else if self.line.len() > MAX_FIELD {
+                // Classify the over-long line by its start, then stream the rest of it.
+                let line = std::mem::take(&mut self.line);
+                self.start_line(&line, out);
+                self.streaming_line = true;
+            }
+        }
+    }
+
+    /// Emits whatever is held (a message that ended inside its header block).
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        let line = std::mem::take(&mut self.line);
+        self.end_field(out);
+        out.extend_from_slice(&line);
+        self.in_body = true;
+    }
+
+    /// A line (or the start of an over-long one) at the beginning of a header line.
+    fn start_line(&mut self, line: &[u8], out: &mut Vec<u8>) {
+        if line == b"\r\n" || line == b"\n" {
+            self.end_field(out);
+            out.extend_from_slice(line);
+            self.in_body = true;
+        } else if line.starts_with(b" ") || line.starts_with(b"\t") {
+            self.emit(line, out);
+        } else {
+            self.end_field(out);
+            self.fate = if is_auth_results(line) {
+                Fate::Hold
+            } else {
+                Fate::Keep
+            };
+            self.emit(line, out);
+        }
+    }
+
+    /// Sends field bytes where the current field's fate says.
+    fn emit(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
+        match self.fate {
+            Fate::Keep => out.extend_from_slice(bytes),
+            Fate::Drop => {}
+            Fate::Hold => {
+                self.held.extend_from_slice(bytes);
+                if self.held.len() > MAX_FIELD {
+                    // Decide on what we have: the authserv-id comes first.
+                    self.decide();
+                    if self.fate == Fate::Keep {
+                        out.append(&mut self.held);
+                    }
+                    self.held.clear();
+                }
+            }
+        }
+    }
+
+    fn end_field(&mut self, out: &mut Vec<u8>) {
+        if self.fate == Fate::Hold {
+            self.decide();
+            if self.fate == Fate::Keep {
+                out.append(&mut self.held);
+            }
+            self.held.clear();
+        }
+        self.fate = Fate::Keep;
+    }
+
+    /// Turns a held field into Keep or Drop: `Authentication-Results: <our id>[ version];`.
+    fn decide(&mut self) {
+        let colon = memchr::memchr(b':', &self.held).unwrap_or(0);
+        let value = String::from_utf8_lossy(&self.held[colon + 1..]).to_ascii_lowercase();
+        let id = value.split(';').next().unwrap_or("");
+        let ours = id.split_whitespace().next() == Some(self.authserv_id.as_str());
+        if ours {
+            self.removed += 1;
+            self.fate = Fate::Drop;
+        } else {
+            self.fate = Fate::Keep;
+        }
+    }
+}
+
+fn is_auth_results(line: &[u8]) -> bool {
+    memchr::memchr(b':', line).is_some_and(|colon| {
+        line[..colon]
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"authentication-results")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(input: &[u8], split: usize) -> (Vec<u8>, usize) {
+        let mut f = HeaderFilter::new("gw.example.test");
+        let mut out = Vec::new();
+        f.push(&input[..split], &mut out);
+        f.push(&input[split..], &mut out);
+        f.finish(&mut out);
+        (out, f.removed())
+    }
+
+    #[test]
+    fn removes_only_our_forged_results_at_every_split() {
+        let input = b"Authentication-Results: GW.example.test; spf=pass\r\n\tsmtp.mailfrom=x\r\nAuthentication-Results: other.example; dkim=pass\r\nAuthentication-Results: gw.example.test 1; dmarc=pass\r\nSubject: hi\r\n\r\nAuthentication-Results: gw.example.test; in body\r\n";
+        let expected = b"Authentication-Results: other.example; dkim=pass\r\nSubject: hi\r\n\r\nAuthentication-Results: gw.example.test; in body\r\n";
+        for split in 0..input.len() {
+            let (out, removed) = run(input, split);
+            assert_eq!(
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(expected),
+                "split {split}"
+            );
+            assert_eq!(removed, 2);
+        }
+    }
+
+    #[test]
+    fn lookalike_ids_are_kept() {
+        let input = b"Authentication-Results: gw.example.test.evil; spf=pass\r\nX: y\r\n\r\nbody";
+        assert_eq!(run(input, 10).0, input.to_vec());
+    }
+
+    #[test]
+    fn huge_fields_stream_and_cannot_shield_a_forgery() {
+        let mut big = b"X-Big: ".to_vec();
+        big.extend(std::iter::repeat_n(b'a', 3 * MAX_FIELD));
+        big.extend_from_slice(b"\r\n");
+        let mut input = big.clone();
+        input.extend_from_slice(b"Authentication-Results: gw.example.test; x\r\n\r\nb");
+        let mut expected = big;
+        expected.extend_from_slice(b"\r\nb");
+        for split in [1, 100, MAX_FIELD + 3, input.len() - 2] {
+            let (out, removed) = run(&input, split);
+            assert_eq!(out.len(), expected.len(), "split {split}");
+            assert!(out == expected, "split {split}");
+            assert_eq!(removed, 1);
+        }
+        // A huge forged field is dropped whole.
+        let mut forged = b"Authentication-Results: gw.example.test; ".to_vec();
+        forged.extend(std::iter::repeat_n(b'x', 2 * MAX_FIELD));
+        forged.extend_from_slice(b"\r\n\tmore\r\nSubject: s\r\n\r\nb");
+        let (out, removed) = run(&forged, 7);
+        assert_eq!(out, b"Subject: s\r\n\r\nb".to_vec());
+        assert_eq!(removed, 1);
+    }
+}
