@@ -157,30 +157,21 @@ mod tests {
                 Fact::text("dmarc.policy", policy),
             ]
         };
-        assert_eq!(
-            p.decide(Stage::Data, &facts("fail", "reject")).action,
-            Action::Reject(reply::DMARC_REJECT)
-        );
-        assert_eq!(
-            p.decide(Stage::Data, &facts("fail", "quarantine")).action,
-            Action::Quarantine
-        );
-        assert_eq!(
-            p.decide(Stage::Data, &facts("fail", "none")).action,
-            Action::Accept
-        );
-        assert_eq!(
-            p.decide(Stage::Data, &facts("pass", "reject")).action,
-            Action::Accept
-        );
-        assert_eq!(
-            p.decide(Stage::Data, &facts("temperror", "reject")).action,
-            Action::Tempfail(reply::AUTH_TEMPFAIL)
-        );
-        assert_eq!(
-            p.decide(Stage::Data, &facts("temperror", "none")).action,
-            Action::Accept
-        );
+        for (result, policy, expected) in [
+            ("fail", "reject", Action::Reject(reply::DMARC_REJECT)),
+            ("fail", "quarantine", Action::Quarantine),
+            ("fail", "none", Action::Accept),
+            ("pass", "reject", Action::Accept),
+            (
+                "temperror",
+                "reject",
+                Action::Tempfail(reply::AUTH_TEMPFAIL),
+            ),
+            ("temperror", "none", Action::Accept),
+        ] {
+            let got = p.decide(Stage::Data, &facts(result, policy)).action;
+            assert_eq!(got, expected, "dmarc={result} p={policy}");
+        }
         let mut off = Config::default();
         off.auth.enabled = false;
         assert_eq!(

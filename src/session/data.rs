@@ -72,28 +72,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         self.reply(reply::START_DATA);
         let mut body = Body::new(self, BodyDecoder::data());
-        let abort = self.signals.abort.clone();
         loop {
             let (used, done) = body.push(&self.rbuf).await;
             self.rbuf.drain(..used);
             if done {
                 break;
             }
-            match self.fill(body.deadline, &abort).await {
-                Fill::Data => {}
-                Fill::Eof => return,
-                Fill::Timeout => {
-                    self.ctx.metrics.emit(Event::LimitHit(Limit::DataTimeout));
-                    self.reply(reply::TIMEOUT);
-                    return;
-                }
-                Fill::Stopped => {
-                    self.reply(reply::SHUTTING_DOWN);
-                    return;
-                }
+            if !self.fill_content(body.deadline).await {
+                return;
             }
         }
         self.end_of_message(body).await;
+    }
+
+    /// Reads more message content until the DATA deadline. False when the session must end
+    /// (EOF, the deadline, or the end of the shutdown grace period; the 421 is queued).
+    async fn fill_content(&mut self, deadline: tokio::time::Instant) -> bool {
+        let abort = self.signals.abort.clone();
+        match self.fill(deadline, &abort).await {
+            Fill::Data => true,
+            Fill::Eof => false,
+            Fill::Timeout => {
+                self.ctx.metrics.emit(Event::LimitHit(Limit::DataTimeout));
+                self.reply(reply::TIMEOUT);
+                false
+            }
+            Fill::Stopped => {
+                self.reply(reply::SHUTTING_DOWN);
+                false
+            }
+        }
     }
 
     /// BDAT: read exactly `size` octets; at LAST decide and relay (RFC 3030).
@@ -103,7 +111,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             None => Body::new(self, BodyDecoder::bdat()),
         };
         self.state = State::Chunking;
-        let abort = self.signals.abort.clone();
         let mut left = size;
         loop {
             let take = left.min(self.rbuf.len());
@@ -113,18 +120,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             if left == 0 {
                 break;
             }
-            match self.fill(body.deadline, &abort).await {
-                Fill::Data => {}
-                Fill::Eof => return,
-                Fill::Timeout => {
-                    self.ctx.metrics.emit(Event::LimitHit(Limit::DataTimeout));
-                    self.reply(reply::TIMEOUT);
-                    return;
-                }
-                Fill::Stopped => {
-                    self.reply(reply::SHUTTING_DOWN);
-                    return;
-                }
+            if !self.fill_content(body.deadline).await {
+                return;
             }
         }
         if !last {
