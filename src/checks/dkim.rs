@@ -1,10 +1,11 @@
 //! DKIM (RFC 6376, RFC 8463 ed25519) verification of every signature of a message.
 //!
-//! Facts: `dkim` (the best result over all signatures: pass, fail, neutral, policy,
-//! temperror, permerror, none) and one `dkim.signature` per signature
-//! (`d=… s=… a=… result=…`). Signatures with `l=` are refused unless
-//! `auth.dkim_allow_partial_body` (they then count as `policy`). RSA keys below 1024 bits
-//! fail inside mail-auth (RFC 8301). Must not: alter the message.
+//! Facts: `dkim` (the best result over all signatures: pass, fail, neutral, temperror,
+//! permerror, none — the same words mail-auth writes into Authentication-Results) and one
+//! `dkim.signature` per signature (`d=… s=… a=… result=…`). Signatures with `l=` are refused
+//! unless `auth.dkim_allow_partial_body`: they are `neutral` and add the flag
+//! `dkim.partial_body_refused`. RSA keys below 1024 bits fail inside mail-auth (RFC 8301).
+//! Must not: alter the message.
 
 use mail_auth::{AuthenticatedMessage, DkimOutput, DkimResult};
 
@@ -14,9 +15,6 @@ use crate::pipeline::outcome::Fact;
 pub fn word(result: &DkimResult) -> &'static str {
     match result {
         DkimResult::Pass => "pass",
-        DkimResult::Neutral(mail_auth::Error::Dkim(mail_auth::dkim::DkimError::BodyLengthTag)) => {
-            "policy"
-        }
         DkimResult::Neutral(_) => "neutral",
         DkimResult::Fail(_) => "fail",
         DkimResult::PermError(_) => "permerror",
@@ -27,14 +25,7 @@ pub fn word(result: &DkimResult) -> &'static str {
 
 /// The overall result: pass if any signature passes, otherwise the most telling failure.
 pub fn overall(outputs: &[DkimOutput<'_>]) -> &'static str {
-    const ORDER: [&str; 6] = [
-        "pass",
-        "fail",
-        "temperror",
-        "policy",
-        "permerror",
-        "neutral",
-    ];
+    const ORDER: [&str; 5] = ["pass", "fail", "temperror", "permerror", "neutral"];
     ORDER
         .into_iter()
         .find(|w| outputs.iter().any(|o| word(o.result()) == *w))
@@ -44,6 +35,17 @@ pub fn overall(outputs: &[DkimOutput<'_>]) -> &'static str {
 /// Facts for the outputs of one message.
 pub fn facts(outputs: &[DkimOutput<'_>]) -> Vec<Fact> {
     let mut facts = vec![Fact::text("dkim", overall(outputs))];
+    let body_length = |o: &DkimOutput<'_>| {
+        matches!(
+            o.result(),
+            DkimResult::Neutral(mail_auth::Error::Dkim(
+                mail_auth::dkim::DkimError::BodyLengthTag
+            ))
+        )
+    };
+    if outputs.iter().any(body_length) {
+        facts.push(Fact::flag("dkim.partial_body_refused", true));
+    }
     for out in outputs {
         let result = word(out.result());
         let line = match out.signature() {

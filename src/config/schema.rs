@@ -346,9 +346,7 @@ pub struct AuthConfig {
     /// The authserv-id of our Authentication-Results header; defaults to `hostname`.
     /// Incoming Authentication-Results headers claiming it are removed.
     pub authserv_id: Option<String>,
-    /// RSA DKIM keys shorter than this fail verification (`dkim=policy`).
-    pub dkim_min_rsa_bits: usize,
-    /// Accept signatures that cover only part of the body (`l=`); off: they count as `policy`.
+    /// Accept signatures that cover only part of the body (`l=`); off: they are `neutral`.
     pub dkim_allow_partial_body: bool,
     /// Messages above this size are not DKIM/ARC/DMARC-verified (they are read into memory).
     #[serde(deserialize_with = "units::size")]
@@ -360,7 +358,6 @@ impl Default for AuthConfig {
         AuthConfig {
             enabled: true,
             authserv_id: None,
-            dkim_min_rsa_bits: 1024,
             dkim_allow_partial_body: false,
             max_verify_size: 25 * 1024 * 1024,
         }

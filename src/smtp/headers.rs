@@ -142,10 +142,12 @@ impl HeaderFilter {
         self.fate = Fate::Keep;
     }
 
-    /// Turns a held field into Keep or Drop: `Authentication-Results: <our id>[ version];`.
+    /// Turns a held field into Keep or Drop: `Authentication-Results: [CFWS] <our id>
+    /// [CFWS [version]] ;` — comments and folding around the id do not hide it.
     fn decide(&mut self) {
         let colon = memchr::memchr(b':', &self.held).unwrap_or(0);
-        let value = String::from_utf8_lossy(&self.held[colon + 1..]).to_ascii_lowercase();
+        let value = without_comments(&String::from_utf8_lossy(&self.held[colon + 1..]))
+            .to_ascii_lowercase();
         let id = value.split(';').next().unwrap_or("");
         let ours = id.split_whitespace().next() == Some(self.authserv_id.as_str());
         if ours {
@@ -155,6 +157,26 @@ impl HeaderFilter {
             self.fate = Fate::Keep;
         }
     }
+}
+
+/// Replaces RFC 5322 comments (nested parentheses, with `\` quoting) by a space.
+fn without_comments(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let (mut depth, mut escaped) = (0usize, false);
+    for c in value.chars() {
+        match (depth, escaped, c) {
+            (_, true, _) => escaped = false,
+            (d, false, '\\') if d > 0 => escaped = true,
+            (_, false, '(') => {
+                depth += 1;
+                out.push(' ');
+            }
+            (d, false, ')') if d > 0 => depth -= 1,
+            (0, false, c) => out.push(c),
+            _ => {}
+        }
+    }
+    out
 }
 
 fn is_auth_results(line: &[u8]) -> bool {
@@ -190,6 +212,27 @@ mod tests {
                 "split {split}"
             );
             assert_eq!(removed, 2);
+        }
+    }
+
+    #[test]
+    fn comments_around_the_id_do_not_hide_a_forgery() {
+        for forged in [
+            &b"Authentication-Results: (trusted) gw.example.test; dkim=pass\r\n"[..],
+            b"Authentication-Results: gw.example.test(x); dmarc=pass\r\n",
+            b"Authentication-Results: (a (nested\\) one)) GW.example.test 1 (v); spf=pass\r\n",
+            b"Authentication-Results:\r\n gw.example.test\r\n\t; spf=pass\r\n",
+        ] {
+            let mut input = forged.to_vec();
+            input.extend_from_slice(b"Subject: s\r\n\r\nb");
+            let (out, removed) = run(&input, 5);
+            assert_eq!(
+                String::from_utf8_lossy(&out),
+                "Subject: s\r\n\r\nb",
+                "{}",
+                String::from_utf8_lossy(forged)
+            );
+            assert_eq!(removed, 1);
         }
     }
 

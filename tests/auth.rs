@@ -1,0 +1,809 @@
+//! Sender authentication through the running gateway: DKIM, ARC and DMARC at DATA (SPF
+//! from MAIL), the Authentication-Results header we add, the DMARC policy rules, the
+//! removal of forged Authentication-Results, and the metrics.
+//!
+//! Every message is signed at test time with mail-auth (`DkimSigner`, `ArcSealer`) with
+//! keys generated at test time; the public keys, SPF and DMARC records are served by the
+//! in-process DNS fixture (tests/common/dns.rs), which is the gateway's only name server.
+//! Clients connect from distinct loopback addresses: 127.0.0.5 is the SPF-authorised
+//! sender of example.org, 127.0.0.9 is not (`-all`: SPF fail).
+//!
+//! What mail-auth 0.15.1 returns for the edge cases (asserted below, see each test):
+//! body changed after signing → `neutral` (body hash mismatch), signed header changed →
+//! `fail`, key revoked (`p=` empty) → `permerror`, no key record → `permerror`, expired
+//! `x=` → `neutral`, key lookup SERVFAIL → `temperror` (and DMARC `temperror`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::IpAddr;
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::signature::KeyPair as _;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use common::dns::{DnsFixture, Zone};
+use common::postfix::Postfix;
+use common::{Gateway, LineClient};
+use hickory_server::proto::rr::RecordType;
+use mail_auth::arc::ArcSealer;
+use mail_auth::crypto::{Ed25519Key, RsaKey, Sha256};
+use mail_auth::dkim::{Canonicalization, DkimSigner};
+use mail_auth::headers::HeaderWriter;
+use mail_auth::spf::verify::SpfParameters;
+use mail_auth::{ArcOutput, AuthenticatedMessage, AuthenticationResults, SpfOutput, SpfResult};
+use portcullis::config::Config;
+use rcgen::PublicKeyData as _;
+use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+
+/// The gateway's hostname, hence the authserv-id of its Authentication-Results.
+const AUTHSERV_ID: &str = "gw.example.test";
+/// Authorised by `v=spf1 ip4:127.0.0.5 -all` at example.org.
+const SPF_PASS_IP: &str = "127.0.0.5";
+/// Not authorised: SPF fail.
+const SPF_FAIL_IP: &str = "127.0.0.9";
+/// The MAIL FROM of every test message (the SPF identity, aligned with the From domain).
+const MAIL_FROM: &str = "sender@example.org";
+/// The maildir recipient.
+const RCPT: &str = "bob@example.test";
+
+// ---------------------------------------------------------------------------------------
+// Keys, generated once per test process.
+
+/// A generated RSA 2048 key: PKCS#8 DER of the private key, DKIM TXT record of the public.
+struct Rsa {
+    pkcs8: Vec<u8>,
+    txt: String,
+}
+
+impl Rsa {
+    fn generate() -> Rsa {
+        let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256)
+            .expect("rcgen generates RSA 2048 with aws_lc_rs");
+        let spki = kp.subject_public_key_info();
+        Rsa {
+            pkcs8: kp.serialize_der(),
+            // ~400 bytes: the fixture splits it into 255-byte character-strings.
+            txt: format!("v=DKIM1; k=rsa; p={}", B64.encode(spki)),
+        }
+    }
+
+    fn key(&self) -> RsaKey<Sha256> {
+        let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.pkcs8.as_slice()));
+        RsaKey::<Sha256>::from_key_der(der).expect("RSA key")
+    }
+}
+
+/// The key of example.org (selector `rsa`).
+fn sender_rsa() -> &'static Rsa {
+    static KEY: OnceLock<Rsa> = OnceLock::new();
+    KEY.get_or_init(Rsa::generate)
+}
+
+/// The key of the forwarder (ARC, selector `arc` at forwarder.example).
+fn forwarder_rsa() -> &'static Rsa {
+    static KEY: OnceLock<Rsa> = OnceLock::new();
+    KEY.get_or_init(Rsa::generate)
+}
+
+/// A generated Ed25519 key: PKCS#8 DER, and the RFC 8463 TXT record (raw 32-byte key).
+struct Ed {
+    pkcs8: Vec<u8>,
+    txt: String,
+}
+
+fn sender_ed() -> &'static Ed {
+    static KEY: OnceLock<Ed> = OnceLock::new();
+    KEY.get_or_init(|| {
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let doc = aws_lc_rs::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        let kp = aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8(doc.as_ref()).unwrap();
+        let public = kp.public_key().as_ref().to_vec();
+        assert_eq!(public.len(), 32);
+        Ed {
+            pkcs8: doc.as_ref().to_vec(),
+            txt: format!("v=DKIM1; k=ed25519; p={}", B64.encode(public)),
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// DNS, messages, signing.
+
+/// The records of example.org: SPF, DMARC with policy `p`, and the DKIM keys:
+/// `rsa` and `ed` (valid), `revoked` (`p=` empty); `missing` has no record at all.
+/// One root zone, so that every other name (the HELO, `_dmarc.org` of the DMARC tree
+/// walk) is a clean NXDOMAIN rather than REFUSED.
+fn zone(dmarc_policy: &str) -> Zone {
+    Zone::root()
+        .txt("example.org", "v=spf1 ip4:127.0.0.5 -all")
+        .txt("_dmarc.example.org", &format!("v=DMARC1; p={dmarc_policy}"))
+        .txt("rsa._domainkey.example.org", &sender_rsa().txt)
+        .txt("ed._domainkey.example.org", &sender_ed().txt)
+        .txt("revoked._domainkey.example.org", "v=DKIM1; k=rsa; p=")
+        .txt("arc._domainkey.forwarder.example", &forwarder_rsa().txt)
+}
+
+/// A gateway with authentication on, resolving through `dns` only.
+async fn gateway(dns: &DnsFixture) -> Gateway {
+    let ns = dns.addr();
+    Gateway::start(move |c| auth_on(c, ns)).await
+}
+
+fn auth_on(c: &mut Config, ns: std::net::SocketAddr) {
+    c.auth.enabled = true;
+    c.dns.nameservers = vec![ns];
+    c.dns.timeout = Duration::from_secs(2);
+    c.dns.attempts = 1;
+}
+
+/// A plain RFC 5322 message from alice@example.org (CRLF, no line starting with a dot).
+fn message(subject: &str, body: &str) -> String {
+    format!(
+        "From: Alice <alice@example.org>\r\n\
+         To: Bob <bob@example.test>\r\n\
+         Subject: {subject}\r\n\
+         Date: Tue, 01 Dec 2026 10:00:00 +0000\r\n\
+         Message-ID: <{}@example.org>\r\n\
+         MIME-Version: 1.0\r\n\
+         Content-Type: text/plain; charset=us-ascii\r\n\
+         \r\n\
+         {body}",
+        subject.replace(' ', "-")
+    )
+}
+
+const BODY: &str = "Hello Bob,\r\n\r\nthe figures are attached.\r\n\r\n-- \r\nAlice\r\n";
+const SIGNED: [&str; 5] = ["From", "To", "Subject", "Date", "Message-ID"];
+
+/// `msg` with an rsa-sha256 relaxed/relaxed DKIM-Signature of example.org prepended.
+fn sign_rsa(msg: &str, selector: &str) -> String {
+    let sig = DkimSigner::from_key(sender_rsa().key())
+        .domain("example.org")
+        .selector(selector)
+        .headers(SIGNED)
+        .header_canonicalization(Canonicalization::Relaxed)
+        .body_canonicalization(Canonicalization::Relaxed)
+        .sign(msg.as_bytes())
+        .expect("sign");
+    sig.to_header() + msg
+}
+
+/// Seconds since the epoch.
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// One transaction from `ip`: EHLO, MAIL FROM:<sender@example.org>, RCPT, DATA `msg`.
+/// Returns the reply to the end of DATA.
+async fn send_from(gw: &Gateway, ip: &str, rcpt: &str, msg: &str) -> (u16, String) {
+    let ip: IpAddr = ip.parse().unwrap();
+    let mut c = LineClient::connect_from(gw.addr, ip).await;
+    assert_eq!(c.read_reply().await.0, 220);
+    c.envelope(MAIL_FROM, &[rcpt]).await;
+    let reply = c.data(msg.as_bytes()).await;
+    c.cmd("QUIT").await;
+    reply
+}
+
+/// The one message delivered to bob@example.test, as text.
+fn delivered_one(gw: &Gateway) -> String {
+    let msgs = gw.delivered("example.test", "bob");
+    assert_eq!(msgs.len(), 1, "expected exactly one delivered message");
+    String::from_utf8(msgs[0].clone()).unwrap()
+}
+
+/// The header fields of a message, in order: (name, value unfolded to one line, trimmed).
+fn fields(msg: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for line in msg.split('\n') {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        if line.starts_with([' ', '\t']) {
+            let last = out.last_mut().expect("continuation before any field");
+            last.1.push(' ');
+            last.1.push_str(line.trim());
+        } else {
+            let (name, value) = line.split_once(':').expect("header field without a colon");
+            out.push((name.to_string(), value.trim().to_string()));
+        }
+    }
+    out
+}
+
+/// The values of the Authentication-Results fields, in order.
+fn auth_results(msg: &str) -> Vec<String> {
+    fields(msg)
+        .into_iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("Authentication-Results"))
+        .map(|(_, v)| v)
+        .collect()
+}
+
+/// Our Authentication-Results (unfolded value); asserts there is exactly one, that it
+/// is the field right below our Received, and that its raw text starts the way RFC 8601
+/// says (`Authentication-Results: gw.example.test;`).
+fn our_auth_results(msg: &str) -> String {
+    let raw_start = format!("Authentication-Results: {AUTHSERV_ID};");
+    assert_eq!(
+        msg.matches(&raw_start).count(),
+        1,
+        "expected one {raw_start:?} in:\n{msg}"
+    );
+    let f = fields(msg);
+    assert_eq!(f[0].0, "Received", "{msg}");
+    assert!(f[0].1.contains("by gw.example.test (Portcullis)"), "{msg}");
+    assert_eq!(f[1].0, "Authentication-Results", "{msg}");
+    assert!(
+        f[1].1.starts_with(&format!("{AUTHSERV_ID};")),
+        "our A-R is not the field below our Received:\n{msg}"
+    );
+    let ours: Vec<String> = auth_results(msg)
+        .into_iter()
+        .filter(|v| v.starts_with(&format!("{AUTHSERV_ID};")))
+        .collect();
+    assert_eq!(ours.len(), 1, "{msg}");
+    ours[0].clone()
+}
+
+/// The RFC 8601 result of `method` in an unfolded Authentication-Results value: the
+/// word after `method=` in the resinfo introduced by `; method=`.
+fn result_of(ar: &str, method: &str) -> String {
+    let key = format!("; {method}=");
+    let at = ar
+        .find(&key)
+        .unwrap_or_else(|| panic!("no {method} result in {ar:?}"));
+    ar[at + key.len()..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric())
+        .collect()
+}
+
+fn series(method: &str, result: &str) -> String {
+    format!("portcullis_auth_results_total{{method=\"{method}\",result=\"{result}\"}}")
+}
+
+// ---------------------------------------------------------------------------------------
+// 1, 2: signatures that verify.
+
+/// 1. rsa-sha256 (2048 bits, relaxed/relaxed), SPF pass, DMARC p=reject: delivered with
+/// our Authentication-Results reporting dkim, spf and dmarc pass; the metrics count them.
+#[tokio::test]
+async fn rsa_signed_spf_pass_dmarc_pass() {
+    let dns = DnsFixture::start(vec![zone("reject")]).await;
+    let gw = gateway(&dns).await;
+    let msg = sign_rsa(&message("quarterly report", BODY), "rsa");
+    assert!(
+        msg.starts_with("DKIM-Signature: v=1; a=rsa-sha256;"),
+        "{msg}"
+    );
+    assert!(msg.contains("c=relaxed/relaxed"), "{msg}");
+
+    let (code, text) = send_from(&gw, SPF_PASS_IP, RCPT, &msg).await;
+    assert_eq!(code, 250, "{text}");
+    let got = delivered_one(&gw);
+    let ar = our_auth_results(&got);
+    assert!(
+        got.contains("\r\nAuthentication-Results: gw.example.test;"),
+        "{got}"
+    );
+    assert_eq!(result_of(&ar, "dkim"), "pass", "{ar}");
+    assert!(ar.contains("header.d=example.org header.s=rsa"), "{ar}");
+    assert_eq!(result_of(&ar, "spf"), "pass", "{ar}");
+    assert!(ar.contains("smtp.mailfrom=sender@example.org"), "{ar}");
+    assert_eq!(result_of(&ar, "arc"), "none", "{ar}");
+    assert!(ar.contains("smtp.remote-ip=127.0.0.5"), "{ar}");
+    assert_eq!(result_of(&ar, "dmarc"), "pass", "{ar}");
+    assert!(
+        ar.contains("header.from=example.org policy.dmarc=reject"),
+        "{ar}"
+    );
+    // The message itself is intact below our fields, signature first.
+    assert!(got.contains(&msg), "the signed message was altered:\n{got}");
+    assert!(!got.contains("X-Portcullis-Verdict"), "{got}");
+
+    assert_eq!(gw.metric(&series("dkim", "pass")).await, 1.0);
+    assert_eq!(gw.metric(&series("spf", "pass")).await, 1.0);
+    assert_eq!(gw.metric(&series("dmarc", "pass")).await, 1.0);
+    assert_eq!(gw.metric(&series("arc", "none")).await, 1.0);
+    assert_eq!(gw.metric(&series("dkim", "fail")).await, 0.0);
+}
+
+/// 2. ed25519-sha256 (RFC 8463) with simple/simple canonicalisation verifies.
+#[tokio::test]
+async fn ed25519_simple_simple_passes() {
+    let dns = DnsFixture::start(vec![zone("reject")]).await;
+    let gw = gateway(&dns).await;
+    let plain = message("ed25519 note", BODY);
+    let key = Ed25519Key::from_pkcs8_der(&sender_ed().pkcs8).expect("ed25519 key");
+    let sig = DkimSigner::from_key(key)
+        .domain("example.org")
+        .selector("ed")
+        .headers(SIGNED)
+        .header_canonicalization(Canonicalization::Simple)
+        .body_canonicalization(Canonicalization::Simple)
+        .sign(plain.as_bytes())
+        .unwrap();
+    let msg = sig.to_header() + &plain;
+    assert!(msg.contains("a=ed25519-sha256"), "{msg}");
+    assert!(msg.contains("c=simple/simple"), "{msg}");
+
+    // From the SPF-fail address: DMARC can pass only through the DKIM signature.
+    let (code, text) = send_from(&gw, SPF_FAIL_IP, RCPT, &msg).await;
+    assert_eq!(code, 250, "{text}");
+    let got = delivered_one(&gw);
+    let ar = our_auth_results(&got);
+    assert_eq!(result_of(&ar, "dkim"), "pass", "{ar}");
+    assert!(ar.contains("header.d=example.org header.s=ed"), "{ar}");
+    assert_eq!(result_of(&ar, "spf"), "fail", "{ar}");
+    assert_eq!(result_of(&ar, "dmarc"), "pass", "{ar}");
+    assert_eq!(gw.metric(&series("dkim", "pass")).await, 1.0);
+    assert_eq!(gw.metric(&series("spf", "fail")).await, 1.0);
+}
+
+// ---------------------------------------------------------------------------------------
+// 3: signatures that do not verify, SPF fail, p=reject: refused at the end of DATA.
+
+/// Sends `msg` from the SPF-fail address to a p=reject gateway and asserts the refusal
+/// (550 5.7.26, nothing delivered, dmarc=fail counted) and the DKIM result word counted.
+async fn assert_dmarc_reject(dns: &DnsFixture, msg: &str, dkim_word: &str) {
+    let gw = gateway(dns).await;
+    let (code, text) = send_from(&gw, SPF_FAIL_IP, RCPT, msg).await;
+    assert_eq!(code, 550, "{text}");
+    assert!(text.starts_with("550 5.7.26 "), "{text}");
+    assert!(text.contains("DMARC"), "{text}");
+    assert!(gw.delivered("example.test", "bob").is_empty());
+    assert_eq!(
+        gw.metric(&series("dkim", dkim_word)).await,
+        1.0,
+        "dkim={dkim_word} not counted"
+    );
+    for other in [
+        "pass",
+        "fail",
+        "neutral",
+        "permerror",
+        "temperror",
+        "policy",
+    ] {
+        if other != dkim_word {
+            assert_eq!(gw.metric(&series("dkim", other)).await, 0.0, "dkim={other}");
+        }
+    }
+    assert_eq!(gw.metric(&series("spf", "fail")).await, 1.0);
+    assert_eq!(gw.metric(&series("dmarc", "fail")).await, 1.0);
+    assert_eq!(
+        gw.metric("portcullis_messages_total{verdict=\"reject\"}")
+            .await,
+        1.0
+    );
+}
+
+/// 3a. Body changed after signing: the body hash no longer matches. mail-auth reports
+/// this as `neutral` (DkimError::BodyHashMismatch), not `fail` (RFC 6376 §6.1.3 calls it
+/// PERMFAIL); either way DMARC has no aligned pass.
+#[tokio::test]
+async fn body_changed_after_signing() {
+    let dns = DnsFixture::start(vec![zone("reject")]).await;
+    let msg = sign_rsa(&message("invoice", BODY), "rsa");
+    let tampered = msg.replace("the figures are attached", "wire 10000 EUR to IBAN X");
+    assert_ne!(tampered, msg);
+    assert_dmarc_reject(&dns, &tampered, "neutral").await;
+}
+
+/// 3b. A signed header (Subject) changed after signing: the signature fails.
+#[tokio::test]
+async fn signed_header_changed_after_signing() {
+    let dns = DnsFixture::start(vec![zone("reject")]).await;
+    let msg = sign_rsa(&message("invoice", BODY), "rsa");
+    let tampered = msg.replace("Subject: invoice", "Subject: URGENT invoice");
+    assert_ne!(tampered, msg);
+    assert_dmarc_reject(&dns, &tampered, "fail").await;
+}
+
+/// 3c. The key is revoked (`p=` empty): mail-auth gives `permerror`
+/// (DkimError::PublicKeyRevoked).
+#[tokio::test]
+async fn revoked_key() {
+    let dns = DnsFixture::start(vec![zone("reject")]).await;
+    let msg = sign_rsa(&message("invoice", BODY), "revoked");
+    assert_dmarc_reject(&dns, &msg, "permerror").await;
+}
+
+/// 3d. No key record at the selector (NXDOMAIN): `permerror`.
+#[tokio::test]
+async fn missing_key() {
+    let dns = DnsFixture::start(vec![zone("reject")]).await;
+    let msg = sign_rsa(&message("invoice", BODY), "missing");
+    assert_dmarc_reject(&dns, &msg, "permerror").await;
+    assert!(
+        dns.query_count("missing._domainkey.example.org", RecordType::TXT) >= 1,
+        "the key was never looked up: {:?}",
+        dns.queries()
+    );
+}
+
+/// 3e. An expired signature (`x=` in the past): `neutral` (DkimError::SignatureExpired).
+/// DkimSigner only sets `x=` relative to the signing time, so the signature is made with
+/// a 1-second lifetime and sent once that second has passed (the signature is otherwise
+/// valid: the same message passes before expiry in `rsa_signed_spf_pass_dmarc_pass`).
+#[tokio::test]
+async fn expired_signature() {
+    let dns = DnsFixture::start(vec![zone("reject")]).await;
+    let before = now();
+    let plain = message("invoice", BODY);
+    let sig = DkimSigner::from_key(sender_rsa().key())
+        .domain("example.org")
+        .selector("rsa")
+        .headers(SIGNED)
+        .expiration(Duration::from_secs(1))
+        .sign(plain.as_bytes())
+        .unwrap();
+    let msg = sig.to_header() + &plain;
+    let x: u64 = tag(&msg, "x").parse().unwrap();
+    let t: u64 = tag(&msg, "t").parse().unwrap();
+    assert_eq!(x, t + 1, "{msg}");
+    assert!(t >= before);
+    while now() <= x {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_dmarc_reject(&dns, &msg, "neutral").await;
+}
+
+/// The value of tag `name` in the first DKIM-Signature of `msg` (digits only).
+fn tag(msg: &str, name: &str) -> String {
+    let sig = &fields(msg)
+        .into_iter()
+        .find(|(n, _)| n == "DKIM-Signature")
+        .unwrap()
+        .1;
+    sig.split(';')
+        .map(str::trim)
+        .find_map(|t| t.strip_prefix(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no {name}= in {sig}"))
+        .trim()
+        .to_string()
+}
+
+// ---------------------------------------------------------------------------------------
+// 4, 5: the other DMARC outcomes.
+
+/// 4. DMARC fails on a p=quarantine domain: accepted (250), delivered marked for
+/// quarantine.
+#[tokio::test]
+async fn dmarc_quarantine_is_delivered_marked() {
+    let dns = DnsFixture::start(vec![zone("quarantine")]).await;
+    let gw = gateway(&dns).await;
+    let msg = message("unsigned", BODY);
+    let (code, text) = send_from(&gw, SPF_FAIL_IP, RCPT, &msg).await;
+    assert_eq!(code, 250, "{text}");
+    let got = delivered_one(&gw);
+    let ar = our_auth_results(&got);
+    // No signature: mail-auth writes no dkim entry at all (not `dkim=none`).
+    assert!(!ar.contains("dkim="), "{ar}");
+    assert_eq!(result_of(&ar, "spf"), "fail", "{ar}");
+    assert_eq!(result_of(&ar, "dmarc"), "fail", "{ar}");
+    assert!(ar.contains("policy.dmarc=quarantine"), "{ar}");
+    let verdicts: Vec<String> = fields(&got)
+        .into_iter()
+        .filter(|(n, _)| n == "X-Portcullis-Verdict")
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(
+        verdicts,
+        vec!["quarantine; rules=dmarc-quarantine"],
+        "{got}"
+    );
+    assert!(
+        got.contains("\r\nX-Portcullis-Verdict: quarantine; rules=dmarc-quarantine\r\n"),
+        "{got}"
+    );
+    assert_eq!(gw.metric(&series("dkim", "none")).await, 1.0);
+    assert_eq!(gw.metric(&series("dmarc", "fail")).await, 1.0);
+    assert_eq!(
+        gw.metric("portcullis_messages_total{verdict=\"quarantine\"}")
+            .await,
+        1.0
+    );
+}
+
+/// 5. DMARC temperror on a p=reject domain: the DKIM key lookup gets SERVFAIL and SPF
+/// fails, so the outcome hangs on the DKIM signature. What mail-auth 0.15.1 returns
+/// (asserted): DKIM `temperror` (DnsError::Resolver from the SERVFAIL), and DMARC
+/// `temperror` — verify_dmarc keeps a temperror signature whose d= is aligned as a DKIM
+/// TempError, and `DmarcOutput::result()` ranks TempError above Fail — with the domain's
+/// policy (reject) known. The gateway defers: 451 4.7.26, nothing delivered.
+#[tokio::test]
+async fn dkim_key_servfail_defers_on_reject_domain() {
+    let dns = DnsFixture::start(vec![
+        zone("reject").servfail("flaky._domainkey.example.org"),
+    ])
+    .await;
+    let gw = gateway(&dns).await;
+    let msg = sign_rsa(&message("maybe later", BODY), "flaky");
+    let (code, text) = send_from(&gw, SPF_FAIL_IP, RCPT, &msg).await;
+    assert_eq!(code, 451, "{text}");
+    assert!(text.starts_with("451 4.7.26 "), "{text}");
+    assert!(gw.delivered("example.test", "bob").is_empty());
+    assert!(dns.query_count("flaky._domainkey.example.org", RecordType::TXT) >= 1);
+    assert_eq!(gw.metric(&series("dkim", "temperror")).await, 1.0);
+    assert_eq!(gw.metric(&series("dmarc", "temperror")).await, 1.0);
+    assert_eq!(gw.metric(&series("dmarc", "fail")).await, 0.0);
+    assert_eq!(
+        gw.metric("portcullis_messages_total{verdict=\"tempfail\"}")
+            .await,
+        1.0
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// 6: ARC.
+
+/// `msg` (DKIM-signed by example.org) as forwarder.example relays it: its own
+/// Authentication-Results and an ARC set (instance 1, cv=none) sealed with its key.
+fn arc_sealed(msg: &str) -> String {
+    let parsed = AuthenticatedMessage::parse(msg.as_bytes()).expect("parse");
+    let spf = SpfOutput::new("example.org".into()).with_result(SpfResult::Pass);
+    let params = SpfParameters::mail_from(
+        "192.0.2.1".parse().unwrap(),
+        "mx.example.org",
+        "forwarder.example",
+        MAIL_FROM,
+    );
+    let results = AuthenticationResults::new("forwarder.example").with_spf_result(&spf, &params);
+    let set = ArcSealer::from_key(forwarder_rsa().key())
+        .domain("forwarder.example")
+        .selector("arc")
+        .headers([
+            "From",
+            "To",
+            "Subject",
+            "Date",
+            "Message-ID",
+            "DKIM-Signature",
+        ])
+        .seal(&parsed, &results, &ArcOutput::default())
+        .expect("seal");
+    format!("{}{}{}", set.to_header(), results.to_header(), msg)
+}
+
+/// 6a. A valid ARC chain: arc=pass.
+#[tokio::test]
+async fn arc_chain_passes() {
+    let dns = DnsFixture::start(vec![zone("reject")]).await;
+    let gw = gateway(&dns).await;
+    let msg = arc_sealed(&sign_rsa(&message("forwarded", BODY), "rsa"));
+    assert!(msg.starts_with("ARC-Seal: i=1; a=rsa-sha256;"), "{msg}");
+    assert!(msg.contains("cv=none"), "{msg}");
+    let (code, text) = send_from(&gw, SPF_PASS_IP, RCPT, &msg).await;
+    assert_eq!(code, 250, "{text}");
+    let got = delivered_one(&gw);
+    let ar = our_auth_results(&got);
+    assert_eq!(result_of(&ar, "arc"), "pass", "{ar}");
+    assert!(ar.contains("arc=pass smtp.remote-ip=127.0.0.5"), "{ar}");
+    assert_eq!(result_of(&ar, "dkim"), "pass", "{ar}");
+    // The forwarder's own results are not ours: kept.
+    assert!(
+        auth_results(&got)
+            .iter()
+            .any(|v| v.starts_with("forwarder.example;")),
+        "{got}"
+    );
+    assert!(
+        dns.query_count("arc._domainkey.forwarder.example", RecordType::TXT) >= 1,
+        "{:?}",
+        dns.queries()
+    );
+    assert_eq!(gw.metric(&series("arc", "pass")).await, 1.0);
+    assert_eq!(gw.metric(&series("arc", "fail")).await, 0.0);
+    assert_eq!(gw.metric(&series("arc", "none")).await, 0.0);
+}
+
+/// 6b. The message is changed after sealing (a header the ARC-Message-Signature covers):
+/// arc=fail. (SPF passes, so DMARC still passes and the message is delivered.)
+#[tokio::test]
+async fn arc_chain_broken_after_sealing_fails() {
+    let dns = DnsFixture::start(vec![zone("reject")]).await;
+    let gw = gateway(&dns).await;
+    let msg = arc_sealed(&sign_rsa(&message("forwarded", BODY), "rsa"));
+    let broken = msg.replace("Subject: forwarded", "Subject: forwarded and changed");
+    assert_ne!(broken, msg);
+    let (code, text) = send_from(&gw, SPF_PASS_IP, RCPT, &broken).await;
+    assert_eq!(code, 250, "{text}");
+    let got = delivered_one(&gw);
+    let ar = our_auth_results(&got);
+    assert_eq!(result_of(&ar, "arc"), "fail", "{ar}");
+    // The same edit breaks the DKIM signature (Subject is signed there too).
+    assert_eq!(result_of(&ar, "dkim"), "fail", "{ar}");
+    assert_eq!(result_of(&ar, "dmarc"), "pass", "{ar}");
+    assert_eq!(gw.metric(&series("arc", "fail")).await, 1.0);
+    assert_eq!(gw.metric(&series("arc", "pass")).await, 0.0);
+}
+
+/// 6c. No ARC headers: arc=none.
+#[tokio::test]
+async fn no_arc_headers_is_none() {
+    let dns = DnsFixture::start(vec![zone("reject")]).await;
+    let gw = gateway(&dns).await;
+    let msg = sign_rsa(&message("direct", BODY), "rsa");
+    let (code, text) = send_from(&gw, SPF_PASS_IP, RCPT, &msg).await;
+    assert_eq!(code, 250, "{text}");
+    let ar = our_auth_results(&delivered_one(&gw));
+    assert_eq!(result_of(&ar, "arc"), "none", "{ar}");
+    assert_eq!(gw.metric(&series("arc", "none")).await, 1.0);
+    assert_eq!(gw.metric(&series("arc", "pass")).await, 0.0);
+}
+
+// ---------------------------------------------------------------------------------------
+// 7: forged Authentication-Results.
+
+/// 7. The client's message carries an Authentication-Results claiming our authserv-id
+/// (a forgery, RFC 8601 §5) and one of another host: ours replaces the forgery, the
+/// other host's is kept.
+#[tokio::test]
+async fn forged_authentication_results_are_removed() {
+    let dns = DnsFixture::start(vec![zone("none")]).await;
+    let gw = gateway(&dns).await;
+    let msg = format!(
+        "Authentication-Results: gw.example.test; dkim=pass header.d=bank.example\r\n\
+         Authentication-Results: other.example; spf=pass\r\n\
+         {}",
+        message("your account", BODY)
+    );
+    let (code, text) = send_from(&gw, SPF_FAIL_IP, RCPT, &msg).await;
+    assert_eq!(code, 250, "{text}");
+    let got = delivered_one(&gw);
+    let ar = our_auth_results(&got);
+    assert!(!got.contains("bank.example"), "forgery relayed:\n{got}");
+    assert!(!ar.contains("dkim="), "{ar}");
+    assert_eq!(result_of(&ar, "spf"), "fail", "{ar}");
+    assert_eq!(
+        auth_results(&got),
+        vec![ar.clone(), "other.example; spf=pass".to_string()],
+        "{got}"
+    );
+    // Everything else of the client's header block is there, in order.
+    assert!(
+        got.contains(&format!(
+            "Authentication-Results: other.example; spf=pass\r\n{}",
+            message("your account", BODY)
+        )),
+        "{got}"
+    );
+}
+
+/// RFC 8601 allows CFWS around the authserv-id (`authres-payload = [CFWS] authserv-id
+/// [CFWS authres-version] ...`): comments must not hide a forgery of our id.
+#[tokio::test]
+async fn forged_authentication_results_with_comments_are_removed() {
+    let dns = DnsFixture::start(vec![zone("none")]).await;
+    let gw = gateway(&dns).await;
+    let msg = format!(
+        "Authentication-Results: (trusted) gw.example.test; dkim=pass header.d=bank.example\r\n\
+         Authentication-Results: gw.example.test(x); dmarc=pass header.from=bank.example\r\n\
+         {}",
+        message("your account", BODY)
+    );
+    let (code, text) = send_from(&gw, SPF_FAIL_IP, RCPT, &msg).await;
+    assert_eq!(code, 250, "{text}");
+    let got = delivered_one(&gw);
+    our_auth_results(&got);
+    assert!(!got.contains("bank.example"), "forgery relayed:\n{got}");
+    assert_eq!(auth_results(&got).len(), 1, "{got}");
+}
+
+/// A signature with `l=` is refused (`auth.dkim_allow_partial_body` off): `neutral` in the
+/// header, the facts and the metrics alike.
+#[tokio::test]
+async fn body_length_signature_is_neutral_everywhere() {
+    let dns = DnsFixture::start(vec![zone("none")]).await;
+    let gw = gateway(&dns).await;
+    let plain = message("partial body", BODY);
+    let sig = DkimSigner::from_key(sender_rsa().key())
+        .domain("example.org")
+        .selector("rsa")
+        .headers(SIGNED)
+        .body_length(true)
+        .sign(plain.as_bytes())
+        .unwrap();
+    let msg = sig.to_header() + &plain;
+    let (code, text) = send_from(&gw, SPF_PASS_IP, RCPT, &msg).await;
+    assert_eq!(code, 250, "{text}");
+    let ar = our_auth_results(&delivered_one(&gw));
+    let (_, metrics) = gw.http_get("/metrics").await;
+    let dkim: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.contains("method=\"dkim\""))
+        .collect();
+    assert_eq!(
+        gw.metric(&series("dkim", "neutral")).await,
+        1.0,
+        "{dkim:?} {ar}"
+    );
+    assert_eq!(result_of(&ar, "dkim"), "neutral", "{ar}");
+}
+
+// ---------------------------------------------------------------------------------------
+// 9: end to end through a real Postfix backend.
+
+/// 9. A DKIM-signed, SPF-pass message through the gateway into a real Postfix: it lands
+/// in alice's Maildir with Postfix's Received on top, then ours, then our
+/// Authentication-Results, then the message as the client sent it (signature intact).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_to_end_through_postfix() {
+    let dns = DnsFixture::start(vec![zone("reject")]).await;
+    let pf = blocking(Postfix::backend).await;
+    let (port, ns) = (pf.port, dns.addr());
+    let gw = Gateway::start(|c| {
+        c.backend.url = format!("smtp://127.0.0.1:{port}");
+        c.accepted_domains = vec!["example.net".into()];
+        auth_on(c, ns);
+    })
+    .await;
+    let plain = message("through postfix", BODY).replace("bob@example.test", "alice@example.net");
+    let msg = sign_rsa(&plain, "rsa");
+    let (code, text) = send_from(&gw, SPF_PASS_IP, "alice@example.net", &msg).await;
+    assert_eq!(code, 250, "{text}");
+    assert!(text.contains("queued as"), "{text}");
+
+    let (msgs, pf) = blocking(move || (pf.wait_for_messages("alice", 1, 10), pf)).await;
+    assert_eq!(msgs.len(), 1);
+    let got = &msgs[0];
+    let f = fields(got);
+    let pos = |pred: &dyn Fn(&(String, String)) -> bool| {
+        f.iter()
+            .position(pred)
+            .unwrap_or_else(|| panic!("field not found in:\n{got}"))
+    };
+    let postfix_received = pos(&|(n, v)| n == "Received" && v.contains("(Postfix)"));
+    let our_received = pos(&|(n, v)| n == "Received" && v.contains("(Portcullis)"));
+    let our_ar = pos(&|(n, v)| n == "Authentication-Results" && v.starts_with("gw.example.test;"));
+    let signature = pos(&|(n, _)| n == "DKIM-Signature");
+    let subject = pos(&|(n, _)| n == "Subject");
+    // Postfix's Received is the first Received (only virtual(8)'s delivery fields above).
+    assert!(
+        f[..postfix_received]
+            .iter()
+            .all(|(n, _)| ["Return-Path", "X-Original-To", "Delivered-To"].contains(&n.as_str())),
+        "{got}"
+    );
+    assert!(
+        f[postfix_received]
+            .1
+            .contains(&format!("by {} (Postfix)", pf.hostname())),
+        "{got}"
+    );
+    assert!(
+        f[postfix_received].1.contains("[127.0.0.5]"),
+        "XCLIENT: {got}"
+    );
+    assert_eq!(our_received, postfix_received + 1, "{got}");
+    assert_eq!(our_ar, our_received + 1, "{got}");
+    assert_eq!(signature, our_ar + 1, "{got}");
+    assert!(subject > signature, "{got}");
+    let ar = &f[our_ar].1;
+    assert_eq!(result_of(ar, "dkim"), "pass", "{ar}");
+    assert!(ar.contains("header.d=example.org"), "{ar}");
+    assert_eq!(result_of(ar, "spf"), "pass", "{ar}");
+    assert_eq!(result_of(ar, "dmarc"), "pass", "{ar}");
+    // Postfix stores LF line endings; the client's content is there unchanged otherwise.
+    assert!(
+        got.contains(&msg.replace("\r\n", "\n")),
+        "content changed:\n{got}"
+    );
+    assert_eq!(gw.metric(&series("dkim", "pass")).await, 1.0);
+}
+
+/// Blocking work (the Postfix harness) off the runtime, re-raising its panics.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(v) => v,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
