@@ -92,6 +92,9 @@ async fn serve_connection(
             }
         }
     }
+    // An IPv4 client seen through an IPv6 socket or proxy (::ffff:a.b.c.d) is an IPv4
+    // client for every check (SPF ip4:, XCLIENT, logs).
+    let client = std::net::SocketAddr::new(client.ip().to_canonical(), client.port());
     let info = SessionInfo {
         id: session_id(),
         client,

@@ -14,7 +14,7 @@ use mail_auth::dmarc::verify::DmarcParameters;
 use mail_auth::dns::Parameters;
 use mail_auth::headers::HeaderWriter;
 use mail_auth::spf::verify::SpfParameters;
-use mail_auth::{AuthenticationResults, SpfOutput};
+use mail_auth::{AuthenticationResults, DkimOutput, DkimResult, SpfOutput};
 
 use crate::checks::{arc, dkim, dmarc, spf};
 use crate::dns::Dns;
@@ -57,27 +57,39 @@ impl MessageAuth {
         });
     }
 
-    async fn evaluate(&self, ctx: CheckContext<'_>, raw: &[u8]) -> Findings {
-        let mut facts = Vec::new();
-        let spf_word = text(ctx.envelope.facts.as_slice(), "spf.mailfrom").unwrap_or("none");
-        let spf_domain = text(ctx.envelope.facts.as_slice(), "spf.domain").unwrap_or("");
+    /// Everything at DATA. `raw` is `None` above `auth.max_verify_size`: then only SPF
+    /// (already known from MAIL) is reported.
+    async fn evaluate(&self, ctx: CheckContext<'_>, raw: Option<&[u8]>) -> Findings {
+        let facts_so_far = ctx.envelope.facts.as_slice();
+        // No SPF fact means the SPF check did not finish (budget or panic): that is a
+        // temporary error, not an absence of policy.
+        let spf_word = text(facts_so_far, "spf.mailfrom").unwrap_or(
+            if text(facts_so_far, "check.error") == Some("spf") {
+                "temperror"
+            } else {
+                "none"
+            },
+        );
+        let spf_domain = text(facts_so_far, "spf.domain").unwrap_or("");
         let spf_out = SpfOutput::new(spf_domain.to_string()).with_result(spf::parse_word(spf_word));
         let helo = ctx.session.helo.as_deref().unwrap_or_default();
         let ip: IpAddr = ctx.session.client.ip();
         let spf_params = SpfParameters::mail_from(ip, helo, &self.host, &ctx.envelope.mail_from);
-        let mut header = AuthenticationResults::new(&self.authserv_id);
+        let header =
+            AuthenticationResults::new(&self.authserv_id).with_spf_result(&spf_out, &spf_params);
 
-        let Some(message) = dkim::parse(raw, self.allow_partial_body) else {
-            // Not even one header parses: report SPF only, and say DKIM/DMARC had nothing.
-            facts.push(Fact::text("dkim", "none"));
-            facts.push(Fact::text("dmarc", "none"));
-            header = header.with_spf_result(&spf_out, &spf_params);
+        let Some(message) = raw.and_then(|raw| dkim::parse(raw, self.allow_partial_body)) else {
+            let skipped = match raw {
+                None => Fact::flag("auth.skipped_too_large", true),
+                // Not even one header parses: there is nothing to verify.
+                Some(_) => Fact::text("dkim", "none"),
+            };
             return Findings {
-                facts,
+                facts: vec![skipped],
                 headers: vec![header.to_header()],
             };
         };
-
+        let mut facts = Vec::new();
         let started = Instant::now();
         let dkim_out = self
             .dns
@@ -106,9 +118,15 @@ impl MessageAuth {
         self.emit("dmarc", dmarc::word(&dmarc_out.result()), started.elapsed());
         facts.extend(dmarc::facts(&dmarc_out));
 
-        header = header
-            .with_dkim_results(&dkim_out, message.first_from_address())
-            .with_spf_result(&spf_out, &spf_params)
+        // RFC 8601 §2.7.1: an unsigned message is reported as dkim=none, not left out.
+        let unsigned = [DkimOutput::from(DkimResult::None)];
+        let dkim_reported = if dkim_out.is_empty() {
+            &unsigned[..]
+        } else {
+            &dkim_out[..]
+        };
+        let header = header
+            .with_dkim_results(dkim_reported, message.first_from_address())
             .with_arc_result(&arc_out, ip)
             .with_dmarc_result(&dmarc_out);
         Findings {
@@ -132,12 +150,6 @@ impl Check for MessageAuth {
     }
 
     fn on_data<'a>(&'a self, ctx: CheckContext<'a>) -> CheckFuture<'a> {
-        Box::pin(async move {
-            match ctx.message.and_then(|m| m.raw) {
-                Some(raw) => self.evaluate(ctx, raw).await,
-                // Too large to verify (auth.max_verify_size): say so, decide nothing.
-                None => vec![Fact::flag("auth.skipped_too_large", true)].into(),
-            }
-        })
+        Box::pin(async move { self.evaluate(ctx, ctx.message.and_then(|m| m.raw)).await })
     }
 }

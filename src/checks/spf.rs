@@ -8,7 +8,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mail_auth::dns::Parameters;
 use mail_auth::spf::verify::SpfParameters;
@@ -24,8 +24,12 @@ use crate::pipeline::{Check, CheckContext, CheckFuture};
 pub struct SpfEvaluation {
     /// The HELO identity.
     pub helo: SpfOutput,
+    /// How long the HELO identity took.
+    pub helo_took: Duration,
     /// The MAIL FROM identity (postmaster@helo for the null sender).
     pub mail_from: SpfOutput,
+    /// How long the MAIL FROM identity took.
+    pub mail_from_took: Duration,
 }
 
 /// Evaluates both identities. `host` is our own name (the `%{r}` macro).
@@ -37,17 +41,22 @@ pub async fn evaluate(
     mail_from: &str,
 ) -> SpfEvaluation {
     let auth = dns.authenticator();
+    let started = Instant::now();
     let helo_params = SpfParameters::helo(ip, helo, host);
     let helo_out = auth
         .check_host(Parameters::new(helo_params).with_cache(dns.cache()))
         .await;
+    let helo_took = started.elapsed();
+    let started = Instant::now();
     let mail_params = SpfParameters::mail_from(ip, helo, host, mail_from);
     let mail_out = auth
         .check_host(Parameters::new(mail_params).with_cache(dns.cache()))
         .await;
     SpfEvaluation {
         helo: helo_out,
+        helo_took,
         mail_from: mail_out,
+        mail_from_took: started.elapsed(),
     }
 }
 
@@ -99,26 +108,18 @@ impl Check for SpfCheck {
     fn on_mail<'a>(&'a self, ctx: CheckContext<'a>) -> CheckFuture<'a> {
         Box::pin(async move {
             let helo = ctx.session.helo.as_deref().unwrap_or_default();
-            let started = Instant::now();
-            let spf = evaluate(
-                &self.dns,
-                ctx.session.client.ip(),
-                helo,
-                &self.host,
-                &ctx.envelope.mail_from,
-            )
-            .await;
-            let duration = started.elapsed();
+            let ip = ctx.session.client.ip();
+            let spf = evaluate(&self.dns, ip, helo, &self.host, &ctx.envelope.mail_from).await;
             let (helo_word, mail_word) = (word(spf.helo.result()), word(spf.mail_from.result()));
             self.metrics.emit(Event::AuthResult {
                 method: "spf",
                 result: mail_word,
-                duration,
+                duration: spf.mail_from_took,
             });
             self.metrics.emit(Event::AuthResult {
                 method: "spf_helo",
                 result: helo_word,
-                duration: Default::default(),
+                duration: spf.helo_took,
             });
             vec![
                 Fact::text("spf.mailfrom", mail_word),

@@ -75,6 +75,7 @@ pub fn validate(config: &Config) -> Vec<Problem> {
             format!("invalid log level {:?}: {e}", config.log.level),
         ));
     }
+    dns_and_auth(config, &mut out);
     if let Some(name) = &config.backend.helo_name
         && normalize_domain(name).is_none()
     {
@@ -94,6 +95,62 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         }
     }
     out
+}
+
+fn dns_and_auth(config: &Config, out: &mut Vec<Problem>) {
+    let (dns, auth) = (&config.dns, &config.auth);
+    if dns.attempts == 0 {
+        out.push(problem(
+            &[Key("dns"), Key("attempts")],
+            "attempts must be at least 1",
+        ));
+    }
+    if dns.timeout.is_zero() {
+        out.push(problem(
+            &[Key("dns"), Key("timeout")],
+            "timeout must be greater than 0",
+        ));
+    }
+    if dns.cache_size == 0 {
+        out.push(problem(
+            &[Key("dns"), Key("cache_size")],
+            "cache_size must be greater than 0",
+        ));
+    }
+    if dns.min_ttl > dns.max_ttl {
+        out.push(problem(
+            &[Key("dns"), Key("min_ttl")],
+            "min_ttl must not exceed max_ttl",
+        ));
+    }
+    // SPF makes up to two lookups in a row (HELO, then MAIL FROM), each of which may use
+    // every try; the check budget must leave room for that or SPF is cut off as check.error.
+    let worst = dns.timeout * (dns.attempts.max(1) as u32) * 2;
+    if auth.enabled && worst >= config.timeouts.check {
+        out.push(problem(
+            &[Key("dns"), Key("timeout")],
+            format!(
+                "timeout x attempts x 2 ({}s) must stay below timeouts.check ({}s)",
+                worst.as_secs_f64(),
+                config.timeouts.check.as_secs_f64()
+            ),
+        ));
+    }
+    if let Some(id) = &auth.authserv_id
+        && (id.is_empty()
+            || id.contains(|c: char| c.is_whitespace() || c == ';' || c == '(' || c == ')'))
+    {
+        out.push(problem(
+            &[Key("auth"), Key("authserv_id")],
+            format!("{id:?} is not a valid authserv-id (one token)"),
+        ));
+    }
+    if auth.max_verify_size == 0 {
+        out.push(problem(
+            &[Key("auth"), Key("max_verify_size")],
+            "max_verify_size must be greater than 0",
+        ));
+    }
 }
 
 fn limits(config: &Config, out: &mut Vec<Problem>) {
@@ -153,6 +210,21 @@ mod tests {
     }
 
     #[test]
+    fn dns_budget_must_fit_the_check_budget() {
+        let mut c = Config::default();
+        c.dns.timeout = std::time::Duration::from_secs(10);
+        c.dns.attempts = 2;
+        let problems = validate(&c);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].message.contains("timeouts.check"),
+            "{problems:?}"
+        );
+        c.auth.enabled = false;
+        assert_eq!(validate(&c), vec![]);
+    }
+
+    #[test]
     fn collects_every_problem() {
         let mut c = Config {
             accepted_domains: vec!["ok.test".into(), "bad domain".into()],
@@ -163,9 +235,11 @@ mod tests {
         c.backend.url = "ftp://x".into();
         c.spool.dir = Some("/nonexistent/spool".into());
         c.log.level = "info,=[".into();
+        c.dns.attempts = 0;
         let problems = validate(&c);
         let paths: Vec<_> = problems.iter().map(|p| p.path.clone()).collect();
-        assert_eq!(problems.len(), 6, "{problems:?}");
+        assert_eq!(problems.len(), 7, "{problems:?}");
+        assert!(paths.contains(&vec![Key("dns"), Key("attempts")]));
         assert!(paths.contains(&vec![Key("spool"), Key("dir")]));
         assert!(paths.contains(&vec![Key("log"), Key("level")]));
         assert!(paths.contains(&vec![Key("accepted_domains"), Index(1)]));

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mail_auth::dns::{DnsCache, Mx, Negative, RecordSet, ResolverCache, TxtRecord};
+use mail_auth::hickory_resolver::proto::op::ResponseCode;
 
 use crate::config::schema::DnsConfig;
 use crate::metrics::{Event, Metrics};
@@ -34,21 +35,31 @@ pub trait Outcome {
     fn outcome(&self) -> &'static str;
 }
 
+fn negative(code: ResponseCode) -> &'static str {
+    if code == ResponseCode::NXDomain {
+        "nxdomain"
+    } else {
+        "nodata"
+    }
+}
+
 impl<T> Outcome for Result<RecordSet<T>, Negative> {
     fn outcome(&self) -> &'static str {
         match self {
             Ok(_) => "ok",
-            Err(n) if n.code == mail_auth::hickory_resolver::proto::op::ResponseCode::NXDomain => {
-                "nxdomain"
-            }
-            Err(_) => "nodata",
+            Err(n) => negative(n.code),
         }
     }
 }
 
 impl Outcome for TxtRecord {
     fn outcome(&self) -> &'static str {
-        "ok"
+        match self {
+            TxtRecord::Error(mail_auth::Error::Dns(mail_auth::DnsError::RecordNotFound(code))) => {
+                negative(*code)
+            }
+            _ => "ok",
+        }
     }
 }
 

@@ -37,7 +37,8 @@ impl Dns {
             (servers(&config.nameservers), ResolverOpts::default())
         };
         opts.timeout = config.timeout;
-        opts.attempts = config.attempts;
+        // hickory counts retries after the first try; the config counts tries.
+        opts.attempts = config.attempts.saturating_sub(1);
         // Our cache (below) holds parsed records; a second cache inside hickory would only
         // hide lookups from the metrics.
         opts.cache_size = 0;

@@ -29,6 +29,18 @@ fn seconds_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 17))
 }
 
+const SPF_RESULTS: [&str; 7] = [
+    "pass",
+    "fail",
+    "softfail",
+    "neutral",
+    "none",
+    "temperror",
+    "permerror",
+];
+const DKIM_RESULTS: [&str; 6] = ["pass", "fail", "neutral", "none", "temperror", "permerror"];
+const DMARC_RESULTS: [&str; 5] = ["pass", "fail", "none", "temperror", "permerror"];
+
 /// All metrics of one gateway process.
 pub struct Metrics {
     registry: Registry,
@@ -189,6 +201,35 @@ impl Metrics {
         }
         for result in ["ok", "error"] {
             drop(self.tls_handshakes.get_or_create(&[("result", result)]));
+        }
+        for kind in ["TXT", "MX", "A", "AAAA", "PTR"] {
+            for result in ["hit", "miss"] {
+                drop(
+                    self.dns_lookups
+                        .get_or_create(&[("type", kind), ("result", result)]),
+                );
+            }
+            for outcome in ["ok", "nxdomain", "nodata"] {
+                drop(
+                    self.dns_answers
+                        .get_or_create(&[("type", kind), ("outcome", outcome)]),
+                );
+            }
+        }
+        for (method, results) in [
+            ("spf", &SPF_RESULTS[..]),
+            ("spf_helo", &SPF_RESULTS[..]),
+            ("dkim", &DKIM_RESULTS[..]),
+            ("arc", &DKIM_RESULTS[..]),
+            ("dmarc", &DMARC_RESULTS[..]),
+        ] {
+            drop(self.auth_duration.get_or_create(&[("method", method)]));
+            for result in results {
+                drop(
+                    self.auth_results
+                        .get_or_create(&[("method", method), ("result", result)]),
+                );
+            }
         }
     }
 

@@ -24,7 +24,9 @@
 //! - `servfail(name)` / `servfail_type(name, type)`: the server answers SERVFAIL.
 //! - `silent(name)`: the server never answers that name (the resolver times out).
 //! - a name in no served zone: hickory-server answers REFUSED, which the resolver treats as
-//!   an error too.
+//!   an error too. Mind lookups that walk up the tree (DMARC asks `_dmarc.<parent>` up to
+//!   the TLD): serve the TLD zone (`Zone::new("test")`) or `Zone::root()` so that those
+//!   names are NXDOMAIN rather than errors.
 //! - `SilentServer`: a UDP socket that never answers at all (a dead name server).
 //!
 //! The server runs as long as the fixture lives; it stops on Drop. Every query received is
@@ -40,6 +42,7 @@ use std::time::Duration;
 
 use hickory_server::Server;
 use hickory_server::net::runtime::{Time, TokioRuntimeProvider};
+use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::op::{Header, HeaderCounts, Metadata, ResponseCode};
 use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, MX, NULL, PTR, SOA, TXT};
 use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordType};
@@ -290,7 +293,17 @@ impl Zone {
     }
 }
 
-type QueryLog = Arc<Mutex<Vec<(String, RecordType)>>>;
+/// One query the server received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Query {
+    /// Lower case, without the final dot.
+    pub name: String,
+    pub rtype: RecordType,
+    /// Over TCP (else UDP).
+    pub tcp: bool,
+}
+
+type QueryLog = Arc<Mutex<Vec<Query>>>;
 
 /// The request handler: the catalog of zones, with faults in front and a query log.
 pub struct Handler {
@@ -330,7 +343,12 @@ impl RequestHandler for Handler {
                     let rtype = info.query.query_type();
                     let text = qname.to_string().to_ascii_lowercase();
                     let text = text.strip_suffix('.').unwrap_or(&text).to_string();
-                    self.log.lock().unwrap().push((text, rtype));
+                    let tcp = request.protocol() == Protocol::Tcp;
+                    self.log.lock().unwrap().push(Query {
+                        name: text,
+                        rtype,
+                        tcp,
+                    });
                     self.fault_for(&qname, rtype)
                 }
                 Err(_) => None,
@@ -407,8 +425,8 @@ impl DnsFixture {
         self.addr
     }
 
-    /// Every query received so far: (lower-case name without the final dot, type).
-    pub fn queries(&self) -> Vec<(String, RecordType)> {
+    /// Every query received so far, in order.
+    pub fn queries(&self) -> Vec<Query> {
         self.log.lock().unwrap().clone()
     }
 
@@ -419,7 +437,18 @@ impl DnsFixture {
             .lock()
             .unwrap()
             .iter()
-            .filter(|(n, t)| *n == name && *t == rtype)
+            .filter(|q| q.name == name && q.rtype == rtype)
+            .count()
+    }
+
+    /// How many of those came over TCP.
+    pub fn tcp_query_count(&self, name: &str, rtype: RecordType) -> usize {
+        let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|q| q.name == name && q.rtype == rtype && q.tcp)
             .count()
     }
 }
