@@ -116,9 +116,13 @@ fn sender_ed() -> &'static Ed {
 /// One root zone, so that every other name (the HELO, `_dmarc.org` of the DMARC tree
 /// walk) is a clean NXDOMAIN rather than REFUSED.
 fn zone(dmarc_policy: &str) -> Zone {
+    zone_without_dmarc().txt("_dmarc.example.org", &format!("v=DMARC1; p={dmarc_policy}"))
+}
+
+/// The records of `zone` but no DMARC record: every `_dmarc.<name>` is NXDOMAIN.
+fn zone_without_dmarc() -> Zone {
     Zone::root()
         .txt("example.org", "v=spf1 ip4:127.0.0.5 -all")
-        .txt("_dmarc.example.org", &format!("v=DMARC1; p={dmarc_policy}"))
         .txt("rsa._domainkey.example.org", &sender_rsa().txt)
         .txt("ed._domainkey.example.org", &sender_ed().txt)
         .txt("revoked._domainkey.example.org", "v=DKIM1; k=rsa; p=")
@@ -548,6 +552,12 @@ async fn dkim_key_servfail_defers_on_reject_domain() {
 /// `msg` (DKIM-signed by example.org) as forwarder.example relays it: its own
 /// Authentication-Results and an ARC set (instance 1, cv=none) sealed with its key.
 fn arc_sealed(msg: &str) -> String {
+    arc_sealed_with(msg, "arc")
+}
+
+/// `arc_sealed` with the forwarder's key named by `selector` in the ARC-Seal and the
+/// ARC-Message-Signature (`s=`); the key itself is always the forwarder's.
+fn arc_sealed_with(msg: &str, selector: &str) -> String {
     let parsed = AuthenticatedMessage::parse(msg.as_bytes()).expect("parse");
     let spf = SpfOutput::new("example.org".into()).with_result(SpfResult::Pass);
     let params = SpfParameters::mail_from(
@@ -559,7 +569,7 @@ fn arc_sealed(msg: &str) -> String {
     let results = AuthenticationResults::new("forwarder.example").with_spf_result(&spf, &params);
     let set = ArcSealer::from_key(forwarder_rsa().key())
         .domain("forwarder.example")
-        .selector("arc")
+        .selector(selector)
         .headers([
             "From",
             "To",
@@ -806,4 +816,242 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
         Ok(v) => v,
         Err(e) => std::panic::resume_unwind(e.into_panic()),
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// 10: the remaining ARC and DMARC results (neutral, permerror, temperror; none,
+// permerror), each through the real resolver path.
+//
+// What mail-auth 0.15.1 returns (arc/verify.rs, dmarc/verify.rs, dns/txt.rs, asserted
+// below): an ARC header that does not parse → `neutral` (verify_arc returns early on
+// `has_arc_errors`, before any lookup; RFC 8617 §5.2 would say `fail`); the newest
+// ARC-Message-Signature's body hash does not match → `neutral`; a sealer key lookup that
+// fails → `From<Error> for DkimResult`: `temperror` for DnsError::Resolver (SERVFAIL),
+// `permerror` for anything else (NXDOMAIN). DMARC: no record in the whole tree walk →
+// `none`; a record that is DMARC1 but does not parse (`p=bogus`: Error::Parse) ends the
+// walk with that error → `From<Error> for DmarcResult` → `permerror`. Two DMARC1 records
+// are not an error: `TxtRecordParser::parse_records` takes the first one that parses.
+
+/// The `portcullis_auth_results_total` series of `method` are 1 for `word`, 0 for every
+/// other result word.
+async fn assert_counted_once(gw: &Gateway, method: &str, word: &str) {
+    let words: &[&str] = if method == "dmarc" {
+        &["pass", "fail", "none", "temperror", "permerror"]
+    } else {
+        &["pass", "fail", "neutral", "none", "temperror", "permerror"]
+    };
+    assert!(
+        words.contains(&word),
+        "{method}={word} is not a result word"
+    );
+    for w in words {
+        let expected = if *w == word { 1.0 } else { 0.0 };
+        assert_eq!(
+            gw.metric(&series(method, w)).await,
+            expected,
+            "{method}={w} (expected only {method}={word} counted)"
+        );
+    }
+}
+
+/// 10a. An ARC-Seal with an invalid `cv=` value does not parse: arc=neutral, decided
+/// before any key lookup. The DKIM signature does not cover ARC-Seal: it still passes.
+#[tokio::test]
+async fn arc_malformed_seal_is_neutral() {
+    let dns = DnsFixture::start(vec![zone("reject")]).await;
+    let gw = gateway(&dns).await;
+    let msg = arc_sealed(&sign_rsa(&message("forwarded", BODY), "rsa"));
+    assert_eq!(msg.matches("cv=none").count(), 1, "{msg}");
+    let broken = msg.replace("cv=none", "cv=maybe");
+    let (code, text) = send_from(&gw, SPF_PASS_IP, RCPT, &broken).await;
+    assert_eq!(code, 250, "{text}");
+    let ar = our_auth_results(&delivered_one(&gw));
+    assert_eq!(result_of(&ar, "arc"), "neutral", "{ar}");
+    assert!(ar.contains("smtp.remote-ip=127.0.0.5"), "{ar}");
+    assert_eq!(result_of(&ar, "dkim"), "pass", "{ar}");
+    assert_eq!(result_of(&ar, "dmarc"), "pass", "{ar}");
+    assert_eq!(
+        dns.query_count("arc._domainkey.forwarder.example", RecordType::TXT),
+        0,
+        "a malformed set is judged before any lookup: {:?}",
+        dns.queries()
+    );
+    assert_counted_once(&gw, "arc", "neutral").await;
+    assert_counted_once(&gw, "dkim", "pass").await;
+    assert_counted_once(&gw, "dmarc", "pass").await;
+}
+
+/// 10b. The body is changed after sealing: the newest ARC-Message-Signature's body hash
+/// does not match, arc=neutral (ArcError::BodyHashMismatch), as DKIM's is (dkim=neutral).
+/// SPF passes and is aligned, so DMARC passes and the message is delivered.
+#[tokio::test]
+async fn arc_body_changed_after_sealing_is_neutral() {
+    let dns = DnsFixture::start(vec![zone("reject")]).await;
+    let gw = gateway(&dns).await;
+    let msg = arc_sealed(&sign_rsa(&message("forwarded", BODY), "rsa"));
+    let tampered = msg.replace("the figures are attached", "wire 10000 EUR to IBAN X");
+    assert_ne!(tampered, msg);
+    let (code, text) = send_from(&gw, SPF_PASS_IP, RCPT, &tampered).await;
+    assert_eq!(code, 250, "{text}");
+    let ar = our_auth_results(&delivered_one(&gw));
+    assert_eq!(result_of(&ar, "arc"), "neutral", "{ar}");
+    assert_eq!(result_of(&ar, "dkim"), "neutral", "{ar}");
+    assert_eq!(result_of(&ar, "dmarc"), "pass", "{ar}");
+    assert_counted_once(&gw, "arc", "neutral").await;
+    assert_counted_once(&gw, "dkim", "neutral").await;
+    assert_counted_once(&gw, "dmarc", "pass").await;
+}
+
+/// 10c. The sealer's key is not published (`gone._domainkey.forwarder.example` is
+/// NXDOMAIN): arc=permerror (DnsError::RecordNotFound is not a resolver error).
+#[tokio::test]
+async fn arc_sealer_key_missing_is_permerror() {
+    let dns = DnsFixture::start(vec![zone("reject")]).await;
+    let gw = gateway(&dns).await;
+    let msg = arc_sealed_with(&sign_rsa(&message("forwarded", BODY), "rsa"), "gone");
+    assert!(msg.contains("s=gone"), "{msg}");
+    let (code, text) = send_from(&gw, SPF_PASS_IP, RCPT, &msg).await;
+    assert_eq!(code, 250, "{text}");
+    let ar = our_auth_results(&delivered_one(&gw));
+    assert_eq!(result_of(&ar, "arc"), "permerror", "{ar}");
+    assert_eq!(result_of(&ar, "dkim"), "pass", "{ar}");
+    assert_eq!(result_of(&ar, "dmarc"), "pass", "{ar}");
+    assert!(
+        dns.query_count("gone._domainkey.forwarder.example", RecordType::TXT) >= 1,
+        "the sealer's key was never looked up: {:?}",
+        dns.queries()
+    );
+    assert_counted_once(&gw, "arc", "permerror").await;
+    assert_counted_once(&gw, "dkim", "pass").await;
+}
+
+/// 10d. The sealer's key lookup gets SERVFAIL: arc=temperror (DnsError::Resolver). ARC
+/// has no policy rule: DKIM and SPF pass, DMARC passes, the message is delivered.
+#[tokio::test]
+async fn arc_sealer_key_servfail_is_temperror() {
+    let dns = DnsFixture::start(vec![
+        zone("reject").servfail("arc._domainkey.forwarder.example"),
+    ])
+    .await;
+    let gw = gateway(&dns).await;
+    let msg = arc_sealed(&sign_rsa(&message("forwarded", BODY), "rsa"));
+    let (code, text) = send_from(&gw, SPF_PASS_IP, RCPT, &msg).await;
+    assert_eq!(code, 250, "{text}");
+    let ar = our_auth_results(&delivered_one(&gw));
+    assert_eq!(result_of(&ar, "arc"), "temperror", "{ar}");
+    assert_eq!(result_of(&ar, "dkim"), "pass", "{ar}");
+    assert_eq!(result_of(&ar, "dmarc"), "pass", "{ar}");
+    assert!(
+        dns.query_count("arc._domainkey.forwarder.example", RecordType::TXT) >= 1,
+        "{:?}",
+        dns.queries()
+    );
+    assert_counted_once(&gw, "arc", "temperror").await;
+    assert_counted_once(&gw, "dkim", "pass").await;
+    assert_counted_once(&gw, "dmarc", "pass").await;
+}
+
+/// 10e. No DMARC record anywhere up the tree: `_dmarc.example.org` and `_dmarc.org` are
+/// both NXDOMAIN (one root zone; a REFUSED would be a resolver error, hence temperror).
+/// dmarc=none: an unsigned message failing SPF is accepted, with no verdict field.
+#[tokio::test]
+async fn no_dmarc_record_anywhere_is_none() {
+    let dns = DnsFixture::start(vec![zone_without_dmarc()]).await;
+    let gw = gateway(&dns).await;
+    let msg = message("no policy", BODY);
+    let (code, text) = send_from(&gw, SPF_FAIL_IP, RCPT, &msg).await;
+    assert_eq!(code, 250, "{text}");
+    let got = delivered_one(&gw);
+    let ar = our_auth_results(&got);
+    assert_eq!(result_of(&ar, "dmarc"), "none", "{ar}");
+    assert!(
+        ar.contains("dmarc=none header.from=example.org policy.dmarc=none"),
+        "{ar}"
+    );
+    assert_eq!(result_of(&ar, "dkim"), "none", "{ar}");
+    assert_eq!(result_of(&ar, "spf"), "fail", "{ar}");
+    assert!(!got.contains("X-Portcullis-Verdict"), "{got}");
+    // The whole walk: the author domain, then its parent (the TLD), each asked once.
+    for name in ["_dmarc.example.org", "_dmarc.org"] {
+        assert!(
+            dns.query_count(name, RecordType::TXT) >= 1,
+            "{name} not asked: {:?}",
+            dns.queries()
+        );
+    }
+    assert_counted_once(&gw, "dmarc", "none").await;
+    assert_counted_once(&gw, "dkim", "none").await;
+    assert_eq!(
+        gw.metric("portcullis_messages_total{verdict=\"accept\"}")
+            .await,
+        1.0
+    );
+}
+
+/// 10f. A DMARC1 record without `p=` (and without `rua=`) does not apply (RFC 9989):
+/// dmarc=none as well, although a record exists.
+#[tokio::test]
+async fn dmarc_record_without_policy_is_none() {
+    let dns = DnsFixture::start(vec![
+        zone_without_dmarc().txt("_dmarc.example.org", "v=DMARC1; sp=reject"),
+    ])
+    .await;
+    let gw = gateway(&dns).await;
+    let (code, text) = send_from(&gw, SPF_FAIL_IP, RCPT, &message("no p", BODY)).await;
+    assert_eq!(code, 250, "{text}");
+    let ar = our_auth_results(&delivered_one(&gw));
+    assert_eq!(result_of(&ar, "dmarc"), "none", "{ar}");
+    assert!(dns.query_count("_dmarc.example.org", RecordType::TXT) >= 1);
+    assert_counted_once(&gw, "dmarc", "none").await;
+}
+
+/// 10g. A syntactically broken DMARC1 record (`p=bogus`): dmarc=permerror. The walk stops
+/// at that error (`_dmarc.org` is not asked), no policy is known (policy.dmarc=none), so
+/// no DMARC rule applies and the unsigned, SPF-failing message is accepted.
+#[tokio::test]
+async fn broken_dmarc_record_is_permerror() {
+    let dns = DnsFixture::start(vec![zone("bogus")]).await;
+    let gw = gateway(&dns).await;
+    let msg = message("broken policy", BODY);
+    let (code, text) = send_from(&gw, SPF_FAIL_IP, RCPT, &msg).await;
+    assert_eq!(code, 250, "{text}");
+    let got = delivered_one(&gw);
+    let ar = our_auth_results(&got);
+    assert_eq!(result_of(&ar, "dmarc"), "permerror", "{ar}");
+    assert!(
+        ar.contains("header.from=example.org policy.dmarc=none"),
+        "{ar}"
+    );
+    assert_eq!(result_of(&ar, "spf"), "fail", "{ar}");
+    assert!(!got.contains("X-Portcullis-Verdict"), "{got}");
+    assert!(dns.query_count("_dmarc.example.org", RecordType::TXT) >= 1);
+    assert_eq!(
+        dns.query_count("_dmarc.org", RecordType::TXT),
+        0,
+        "{:?}",
+        dns.queries()
+    );
+    assert_counted_once(&gw, "dmarc", "permerror").await;
+    assert_eq!(
+        gw.metric("portcullis_messages_total{verdict=\"accept\"}")
+            .await,
+        1.0
+    );
+}
+
+/// 10h. Two DMARC1 records at `_dmarc.example.org`, one broken: not a permerror (nor
+/// `none`, which RFC 7489 §6.6.3 asks for when more than one record remains): mail-auth
+/// applies the one that parses (p=reject), so DMARC fails and the message is refused.
+#[tokio::test]
+async fn two_dmarc_records_one_broken_applies_the_valid_one() {
+    let dns = DnsFixture::start(vec![
+        zone("reject").txt("_dmarc.example.org", "v=DMARC1; p=bogus"),
+    ])
+    .await;
+    let gw = gateway(&dns).await;
+    let (code, text) = send_from(&gw, SPF_FAIL_IP, RCPT, &message("two", BODY)).await;
+    assert_eq!(code, 550, "{text}");
+    assert!(text.starts_with("550 5.7.26 "), "{text}");
+    assert!(gw.delivered("example.test", "bob").is_empty());
+    assert_counted_once(&gw, "dmarc", "fail").await;
 }
