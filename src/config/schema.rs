@@ -322,6 +322,9 @@ pub struct DnsConfig {
     /// Longest time an answer (positive or negative) is cached.
     #[serde(deserialize_with = "units::duration")]
     pub max_ttl: Duration,
+    /// Longest time a negative answer (NXDOMAIN, NODATA) is cached (at most `max_ttl`).
+    #[serde(deserialize_with = "units::duration")]
+    pub negative_max_ttl: Duration,
 }
 
 impl Default for DnsConfig {
@@ -333,6 +336,7 @@ impl Default for DnsConfig {
             cache_size: 10_000,
             min_ttl: Duration::ZERO,
             max_ttl: Duration::from_secs(3600),
+            negative_max_ttl: Duration::from_secs(300),
         }
     }
 }

@@ -44,7 +44,7 @@ impl Dns {
         opts.cache_size = 0;
         let authenticator = MessageAuthenticator::new(resolver_config, opts)
             .map_err(|e| Error::Config(format!("cannot build the DNS resolver: {e}")))?
-            .with_max_negative_ttl(config.max_ttl);
+            .with_max_negative_ttl(config.negative_max_ttl.min(config.max_ttl));
         Ok(Dns {
             authenticator,
             cache: Cache::new(config, metrics),
