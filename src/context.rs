@@ -50,7 +50,9 @@ impl Context {
         };
         let pipeline = Pipeline::new(
             checks::registry(&config, dns, &metrics),
-            Arc::new(Policy::builtin(&config)),
+            Arc::new(Policy::load(&config).map_err(|d| {
+                crate::error::Error::Config(crate::config::ConfigErrors(d).to_string())
+            })?),
             config.timeouts.check,
             metrics.clone(),
         );

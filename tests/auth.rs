@@ -505,7 +505,7 @@ async fn dmarc_quarantine_is_delivered_marked() {
         "{got}"
     );
     assert!(
-        got.contains("\r\nX-Portcullis-Verdict: quarantine; rules=dmarc-quarantine\r\n"),
+        got.contains("\r\nX-Portcullis-Verdict: quarantine; score=0; rules=dmarc-quarantine\r\n"),
         "{got}"
     );
     assert_eq!(gw.metric(&series("dkim", "none")).await, 1.0);

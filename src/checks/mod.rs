@@ -6,6 +6,7 @@
 pub mod arc;
 pub mod dkim;
 pub mod dmarc;
+pub mod envelope;
 pub mod line_endings;
 pub mod message_auth;
 pub mod recipients;
@@ -27,6 +28,7 @@ pub fn registry(
     metrics: &Arc<Metrics>,
 ) -> Vec<Box<dyn Check>> {
     let mut checks: Vec<Box<dyn Check>> = vec![
+        Box::new(envelope::EnvelopeFacts),
         Box::new(size::SizeCheck::new(config.limits.max_message_size)),
         Box::new(recipients::RecipientLimit::new(
             config.limits.max_recipients,

@@ -8,6 +8,8 @@
 pub enum Seg {
     /// A mapping key.
     Key(&'static str),
+    /// A mapping key known only at run time (a rule's condition field).
+    Name(String),
     /// A sequence index.
     Index(usize),
 }
@@ -22,13 +24,21 @@ pub fn locate(text: &str, path: &[Seg]) -> (usize, usize) {
     for seg in path {
         let found = match seg {
             Seg::Key(key) => find_key(&lines, from, parent_indent, key),
+            Seg::Name(key) => find_key(&lines, from, parent_indent, key),
             Seg::Index(i) => find_item(&lines, from, parent_indent, pos, *i),
         };
         match found {
             Some((line, col)) => {
                 pos = (line + 1, col + 1);
                 from = line;
-                parent_indent = col as isize;
+                // The keys of a block list item sit at the item's content column, which is
+                // deeper than its dash: they belong to the item, so the dash is the parent.
+                parent_indent = match seg {
+                    Seg::Index(_) if lines[line].trim_start().starts_with('-') => {
+                        indent(lines[line]) as isize
+                    }
+                    _ => col as isize,
+                };
             }
             None => break,
         }
@@ -53,8 +63,20 @@ fn find_key(lines: &[&str], from: usize, parent: isize, key: &str) -> Option<(us
         if body.starts_with(key) && body[key.len()..].trim_start().starts_with(':') {
             return Some((n, line.find(key).unwrap_or(ind)));
         }
+        if let Some(col) = flow_key(line, key) {
+            return Some((n, col));
+        }
     }
     None
+}
+
+/// The column of `key:` inside a flow mapping on this line (`{ a: 1, key: 2 }`).
+fn flow_key(line: &str, key: &str) -> Option<usize> {
+    line.match_indices(key).map(|(i, _)| i).find(|&i| {
+        let before = line[..i].trim_end().chars().last();
+        let after = line[i + key.len()..].trim_start();
+        matches!(before, Some('{' | ',')) && after.starts_with(':')
+    })
 }
 
 fn find_item(
@@ -122,5 +144,13 @@ mod tests {
             (3, 1)
         );
         assert_eq!(locate(DOC, &[Seg::Key("nothing")]), (1, 1));
+        let flow = "rules:\n  - name: a\n    when: { spf: fail, dkim: pass }\n";
+        let path = [
+            Seg::Key("rules"),
+            Seg::Index(0),
+            Seg::Key("when"),
+            Seg::Name("dkim".into()),
+        ];
+        assert_eq!(locate(flow, &path), (3, 24));
     }
 }

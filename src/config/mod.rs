@@ -53,7 +53,14 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             message: format!("cannot read: {e}"),
         }])
     })?;
-    parse(&file, &text)
+    let mut config = parse(&file, &text)?;
+    // The policy file is relative to the config file, and its problems are the config's.
+    if let Some(policy) = &config.policy {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        config.policy = Some(dir.join(policy));
+        crate::policy::Policy::load(&config).map_err(ConfigErrors)?;
+    }
+    Ok(config)
 }
 
 /// Parses and validates config text; `file` names it in diagnostics.

@@ -43,6 +43,9 @@ pub struct Config {
     pub dns: DnsConfig,
     /// Sender authentication: SPF, DKIM, DMARC, ARC and the Authentication-Results header.
     pub auth: AuthConfig,
+    /// A YAML policy file (docs/policies.md), relative to this config file; unset means the
+    /// built-in rules only.
+    pub policy: Option<PathBuf>,
     /// Logging.
     pub log: LogConfig,
 }
@@ -63,6 +66,7 @@ impl Default for Config {
             spool: SpoolConfig::default(),
             dns: DnsConfig::default(),
             auth: AuthConfig::default(),
+            policy: None,
             log: LogConfig::default(),
         }
     }

@@ -156,6 +156,9 @@ pub enum Event {
         /// How long the method took (DNS included).
         duration: Duration,
     },
+    /// A policy rule took part in a verdict that was acted upon (a refusal, or the final
+    /// verdict of a message). Rule names come from the operator's policy: a bounded set.
+    RuleHit(String),
     /// The readiness probe reached (or failed to reach) the backend.
     BackendProbe {
         /// True when the backend answered.

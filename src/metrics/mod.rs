@@ -62,6 +62,7 @@ pub struct Metrics {
     dns_answers: Family<L2, Counter>,
     auth_results: Family<L2, Counter>,
     auth_duration: HistFamily<L1>,
+    rule_hits: Family<[(&'static str, String); 1], Counter>,
 }
 
 impl Metrics {
@@ -92,6 +93,7 @@ impl Metrics {
             dns_answers: Family::default(),
             auth_results: Family::default(),
             auth_duration: Family::new_with_constructor(seconds_histogram),
+            rule_hits: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -176,6 +178,11 @@ impl Metrics {
             "auth_duration_seconds",
             "Time to evaluate each authentication method",
             m.auth_duration.clone(),
+        );
+        r.register(
+            "policy_rule_hits",
+            "Policy rules in verdicts that were acted upon, by rule",
+            m.rule_hits.clone(),
         );
         m.precreate();
         Metrics { registry, ..m }
@@ -306,6 +313,9 @@ impl Metrics {
                 self.auth_duration
                     .get_or_create(&[("method", method)])
                     .observe(duration.as_secs_f64());
+            }
+            Event::RuleHit(rule) => {
+                self.rule_hits.get_or_create(&[("rule", rule)]).inc();
             }
             Event::BackendProbe { up } => {
                 self.backend_up.set(i64::from(up));

@@ -134,7 +134,9 @@ pub struct Verdict {
     /// The strongest action of the rules that fired.
     pub action: Action,
     /// Names of the rules that fired, in evaluation order.
-    pub rules: Vec<&'static str>,
+    pub rules: Vec<String>,
+    /// The summed score of the scoring rules that fired.
+    pub score: i64,
 }
 
 impl Verdict {
@@ -143,13 +145,14 @@ impl Verdict {
         Verdict {
             action: Action::Accept,
             rules: Vec::new(),
+            score: 0,
         }
     }
 
     /// Merges one fired rule: the stronger action wins (reject > tempfail > quarantine >
     /// tag > accept); on a tie the earlier rule's action (and reply) stays.
-    pub fn merge(&mut self, rule: &'static str, action: &Action) {
-        self.rules.push(rule);
+    pub fn merge(&mut self, rule: &str, action: &Action) {
+        self.rules.push(rule.to_string());
         if action.rank() > self.action.rank() {
             self.action = action.clone();
         }

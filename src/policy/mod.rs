@@ -1,40 +1,25 @@
 //! The policy: rules that turn facts into a verdict.
 //!
-//! Owns: the compiled rule list and `decide`. The built-in rules enforce the protocol limits
-//! (size, recipients, bare line endings) and DMARC as the sender's domain asks; YAML rules (docs/design.md, "Policies") are added
-//! after them and can never loosen them. Must not: perform checks or I/O.
+//! Owns: the built-in rules (protocol limits, and DMARC as the sender's domain asks), the
+//! rules of the operator's YAML file (`file.rs`, docs/policies.md), score thresholds and
+//! `decide`. Built-in rules are evaluated first and a refusal among them is final: YAML rules
+//! can add refusals, tags and scores but never loosen a limit. Must not: perform checks or
+//! I/O at decision time.
 
+pub mod condition;
+pub mod facts;
+pub mod file;
+
+use std::path::Path;
+
+use crate::config::Diagnostic;
 use crate::config::schema::{BareLineEndings, Config};
 use crate::pipeline::Stage;
-use crate::pipeline::outcome::{Action, Fact, FactValue, Verdict};
+use crate::pipeline::outcome::{Action, Fact, Verdict};
 use crate::smtp::reply;
+pub use condition::Condition;
 
-/// When a rule fires.
-#[derive(Debug, Clone)]
-pub enum Condition {
-    /// The named fact is present as `Flag(true)`.
-    Flag(&'static str),
-    /// The named fact is present with this text (`dmarc` = `fail`).
-    Is(&'static str, &'static str),
-    /// Every condition holds.
-    All(Vec<Condition>),
-}
-
-impl Condition {
-    fn holds(&self, facts: &[Fact]) -> bool {
-        match self {
-            Condition::Flag(name) => facts
-                .iter()
-                .any(|f| f.name == *name && f.value == FactValue::Flag(true)),
-            Condition::Is(name, text) => facts
-                .iter()
-                .any(|f| f.name == *name && matches!(&f.value, FactValue::Text(t) if t == text)),
-            Condition::All(all) => all.iter().all(|c| c.holds(facts)),
-        }
-    }
-}
-
-/// One rule: a name for logs and metrics, a condition, an action.
+/// One built-in rule.
 #[derive(Debug, Clone)]
 pub struct Rule {
     /// Shown in logs and verdict explanations.
@@ -45,10 +30,38 @@ pub struct Rule {
     pub action: Action,
 }
 
+/// One rule of a YAML policy file.
+#[derive(Debug, Clone)]
+pub struct CustomRule {
+    /// Its name, unique in the file.
+    pub name: String,
+    /// The earliest stage at which every fact it reads exists; it is evaluated from then on.
+    pub stage: Stage,
+    /// When it fires.
+    pub when: Condition,
+    /// What it does; `None` for a rule that only scores.
+    pub action: Option<Action>,
+    /// What it adds to the message's score.
+    pub score: i64,
+}
+
+/// Summed-score thresholds, applied at DATA.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Thresholds {
+    /// Tag at or above this score.
+    pub tag: Option<i64>,
+    /// Quarantine at or above this score.
+    pub quarantine: Option<i64>,
+    /// Reject at or above this score.
+    pub reject: Option<i64>,
+}
+
 /// A compiled, immutable policy.
 #[derive(Debug, Clone)]
 pub struct Policy {
     rules: Vec<Rule>,
+    custom: Vec<CustomRule>,
+    thresholds: Thresholds,
 }
 
 impl Policy {
@@ -81,20 +94,84 @@ impl Policy {
                 action: Action::Reject(reply::BARE_LINE_ENDING),
             });
         }
-        Policy { rules }
+        Policy {
+            rules,
+            custom: Vec::new(),
+            thresholds: Thresholds::default(),
+        }
     }
 
-    /// Evaluates every rule over the facts known at `stage` and merges the actions of those
-    /// that fire (see `Verdict::merge`). The stage is part of the signature because YAML rules
-    /// will be bound to the earliest stage at which their facts exist.
-    pub fn decide(&self, _stage: Stage, facts: &[Fact]) -> Verdict {
+    /// The built-in rules plus the operator's policy file (`policy:` in the config), if any.
+    pub fn load(config: &Config) -> Result<Self, Vec<Diagnostic>> {
+        let mut policy = Policy::builtin(config);
+        if let Some(path) = &config.policy {
+            let compiled = file::load(Path::new(path))?;
+            policy.custom = compiled.rules;
+            policy.thresholds = compiled.thresholds;
+        }
+        Ok(policy)
+    }
+
+    /// The verdict over the facts known at `stage`.
+    ///
+    /// Built-in rules first: a refusal among them is final. Then the YAML rules whose facts
+    /// exist by now, in file order: `accept`, `reject` and `tempfail` decide and stop; `tag`
+    /// and `quarantine` accumulate (the stronger wins); scores add up. At DATA the score is
+    /// held against the thresholds. Before DATA only a refusal has an effect: the session
+    /// acts on nothing else until the message is complete.
+    pub fn decide(&self, stage: Stage, facts: &[Fact]) -> Verdict {
         let mut verdict = Verdict::accept();
         for rule in &self.rules {
             if rule.when.holds(facts) {
                 verdict.merge(rule.name, &rule.action);
             }
         }
+        if verdict.action.refusal().is_some() {
+            return verdict;
+        }
+        let due = self
+            .custom
+            .iter()
+            .filter(|r| facts::rank(r.stage) <= facts::rank(stage));
+        for rule in due {
+            if !rule.when.holds(facts) {
+                continue;
+            }
+            verdict.score += rule.score;
+            match &rule.action {
+                None => verdict.rules.push(rule.name.clone()),
+                Some(Action::Accept) => {
+                    verdict.rules.push(rule.name.clone());
+                    verdict.action = Action::Accept;
+                    return verdict;
+                }
+                Some(action @ (Action::Reject(_) | Action::Tempfail(_))) => {
+                    verdict.merge(&rule.name, action);
+                    return verdict;
+                }
+                Some(action) => verdict.merge(&rule.name, action),
+            }
+        }
+        if stage == Stage::Data {
+            self.apply_thresholds(&mut verdict);
+        }
         verdict
+    }
+
+    fn apply_thresholds(&self, verdict: &mut Verdict) {
+        let t = &self.thresholds;
+        let reached = |limit: Option<i64>| limit.is_some_and(|l| verdict.score >= l);
+        let action = if reached(t.reject) {
+            Action::Reject(reply::POLICY_REJECT)
+        } else if reached(t.quarantine) {
+            Action::Quarantine
+        } else if reached(t.tag) {
+            Action::Tag
+        } else {
+            return;
+        };
+        let name = format!("score>={}", verdict.score);
+        verdict.merge(&name, &action);
     }
 }
 
@@ -180,6 +257,70 @@ mod tests {
                 .action,
             Action::Accept
         );
+    }
+
+    fn with_file(text: &str) -> Policy {
+        let mut c = Config::default();
+        c.auth.enabled = true;
+        let compiled = file::compile("p.yaml", text, Path::new(".")).expect("valid policy");
+        Policy {
+            custom: compiled.rules,
+            thresholds: compiled.thresholds,
+            ..Policy::builtin(&c)
+        }
+    }
+
+    #[test]
+    fn yaml_rules_act_from_their_stage_on() {
+        let p = with_file(
+            "rules:\n  - name: spf-fail\n    when: { spf.mailfrom: fail }\n    action: reject\n  - name: unsigned\n    when: { dkim: none }\n    action: tag\n",
+        );
+        let mail = [Fact::text("spf.mailfrom", "fail")];
+        let v = p.decide(Stage::Mail, &mail);
+        assert_eq!(v.action, Action::Reject(reply::POLICY_REJECT));
+        assert_eq!(v.rules, vec!["spf-fail"]);
+        // A DATA rule is not evaluated at MAIL even if its fact were somehow present.
+        let v = p.decide(Stage::Mail, &[Fact::text("dkim", "none")]);
+        assert_eq!(v.action, Action::Accept);
+        assert_eq!(
+            p.decide(Stage::Data, &[Fact::text("dkim", "none")]).action,
+            Action::Tag
+        );
+    }
+
+    #[test]
+    fn accept_stops_scores_add_up_and_thresholds_apply_at_data() {
+        let p = with_file(
+            "thresholds: { tag: 2, quarantine: 4, reject: 6 }\nrules:\n  - name: partner\n    when: { client.ip: { cidr: [192.0.2.0/24] } }\n    action: accept\n  - name: soft\n    when: { spf.mailfrom: softfail }\n    score: 3\n  - name: nodkim\n    when: { dkim: none }\n    score: 2\n",
+        );
+        let facts = |ip: &str| {
+            vec![
+                Fact::text("client.ip", ip),
+                Fact::text("spf.mailfrom", "softfail"),
+                Fact::text("dkim", "none"),
+            ]
+        };
+        let v = p.decide(Stage::Data, &facts("198.51.100.1"));
+        assert_eq!(
+            (v.score, v.action.clone()),
+            (5, Action::Quarantine),
+            "{v:?}"
+        );
+        assert_eq!(v.rules, vec!["soft", "nodkim", "score>=5"]);
+        let v = p.decide(Stage::Mail, &facts("198.51.100.1"));
+        assert_eq!(v.action, Action::Accept, "thresholds wait for DATA");
+        let v = p.decide(Stage::Data, &facts("192.0.2.9"));
+        assert_eq!(
+            (v.action, v.rules, v.score),
+            (Action::Accept, vec!["partner".to_string()], 0)
+        );
+    }
+
+    #[test]
+    fn yaml_cannot_loosen_builtin_limits() {
+        let p = with_file("rules:\n  - name: everything\n    action: accept\n");
+        let v = p.decide(Stage::Data, &[Fact::flag("size.exceeds_limit", true)]);
+        assert_eq!(v.action, Action::Reject(reply::MESSAGE_TOO_BIG));
     }
 
     #[test]

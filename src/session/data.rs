@@ -175,6 +175,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.env.facts.extend(found.facts);
         self.env.headers.extend(found.headers);
         let verdict = self.ctx.pipeline.decide(Stage::Data, &self.env.facts);
+        self.count_rules(&verdict);
         let (reply, outcome): (Reply, &'static str) =
             if let Some(refusal) = verdict.action.refusal() {
                 if body.size > body.limit {
@@ -208,6 +209,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             spilled = body.spool.spilled(),
             verdict = outcome,
             rules = ?verdict.rules,
+            score = verdict.score,
             auth = %super::trace::auth_summary(&self.env.facts),
             reply = %reply,
             "message"

@@ -149,6 +149,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let facts = self.ctx.pipeline.run(Stage::Connect, ctx).await.facts;
         let verdict = self.ctx.pipeline.decide(Stage::Connect, &facts);
         if let Some(refusal) = verdict.action.refusal() {
+            self.count_rules(&verdict);
             tracing::info!(session = %self.info.id, rules = ?verdict.rules, "connection refused by policy");
             self.reply(refusal.clone());
             return false;
@@ -331,6 +332,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 self.closing = true;
                 return;
             }
+        }
+    }
+
+    /// Counts the rules of a verdict the session acts on.
+    fn count_rules(&self, verdict: &crate::pipeline::outcome::Verdict) {
+        for rule in &verdict.rules {
+            self.ctx.metrics.emit(Event::RuleHit(rule.clone()));
         }
     }
 

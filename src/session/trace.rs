@@ -41,8 +41,9 @@ pub fn received(info: &SessionInfo, hostname: &str, env: &Envelope) -> String {
 pub fn verdict_header(verdict: &Verdict) -> Option<String> {
     match verdict.action {
         Action::Tag | Action::Quarantine => Some(format!(
-            "X-Portcullis-Verdict: {}; rules={}\r\n",
+            "X-Portcullis-Verdict: {}; score={}; rules={}\r\n",
             verdict.action.label(),
+            verdict.score,
             verdict.rules.join(",")
         )),
         _ => None,

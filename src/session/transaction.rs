@@ -41,7 +41,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.env.facts.extend(facts);
         let verdict = self.ctx.pipeline.decide(Stage::Mail, &self.env.facts);
         if let Some(refusal) = verdict.action.refusal() {
-            if verdict.rules.contains(&"declared-size-limit") {
+            self.count_rules(&verdict);
+            if verdict.rules.iter().any(|r| r == "declared-size-limit") {
                 self.ctx.metrics.emit(Event::LimitHit(Limit::MessageSize));
             }
             tracing::info!(session = %self.info.id, from = %params.address, rules = ?verdict.rules, reply = %refusal, "MAIL refused");
@@ -72,7 +73,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         facts.extend(self.ctx.pipeline.run(Stage::Rcpt, ctx).await.facts);
         let verdict = self.ctx.pipeline.decide(Stage::Rcpt, &facts);
         if let Some(refusal) = verdict.action.refusal() {
-            if verdict.rules.contains(&"recipient-limit") {
+            self.count_rules(&verdict);
+            if verdict.rules.iter().any(|r| r == "recipient-limit") {
                 self.ctx.metrics.emit(Event::LimitHit(Limit::Recipients));
             }
             self.reply(refusal.clone());

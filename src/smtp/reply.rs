@@ -249,6 +249,12 @@ pub const BARE_LINE_ENDING: Reply = r(
 pub const NEEDS_SMTPUTF8: Reply = r(553, (5, 6, 7), "Non-ASCII address requires SMTPUTF8");
 /// SMTPUTF8 or 8BITMIME parameter misuse.
 pub const BAD_BODY_PARAM: Reply = r(555, (5, 5, 4), "Unsupported BODY parameter");
+/// The policy asks the client to retry later (a YAML rule's default tempfail reply).
+pub const POLICY_TEMPFAIL: Reply = r(
+    451,
+    (4, 7, 1),
+    "Message deferred by policy, try again later",
+);
 /// The policy rejects the message.
 pub const POLICY_REJECT: Reply = r(550, (5, 7, 1), "Message rejected by policy");
 
@@ -294,6 +300,7 @@ pub const ALL: &[&Reply] = &[
     &NEEDS_SMTPUTF8,
     &BAD_BODY_PARAM,
     &POLICY_REJECT,
+    &POLICY_TEMPFAIL,
 ];
 
 /// The greeting banner `220 <host> ESMTP Portcullis`.

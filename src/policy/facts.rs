@@ -1,0 +1,51 @@
+//! The facts a policy can name, and the stage at which each first exists.
+//!
+//! Owns: the table that binds a rule to the earliest stage where all its facts are known, so
+//! an SPF rule acts at MAIL and a DKIM rule at DATA. Must not: compute facts (checks do).
+
+use crate::pipeline::Stage;
+
+/// Every fact name a rule may use, with its stage.
+pub const KNOWN: &[(&str, Stage)] = &[
+    ("client.ip", Stage::Connect),
+    ("helo", Stage::Helo),
+    ("mail_from", Stage::Mail),
+    ("mail_from.domain", Stage::Mail),
+    ("size.declared", Stage::Mail),
+    ("size.declared_exceeds_limit", Stage::Mail),
+    ("spf.mailfrom", Stage::Mail),
+    ("spf.helo", Stage::Mail),
+    ("spf.domain", Stage::Mail),
+    ("rcpt", Stage::Rcpt),
+    ("rcpt.domain", Stage::Rcpt),
+    ("recipients.count", Stage::Rcpt),
+    ("recipients.exceeds_limit", Stage::Rcpt),
+    ("size.actual", Stage::Data),
+    ("size.exceeds_limit", Stage::Data),
+    ("body.bare_line_endings", Stage::Data),
+    ("dkim", Stage::Data),
+    ("dkim.signature", Stage::Data),
+    ("dkim.partial_body_refused", Stage::Data),
+    ("arc", Stage::Data),
+    ("dmarc", Stage::Data),
+    ("dmarc.policy", Stage::Data),
+    ("dmarc.domain", Stage::Data),
+    ("auth.skipped_too_large", Stage::Data),
+    ("check.error", Stage::Data),
+];
+
+/// The stage at which `name` first exists; `None` for an unknown fact.
+pub fn stage_of(name: &str) -> Option<Stage> {
+    KNOWN.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
+}
+
+/// The order of stages, for "the latest stage a rule needs".
+pub fn rank(stage: Stage) -> u8 {
+    match stage {
+        Stage::Connect => 0,
+        Stage::Helo => 1,
+        Stage::Mail => 2,
+        Stage::Rcpt => 3,
+        Stage::Data => 4,
+    }
+}

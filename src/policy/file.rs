@@ -1,0 +1,532 @@
+//! YAML policy files: parsed with serde, then compiled rule by rule, with every problem
+//! reported as `file:line:column: message`, all at once.
+//!
+//! Owns: the file format (docs/policies.md), list files referenced by path (read at compile
+//! time, relative to the policy file), and the semantic checks: unknown facts, bad CIDRs and
+//! regexes, replies whose class does not match the action, duplicate names, rules that can
+//! never run, thresholds out of order. Must not: evaluate anything.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_norway::Value;
+
+use super::condition::{Cmp, Condition, Matcher, Scalar, glob};
+use super::facts::{rank, stage_of};
+use super::{CustomRule, Thresholds};
+use crate::config::Diagnostic;
+use crate::config::locate::{Seg, locate};
+use crate::pipeline::Stage;
+use crate::pipeline::outcome::Action;
+use crate::smtp::reply::{self, Enhanced, Reply};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSpec {
+    #[serde(default)]
+    thresholds: ThresholdSpec,
+    #[serde(default)]
+    rules: Vec<RuleSpec>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ThresholdSpec {
+    tag: Option<i64>,
+    quarantine: Option<i64>,
+    reject: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleSpec {
+    name: String,
+    #[serde(default)]
+    when: Option<Value>,
+    action: Option<ActionSpec>,
+    #[serde(default)]
+    score: i64,
+    reply: Option<ReplySpec>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum ActionSpec {
+    Accept,
+    Tag,
+    Quarantine,
+    Tempfail,
+    Reject,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplySpec {
+    code: u16,
+    enhanced: String,
+    text: String,
+}
+
+/// A compiled policy file.
+#[derive(Debug, Clone, Default)]
+pub struct Compiled {
+    /// The rules in file order.
+    pub rules: Vec<CustomRule>,
+    /// Score thresholds.
+    pub thresholds: Thresholds,
+}
+
+struct Compiler<'a> {
+    file: &'a str,
+    text: &'a str,
+    dir: &'a Path,
+    problems: Vec<Diagnostic>,
+}
+
+/// Reads and compiles a policy file.
+pub fn load(path: &Path) -> Result<Compiled, Vec<Diagnostic>> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![Diagnostic {
+            file: file.clone(),
+            line: 1,
+            column: 1,
+            message: format!("cannot read: {e}"),
+        }]
+    })?;
+    compile(&file, &text, path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Compiles policy text; `dir` anchors relative list-file paths.
+pub fn compile(file: &str, text: &str, dir: &Path) -> Result<Compiled, Vec<Diagnostic>> {
+    let spec: FileSpec = serde_norway::from_str(text).map_err(|e| {
+        let (line, column) = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((1, 1));
+        vec![Diagnostic {
+            file: file.to_string(),
+            line,
+            column,
+            message: e
+                .to_string()
+                .split(" at line ")
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        }]
+    })?;
+    let mut c = Compiler {
+        file,
+        text,
+        dir,
+        problems: Vec::new(),
+    };
+    let compiled = c.file_spec(spec);
+    if c.problems.is_empty() {
+        Ok(compiled)
+    } else {
+        Err(c.problems)
+    }
+}
+
+impl Compiler<'_> {
+    fn problem(&mut self, path: &[Seg], message: impl Into<String>) {
+        let (line, column) = locate(self.text, path);
+        self.problems.push(Diagnostic {
+            file: self.file.to_string(),
+            line,
+            column,
+            message: message.into(),
+        });
+    }
+
+    fn file_spec(&mut self, spec: FileSpec) -> Compiled {
+        let t = &spec.thresholds;
+        let ordered: Vec<i64> = [t.tag, t.quarantine, t.reject]
+            .into_iter()
+            .flatten()
+            .collect();
+        if ordered.windows(2).any(|w| w[0] >= w[1]) {
+            self.problem(
+                &[Seg::Key("thresholds")],
+                "thresholds must grow: tag < quarantine < reject",
+            );
+        }
+        let mut names = HashSet::new();
+        let mut rules = Vec::new();
+        let mut unconditional: Option<String> = None;
+        for (i, r) in spec.rules.into_iter().enumerate() {
+            let at = |k: &'static str| vec![Seg::Key("rules"), Seg::Index(i), Seg::Key(k)];
+            if !names.insert(r.name.clone()) {
+                self.problem(&at("name"), format!("duplicate rule name {:?}", r.name));
+            }
+            if let Some(earlier) = &unconditional {
+                self.problem(
+                    &at("name"),
+                    format!(
+                        "rule {:?} can never run: rule {earlier:?} before it always decides",
+                        r.name
+                    ),
+                );
+            }
+            let when = match &r.when {
+                Some(v) => self.condition(v, &at("when")),
+                None => Condition::All(Vec::new()),
+            };
+            let action = self.action(&r, &at("action"));
+            if action.is_none() && r.score == 0 {
+                self.problem(
+                    &at("name"),
+                    format!("rule {:?} has neither an action nor a score", r.name),
+                );
+            }
+            let decisive = matches!(
+                action,
+                Some(Action::Accept | Action::Reject(_) | Action::Tempfail(_))
+            );
+            if decisive && matches!(&when, Condition::All(v) if v.is_empty()) {
+                unconditional = Some(r.name.clone());
+            }
+            let mut names_used = Vec::new();
+            when.fact_names(&mut names_used);
+            let stage = names_used
+                .iter()
+                .filter_map(|n| stage_of(n))
+                .max_by_key(|s| rank(*s))
+                .unwrap_or(Stage::Connect);
+            rules.push(CustomRule {
+                name: r.name,
+                stage,
+                when,
+                action,
+                score: r.score,
+            });
+        }
+        Compiled {
+            rules,
+            thresholds: Thresholds {
+                tag: t.tag,
+                quarantine: t.quarantine,
+                reject: t.reject,
+            },
+        }
+    }
+
+    fn action(&mut self, r: &RuleSpec, path: &[Seg]) -> Option<Action> {
+        let spec = r.action?;
+        let (default, class) = match spec {
+            ActionSpec::Accept => return Some(Action::Accept),
+            ActionSpec::Tag => return Some(Action::Tag),
+            ActionSpec::Quarantine => return Some(Action::Quarantine),
+            ActionSpec::Tempfail => (reply::POLICY_TEMPFAIL, 4),
+            ActionSpec::Reject => (reply::POLICY_REJECT, 5),
+        };
+        let reply = match &r.reply {
+            None => default,
+            Some(spec) => {
+                let mut reply_path = path.to_vec();
+                reply_path.pop();
+                reply_path.push(Seg::Key("reply"));
+                match parse_reply(spec, class) {
+                    Ok(reply) => reply,
+                    Err(e) => {
+                        self.problem(&reply_path, e);
+                        default
+                    }
+                }
+            }
+        };
+        Some(if class == 4 {
+            Action::Tempfail(reply)
+        } else {
+            Action::Reject(reply)
+        })
+    }
+
+    fn condition(&mut self, v: &Value, path: &[Seg]) -> Condition {
+        let Value::Mapping(map) = v else {
+            self.problem(
+                path,
+                "a condition is a mapping of facts (or all/any/not) to tests",
+            );
+            return Condition::All(Vec::new());
+        };
+        let mut all = Vec::new();
+        for (k, v) in map {
+            let Some(key) = k.as_str() else {
+                self.problem(path, "condition keys are fact names");
+                continue;
+            };
+            let mut p = path.to_vec();
+            p.push(Seg::Name(key.to_string()));
+            let c = match key {
+                "all" | "any" => {
+                    let Value::Sequence(items) = v else {
+                        self.problem(&p, format!("{key} takes a list of conditions"));
+                        continue;
+                    };
+                    let list = items
+                        .iter()
+                        .enumerate()
+                        .map(|(i, item)| {
+                            let mut q = p.clone();
+                            q.push(Seg::Index(i));
+                            self.condition(item, &q)
+                        })
+                        .collect();
+                    if key == "all" {
+                        Condition::All(list)
+                    } else {
+                        Condition::Any(list)
+                    }
+                }
+                "not" => Condition::Not(Box::new(self.condition(v, &p))),
+                fact => {
+                    if stage_of(fact).is_none() {
+                        self.problem(
+                            &p,
+                            format!("unknown fact {fact:?} (see docs/policies.md for the list)"),
+                        );
+                    }
+                    Condition::Fact(fact.to_string(), self.matcher(v, &p))
+                }
+            };
+            all.push(c);
+        }
+        if all.len() == 1 {
+            all.remove(0)
+        } else {
+            Condition::All(all)
+        }
+    }
+
+    fn matcher(&mut self, v: &Value, path: &[Seg]) -> Matcher {
+        match v {
+            Value::Sequence(items) => {
+                Matcher::OneOf(items.iter().filter_map(|i| self.scalar(i, path)).collect())
+            }
+            Value::Mapping(map) if map.len() == 1 => {
+                let (k, v) = map
+                    .iter()
+                    .next()
+                    .map(|(k, v)| (k.as_str().unwrap_or(""), v))
+                    .unwrap_or(("", v));
+                let mut p = path.to_vec();
+                p.push(Seg::Name(k.to_string()));
+                self.operator(k, v, &p)
+            }
+            other => match self.scalar(other, path) {
+                Some(s) => Matcher::Eq(s),
+                None => Matcher::OneOf(Vec::new()),
+            },
+        }
+    }
+
+    fn operator(&mut self, op: &str, v: &Value, p: &[Seg]) -> Matcher {
+        let cmp = |c| match v.as_i64() {
+            Some(n) => Ok(Matcher::Cmp(c, n)),
+            None => Err(format!("{op} takes a number")),
+        };
+        let result = match op {
+            "gt" => cmp(Cmp::Gt),
+            "ge" => cmp(Cmp::Ge),
+            "lt" => cmp(Cmp::Lt),
+            "le" => cmp(Cmp::Le),
+            "not" => Ok(Matcher::Not(Box::new(self.matcher(v, p)))),
+            "regex" => match v.as_str().map(regex::Regex::new) {
+                Some(Ok(re)) => Ok(Matcher::Regex(re)),
+                Some(Err(e)) => Err(format!(
+                    "bad regex: {}",
+                    e.to_string()
+                        .split_whitespace()
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                )),
+                None => Err("regex takes a string".into()),
+            },
+            "glob" => match v.as_str().map(glob) {
+                Some(Ok(re)) => Ok(Matcher::Regex(re)),
+                Some(Err(e)) => Err(format!("bad glob: {e}")),
+                None => Err("glob takes a string".into()),
+            },
+            "cidr" => self.cidrs(strings(v), p),
+            "cidr_file" => match v.as_str().map(|f| self.read_list(f)) {
+                Some(Ok(lines)) => self.cidrs(Some(lines), p),
+                Some(Err(e)) => Err(e),
+                None => Err("cidr_file takes a path".into()),
+            },
+            "in_file" => match v.as_str().map(|f| self.read_list(f)) {
+                Some(Ok(lines)) => Ok(Matcher::OneOf(
+                    lines.into_iter().map(Scalar::Text).collect(),
+                )),
+                Some(Err(e)) => Err(e),
+                None => Err("in_file takes a path".into()),
+            },
+            other => Err(format!(
+                "unknown test {other:?}: use a value, a list, or one of gt, ge, lt, le, not, regex, glob, cidr, cidr_file, in_file"
+            )),
+        };
+        result.unwrap_or_else(|e| {
+            self.problem(p, e);
+            Matcher::OneOf(Vec::new())
+        })
+    }
+
+    fn cidrs(&mut self, list: Option<Vec<String>>, p: &[Seg]) -> Result<Matcher, String> {
+        let list = list.ok_or("cidr takes a list of networks")?;
+        let mut nets = Vec::new();
+        for item in list {
+            // A bare address is a /32 or /128.
+            let parsed = item
+                .parse()
+                .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+            match parsed {
+                Ok(net) => nets.push(net),
+                Err(_) => self.problem(p, format!("bad network {item:?}")),
+            }
+        }
+        Ok(Matcher::Cidr(nets))
+    }
+
+    fn read_list(&self, file: &str) -> Result<Vec<String>, String> {
+        let path = self.dir.join(file);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read list {}: {e}", path.display()))?;
+        Ok(text
+            .lines()
+            .map(|l| l.split('#').next().unwrap_or("").trim())
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect())
+    }
+
+    fn scalar(&mut self, v: &Value, path: &[Seg]) -> Option<Scalar> {
+        match v {
+            Value::String(s) => Some(Scalar::Text(s.clone())),
+            Value::Bool(b) => Some(Scalar::Flag(*b)),
+            Value::Number(n) => n.as_i64().map(Scalar::Number),
+            _ => {
+                self.problem(path, "expected a word, a number or true/false");
+                None
+            }
+        }
+    }
+}
+
+fn strings(v: &Value) -> Option<Vec<String>> {
+    match v {
+        Value::Sequence(items) => items.iter().map(|i| i.as_str().map(String::from)).collect(),
+        Value::String(s) => Some(vec![s.clone()]),
+        _ => None,
+    }
+}
+
+fn parse_reply(spec: &ReplySpec, class: u16) -> Result<Reply, String> {
+    if spec.code / 100 != class {
+        return Err(format!(
+            "reply code {} does not fit the action (expected {class}xx)",
+            spec.code
+        ));
+    }
+    let parts: Vec<&str> = spec.enhanced.split('.').collect();
+    let nums: Option<Vec<u16>> = parts.iter().map(|p| p.parse().ok()).collect();
+    match nums.as_deref() {
+        Some([c, s, d]) if u16::from(*c as u8) == class && *c < 10 => {
+            if spec.text.contains(['\r', '\n']) {
+                return Err("reply text must be one line".into());
+            }
+            Ok(Reply::new(
+                spec.code,
+                Some(Enhanced(*c as u8, *s, *d)),
+                spec.text.clone(),
+            ))
+        }
+        _ => Err(format!(
+            "enhanced code {:?} must be {class}.x.y",
+            spec.enhanced
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn messages(text: &str) -> Vec<String> {
+        match compile("p.yaml", text, Path::new(".")) {
+            Ok(_) => Vec::new(),
+            Err(d) => d.into_iter().map(|d| d.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_valid_policy_compiles_with_stages() {
+        let text = "thresholds: { tag: 3, reject: 10 }\nrules:\n  - name: spf\n    when: { spf.mailfrom: [fail, softfail] }\n    score: 3\n  - name: trusted\n    when:\n      any:\n        - arc: pass\n        - client.ip: { cidr: [10.0.0.0/8, 192.0.2.7] }\n    action: accept\n";
+        let c = compile("p.yaml", text, Path::new(".")).expect("valid");
+        assert_eq!(c.rules.len(), 2);
+        assert_eq!(c.rules[0].stage, Stage::Mail);
+        assert_eq!(c.rules[1].stage, Stage::Data, "arc is known at DATA only");
+        assert_eq!(c.thresholds.reject, Some(10));
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_position() {
+        let text = "rules:\n  - name: a\n    when: { spf: fail }\n    action: reject\n  - name: a\n    when:\n      client.ip: { cidr: [10.0.0.300/8] }\n    action: tag\n  - name: c\n    when: { helo: { regex: \"(\" } }\n    action: reject\n    reply: { code: 451, enhanced: \"4.7.1\", text: x }\n  - name: d\n    when: { dmarc: fail }\n";
+        let got = messages(text);
+        assert_eq!(got.len(), 6, "{got:#?}");
+        assert!(got[3].starts_with("p.yaml:10:21: bad regex"), "{got:#?}");
+        assert!(
+            got[4].starts_with("p.yaml:12:5: reply code 451"),
+            "{got:#?}"
+        );
+        assert!(
+            got[5].starts_with("p.yaml:13:5: rule \"d\" has neither"),
+            "{got:#?}"
+        );
+        assert!(
+            got[0].starts_with("p.yaml:3:13: unknown fact \"spf\""),
+            "{got:#?}"
+        );
+        assert!(
+            got[1].starts_with("p.yaml:5:5: duplicate rule name"),
+            "{got:#?}"
+        );
+        assert!(got[2].starts_with("p.yaml:7:20: bad network"), "{got:#?}");
+        assert!(got.iter().any(|m| m.contains("bad regex")), "{got:#?}");
+        assert!(
+            got.iter().any(|m| m.contains("does not fit the action")),
+            "{got:#?}"
+        );
+    }
+
+    #[test]
+    fn unreachable_rules_and_silly_thresholds() {
+        let got = messages(
+            "thresholds: { tag: 5, quarantine: 5 }\nrules:\n  - name: all\n    action: accept\n  - name: never\n    when: { dkim: pass }\n    action: tag\n  - name: nothing\n    when: { dkim: pass }\n",
+        );
+        assert!(
+            got.iter().any(|m| m.contains("thresholds must grow")),
+            "{got:#?}"
+        );
+        assert!(
+            got.iter().any(|m| m.contains("\"never\" can never run")),
+            "{got:#?}"
+        );
+        assert!(
+            got.iter()
+                .any(|m| m.contains("neither an action nor a score")),
+            "{got:#?}"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_and_unknown_keys_have_positions() {
+        let got = messages("rules:\n  - name: x\n    wen: { dkim: pass }\n");
+        assert!(
+            got[0].starts_with("p.yaml:3:5: ") && got[0].contains("unknown field `wen`"),
+            "{got:#?}"
+        );
+    }
+}
