@@ -501,7 +501,7 @@ async fn dmarc_quarantine_is_delivered_marked() {
         .collect();
     assert_eq!(
         verdicts,
-        vec!["quarantine; rules=dmarc-quarantine"],
+        vec!["quarantine; score=0; rules=dmarc-quarantine"],
         "{got}"
     );
     assert!(
