@@ -18,6 +18,7 @@ use crate::shutdown::{Drained, Shutdown};
 
 /// A running gateway.
 pub struct Running {
+    ctx: Arc<Context>,
     /// The bound SMTP addresses (real ports when the config said 0).
     pub smtp_addrs: Vec<SocketAddr>,
     /// The bound metrics address, if enabled.
@@ -55,6 +56,10 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         None => None,
     };
 
+    tasks.push(tokio::spawn(crate::reload::watch(
+        ctx.clone(),
+        metrics_stop.clone(),
+    )));
     tasks.push(tokio::spawn(probe_backend(
         ctx.clone(),
         ctx.config.backend.probe_interval,
@@ -78,6 +83,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     }
     tracing::info!(phase = "running", "portcullis ready");
     Ok(Running {
+        ctx: ctx.clone(),
         smtp_addrs,
         metrics_addr,
         metrics,
@@ -136,6 +142,11 @@ impl Running {
         }
         tracing::info!(phase = "stopped", "portcullis stopped");
         drained
+    }
+
+    /// Recompiles the policy file and puts it in force (SIGHUP).
+    pub fn reload(&self) -> Result<std::time::Duration, crate::config::ConfigErrors> {
+        crate::reload::reload(&self.ctx)
     }
 
     /// A handle that starts the drain from elsewhere (e.g. a signal handler or a test).

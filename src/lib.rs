@@ -17,6 +17,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod proxy;
 pub mod relay;
+pub mod reload;
 pub mod session;
 pub mod shutdown;
 pub mod smtp;

@@ -94,27 +94,59 @@ fn serve(config: Config) -> anyhow::Result<()> {
         let running = portcullis::app::start(config)
             .await
             .context("start-up failed")?;
-        wait_for_signal().await?;
-        // A second signal during the drain exits at once.
-        tokio::spawn(async {
-            if wait_for_signal().await.is_ok() {
-                tracing::warn!("second signal: exiting now");
-                std::process::exit(1);
-            }
+        let mut signals = Signals::new()?;
+        // SIGHUP reloads the policy (the old one stays if the new one is refused).
+        while signals.next().await == Sig::Reload {
+            let _ = running.reload();
+        }
+        // A second SIGTERM/SIGINT during the drain exits at once.
+        tokio::spawn(async move {
+            while signals.next().await == Sig::Reload {}
+            tracing::warn!("second signal: exiting now");
+            std::process::exit(1);
         });
         running.stop().await;
         Ok(())
     })
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    // Why select: either signal starts the drain; whichever comes first.
-    tokio::select! {
-        _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutdown requested"),
-        _ = int.recv() => tracing::info!(signal = "SIGINT", "shutdown requested"),
+#[derive(Debug, PartialEq, Eq)]
+enum Sig {
+    Reload,
+    Stop,
+}
+
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
     }
-    Ok(())
+
+    async fn next(&mut self) -> Sig {
+        // Why select: any of the three may come first.
+        tokio::select! {
+            _ = self.term.recv() => {
+                tracing::info!(signal = "SIGTERM", "shutdown requested");
+                Sig::Stop
+            }
+            _ = self.int.recv() => {
+                tracing::info!(signal = "SIGINT", "shutdown requested");
+                Sig::Stop
+            }
+            _ = self.hup.recv() => {
+                tracing::info!(signal = "SIGHUP", "policy reload requested");
+                Sig::Reload
+            }
+        }
+    }
 }

@@ -159,6 +159,11 @@ pub enum Event {
     /// A policy rule took part in a verdict that was acted upon (a refusal, or the final
     /// verdict of a message). Rule names come from the operator's policy: a bounded set.
     RuleHit(String),
+    /// A policy reload finished.
+    Reload {
+        /// False when the new policy was refused.
+        ok: bool,
+    },
     /// The readiness probe reached (or failed to reach) the backend.
     BackendProbe {
         /// True when the backend answered.

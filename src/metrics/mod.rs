@@ -63,6 +63,7 @@ pub struct Metrics {
     auth_results: Family<L2, Counter>,
     auth_duration: HistFamily<L1>,
     rule_hits: Family<[(&'static str, String); 1], Counter>,
+    reloads: Family<L1, Counter>,
 }
 
 impl Metrics {
@@ -94,6 +95,7 @@ impl Metrics {
             auth_results: Family::default(),
             auth_duration: Family::new_with_constructor(seconds_histogram),
             rule_hits: Family::default(),
+            reloads: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -184,6 +186,11 @@ impl Metrics {
             "Policy rules in verdicts that were acted upon, by rule",
             m.rule_hits.clone(),
         );
+        r.register(
+            "config_reloads",
+            "Policy reloads by result (ok, error)",
+            m.reloads.clone(),
+        );
         m.precreate();
         Metrics { registry, ..m }
     }
@@ -207,6 +214,7 @@ impl Metrics {
             drop(self.backend_errors.get_or_create(&[("kind", kind.label())]));
         }
         for result in ["ok", "error"] {
+            drop(self.reloads.get_or_create(&[("result", result)]));
             drop(self.tls_handshakes.get_or_create(&[("result", result)]));
         }
         for kind in ["TXT", "MX", "A", "AAAA", "PTR"] {
@@ -313,6 +321,10 @@ impl Metrics {
                 self.auth_duration
                     .get_or_create(&[("method", method)])
                     .observe(duration.as_secs_f64());
+            }
+            Event::Reload { ok } => {
+                let result = if ok { "ok" } else { "error" };
+                self.reloads.get_or_create(&[("result", result)]).inc();
             }
             Event::RuleHit(rule) => {
                 self.rule_hits.get_or_create(&[("rule", rule)]).inc();

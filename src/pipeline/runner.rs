@@ -7,9 +7,10 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use futures_util::FutureExt;
 
-use super::outcome::{Fact, Findings, Verdict};
+use super::outcome::{Fact, Findings};
 use super::{Check, CheckContext, Stage};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
@@ -18,7 +19,7 @@ use crate::policy::Policy;
 /// a session in flight).
 pub struct Pipeline {
     checks: Vec<Box<dyn Check>>,
-    policy: Arc<Policy>,
+    policy: ArcSwap<Policy>,
     budget: Duration,
     metrics: Arc<Metrics>,
 }
@@ -33,7 +34,7 @@ impl Pipeline {
     ) -> Self {
         Pipeline {
             checks,
-            policy,
+            policy: ArcSwap::new(policy),
             budget,
             metrics,
         }
@@ -81,9 +82,15 @@ impl Pipeline {
         all
     }
 
-    /// The policy's verdict over `facts` at `stage`.
-    pub fn decide(&self, stage: Stage, facts: &[Fact]) -> Verdict {
-        self.policy.decide(stage, facts)
+    /// The policy now in force. A session takes it once and keeps it: a reload never
+    /// changes the rules under a transaction in flight.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.load_full()
+    }
+
+    /// Puts a new policy in force for sessions that start from now on.
+    pub fn set_policy(&self, policy: Arc<Policy>) {
+        self.policy.store(policy);
     }
 }
 

@@ -174,7 +174,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         drop(loaded);
         self.env.facts.extend(found.facts);
         self.env.headers.extend(found.headers);
-        let verdict = self.ctx.pipeline.decide(Stage::Data, &self.env.facts);
+        let verdict = self.policy.decide(Stage::Data, &self.env.facts);
         self.count_rules(&verdict);
         let (reply, outcome): (Reply, &'static str) =
             if let Some(refusal) = verdict.action.refusal() {

@@ -24,6 +24,7 @@ use crate::context::Context;
 use crate::metrics::{Event, Limit};
 use crate::pipeline::outcome::Fact;
 use crate::pipeline::{CheckContext, Stage};
+use crate::policy::Policy;
 use crate::relay::{Idle, Transaction};
 use crate::smtp::codec::{Frame, LineFramer};
 use crate::smtp::command::{Command, MailParams};
@@ -72,6 +73,8 @@ pub struct Session<S> {
     messages: u32,
     closing: bool,
     ctx: Arc<Context>,
+    /// The policy this session started with (reloads apply to new sessions).
+    policy: Arc<Policy>,
     signals: Signals,
 }
 
@@ -102,6 +105,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             commands: 0,
             messages: 0,
             closing: false,
+            policy: ctx.pipeline.policy(),
             ctx,
             signals,
         }
@@ -147,7 +151,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             message: None,
         };
         let facts = self.ctx.pipeline.run(Stage::Connect, ctx).await.facts;
-        let verdict = self.ctx.pipeline.decide(Stage::Connect, &facts);
+        let verdict = self.policy.decide(Stage::Connect, &facts);
         if let Some(refusal) = verdict.action.refusal() {
             self.count_rules(&verdict);
             tracing::info!(session = %self.info.id, rules = ?verdict.rules, "connection refused by policy");

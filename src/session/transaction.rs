@@ -39,7 +39,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         let facts = self.ctx.pipeline.run(Stage::Mail, ctx).await.facts;
         self.env.facts.extend(facts);
-        let verdict = self.ctx.pipeline.decide(Stage::Mail, &self.env.facts);
+        let verdict = self.policy.decide(Stage::Mail, &self.env.facts);
         if let Some(refusal) = verdict.action.refusal() {
             self.count_rules(&verdict);
             if verdict.rules.iter().any(|r| r == "declared-size-limit") {
@@ -71,7 +71,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         // RCPT facts concern this recipient only and are not kept in the envelope.
         let mut facts = self.env.facts.clone();
         facts.extend(self.ctx.pipeline.run(Stage::Rcpt, ctx).await.facts);
-        let verdict = self.ctx.pipeline.decide(Stage::Rcpt, &facts);
+        let verdict = self.policy.decide(Stage::Rcpt, &facts);
         if let Some(refusal) = verdict.action.refusal() {
             self.count_rules(&verdict);
             if verdict.rules.iter().any(|r| r == "recipient-limit") {
