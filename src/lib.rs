@@ -10,6 +10,7 @@ pub mod checks;
 pub mod config;
 pub mod context;
 pub mod dns;
+pub mod dryrun;
 pub mod error;
 pub mod listener;
 pub mod metrics;

@@ -28,8 +28,45 @@ enum Cmd {
         /// YAML config file.
         file: PathBuf,
     },
+    /// Policy tools.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCmd,
+    },
     /// Print the version.
     Version,
+}
+
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// Run the real checks and policy on a message (a file, a directory or an mbox) and
+    /// explain the verdict; nothing is sent anywhere.
+    Test {
+        /// YAML config (its `policy:` file is used); built-in defaults without it.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The message: an .eml file, a directory of them, or an mbox.
+        #[arg(long)]
+        message: PathBuf,
+        /// The client's IP address.
+        #[arg(long, default_value = "127.0.0.1")]
+        client_ip: std::net::IpAddr,
+        /// The EHLO name.
+        #[arg(long, default_value = "localhost")]
+        helo: String,
+        /// MAIL FROM (empty for the null sender).
+        #[arg(long, default_value = "")]
+        from: String,
+        /// RCPT TO (repeatable).
+        #[arg(long, required = true)]
+        rcpt: Vec<String>,
+        /// No DNS at all: SPF, DKIM, ARC and DMARC are skipped.
+        #[arg(long, conflicts_with = "dns")]
+        dns_offline: bool,
+        /// Ask this name server (ip:port) instead of the configured ones.
+        #[arg(long)]
+        dns: Option<std::net::SocketAddr>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -38,6 +75,49 @@ fn main() -> ExitCode {
         Cmd::Version => {
             println!("portcullis {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
+        }
+        Cmd::Policy {
+            command:
+                PolicyCmd::Test {
+                    config,
+                    message,
+                    client_ip,
+                    helo,
+                    from,
+                    rcpt,
+                    dns_offline,
+                    dns,
+                },
+        } => {
+            let mut config = match config {
+                Some(path) => match config::load(&path) {
+                    Ok(c) => c,
+                    Err(errors) => {
+                        eprintln!("{errors}");
+                        return ExitCode::FAILURE;
+                    }
+                },
+                None => Config::default(),
+            };
+            if dns_offline {
+                config.auth.enabled = false;
+            }
+            if let Some(ns) = dns {
+                config.dns.nameservers = vec![ns];
+            }
+            let input = portcullis::dryrun::Input {
+                client: client_ip,
+                helo,
+                from,
+                rcpts: rcpt,
+            };
+            match policy_test(config, &input, &message) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("portcullis: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Cmd::CheckConfig { file } => match config::load(&file) {
             Ok(_) => {
@@ -69,6 +149,32 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn policy_test(
+    config: Config,
+    input: &portcullis::dryrun::Input,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let engine =
+            portcullis::dryrun::DryRun::new(config).context("cannot build the pipeline")?;
+        let messages = portcullis::dryrun::messages(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let mut outcomes = Vec::new();
+        for (name, data) in messages {
+            let outcome = engine.run(input, &data).await;
+            println!("== {name}\n{}", outcome.report);
+            outcomes.push((name, outcome));
+        }
+        if outcomes.len() > 1 {
+            print!("{}", portcullis::dryrun::summary(&outcomes));
+        }
+        Ok(())
+    })
 }
 
 fn init_logging(config: &Config) {

@@ -158,6 +158,21 @@ impl Policy {
         verdict
     }
 
+    /// Every rule that is due at `stage`, with whether its condition holds (for dry runs).
+    pub fn explain(&self, stage: Stage, facts: &[Fact]) -> Vec<(String, bool)> {
+        let builtin = self
+            .rules
+            .iter()
+            .map(|r| (r.name.to_string(), r.when.holds(facts)));
+        let due = self
+            .custom
+            .iter()
+            .filter(|r| facts::rank(r.stage) <= facts::rank(stage));
+        builtin
+            .chain(due.map(|r| (r.name.clone(), r.when.holds(facts))))
+            .collect()
+    }
+
     fn apply_thresholds(&self, verdict: &mut Verdict) {
         let t = &self.thresholds;
         let reached = |limit: Option<i64>| limit.is_some_and(|l| verdict.score >= l);
