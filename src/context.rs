@@ -15,7 +15,7 @@ use crate::config::domains::AcceptedDomains;
 use crate::dns::Dns;
 use crate::metrics::Metrics;
 use crate::pipeline::runner::Pipeline;
-use crate::policy::Policy;
+use crate::policy::set::PolicySet;
 use crate::relay::Backend;
 
 /// Everything a session needs that is shared between sessions.
@@ -50,7 +50,7 @@ impl Context {
         };
         let pipeline = Pipeline::new(
             checks::registry(&config, dns, &metrics),
-            Arc::new(Policy::load(&config).map_err(|d| {
+            Arc::new(PolicySet::load(&config).map_err(|d| {
                 crate::error::Error::Config(crate::config::ConfigErrors(d).to_string())
             })?),
             config.timeouts.check,

@@ -61,8 +61,15 @@ impl DryRun {
 
     /// Simulates one message.
     pub async fn run(&self, input: &Input, message: &[u8]) -> Outcome {
-        let policy = self.ctx.pipeline.policy();
-        let mut out = String::new();
+        let set = self.ctx.pipeline.policy();
+        // The transaction's scope is that of its first recipient, as in a session.
+        let scope = input
+            .rcpts
+            .first()
+            .and_then(|r| crate::smtp::address::parse_mailbox(r, true).ok())
+            .map_or(0, |m| set.scope_of(&m.domain));
+        let policy = set.get(scope);
+        let mut out = format!("policy scope: {}\n", set.label(scope));
         let mut info = SessionInfo {
             id: "dry-run".into(),
             client: SocketAddr::new(input.client, 0),

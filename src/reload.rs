@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ConfigErrors;
 use crate::context::Context;
 use crate::metrics::Event;
-use crate::policy::Policy;
+use crate::policy::set::PolicySet;
 
 /// How often the policy file's modification time is checked.
 pub const WATCH_INTERVAL: Duration = Duration::from_secs(2);
@@ -23,7 +23,7 @@ pub const WATCH_INTERVAL: Duration = Duration::from_secs(2);
 /// Recompiles the policy and puts it in force. Returns how long that took.
 pub fn reload(ctx: &Context) -> Result<Duration, ConfigErrors> {
     let started = Instant::now();
-    match Policy::load(&ctx.config) {
+    match PolicySet::load(&ctx.config) {
         Ok(policy) => {
             ctx.pipeline.set_policy(Arc::new(policy));
             let took = started.elapsed();
@@ -45,21 +45,27 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
     Some((meta.modified().ok()?, meta.len()))
 }
 
-/// Reloads whenever the policy file's modification time or size changes. The file's current
+fn stamps(paths: &[std::path::PathBuf]) -> Vec<Option<(SystemTime, u64)>> {
+    paths.iter().map(|p| stamp(p)).collect()
+}
+
+/// Reloads whenever a policy file's modification time or size changes. The file's current
 /// state is taken now, not when the task first runs, so a change made right after start-up
 /// is not mistaken for the starting point.
 pub fn watch(ctx: Arc<Context>, stop: CancellationToken) -> impl Future<Output = ()> + Send {
-    let path = ctx.config.policy.clone();
-    let mut last = path.as_deref().and_then(stamp);
+    let paths = PolicySet::files(&ctx.config);
+    let mut last = stamps(&paths);
     async move {
-        let Some(path) = path else { return };
+        if paths.is_empty() {
+            return;
+        }
         loop {
             // Why select: shutdown must not wait for the next poll.
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(WATCH_INTERVAL) => {}
             }
-            let now = stamp(&path);
+            let now = stamps(&paths);
             if now != last {
                 last = now;
                 let _ = reload(&ctx);

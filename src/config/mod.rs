@@ -54,12 +54,14 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         }])
     })?;
     let mut config = parse(&file, &text)?;
-    // The policy file is relative to the config file, and its problems are the config's.
-    if let Some(policy) = &config.policy {
-        let dir = path.parent().unwrap_or(Path::new("."));
-        config.policy = Some(dir.join(policy));
-        crate::policy::Policy::load(&config).map_err(ConfigErrors)?;
+    // Policy files are relative to the config file, and their problems are the config's.
+    let dir = path.parent().unwrap_or(Path::new("."));
+    config.policy = config.policy.map(|p| dir.join(p));
+    config.shadow_policy = config.shadow_policy.map(|p| dir.join(p));
+    for p in config.policy_scopes.values_mut() {
+        *p = dir.join(&*p);
     }
+    crate::policy::set::PolicySet::load(&config).map_err(ConfigErrors)?;
     Ok(config)
 }
 

@@ -4,6 +4,7 @@
 //! Must not: validate across fields (that is `validate.rs`). docs/configuration.md documents
 //! every key; keep the two in step.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -46,6 +47,12 @@ pub struct Config {
     /// A YAML policy file (docs/policies.md), relative to this config file; unset means the
     /// built-in rules only.
     pub policy: Option<PathBuf>,
+    /// Policies for some recipient domains (exact or `*.domain`), each a YAML policy file;
+    /// the rest use `policy`.
+    pub policy_scopes: BTreeMap<String, PathBuf>,
+    /// A candidate policy evaluated beside the live one, never acting; where the two differ
+    /// is logged and counted.
+    pub shadow_policy: Option<PathBuf>,
     /// Logging.
     pub log: LogConfig,
 }
@@ -67,6 +74,8 @@ impl Default for Config {
             dns: DnsConfig::default(),
             auth: AuthConfig::default(),
             policy: None,
+            policy_scopes: BTreeMap::new(),
+            shadow_policy: None,
             log: LogConfig::default(),
         }
     }

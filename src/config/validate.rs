@@ -76,6 +76,14 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         ));
     }
     dns_and_auth(config, &mut out);
+    for pattern in config.policy_scopes.keys() {
+        if let Err(e) = AcceptedDomains::new(std::slice::from_ref(pattern)) {
+            out.push(problem(
+                &[Key("policy_scopes"), Seg::Name(pattern.clone())],
+                e,
+            ));
+        }
+    }
     if let Some(name) = &config.backend.helo_name
         && normalize_domain(name).is_none()
     {

@@ -159,6 +159,13 @@ pub enum Event {
     /// A policy rule took part in a verdict that was acted upon (a refusal, or the final
     /// verdict of a message). Rule names come from the operator's policy: a bounded set.
     RuleHit(String),
+    /// The shadow policy was compared with the live one where the live one acted.
+    ShadowVerdict {
+        /// The live action label.
+        live: &'static str,
+        /// The shadow action label.
+        shadow: &'static str,
+    },
     /// A policy reload finished.
     Reload {
         /// False when the new policy was refused.

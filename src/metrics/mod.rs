@@ -64,6 +64,7 @@ pub struct Metrics {
     auth_duration: HistFamily<L1>,
     rule_hits: Family<[(&'static str, String); 1], Counter>,
     reloads: Family<L1, Counter>,
+    shadow: Family<L2, Counter>,
 }
 
 impl Metrics {
@@ -96,6 +97,7 @@ impl Metrics {
             auth_duration: Family::new_with_constructor(seconds_histogram),
             rule_hits: Family::default(),
             reloads: Family::default(),
+            shadow: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -190,6 +192,11 @@ impl Metrics {
             "config_reloads",
             "Policy reloads by result (ok, error)",
             m.reloads.clone(),
+        );
+        r.register(
+            "shadow_verdicts",
+            "Live and shadow policy actions compared where the live one acted",
+            m.shadow.clone(),
         );
         m.precreate();
         Metrics { registry, ..m }
@@ -321,6 +328,11 @@ impl Metrics {
                 self.auth_duration
                     .get_or_create(&[("method", method)])
                     .observe(duration.as_secs_f64());
+            }
+            Event::ShadowVerdict { live, shadow } => {
+                self.shadow
+                    .get_or_create(&[("live", live), ("shadow", shadow)])
+                    .inc();
             }
             Event::Reload { ok } => {
                 let result = if ok { "ok" } else { "error" };

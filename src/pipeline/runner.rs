@@ -13,13 +13,13 @@ use futures_util::FutureExt;
 use super::outcome::{Fact, Findings};
 use super::{Check, CheckContext, Stage};
 use crate::metrics::Metrics;
-use crate::policy::Policy;
+use crate::policy::set::PolicySet;
 
 /// The checks and the policy that one session uses (a snapshot: a reload does not change
 /// a session in flight).
 pub struct Pipeline {
     checks: Vec<Box<dyn Check>>,
-    policy: ArcSwap<Policy>,
+    policy: ArcSwap<PolicySet>,
     budget: Duration,
     metrics: Arc<Metrics>,
 }
@@ -28,7 +28,7 @@ impl Pipeline {
     /// A pipeline running `checks` in this order, each hook within `budget`.
     pub fn new(
         checks: Vec<Box<dyn Check>>,
-        policy: Arc<Policy>,
+        policy: Arc<PolicySet>,
         budget: Duration,
         metrics: Arc<Metrics>,
     ) -> Self {
@@ -84,12 +84,12 @@ impl Pipeline {
 
     /// The policy now in force. A session takes it once and keeps it: a reload never
     /// changes the rules under a transaction in flight.
-    pub fn policy(&self) -> Arc<Policy> {
+    pub fn policy(&self) -> Arc<PolicySet> {
         self.policy.load_full()
     }
 
     /// Puts a new policy in force for sessions that start from now on.
-    pub fn set_policy(&self, policy: Arc<Policy>) {
+    pub fn set_policy(&self, policy: Arc<PolicySet>) {
         self.policy.store(policy);
     }
 }
@@ -128,7 +128,7 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let p = Pipeline::new(
             vec![Box::new(Slow), Box::new(Panics)],
-            Arc::new(Policy::builtin(&Default::default())),
+            Arc::new(PolicySet::builtin(&Default::default())),
             Duration::from_secs(5),
             metrics,
         );

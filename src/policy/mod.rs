@@ -9,6 +9,7 @@
 pub mod condition;
 pub mod facts;
 pub mod file;
+pub mod set;
 
 use std::path::Path;
 
@@ -103,9 +104,14 @@ impl Policy {
 
     /// The built-in rules plus the operator's policy file (`policy:` in the config), if any.
     pub fn load(config: &Config) -> Result<Self, Vec<Diagnostic>> {
+        Policy::with_file(config, config.policy.as_deref())
+    }
+
+    /// The built-in rules plus the rules of `path`, if given.
+    pub fn with_file(config: &Config, path: Option<&Path>) -> Result<Self, Vec<Diagnostic>> {
         let mut policy = Policy::builtin(config);
-        if let Some(path) = &config.policy {
-            let compiled = file::load(Path::new(path))?;
+        if let Some(path) = path {
+            let compiled = file::load(path)?;
             policy.custom = compiled.rules;
             policy.thresholds = compiled.thresholds;
         }

@@ -174,7 +174,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         drop(loaded);
         self.env.facts.extend(found.facts);
         self.env.headers.extend(found.headers);
-        let verdict = self.policy.decide(Stage::Data, &self.env.facts);
+        let verdict = self.decide(Stage::Data, &self.env.facts, self.scope.unwrap_or(0));
         self.count_rules(&verdict);
         let (reply, outcome): (Reply, &'static str) =
             if let Some(refusal) = verdict.action.refusal() {

@@ -28,7 +28,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             message: None,
         };
         let facts = self.ctx.pipeline.run(Stage::Helo, ctx).await.facts;
-        let verdict = self.policy.decide(Stage::Helo, &facts);
+        let verdict = self.decide(Stage::Helo, &facts, 0);
         if let Some(refusal) = verdict.action.refusal() {
             self.count_rules(&verdict);
             self.reply(refusal.clone());

@@ -23,8 +23,9 @@ use tokio_util::sync::CancellationToken;
 use crate::context::Context;
 use crate::metrics::{Event, Limit};
 use crate::pipeline::outcome::Fact;
+use crate::pipeline::outcome::Verdict;
 use crate::pipeline::{CheckContext, Stage};
-use crate::policy::Policy;
+use crate::policy::set::{PolicySet, ScopeId};
 use crate::relay::{Idle, Transaction};
 use crate::smtp::codec::{Frame, LineFramer};
 use crate::smtp::command::{Command, MailParams};
@@ -73,8 +74,10 @@ pub struct Session<S> {
     messages: u32,
     closing: bool,
     ctx: Arc<Context>,
-    /// The policy this session started with (reloads apply to new sessions).
-    policy: Arc<Policy>,
+    /// The policies this session started with (reloads apply to new sessions).
+    policy: Arc<PolicySet>,
+    /// The policy scope of the transaction, set by its first accepted recipient.
+    scope: Option<ScopeId>,
     signals: Signals,
 }
 
@@ -106,6 +109,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             messages: 0,
             closing: false,
             policy: ctx.pipeline.policy(),
+            scope: None,
             ctx,
             signals,
         }
@@ -151,7 +155,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             message: None,
         };
         let facts = self.ctx.pipeline.run(Stage::Connect, ctx).await.facts;
-        let verdict = self.policy.decide(Stage::Connect, &facts);
+        let verdict = self.decide(Stage::Connect, &facts, 0);
         if let Some(refusal) = verdict.action.refusal() {
             self.count_rules(&verdict);
             tracing::info!(session = %self.info.id, rules = ?verdict.rules, "connection refused by policy");
@@ -339,6 +343,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
+    /// The verdict of the scope's policy, with the shadow policy (if any) evaluated beside it
+    /// and compared where the live verdict would act: a refusal, or the end of the message.
+    fn decide(&self, stage: Stage, facts: &[Fact], scope: ScopeId) -> Verdict {
+        let verdict = self.policy.get(scope).decide(stage, facts);
+        if let Some(shadow) = self.policy.shadow() {
+            let candidate = shadow.decide(stage, facts);
+            let acts = stage == Stage::Data
+                || verdict.action.refusal().is_some()
+                || candidate.action.refusal().is_some();
+            if acts {
+                let (live, shadow) = (verdict.action.label(), candidate.action.label());
+                self.ctx.metrics.emit(Event::ShadowVerdict { live, shadow });
+                if live != shadow {
+                    tracing::info!(
+                        session = %self.info.id,
+                        stage = stage.label(),
+                        live,
+                        shadow,
+                        live_rules = ?verdict.rules,
+                        shadow_rules = ?candidate.rules,
+                        "shadow policy differs"
+                    );
+                }
+            }
+        }
+        verdict
+    }
+
     /// Counts the rules of a verdict the session acts on.
     fn count_rules(&self, verdict: &crate::pipeline::outcome::Verdict) {
         for rule in &verdict.rules {
@@ -364,6 +396,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             ..Envelope::default()
         };
         self.mail = None;
+        self.scope = None;
         self.txn_broken = false;
         self.body = None;
         if self.state != State::Connected {

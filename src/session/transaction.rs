@@ -39,7 +39,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         let facts = self.ctx.pipeline.run(Stage::Mail, ctx).await.facts;
         self.env.facts.extend(facts);
-        let verdict = self.policy.decide(Stage::Mail, &self.env.facts);
+        let verdict = self.decide(Stage::Mail, &self.env.facts, 0);
         if let Some(refusal) = verdict.action.refusal() {
             self.count_rules(&verdict);
             if verdict.rules.iter().any(|r| r == "declared-size-limit") {
@@ -62,6 +62,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             self.reply(refusal);
             return;
         }
+        // One transaction, one policy: a recipient under another scope's policy is deferred
+        // and the client sends it again in a transaction of its own.
+        let scope = match parse_mailbox(&address, self.env.smtputf8) {
+            Ok(m) => self.policy.scope_of(&m.domain),
+            Err(_) => self.scope.unwrap_or(0),
+        };
+        if self.scope.is_some_and(|s| s != scope) {
+            self.reply(reply::OTHER_SCOPE);
+            return;
+        }
         let ctx = CheckContext {
             session: &self.info,
             envelope: &self.env,
@@ -71,7 +81,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         // RCPT facts concern this recipient only and are not kept in the envelope.
         let mut facts = self.env.facts.clone();
         facts.extend(self.ctx.pipeline.run(Stage::Rcpt, ctx).await.facts);
-        let verdict = self.policy.decide(Stage::Rcpt, &facts);
+        let verdict = self.decide(Stage::Rcpt, &facts, scope);
         if let Some(refusal) = verdict.action.refusal() {
             self.count_rules(&verdict);
             if verdict.rules.iter().any(|r| r == "recipient-limit") {
@@ -84,6 +94,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if r.is_positive() {
             self.env.rcpts.push(address);
             self.state = State::Rcpt;
+            self.scope = Some(scope);
         }
         self.reply(r);
     }

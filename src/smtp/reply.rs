@@ -173,6 +173,12 @@ pub const TOO_MANY_ERRORS: Reply = r(421, (4, 7, 0), "Too many errors, closing c
 pub const TOO_MANY_COMMANDS: Reply = r(421, (4, 7, 0), "Too many commands, closing connection");
 /// Too many recipients in this transaction (RFC 5321 §4.5.3.1.10: 452, not 5xx).
 pub const TOO_MANY_RECIPIENTS: Reply = r(452, (4, 5, 3), "Too many recipients");
+/// A recipient under another policy scope than the transaction's (send it separately).
+pub const OTHER_SCOPE: Reply = r(
+    452,
+    (4, 5, 3),
+    "Recipient under another policy: send it in a separate transaction",
+);
 /// The backend could not be reached or refused to start a transaction.
 pub const BACKEND_UNAVAILABLE: Reply = r(451, (4, 4, 1), "Backend unavailable, try again later");
 /// The backend failed during the transaction: nothing was accepted.
@@ -275,6 +281,7 @@ pub const ALL: &[&Reply] = &[
     &TOO_MANY_ERRORS,
     &TOO_MANY_COMMANDS,
     &TOO_MANY_RECIPIENTS,
+    &OTHER_SCOPE,
     &BACKEND_UNAVAILABLE,
     &BACKEND_FAILED,
     &LOCAL_ERROR,
