@@ -28,6 +28,14 @@ enum Cmd {
         /// YAML config file.
         file: PathBuf,
     },
+    /// Review quarantined messages.
+    Quarantine {
+        /// YAML config naming `quarantine.dir` (and the backend for release).
+        #[arg(long, short)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: QuarantineCmd,
+    },
     /// Policy tools.
     Policy {
         #[command(subcommand)]
@@ -35,6 +43,27 @@ enum Cmd {
     },
     /// Print the version.
     Version,
+}
+
+#[derive(Subcommand)]
+enum QuarantineCmd {
+    /// One line per message: id, sender, recipients, why, subject.
+    List,
+    /// Print a message as stored.
+    Show {
+        /// The id from `list`.
+        id: String,
+    },
+    /// Relay a message to the backend, then remove it from the quarantine.
+    Release {
+        /// The id from `list`.
+        id: String,
+    },
+    /// Remove a message.
+    Delete {
+        /// The id from `list`.
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -119,6 +148,19 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::Quarantine { config, command } => match config::load(&config) {
+            Ok(c) => match quarantine(&c, command) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("portcullis: {e:#}");
+                    ExitCode::FAILURE
+                }
+            },
+            Err(errors) => {
+                eprintln!("{errors}");
+                ExitCode::FAILURE
+            }
+        },
         Cmd::CheckConfig { file } => match config::load(&file) {
             Ok(_) => {
                 println!("{}: ok", file.display());
@@ -149,6 +191,43 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn quarantine(config: &Config, command: QuarantineCmd) -> anyhow::Result<()> {
+    let q = portcullis::quarantine::required(config)?;
+    match command {
+        QuarantineCmd::List => {
+            for e in q.list()? {
+                println!(
+                    "{}\t<{}>\t{}\t{}\t{}",
+                    e.id,
+                    e.from,
+                    e.to.join(","),
+                    e.why,
+                    e.subject
+                );
+            }
+        }
+        QuarantineCmd::Show { id } => {
+            use std::io::Write as _;
+            std::io::stdout().write_all(&q.read(&id)?)?;
+        }
+        QuarantineCmd::Delete { id } => {
+            q.delete(&id)?;
+            println!("{id}: deleted");
+        }
+        QuarantineCmd::Release { id } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let reply = runtime.block_on(q.release(config, &id))?;
+            if !reply.is_positive() {
+                anyhow::bail!("{id}: the backend refused it: {reply}");
+            }
+            println!("{id}: released ({reply})");
+        }
+    }
+    Ok(())
 }
 
 fn policy_test(

@@ -58,6 +58,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let dir = path.parent().unwrap_or(Path::new("."));
     config.policy = config.policy.map(|p| dir.join(p));
     config.shadow_policy = config.shadow_policy.map(|p| dir.join(p));
+    config.quarantine.dir = config.quarantine.dir.map(|p| dir.join(p));
     for p in config.policy_scopes.values_mut() {
         *p = dir.join(&*p);
     }

@@ -53,6 +53,8 @@ pub struct Config {
     /// A candidate policy evaluated beside the live one, never acting; where the two differ
     /// is logged and counted.
     pub shadow_policy: Option<PathBuf>,
+    /// Where quarantined messages are kept.
+    pub quarantine: QuarantineConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -76,6 +78,7 @@ impl Default for Config {
             policy: None,
             policy_scopes: BTreeMap::new(),
             shadow_policy: None,
+            quarantine: QuarantineConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -379,4 +382,30 @@ impl Default for AuthConfig {
             max_verify_size: 25 * 1024 * 1024,
         }
     }
+}
+
+/// Quarantine storage.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuarantineConfig {
+    /// A Maildir for quarantined messages (relative to the config file). Unset: a message the
+    /// policy quarantines is relayed with `X-Portcullis-Verdict: quarantine` for the backend
+    /// to file instead.
+    pub dir: Option<PathBuf>,
+    /// What the client hears for a stored message: `accept` (250, the default: the sender
+    /// learns nothing), `tempfail` (451) or `reject` (550).
+    pub answer: QuarantineAnswer,
+}
+
+/// The reply for a quarantined message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuarantineAnswer {
+    /// 250, as if delivered.
+    #[default]
+    Accept,
+    /// 451: the sender keeps the message and retries.
+    Tempfail,
+    /// 550: refused.
+    Reject,
 }

@@ -48,6 +48,47 @@ pub fn mailbox_dir(root: &Path, rcpt: &str) -> PathBuf {
     .join(if local.is_empty() { "_".into() } else { local })
 }
 
+/// A new unique message name: seconds, microseconds, a process counter.
+pub fn unique_id() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!(
+        "{}.{}_{}.portcullis",
+        now.as_secs(),
+        now.subsec_micros(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Writes one message into the Maildir `dir` as `name`, durably: `tmp/`, fsync, rename into
+/// `new/`, fsync of `new/`. Creates the Maildir if needed.
+pub async fn write_durably(
+    dir: &Path,
+    name: &str,
+    content: &Content,
+    spool: &mut Spool,
+) -> Result<(), Error> {
+    for sub in ["tmp", "new", "cur"] {
+        tokio::fs::create_dir_all(dir.join(sub)).await?;
+    }
+    let tmp = dir.join("tmp").join(name);
+    let mut file = tokio::fs::File::create(&tmp).await?;
+    let mut reader = content.reader(spool).await?;
+    while let Some(chunk) = reader.next_chunk().await? {
+        file.write_all(chunk).await?;
+    }
+    file.sync_all().await?;
+    drop(file);
+    tokio::fs::rename(&tmp, dir.join("new").join(name)).await?;
+    // The rename is durable only once the directory entry is.
+    tokio::fs::File::open(dir.join("new"))
+        .await?
+        .sync_all()
+        .await?;
+    Ok(())
+}
+
 /// Writes one message into each recipient's Maildir; returns the queue id.
 pub async fn deliver(
     root: &Path,
@@ -55,35 +96,15 @@ pub async fn deliver(
     content: &Content,
     spool: &mut Spool,
 ) -> Result<Reply, Error> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let id = format!(
-        "{}.{}_{}.portcullis",
-        now.as_secs(),
-        now.subsec_micros(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    );
+    let id = unique_id();
     for (i, rcpt) in rcpts.iter().enumerate() {
-        let dir = mailbox_dir(root, rcpt);
-        for sub in ["tmp", "new", "cur"] {
-            tokio::fs::create_dir_all(dir.join(sub)).await?;
-        }
-        let name = format!("{id}.{i}");
-        let tmp = dir.join("tmp").join(&name);
-        let mut file = tokio::fs::File::create(&tmp).await?;
-        let mut reader = content.reader(spool).await?;
-        while let Some(chunk) = reader.next_chunk().await? {
-            file.write_all(chunk).await?;
-        }
-        file.sync_all().await?;
-        drop(file);
-        tokio::fs::rename(&tmp, dir.join("new").join(&name)).await?;
-        // The rename is durable only once the directory entry is.
-        tokio::fs::File::open(dir.join("new"))
-            .await?
-            .sync_all()
-            .await?;
+        write_durably(
+            &mailbox_dir(root, rcpt),
+            &format!("{id}.{i}"),
+            content,
+            spool,
+        )
+        .await?;
     }
     Ok(reply::queued(&id))
 }

@@ -9,8 +9,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::state::State;
 use super::{Fill, Session};
+use crate::config::schema::QuarantineAnswer;
 use crate::metrics::{Event, Limit};
+use crate::pipeline::outcome::{Action, Verdict};
 use crate::pipeline::{CheckContext, MessageView, Stage};
+use crate::quarantine::Quarantine;
 use crate::relay::Content;
 use crate::smtp::codec::BodyDecoder;
 use crate::smtp::reply::{self, Reply};
@@ -193,7 +196,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 if let Some(header) = super::trace::verdict_header(&verdict) {
                     self.env.headers.push(header);
                 }
-                self.relay(&mut body.spool, verdict.action.label()).await
+                match crate::quarantine::of(&self.ctx.config) {
+                    Some(q) if verdict.action == Action::Quarantine => {
+                        self.quarantine(q, &verdict, &mut body.spool).await
+                    }
+                    _ => self.relay(&mut body.spool, verdict.action.label()).await,
+                }
             };
         self.messages += 1;
         self.ctx.metrics.emit(Event::Message {
@@ -218,20 +226,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.reset_transaction().await;
     }
 
-    /// Hands the message to the backend; returns the client's reply and the outcome label.
-    async fn relay(
-        &mut self,
-        spool: &mut Spool,
-        accepted_as: &'static str,
-    ) -> (Reply, &'static str) {
-        let Some(txn) = self.txn.as_mut() else {
-            return (reply::BACKEND_FAILED, "tempfail");
-        };
+    /// What is relayed or stored: our Received and the checks' header fields in front, and
+    /// forged Authentication-Results removed.
+    fn content(&self) -> Content {
         let mut prepend = super::trace::received(&self.info, &self.ctx.config.hostname, &self.env);
         for header in &self.env.headers {
             prepend.push_str(header);
         }
-        let content = Content {
+        Content {
             prepend: prepend.into_bytes(),
             strip_authserv_id: self
                 .ctx
@@ -239,6 +241,53 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 .auth
                 .enabled
                 .then(|| self.ctx.authserv_id().to_string()),
+        }
+    }
+
+    /// Keeps the message in the quarantine instead of relaying it; the reply is as
+    /// configured once the message is durably stored (a storage failure is a 451).
+    async fn quarantine(
+        &mut self,
+        q: Quarantine,
+        verdict: &Verdict,
+        spool: &mut Spool,
+    ) -> (Reply, &'static str) {
+        let content = self.content();
+        match q
+            .store(
+                &self.env.mail_from,
+                &self.env.rcpts,
+                verdict,
+                &content,
+                spool,
+            )
+            .await
+        {
+            Ok(id) => {
+                tracing::info!(session = %self.info.id, quarantine_id = %id, "message quarantined");
+                let reply = match self.ctx.config.quarantine.answer {
+                    QuarantineAnswer::Accept => reply::queued(&id),
+                    QuarantineAnswer::Tempfail => reply::POLICY_TEMPFAIL,
+                    QuarantineAnswer::Reject => reply::POLICY_REJECT,
+                };
+                (reply, "quarantine")
+            }
+            Err(e) => {
+                tracing::error!(session = %self.info.id, error = %e, "quarantine store failed; client told to retry");
+                (reply::LOCAL_ERROR, "tempfail")
+            }
+        }
+    }
+
+    /// Hands the message to the backend; returns the client's reply and the outcome label.
+    async fn relay(
+        &mut self,
+        spool: &mut Spool,
+        accepted_as: &'static str,
+    ) -> (Reply, &'static str) {
+        let content = self.content();
+        let Some(txn) = self.txn.as_mut() else {
+            return (reply::BACKEND_FAILED, "tempfail");
         };
         match txn.data(&content, spool).await {
             Ok((r, took)) => {

@@ -1,0 +1,293 @@
+//! Quarantine: messages the policy sets aside are kept in a Maildir instead of being relayed,
+//! with their envelope and the verdict's explanation in headers, for review and release.
+//!
+//! Owns: storing (durably, before the client's reply), listing, reading, deleting and
+//! releasing (relaying to the backend, then deleting). Must not: decide what is quarantined.
+//! The envelope travels in `X-Portcullis-Envelope-From/-To` fields at the top of the stored
+//! file; release removes them (and the quarantine field) before relaying.
+
+use std::path::PathBuf;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::pipeline::outcome::Verdict;
+use crate::relay::{Backend, ClientIdentity, Content};
+use crate::smtp::command::MailParams;
+use crate::smtp::reply::Reply;
+use crate::spool::Spool;
+
+const FROM: &str = "X-Portcullis-Envelope-From";
+const TO: &str = "X-Portcullis-Envelope-To";
+const WHY: &str = "X-Portcullis-Quarantine";
+
+/// A quarantine Maildir.
+#[derive(Debug, Clone)]
+pub struct Quarantine {
+    dir: PathBuf,
+}
+
+/// One quarantined message, as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The file name in `new/`: the id to show, release or delete.
+    pub id: String,
+    /// The envelope sender.
+    pub from: String,
+    /// The envelope recipients.
+    pub to: Vec<String>,
+    /// Why (`rules=…; score=…`).
+    pub why: String,
+    /// The Subject, if any.
+    pub subject: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+impl Quarantine {
+    /// The quarantine at `dir` (a Maildir, created on first use).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Quarantine { dir: dir.into() }
+    }
+
+    /// Stores a message with its envelope and explanation; returns its id.
+    pub async fn store(
+        &self,
+        from: &str,
+        rcpts: &[String],
+        verdict: &Verdict,
+        content: &Content,
+        spool: &mut Spool,
+    ) -> Result<String, Error> {
+        let mut head = format!(
+            "{WHY}: rules={}; score={}\r\n{FROM}: <{from}>\r\n",
+            verdict.rules.join(","),
+            verdict.score
+        );
+        for rcpt in rcpts {
+            head.push_str(&format!("{TO}: <{rcpt}>\r\n"));
+        }
+        let mut stored = content.clone();
+        stored.prepend = [head.into_bytes(), stored.prepend].concat();
+        let id = crate::relay::maildir::unique_id();
+        crate::relay::maildir::write_durably(&self.dir, &id, &stored, spool).await?;
+        Ok(id)
+    }
+
+    fn path(&self, id: &str) -> Result<PathBuf, Error> {
+        // Ids are our own file names: nothing that could leave the directory.
+        let valid = !id.is_empty()
+            && !id.starts_with('.')
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+        if !valid {
+            return Err(Error::Config(format!("{id:?} is not a quarantine id")));
+        }
+        Ok(self.dir.join("new").join(id))
+    }
+
+    /// Every quarantined message, oldest first.
+    pub fn list(&self) -> Result<Vec<Entry>, Error> {
+        let mut ids: Vec<String> = match std::fs::read_dir(self.dir.join("new")) {
+            Ok(entries) => entries
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        ids.sort();
+        ids.into_iter()
+            .map(|id| {
+                let bytes = self.read(&id)?;
+                let fields = header_fields(&bytes);
+                let get = |name: &'static str| {
+                    fields
+                        .iter()
+                        .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+                        .map(|(_, v)| v.clone())
+                };
+                Ok(Entry {
+                    from: get(FROM)
+                        .next()
+                        .map(|v| strip_angles(&v))
+                        .unwrap_or_default(),
+                    to: get(TO).map(|v| strip_angles(&v)).collect(),
+                    why: get(WHY).next().unwrap_or_default(),
+                    subject: get("Subject").next().unwrap_or_default(),
+                    size: bytes.len() as u64,
+                    id,
+                })
+            })
+            .collect()
+    }
+
+    /// The stored file.
+    pub fn read(&self, id: &str) -> Result<Vec<u8>, Error> {
+        Ok(std::fs::read(self.path(id)?)?)
+    }
+
+    /// Removes a message.
+    pub fn delete(&self, id: &str) -> Result<(), Error> {
+        Ok(std::fs::remove_file(self.path(id)?)?)
+    }
+
+    /// Relays a message to the backend of `config` (without XCLIENT: the original client is
+    /// in its Received header) and deletes it once the backend accepted it.
+    pub async fn release(&self, config: &Config, id: &str) -> Result<Reply, Error> {
+        let bytes = self.read(id)?;
+        let fields = header_fields(&bytes);
+        let from = fields
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(FROM))
+            .map(|(_, v)| strip_angles(v))
+            .unwrap_or_default();
+        let rcpts: Vec<String> = fields
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(TO))
+            .map(|(_, v)| strip_angles(v))
+            .collect();
+        if rcpts.is_empty() {
+            return Err(Error::Config(format!(
+                "quarantined message {id} names no recipient"
+            )));
+        }
+        let mut config = config.clone();
+        config.backend.xclient = false;
+        let backend = Backend::new(&config).map_err(Error::Config)?;
+        let me = ClientIdentity {
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            helo: Some(config.hostname.clone()),
+            esmtp: true,
+        };
+        let mail = MailParams {
+            address: from,
+            size: None,
+            body: crate::smtp::command::Body::EightBitMime,
+            smtputf8: false,
+        };
+        let mut txn = backend.begin(None, &me, &mail).await?;
+        for rcpt in &rcpts {
+            let reply = txn.rcpt(rcpt).await?;
+            if !reply.is_positive() {
+                return Err(Error::BackendRefused {
+                    step: "RCPT",
+                    reply,
+                });
+            }
+        }
+        let mut spool = Spool::new(usize::MAX, None);
+        spool.write(&without_our_fields(&bytes)).await?;
+        let (reply, _) = txn.data(&Content::default(), &mut spool).await?;
+        if reply.is_positive() {
+            self.delete(id)?;
+        }
+        Ok(reply)
+    }
+}
+
+fn strip_angles(v: &str) -> String {
+    v.trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .to_string()
+}
+
+/// The header fields of a message, unfolded: (name, value).
+fn header_fields(bytes: &[u8]) -> Vec<(String, String)> {
+    let text = String::from_utf8_lossy(bytes);
+    let mut out: Vec<(String, String)> = Vec::new();
+    for line in text.split("\r\n").flat_map(|l| l.split('\n')) {
+        if line.is_empty() {
+            break;
+        }
+        if line.starts_with([' ', '\t']) {
+            if let Some(last) = out.last_mut() {
+                last.1.push(' ');
+                last.1.push_str(line.trim());
+            }
+        } else if let Some((n, v)) = line.split_once(':') {
+            out.push((n.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    out
+}
+
+/// The message without the quarantine's own leading fields.
+fn without_our_fields(bytes: &[u8]) -> Vec<u8> {
+    let mut rest = bytes;
+    loop {
+        let end = rest
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(rest.len(), |i| i + 1);
+        let line = &rest[..end];
+        let ours = [FROM, TO, WHY].iter().any(|name| {
+            line.len() > name.len()
+                && line[..name.len()].eq_ignore_ascii_case(name.as_bytes())
+                && line[name.len()] == b':'
+        });
+        if !ours {
+            return rest.to_vec();
+        }
+        rest = &rest[end..];
+    }
+}
+
+/// Where the quarantine of `config` lives, if one is configured.
+pub fn of(config: &Config) -> Option<Quarantine> {
+    config.quarantine.dir.as_deref().map(Quarantine::new)
+}
+
+/// A path helper for the CLI: the quarantine of a config, or an error saying how to set one.
+pub fn required(config: &Config) -> Result<Quarantine, Error> {
+    of(config).ok_or_else(|| Error::Config("no quarantine.dir in this config".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn store_list_read_delete() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let q = Quarantine::new(dir.path());
+        let mut spool = Spool::new(1 << 20, None);
+        spool
+            .write(b"Subject: cheap pills\r\n\r\nbuy\r\n")
+            .await
+            .expect("write");
+        let verdict = Verdict {
+            rules: vec!["spam-score".into()],
+            score: 9,
+            ..Verdict::accept()
+        };
+        let content = Content {
+            prepend: b"Received: from x\r\n".to_vec(),
+            strip_authserv_id: None,
+        };
+        let id = q
+            .store(
+                "a@spam.example",
+                &["u@example.test".into()],
+                &verdict,
+                &content,
+                &mut spool,
+            )
+            .await
+            .expect("store");
+        let list = q.list().expect("list");
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].from, "a@spam.example");
+        assert_eq!(list[0].to, vec!["u@example.test"]);
+        assert_eq!(list[0].why, "rules=spam-score; score=9");
+        assert_eq!(list[0].subject, "cheap pills");
+        let bytes = q.read(&id).expect("read");
+        assert_eq!(
+            without_our_fields(&bytes),
+            b"Received: from x\r\nSubject: cheap pills\r\n\r\nbuy\r\n"
+        );
+        assert!(q.read("../../etc/passwd").is_err());
+        q.delete(&id).expect("delete");
+        assert!(q.list().expect("list").is_empty());
+    }
+}
