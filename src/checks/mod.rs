@@ -7,6 +7,7 @@ pub mod arc;
 pub mod dkim;
 pub mod dmarc;
 pub mod envelope;
+pub mod headers;
 pub mod line_endings;
 pub mod message_auth;
 pub mod recipients;
@@ -34,6 +35,7 @@ pub fn registry(
             config.limits.max_recipients,
         )),
         Box::new(line_endings::LineEndings),
+        Box::new(headers::HeaderFacts),
     ];
     if let Some(dns) = dns {
         let authserv_id = config

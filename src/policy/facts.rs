@@ -23,6 +23,7 @@ pub const KNOWN: &[(&str, Stage)] = &[
     ("size.actual", Stage::Data),
     ("size.exceeds_limit", Stage::Data),
     ("body.bare_line_endings", Stage::Data),
+    ("header", Stage::Data),
     ("dkim", Stage::Data),
     ("dkim.signature", Stage::Data),
     ("dkim.partial_body_refused", Stage::Data),

@@ -338,6 +338,19 @@ mod tests {
     }
 
     #[test]
+    fn header_regexes() {
+        let p = with_file(
+            "rules:\n  - name: pills\n    when: { header: { regex: \"(?i)^subject:.*pills\" } }\n    action: quarantine\n",
+        );
+        let facts = [
+            Fact::text("header", "From: a@b"),
+            Fact::text("header", "Subject: Cheap PILLS"),
+        ];
+        assert_eq!(p.decide(Stage::Data, &facts).action, Action::Quarantine);
+        assert_eq!(p.decide(Stage::Data, &facts[..1]).action, Action::Accept);
+    }
+
+    #[test]
     fn yaml_cannot_loosen_builtin_limits() {
         let p = with_file("rules:\n  - name: everything\n    action: accept\n");
         let v = p.decide(Stage::Data, &[Fact::flag("size.exceeds_limit", true)]);
