@@ -118,15 +118,8 @@ fn main() -> ExitCode {
                     dns,
                 },
         } => {
-            let mut config = match config {
-                Some(path) => match config::load(&path) {
-                    Ok(c) => c,
-                    Err(errors) => {
-                        eprintln!("{errors}");
-                        return ExitCode::FAILURE;
-                    }
-                },
-                None => Config::default(),
+            let Some(mut config) = config_or_default(config) else {
+                return ExitCode::FAILURE;
             };
             if dns_offline {
                 config.auth.enabled = false;
@@ -172,15 +165,8 @@ fn main() -> ExitCode {
             }
         },
         Cmd::Serve { config } => {
-            let config = match config {
-                Some(path) => match config::load(&path) {
-                    Ok(c) => c,
-                    Err(errors) => {
-                        eprintln!("{errors}");
-                        return ExitCode::FAILURE;
-                    }
-                },
-                None => Config::default(),
+            let Some(config) = config_or_default(config) else {
+                return ExitCode::FAILURE;
             };
             match serve(config) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -190,6 +176,16 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// The config at `path` (errors printed), or the built-in defaults without one.
+fn config_or_default(path: Option<PathBuf>) -> Option<Config> {
+    match path {
+        Some(path) => config::load(&path)
+            .map_err(|errors| eprintln!("{errors}"))
+            .ok(),
+        None => Some(Config::default()),
     }
 }
 

@@ -194,22 +194,13 @@ fn strip_angles(v: &str) -> String {
 
 /// The header fields of a message, unfolded: (name, value).
 fn header_fields(bytes: &[u8]) -> Vec<(String, String)> {
-    let text = String::from_utf8_lossy(bytes);
-    let mut out: Vec<(String, String)> = Vec::new();
-    for line in text.split("\r\n").flat_map(|l| l.split('\n')) {
-        if line.is_empty() {
-            break;
-        }
-        if line.starts_with([' ', '\t']) {
-            if let Some(last) = out.last_mut() {
-                last.1.push(' ');
-                last.1.push_str(line.trim());
-            }
-        } else if let Some((n, v)) = line.split_once(':') {
-            out.push((n.trim().to_string(), v.trim().to_string()));
-        }
-    }
-    out
+    crate::smtp::headers::unfold(bytes)
+        .into_iter()
+        .filter_map(|f| {
+            f.split_once(':')
+                .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        })
+        .collect()
 }
 
 /// The message without the quarantine's own leading fields.

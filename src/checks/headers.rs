@@ -15,25 +15,10 @@ pub const MAX_VALUE: usize = 2048;
 /// Reports the header block.
 pub struct HeaderFacts;
 
-/// The unfolded fields of a header block (stops at the first empty line).
+/// The unfolded fields of a header block, bounded for use as facts.
 pub fn fields(head: &[u8]) -> Vec<String> {
-    let text = String::from_utf8_lossy(head);
-    let mut out: Vec<String> = Vec::new();
-    for line in text.split('\n').map(|l| l.trim_end_matches('\r')) {
-        if line.is_empty() {
-            break;
-        }
-        if line.starts_with([' ', '\t']) {
-            if let Some(last) = out.last_mut() {
-                last.push(' ');
-                last.push_str(line.trim());
-            }
-        } else if out.len() < MAX_FIELDS {
-            out.push(line.to_string());
-        } else {
-            break;
-        }
-    }
+    let mut out = crate::smtp::headers::unfold(head);
+    out.truncate(MAX_FIELDS);
     for field in &mut out {
         if field.len() > MAX_VALUE {
             let cut = (0..=MAX_VALUE)

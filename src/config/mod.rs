@@ -27,6 +27,28 @@ pub struct Diagnostic {
     pub message: String,
 }
 
+impl Diagnostic {
+    /// A YAML syntax or type error, at the position serde reports.
+    pub fn from_yaml(file: &str, e: &serde_norway::Error) -> Self {
+        let (line, column) = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((1, 1));
+        Diagnostic {
+            file: file.to_string(),
+            line,
+            column,
+            // The position is in the prefix already.
+            message: e
+                .to_string()
+                .split(" at line ")
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        }
+    }
+}
+
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -71,23 +93,8 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
     let config: Config = if text.trim().is_empty() {
         Config::default()
     } else {
-        serde_norway::from_str(text).map_err(|e| {
-            let (line, column) = e
-                .location()
-                .map(|l| (l.line(), l.column()))
-                .unwrap_or((1, 1));
-            ConfigErrors(vec![Diagnostic {
-                file: file.to_string(),
-                line,
-                column,
-                message: e
-                    .to_string()
-                    .split(" at line ")
-                    .next()
-                    .unwrap_or_default()
-                    .to_string(),
-            }])
-        })?
+        serde_norway::from_str(text)
+            .map_err(|e| ConfigErrors(vec![Diagnostic::from_yaml(file, &e)]))?
     };
     let problems = validate::validate(&config);
     if problems.is_empty() {

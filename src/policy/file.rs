@@ -100,23 +100,8 @@ pub fn load(path: &Path) -> Result<Compiled, Vec<Diagnostic>> {
 
 /// Compiles policy text; `dir` anchors relative list-file paths.
 pub fn compile(file: &str, text: &str, dir: &Path) -> Result<Compiled, Vec<Diagnostic>> {
-    let spec: FileSpec = serde_norway::from_str(text).map_err(|e| {
-        let (line, column) = e
-            .location()
-            .map(|l| (l.line(), l.column()))
-            .unwrap_or((1, 1));
-        vec![Diagnostic {
-            file: file.to_string(),
-            line,
-            column,
-            message: e
-                .to_string()
-                .split(" at line ")
-                .next()
-                .unwrap_or_default()
-                .to_string(),
-        }]
-    })?;
+    let spec: FileSpec =
+        serde_norway::from_str(text).map_err(|e| vec![Diagnostic::from_yaml(file, &e)])?;
     let mut c = Compiler {
         file,
         text,

@@ -179,6 +179,25 @@ fn without_comments(value: &str) -> String {
     out
 }
 
+/// The header fields of a message, unfolded (`Name: value`), up to the first empty line.
+pub fn unfold(message: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(message);
+    let mut out: Vec<String> = Vec::new();
+    for line in text.split('\n').map(|l| l.trim_end_matches('\r')) {
+        if line.is_empty() {
+            break;
+        }
+        match out.last_mut() {
+            Some(last) if line.starts_with([' ', '\t']) => {
+                last.push(' ');
+                last.push_str(line.trim());
+            }
+            _ => out.push(line.to_string()),
+        }
+    }
+    out
+}
+
 fn is_auth_results(line: &[u8]) -> bool {
     memchr::memchr(b':', line).is_some_and(|colon| {
         line[..colon]
