@@ -19,6 +19,7 @@ use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::pipeline::outcome::{Fact, Verdict};
 use crate::pipeline::{CheckContext, MessageView, Stage};
+use crate::policy::set::{PolicySet, ScopeId};
 use crate::smtp::codec::BodyDecoder;
 use crate::smtp::envelope::{Envelope, SessionInfo};
 
@@ -62,14 +63,7 @@ impl DryRun {
     /// Simulates one message.
     pub async fn run(&self, input: &Input, message: &[u8]) -> Outcome {
         let set = self.ctx.pipeline.policy();
-        // The transaction's scope is that of its first recipient, as in a session.
-        let scope = input
-            .rcpts
-            .first()
-            .and_then(|r| crate::smtp::address::parse_mailbox(r, true).ok())
-            .map_or(0, |m| set.scope_of(&m.domain));
-        let policy = set.get(scope);
-        let mut out = format!("policy scope: {}\n", set.label(scope));
+        let mut out = String::new();
         let mut info = SessionInfo {
             id: "dry-run".into(),
             client: SocketAddr::new(input.client, 0),
@@ -79,55 +73,81 @@ impl DryRun {
             tls: false,
         };
         let mut env = Envelope::default();
-        let stages: [Stage; 4] = [Stage::Connect, Stage::Helo, Stage::Mail, Stage::Rcpt];
-        for stage in stages {
+        // As in a session: connect, HELO and MAIL under the default policy; each recipient
+        // under its scope's policy; the transaction takes the first accepted one's scope.
+        for stage in [Stage::Connect, Stage::Helo, Stage::Mail] {
             match stage {
                 Stage::Helo => info.helo = Some(input.helo.clone()),
                 Stage::Mail => env.mail_from = input.from.clone(),
                 _ => {}
             }
-            let rcpts: Vec<Option<&str>> = if stage == Stage::Rcpt {
-                input.rcpts.iter().map(|r| Some(r.as_str())).collect()
-            } else {
-                vec![None]
+            let ctx = CheckContext {
+                session: &info,
+                envelope: &env,
+                rcpt: None,
+                message: None,
             };
-            for rcpt in rcpts {
-                if rcpt.is_some() {
-                    env.rcpt_attempts += 1;
-                }
-                let ctx = CheckContext {
-                    session: &info,
-                    envelope: &env,
-                    rcpt,
-                    message: None,
-                };
-                let found = self.ctx.pipeline.run(stage, ctx).await.facts;
-                let mut facts = env.facts.clone();
-                facts.extend(found.iter().cloned());
-                let verdict = policy.decide(stage, &facts);
-                section(
-                    &mut out,
+            let found = self.ctx.pipeline.run(stage, ctx).await.facts;
+            env.facts.extend(found.iter().cloned());
+            let verdict = self.judge(&mut out, &set, 0, stage, None, &found, &env.facts);
+            if verdict.action.refusal().is_some() {
+                return Outcome {
                     stage,
-                    rcpt,
-                    &found,
-                    &policy.explain(stage, &facts),
-                    &verdict,
-                );
-                if verdict.action.refusal().is_some() {
-                    return Outcome {
-                        stage,
-                        verdict,
-                        report: out,
-                    };
-                }
-                // RCPT facts concern one recipient; the others are kept, as in a session.
-                if stage != Stage::Rcpt {
-                    env.facts.extend(found);
-                } else if let Some(r) = rcpt {
-                    env.rcpts.push(r.to_string());
-                }
+                    verdict,
+                    report: out,
+                };
             }
         }
+        let mut scope = None;
+        let mut last_refusal = None;
+        for rcpt in &input.rcpts {
+            env.rcpt_attempts += 1;
+            let this = crate::smtp::address::parse_mailbox(rcpt, true)
+                .map_or(scope.unwrap_or(0), |m| set.scope_of(&m.domain));
+            if scope.is_some_and(|s| s != this) {
+                let _ = writeln!(
+                    out,
+                    "RCPT <{rcpt}>\n  => deferred ({})",
+                    crate::smtp::reply::OTHER_SCOPE
+                );
+                continue;
+            }
+            let ctx = CheckContext {
+                session: &info,
+                envelope: &env,
+                rcpt: Some(rcpt),
+                message: None,
+            };
+            let found = self.ctx.pipeline.run(Stage::Rcpt, ctx).await.facts;
+            let mut facts = env.facts.clone();
+            facts.extend(found.iter().cloned());
+            let verdict = self.judge(
+                &mut out,
+                &set,
+                this,
+                Stage::Rcpt,
+                Some(rcpt),
+                &found,
+                &facts,
+            );
+            if verdict.action.refusal().is_some() {
+                last_refusal = Some(verdict);
+                continue;
+            }
+            env.rcpts.push(rcpt.clone());
+            env.rcpt_facts.extend(found);
+            scope = Some(this);
+        }
+        let Some(scope) = scope else {
+            let verdict = last_refusal.unwrap_or_else(Verdict::accept);
+            let _ = writeln!(out, "no recipient accepted: the message is never sent");
+            return Outcome {
+                stage: Stage::Rcpt,
+                verdict,
+                report: out,
+            };
+        };
+        let _ = writeln!(out, "policy scope: {}", set.label(scope));
         // DATA: the message as the gateway would store it (CRLF). A file with no CR at all
         // is a message stored with Unix line endings, not one with bare LFs on the wire.
         let mut content = Vec::with_capacity(message.len() + 64);
@@ -147,15 +167,17 @@ impl DryRun {
             message: Some(view),
         };
         let found = self.ctx.pipeline.run(Stage::Data, ctx).await;
+        let rcpt_facts = std::mem::take(&mut env.rcpt_facts);
+        env.facts.extend(rcpt_facts);
         env.facts.extend(found.facts.iter().cloned());
-        let verdict = policy.decide(Stage::Data, &env.facts);
-        section(
+        let verdict = self.judge(
             &mut out,
+            &set,
+            scope,
             Stage::Data,
             None,
             &found.facts,
-            &policy.explain(Stage::Data, &env.facts),
-            &verdict,
+            &env.facts,
         );
         for header in &found.headers {
             let _ = write!(out, "  would add: {header}");
@@ -165,6 +187,49 @@ impl DryRun {
             verdict,
             report: out,
         }
+    }
+}
+
+impl DryRun {
+    /// Decides one step with the scope's policy, reports it, and adds the shadow policy's
+    /// verdict where the gateway would compare them.
+    #[allow(clippy::too_many_arguments)]
+    fn judge(
+        &self,
+        out: &mut String,
+        set: &PolicySet,
+        scope: ScopeId,
+        stage: Stage,
+        rcpt: Option<&str>,
+        found: &[Fact],
+        facts: &[Fact],
+    ) -> Verdict {
+        let policy = set.get(scope);
+        let verdict = policy.decide(stage, facts);
+        section(
+            out,
+            stage,
+            rcpt,
+            found,
+            &policy.explain(stage, facts),
+            &verdict,
+        );
+        if let Some(shadow) = set.shadow() {
+            let candidate = shadow.decide(stage, facts);
+            if stage == Stage::Data
+                || verdict.action.refusal().is_some()
+                || candidate.action.refusal().is_some()
+            {
+                let _ = writeln!(
+                    out,
+                    "  shadow => {} score={} rules={:?}",
+                    candidate.action.label(),
+                    candidate.score,
+                    candidate.rules
+                );
+            }
+        }
+        verdict
     }
 }
 

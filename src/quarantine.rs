@@ -99,7 +99,13 @@ impl Quarantine {
         ids.into_iter()
             .map(|id| {
                 let bytes = self.read(&id)?;
-                let fields = header_fields(&bytes);
+                let (ours, message) = split_ours(&bytes);
+                let subject = header_fields(message)
+                    .into_iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case("Subject"))
+                    .map(|(_, v)| v)
+                    .unwrap_or_default();
+                let fields = ours;
                 let get = |name: &'static str| {
                     fields
                         .iter()
@@ -113,7 +119,7 @@ impl Quarantine {
                         .unwrap_or_default(),
                     to: get(TO).map(|v| strip_angles(&v)).collect(),
                     why: get(WHY).next().unwrap_or_default(),
-                    subject: get("Subject").next().unwrap_or_default(),
+                    subject,
                     size: bytes.len() as u64,
                     id,
                 })
@@ -135,7 +141,7 @@ impl Quarantine {
     /// in its Received header) and deletes it once the backend accepted it.
     pub async fn release(&self, config: &Config, id: &str) -> Result<Reply, Error> {
         let bytes = self.read(id)?;
-        let fields = header_fields(&bytes);
+        let (fields, message) = split_ours(&bytes);
         let from = fields
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(FROM))
@@ -176,7 +182,7 @@ impl Quarantine {
             }
         }
         let mut spool = Spool::new(usize::MAX, None);
-        spool.write(&without_our_fields(&bytes)).await?;
+        spool.write(message).await?;
         let (reply, _) = txn.data(&Content::default(), &mut spool).await?;
         if reply.is_positive() {
             self.delete(id)?;
@@ -203,25 +209,33 @@ fn header_fields(bytes: &[u8]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The message without the quarantine's own leading fields.
-fn without_our_fields(bytes: &[u8]) -> Vec<u8> {
+/// Splits a stored file into the quarantine's own leading fields (name, value) and the
+/// message. Only the leading block counts: fields with these names further down were written
+/// by the sender (and are removed on the way in anyway) and must never name recipients.
+fn split_ours(bytes: &[u8]) -> (Vec<(String, String)>, &[u8]) {
+    let mut ours = Vec::new();
     let mut rest = bytes;
     loop {
         let end = rest
             .iter()
             .position(|b| *b == b'\n')
             .map_or(rest.len(), |i| i + 1);
-        let line = &rest[..end];
-        let ours = [FROM, TO, WHY].iter().any(|name| {
-            line.len() > name.len()
-                && line[..name.len()].eq_ignore_ascii_case(name.as_bytes())
-                && line[name.len()] == b':'
-        });
-        if !ours {
-            return rest.to_vec();
+        let line = String::from_utf8_lossy(&rest[..end]);
+        let field = line
+            .split_once(':')
+            .filter(|(n, _)| [FROM, TO, WHY].iter().any(|o| n.eq_ignore_ascii_case(o)));
+        match field {
+            Some((n, v)) if end > 0 => ours.push((n.to_string(), v.trim().to_string())),
+            _ => return (ours, rest),
         }
         rest = &rest[end..];
     }
+}
+
+/// The message without the quarantine's own leading fields.
+#[cfg(test)]
+fn without_our_fields(bytes: &[u8]) -> Vec<u8> {
+    split_ours(bytes).1.to_vec()
 }
 
 /// Where the quarantine of `config` lives, if one is configured.

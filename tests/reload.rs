@@ -45,6 +45,7 @@ async fn reload_applies_to_new_sessions_only_and_refuses_broken_files() {
         .reload()
         .expect("valid policy reloads");
     assert!(took < Duration::from_secs(1), "reload took {took:?}");
+    println!("policy reload took {took:?}");
     // The session that started before keeps its policy...
     assert_eq!(mail_code(&mut before, "a@one.example").await, 550);
     assert_eq!(mail_code(&mut before, "a@two.example").await, 250);

@@ -133,6 +133,12 @@ impl Compiler<'_> {
             .into_iter()
             .flatten()
             .collect();
+        if ordered.iter().any(|t| *t <= 0) {
+            self.problem(
+                &[Seg::Key("thresholds")],
+                "thresholds must be greater than 0 (0 would tag every message)",
+            );
+        }
         if ordered.windows(2).any(|w| w[0] >= w[1]) {
             self.problem(
                 &[Seg::Key("thresholds")],
@@ -200,7 +206,15 @@ impl Compiler<'_> {
     }
 
     fn action(&mut self, r: &RuleSpec, path: &[Seg]) -> Option<Action> {
-        let spec = r.action?;
+        let Some(spec) = r.action else {
+            if r.reply.is_some() {
+                self.problem(path, "a reply needs action reject or tempfail");
+            }
+            return None;
+        };
+        if r.reply.is_some() && !matches!(spec, ActionSpec::Tempfail | ActionSpec::Reject) {
+            self.problem(path, "a reply needs action reject or tempfail");
+        }
         let (default, class) = match spec {
             ActionSpec::Accept => return Some(Action::Accept),
             ActionSpec::Tag => return Some(Action::Tag),
@@ -291,6 +305,13 @@ impl Compiler<'_> {
         match v {
             Value::Sequence(items) => {
                 Matcher::OneOf(items.iter().filter_map(|i| self.scalar(i, path)).collect())
+            }
+            Value::Mapping(map) if map.len() > 1 => {
+                self.problem(
+                    path,
+                    "one test per fact: combine several with all: [...] or any: [...]",
+                );
+                Matcher::OneOf(Vec::new())
             }
             Value::Mapping(map) if map.len() == 1 => {
                 let (k, v) = map
@@ -391,7 +412,7 @@ impl Compiler<'_> {
         match v {
             Value::String(s) => Some(Scalar::Text(s.clone())),
             Value::Bool(b) => Some(Scalar::Flag(*b)),
-            Value::Number(n) => n.as_i64().map(Scalar::Number),
+            Value::Number(n) if n.as_i64().is_some() => n.as_i64().map(Scalar::Number),
             _ => {
                 self.problem(path, "expected a word, a number or true/false");
                 None
@@ -502,6 +523,27 @@ mod tests {
         assert!(
             got.iter()
                 .any(|m| m.contains("neither an action nor a score")),
+            "{got:#?}"
+        );
+    }
+
+    #[test]
+    fn silent_mistakes_are_errors() {
+        let got = messages(
+            "thresholds: { tag: 0 }\nrules:\n  - name: a\n    when: { size.actual: 1.5 }\n    action: tag\n    reply: { code: 550, enhanced: \"5.7.1\", text: x }\n  - name: b\n    when: { size.actual: { gt: 1, lt: 5 } }\n    action: tag\n",
+        );
+        assert!(got.iter().any(|m| m.contains("greater than 0")), "{got:#?}");
+        assert!(
+            got.iter().any(|m| m.contains("expected a word, a number")),
+            "{got:#?}"
+        );
+        assert!(
+            got.iter()
+                .any(|m| m.contains("a reply needs action reject or tempfail")),
+            "{got:#?}"
+        );
+        assert!(
+            got.iter().any(|m| m.contains("one test per fact")),
             "{got:#?}"
         );
     }

@@ -146,9 +146,10 @@ impl Policy {
             verdict.score += rule.score;
             match &rule.action {
                 None => verdict.rules.push(rule.name.clone()),
+                // Accept stops the YAML rules; it cannot undo what the built-in rules (DMARC
+                // quarantine) or earlier rules decided.
                 Some(Action::Accept) => {
                     verdict.rules.push(rule.name.clone());
-                    verdict.action = Action::Accept;
                     return verdict;
                 }
                 Some(action @ (Action::Reject(_) | Action::Tempfail(_))) => {
@@ -181,17 +182,14 @@ impl Policy {
 
     fn apply_thresholds(&self, verdict: &mut Verdict) {
         let t = &self.thresholds;
-        let reached = |limit: Option<i64>| limit.is_some_and(|l| verdict.score >= l);
-        let action = if reached(t.reject) {
-            Action::Reject(reply::POLICY_REJECT)
-        } else if reached(t.quarantine) {
-            Action::Quarantine
-        } else if reached(t.tag) {
-            Action::Tag
-        } else {
-            return;
+        // Named after the threshold, not the score: one metric series per configured level.
+        let (level, action) = match (t.reject, t.quarantine, t.tag) {
+            (Some(l), _, _) if verdict.score >= l => (l, Action::Reject(reply::POLICY_REJECT)),
+            (_, Some(l), _) if verdict.score >= l => (l, Action::Quarantine),
+            (_, _, Some(l)) if verdict.score >= l => (l, Action::Tag),
+            _ => return,
         };
-        let name = format!("score>={}", verdict.score);
+        let name = format!("score>={level}");
         verdict.merge(&name, &action);
     }
 }
@@ -327,7 +325,7 @@ mod tests {
             (5, Action::Quarantine),
             "{v:?}"
         );
-        assert_eq!(v.rules, vec!["soft", "nodkim", "score>=5"]);
+        assert_eq!(v.rules, vec!["soft", "nodkim", "score>=4"]);
         let v = p.decide(Stage::Mail, &facts("198.51.100.1"));
         assert_eq!(v.action, Action::Accept, "thresholds wait for DATA");
         let v = p.decide(Stage::Data, &facts("192.0.2.9"));

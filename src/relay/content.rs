@@ -12,7 +12,8 @@ use crate::spool::{Spool, SpoolReader};
 pub struct Content {
     /// Header fields to prepend (CRLF-terminated): our Received, Authentication-Results...
     pub prepend: Vec<u8>,
-    /// Remove incoming Authentication-Results fields claiming this authserv-id.
+    /// Remove incoming Authentication-Results fields claiming this authserv-id (incoming
+    /// `X-Portcullis-*` fields are removed in any case).
     pub strip_authserv_id: Option<String>,
 }
 
@@ -21,7 +22,7 @@ impl Content {
     pub async fn reader<'a>(&'a self, spool: &'a mut Spool) -> std::io::Result<ContentReader<'a>> {
         Ok(ContentReader {
             prepend: Some(&self.prepend),
-            filter: self.strip_authserv_id.as_deref().map(HeaderFilter::new),
+            filter: HeaderFilter::new(self.strip_authserv_id.as_deref()),
             reader: spool.reader().await?,
             buf: Vec::with_capacity(64 * 1024),
             finished: false,
@@ -32,7 +33,7 @@ impl Content {
 /// Chunks of the message as relayed.
 pub struct ContentReader<'a> {
     prepend: Option<&'a [u8]>,
-    filter: Option<HeaderFilter>,
+    filter: HeaderFilter,
     reader: SpoolReader<'a>,
     buf: Vec<u8>,
     finished: bool,
@@ -51,20 +52,15 @@ impl ContentReader<'_> {
                 return Ok(None);
             }
             self.buf.clear();
-            match (self.reader.next_chunk().await?, &mut self.filter) {
-                (Some(chunk), None) => {
-                    self.buf.extend_from_slice(chunk);
-                }
-                (Some(chunk), Some(f)) => f.push(chunk, &mut self.buf),
-                (None, filter) => {
-                    if let Some(f) = filter {
-                        f.finish(&mut self.buf);
-                        if f.removed() > 0 {
-                            tracing::info!(
-                                removed = f.removed(),
-                                "forged Authentication-Results removed"
-                            );
-                        }
+            match self.reader.next_chunk().await? {
+                Some(chunk) => self.filter.push(chunk, &mut self.buf),
+                None => {
+                    self.filter.finish(&mut self.buf);
+                    if self.filter.removed() > 0 {
+                        tracing::info!(
+                            removed = self.filter.removed(),
+                            "forged header fields removed"
+                        );
                     }
                     self.finished = true;
                 }

@@ -175,6 +175,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         let found = self.ctx.pipeline.run(Stage::Data, ctx).await;
         drop(loaded);
+        let rcpt_facts = std::mem::take(&mut self.env.rcpt_facts);
+        self.env.facts.extend(rcpt_facts);
         self.env.facts.extend(found.facts);
         self.env.headers.extend(found.headers);
         let verdict = self.decide(Stage::Data, &self.env.facts, self.scope.unwrap_or(0));
@@ -266,7 +268,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Ok(id) => {
                 tracing::info!(session = %self.info.id, quarantine_id = %id, "message quarantined");
                 let reply = match self.ctx.config.quarantine.answer {
-                    QuarantineAnswer::Accept => reply::queued(&id),
+                    // The plain 250 of any delivery: the sender learns nothing.
+                    QuarantineAnswer::Accept => reply::OK,
                     QuarantineAnswer::Tempfail => reply::POLICY_TEMPFAIL,
                     QuarantineAnswer::Reject => reply::POLICY_REJECT,
                 };

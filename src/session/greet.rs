@@ -27,7 +27,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             rcpt: None,
             message: None,
         };
-        let facts = self.ctx.pipeline.run(Stage::Helo, ctx).await.facts;
+        let found = self.ctx.pipeline.run(Stage::Helo, ctx).await.facts;
+        // The HELO decision sees the connection's facts too (client.ip exemptions).
+        let mut facts = self.conn_facts.clone();
+        facts.extend(found.iter().cloned());
         let verdict = self.decide(Stage::Helo, &facts, 0);
         if let Some(refusal) = verdict.action.refusal() {
             self.count_rules(&verdict);
@@ -35,10 +38,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return;
         }
         // HELO facts replace those of an earlier EHLO on this connection.
-        self.conn_facts
-            .retain(|f| !facts.iter().any(|n| n.name == f.name));
-        self.conn_facts.extend(facts);
-        self.env.facts = self.conn_facts.clone();
+        self.helo_facts = found;
+        self.env.facts = self.session_facts();
         self.state = State::Greeted;
         let host = &self.ctx.config.hostname;
         let r = if esmtp {
@@ -81,7 +82,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 self.io = MaybeTls::Tls(Box::new(tls.into()));
                 self.info.tls = true;
                 self.info.helo = None;
-                self.conn_facts.clear();
+                // The client must greet again; what it said before TLS no longer counts,
+                // while the connect facts (client.ip) still hold.
+                self.helo_facts.clear();
                 self.state = State::Connected;
                 self.reset_transaction().await;
                 self.drop_idle_backend().await;

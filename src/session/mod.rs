@@ -60,8 +60,10 @@ pub struct Session<S> {
     framer: LineFramer,
     state: State,
     info: SessionInfo,
-    /// Facts about the connection (connect, HELO), copied into each transaction.
+    /// Facts of the connect stage, for the whole connection.
     conn_facts: Vec<Fact>,
+    /// Facts of the last EHLO/HELO (replaced by the next one, dropped by STARTTLS).
+    helo_facts: Vec<Fact>,
     env: Envelope,
     mail: Option<MailParams>,
     txn: Option<Transaction>,
@@ -98,6 +100,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             state: State::Connected,
             info,
             conn_facts: Vec::new(),
+            helo_facts: Vec::new(),
             env: Envelope::default(),
             mail: None,
             txn: None,
@@ -378,6 +381,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
+    /// The facts every transaction of this connection starts with: connect, then HELO.
+    fn session_facts(&self) -> Vec<Fact> {
+        self.conn_facts
+            .iter()
+            .chain(&self.helo_facts)
+            .cloned()
+            .collect()
+    }
+
     /// Closes the backend connection kept between transactions, if any.
     async fn drop_idle_backend(&mut self) {
         if let Some(idle) = self.idle.take() {
@@ -392,7 +404,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             self.idle = txn.finish().await;
         }
         self.env = Envelope {
-            facts: self.conn_facts.clone(),
+            facts: self.session_facts(),
             ..Envelope::default()
         };
         self.mail = None;

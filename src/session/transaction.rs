@@ -28,7 +28,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             declared_size: params.size,
             body: params.body,
             smtputf8: params.smtputf8,
-            facts: self.conn_facts.clone(),
+            facts: self.session_facts(),
             ..Envelope::default()
         };
         let ctx = CheckContext {
@@ -78,9 +78,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             rcpt: Some(&address),
             message: None,
         };
-        // RCPT facts concern this recipient only and are not kept in the envelope.
+        // RCPT facts concern this recipient: they join the envelope only if it is accepted,
+        // so that DATA sees the facts of the recipients the message goes to.
+        let found = self.ctx.pipeline.run(Stage::Rcpt, ctx).await.facts;
         let mut facts = self.env.facts.clone();
-        facts.extend(self.ctx.pipeline.run(Stage::Rcpt, ctx).await.facts);
+        facts.extend(found.iter().cloned());
         let verdict = self.decide(Stage::Rcpt, &facts, scope);
         if let Some(refusal) = verdict.action.refusal() {
             self.count_rules(&verdict);
@@ -93,6 +95,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let r = self.relay_rcpt(&address).await;
         if r.is_positive() {
             self.env.rcpts.push(address);
+            self.env.rcpt_facts.extend(found);
             self.state = State::Rcpt;
             self.scope = Some(scope);
         }

@@ -43,6 +43,9 @@ pub struct Envelope {
     pub rcpt_attempts: usize,
     /// Facts the checks have found so far in this transaction.
     pub facts: Vec<Fact>,
+    /// RCPT facts of the accepted recipients; they join the facts at DATA (each recipient is
+    /// judged at RCPT on its own facts only).
+    pub rcpt_facts: Vec<Fact>,
     /// Header fields the checks asked to add (Authentication-Results...), CRLF-terminated.
     pub headers: Vec<String>,
 }

@@ -1,8 +1,8 @@
 //! Streaming removal of header fields from a message on its way to the backend.
 //!
 //! Owns: `HeaderFilter`, which drops the `Authentication-Results` fields that claim our
-//! authserv-id (RFC 8601 §5: a receiver must not let outside parties forge its results)
-//! while the body streams past. Must not: change anything after the header block. Memory is
+//! authserv-id (RFC 8601 §5: a receiver must not let outside parties forge its results) and
+//! any `X-Portcullis-*` field (our verdict and quarantine fields) while the body streams past. Must not: change anything after the header block. Memory is
 //! bounded: a single field above `MAX_FIELD` bytes switches the filter off for the rest.
 
 /// Longest stretch the filter holds in memory: one line, or one held field.
@@ -24,7 +24,8 @@ enum Fate {
 /// size can switch the filter off for the fields after it.
 #[derive(Debug)]
 pub struct HeaderFilter {
-    authserv_id: String,
+    /// Lower-cased; `None` when authentication is off (no Authentication-Results of ours).
+    authserv_id: Option<String>,
     in_body: bool,
     /// The start of the current line, until it is complete or too long.
     line: Vec<u8>,
@@ -36,10 +37,11 @@ pub struct HeaderFilter {
 }
 
 impl HeaderFilter {
-    /// A filter for `authserv_id` (compared case-insensitively).
-    pub fn new(authserv_id: &str) -> Self {
+    /// A filter for `authserv_id` (compared case-insensitively); `X-Portcullis-*` fields are
+    /// dropped in any case.
+    pub fn new(authserv_id: Option<&str>) -> Self {
         HeaderFilter {
-            authserv_id: authserv_id.to_ascii_lowercase(),
+            authserv_id: authserv_id.map(str::to_ascii_lowercase),
             in_body: false,
             line: Vec::new(),
             streaming_line: false,
@@ -103,7 +105,11 @@ impl HeaderFilter {
             self.emit(line, out);
         } else {
             self.end_field(out);
-            self.fate = if is_auth_results(line) {
+            self.fate = if is_ours(line) {
+                // Our own X-Portcullis-* fields can only come from us.
+                self.removed += 1;
+                Fate::Drop
+            } else if is_auth_results(line) {
                 Fate::Hold
             } else {
                 Fate::Keep
@@ -149,7 +155,8 @@ impl HeaderFilter {
         let value = without_comments(&String::from_utf8_lossy(&self.held[colon + 1..]))
             .to_ascii_lowercase();
         let id = value.split(';').next().unwrap_or("");
-        let ours = id.split_whitespace().next() == Some(self.authserv_id.as_str());
+        let ours = self.authserv_id.is_some()
+            && id.split_whitespace().next() == self.authserv_id.as_deref();
         if ours {
             self.removed += 1;
             self.fate = Fate::Drop;
@@ -198,6 +205,10 @@ pub fn unfold(message: &[u8]) -> Vec<String> {
     out
 }
 
+fn is_ours(line: &[u8]) -> bool {
+    line.len() > 13 && line[..13].eq_ignore_ascii_case(b"x-portcullis-")
+}
+
 fn is_auth_results(line: &[u8]) -> bool {
     memchr::memchr(b':', line).is_some_and(|colon| {
         line[..colon]
@@ -211,7 +222,7 @@ mod tests {
     use super::*;
 
     fn run(input: &[u8], split: usize) -> (Vec<u8>, usize) {
-        let mut f = HeaderFilter::new("gw.example.test");
+        let mut f = HeaderFilter::new(Some("gw.example.test"));
         let mut out = Vec::new();
         f.push(&input[..split], &mut out);
         f.push(&input[split..], &mut out);
@@ -253,6 +264,17 @@ mod tests {
             );
             assert_eq!(removed, 1);
         }
+    }
+
+    #[test]
+    fn our_own_fields_from_outside_are_dropped() {
+        let input = b"X-Portcullis-Verdict: accept; rules=trusted\r\nx-portcullis-envelope-to: <a@evil.example>\r\n\tfolded\r\nX-Portcullisfoo: kept\r\n\r\nX-Portcullis-Verdict: in body\r\n";
+        let (out, removed) = run(input, 9);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "X-Portcullisfoo: kept\r\n\r\nX-Portcullis-Verdict: in body\r\n"
+        );
+        assert_eq!(removed, 2);
     }
 
     #[test]
