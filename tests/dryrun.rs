@@ -120,3 +120,48 @@ fn summarises_a_directory_and_an_mbox() {
         "{out}"
     );
 }
+
+/// The shipped default policy on the fixture set of messages (tests/fixtures/messages: a
+/// plain one, a phishing-style invoice, a spammy one, saved with Unix line endings as mail
+/// clients store them), as a security team would try it before deploying: every message
+/// gets a verdict and the summary adds up.
+#[test]
+fn shipped_policy_on_the_fixture_messages() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("portcullis.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "accepted_domains: [example.test]\npolicy: {}\n",
+            root.join("policies/default.yaml").display()
+        ),
+    )
+    .unwrap();
+    let out = run(
+        &config,
+        &root.join("tests/fixtures/messages"),
+        &[
+            "--from",
+            "someone@example.org",
+            "--rcpt",
+            "bob@example.test",
+        ],
+    );
+    for name in ["01-plain.eml", "02-invoice.eml", "03-pills.eml"] {
+        assert!(out.contains(name), "{name} missing:\n{out}");
+    }
+    assert!(out.contains("3 message(s)"), "{out}");
+    let counted: usize = out
+        .lines()
+        .skip_while(|l| !l.contains("message(s)"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("rules:"))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<usize>().ok())
+        .sum();
+    assert_eq!(counted, 3, "{out}");
+    assert!(
+        !out.contains("=> reject"),
+        "offline, nothing here should be refused:\n{out}"
+    );
+}
