@@ -64,6 +64,10 @@ impl PolicySet {
                 });
             }
         }
+        // Exact names first, then wildcards from the most specific: finance.example.com's own
+        // policy wins over *.example.com's, whatever the order of the keys.
+        scopes
+            .sort_by_key(|s: &Scope| (s.label.starts_with("*."), std::cmp::Reverse(s.label.len())));
         let shadow = config.shadow_policy.as_deref().map(|p| compile(Some(p)));
         match (default, problems.is_empty()) {
             (Some(default), true) => Ok(PolicySet {
@@ -86,8 +90,8 @@ impl PolicySet {
             .collect()
     }
 
-    /// The scope of a recipient domain (normalised, lower-case A-labels): the first scope that
-    /// lists it, else the default.
+    /// The scope of a recipient domain (normalised, lower-case A-labels): an exact name before
+    /// any wildcard, the longest wildcard before shorter ones, else the default.
     pub fn scope_of(&self, domain: &str) -> ScopeId {
         self.scopes
             .iter()
@@ -138,9 +142,9 @@ mod tests {
             .insert("*.finance.example.com".into(), strict);
         let set = PolicySet::load(&c).expect("valid");
         assert_eq!(set.scope_of("example.com"), 0);
-        // Scopes are kept in key order: "*.finance..." sorts before "finance...".
-        assert_eq!(set.scope_of("finance.example.com"), 2);
-        assert_eq!(set.scope_of("eu.finance.example.com"), 1);
+        // Exact names come before wildcards.
+        assert_eq!(set.scope_of("finance.example.com"), 1);
+        assert_eq!(set.scope_of("eu.finance.example.com"), 2);
         let facts = [Fact::text("spf.mailfrom", "softfail")];
         assert_eq!(
             set.get(0).decide(Stage::Rcpt, &facts).action,
@@ -153,7 +157,7 @@ mod tests {
                 .refusal()
                 .is_some()
         );
-        assert_eq!(set.label(1), "*.finance.example.com");
+        assert_eq!(set.label(2), "*.finance.example.com");
 
         let broken = dir.path().join("broken.yaml");
         std::fs::write(

@@ -271,7 +271,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             self.closing = true;
             return;
         }
-        if matches!(r.class(), ReplyClass::Transient | ReplyClass::Permanent) {
+        // A recipient deferred to another transaction for its policy scope is our doing, not
+        // a client error.
+        if matches!(r.class(), ReplyClass::Transient | ReplyClass::Permanent)
+            && r != reply::OTHER_SCOPE
+        {
             self.errors += 1;
             if self.errors >= self.ctx.config.limits.max_errors && !self.closing {
                 self.ctx.metrics.emit(Event::LimitHit(Limit::Errors));
