@@ -66,15 +66,6 @@ impl Context {
         })
     }
 
-    /// The authserv-id of our Authentication-Results header.
-    pub fn authserv_id(&self) -> &str {
-        self.config
-            .auth
-            .authserv_id
-            .as_deref()
-            .unwrap_or(&self.config.hostname)
-    }
-
     /// The EHLO keywords we offer; STARTTLS only before TLS and when configured.
     pub fn capabilities(&self, tls_active: bool) -> Vec<String> {
         let mut caps = vec![

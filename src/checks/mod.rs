@@ -38,11 +38,7 @@ pub fn registry(
         Box::new(headers::HeaderFacts),
     ];
     if let Some(dns) = dns {
-        let authserv_id = config
-            .auth
-            .authserv_id
-            .clone()
-            .unwrap_or_else(|| config.hostname.clone());
+        let authserv_id = config.authserv_id().to_string();
         checks.push(Box::new(spf::SpfCheck::new(
             dns.clone(),
             config.hostname.clone(),

@@ -84,6 +84,13 @@ impl Default for Config {
     }
 }
 
+impl Config {
+    /// The authserv-id of our Authentication-Results header: `auth.authserv_id`, else `hostname`.
+    pub fn authserv_id(&self) -> &str {
+        self.auth.authserv_id.as_deref().unwrap_or(&self.hostname)
+    }
+}
+
 /// The backend MTA.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]

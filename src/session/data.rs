@@ -242,7 +242,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 .config
                 .auth
                 .enabled
-                .then(|| self.ctx.authserv_id().to_string()),
+                .then(|| self.ctx.config.authserv_id().to_string()),
         }
     }
 
