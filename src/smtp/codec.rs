@@ -315,6 +315,68 @@ mod tests {
         assert_eq!(out, content);
     }
 
+    /// A small deterministic generator (xorshift), so failures reproduce without a crate.
+    fn next(seed: &mut u64) -> u64 {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        *seed
+    }
+
+    #[test]
+    fn random_inputs_keep_every_invariant_at_every_split() {
+        // Bytes weighted towards the ones that matter: CR, LF and dots.
+        const ALPHABET: &[u8] = b"\r\n.\r\n.a";
+        let mut seed = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            let len = (next(&mut seed) % 24) as usize;
+            let input: Vec<u8> = (0..len)
+                .map(|_| ALPHABET[(next(&mut seed) % ALPHABET.len() as u64) as usize])
+                .collect();
+            let split = (next(&mut seed) % (len as u64 + 1)) as usize;
+            let whole = decode_all(&input, input.len());
+            let parts = decode_all(&input, split);
+            assert_eq!(
+                whole, parts,
+                "split {split} changed the result for {input:?}"
+            );
+            let (out, done, bare, used) = whole;
+            // Output is always CRLF-normalised: every CR followed by LF, every LF after a CR.
+            for (i, b) in out.iter().enumerate() {
+                if *b == b'\r' {
+                    assert_eq!(out.get(i + 1), Some(&b'\n'), "{input:?}");
+                }
+                if *b == b'\n' {
+                    assert!(i > 0 && out[i - 1] == b'\r', "{input:?}");
+                }
+            }
+            // DATA ends only at CRLF "." CRLF, at the start or after a CRLF the client sent.
+            if done {
+                let end = &input[..used];
+                let strict_end = end == b".\r\n" || end.ends_with(b"\r\n.\r\n");
+                assert!(strict_end, "ended at {end:?}");
+            }
+            // Re-stuffing the output and decoding it again gives the output back: what the
+            // backend receives is exactly what we decided on, whatever the client sent.
+            if done || !bare {
+                let mut stuffed = Vec::new();
+                let mut at_line_start = true;
+                dot_stuff(&out, &mut at_line_start, &mut stuffed);
+                if !at_line_start {
+                    stuffed.extend_from_slice(b"\r\n");
+                }
+                stuffed.extend_from_slice(b".\r\n");
+                let (again, again_done, again_bare, _) = decode_all(&stuffed, stuffed.len() / 2);
+                assert!(again_done && !again_bare, "{input:?}");
+                let mut expected = out.clone();
+                if !expected.is_empty() && !expected.ends_with(b"\r\n") {
+                    expected.extend_from_slice(b"\r\n");
+                }
+                assert_eq!(again, expected, "{input:?}");
+            }
+        }
+    }
+
     #[test]
     fn framer_limits_lines_and_recovers() {
         let mut f = LineFramer::new(10);
