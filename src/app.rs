@@ -60,6 +60,10 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         ctx.clone(),
         metrics_stop.clone(),
     )));
+    tasks.push(tokio::spawn(housekeeping(
+        ctx.clone(),
+        metrics_stop.clone(),
+    )));
     tasks.push(tokio::spawn(probe_backend(
         ctx.clone(),
         ctx.config.backend.probe_interval,
@@ -107,6 +111,17 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     TcpListener::from_std(socket.into())
+}
+
+/// Periodic clean-up that keeps in-memory state bounded (the connection-rate limiter).
+async fn housekeeping(ctx: Arc<Context>, stop: CancellationToken) {
+    loop {
+        // Why select: shutdown must not wait for the next round.
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => ctx.admission.housekeeping(),
+        }
+    }
 }
 
 /// Keeps `portcullis_backend_up` current even when nobody polls `/readyz`.

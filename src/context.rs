@@ -32,6 +32,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// STARTTLS acceptor, when a certificate is configured.
     pub tls: Option<TlsAcceptor>,
+    /// Connection admission (lists, per-address limits, connection rate).
+    pub admission: Arc<crate::admission::Admission>,
 }
 
 impl Context {
@@ -56,7 +58,9 @@ impl Context {
             config.timeouts.check,
             metrics.clone(),
         );
+        let admission = Arc::new(crate::admission::Admission::new(&config.connections));
         Ok(Context {
+            admission,
             config,
             domains,
             pipeline,

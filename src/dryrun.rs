@@ -71,6 +71,7 @@ impl DryRun {
             helo: None,
             esmtp: true,
             tls: false,
+            pregreet: false,
         };
         let mut env = Envelope::default();
         // As in a session: connect, HELO and MAIL under the default policy; each recipient

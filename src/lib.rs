@@ -5,6 +5,7 @@
 //! policy turns facts into a verdict, and the session turns the verdict into a reply and, for
 //! accepted mail, a real-time relay to the backend. See docs/design.md.
 
+pub mod admission;
 pub mod app;
 pub mod checks;
 pub mod config;

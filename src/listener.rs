@@ -95,6 +95,24 @@ async fn serve_connection(
     // An IPv4 client seen through an IPv6 socket or proxy (::ffff:a.b.c.d) is an IPv4
     // client for every check (SPF ip4:, XCLIENT, logs).
     let client = std::net::SocketAddr::new(client.ip().to_canonical(), client.port());
+    // Lists, per-address concurrency and connection rate, before anything else is spent.
+    let _ticket = match ctx.admission.admit(client.ip()) {
+        Ok(ticket) => ticket,
+        Err(refusal) => {
+            ctx.metrics.emit(Event::LimitHit(refusal.limit));
+            ctx.metrics
+                .emit(Event::SessionClosed(std::time::Duration::ZERO));
+            tracing::info!(client = %client, limit = refusal.limit.label(), "connection refused before the banner");
+            let mut out = Vec::new();
+            refusal.reply.write_to(&mut out);
+            let _ = tokio::time::timeout(
+                ctx.config.timeouts.write,
+                tokio::io::AsyncWriteExt::write_all(&mut stream, &out),
+            )
+            .await;
+            return;
+        }
+    };
     let info = SessionInfo {
         id: session_id(),
         client,
@@ -102,6 +120,7 @@ async fn serve_connection(
         helo: None,
         esmtp: false,
         tls: false,
+        pregreet: false,
     };
     Session::new(stream, info, early, ctx, signals).run().await;
 }

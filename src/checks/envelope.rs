@@ -1,4 +1,5 @@
-//! The envelope as facts, so that policies can name it: `client.ip` at connect, `helo`,
+//! The envelope as facts, so that policies can name it: `client.ip` and `client.pregreet`
+//! (it talked before the banner) at connect, `helo`,
 //! `mail_from` and `mail_from.domain` at MAIL, `rcpt` and `rcpt.domain` at RCPT.
 //!
 //! Must not: judge anything; it only restates what the client said.
@@ -21,10 +22,10 @@ impl Check for EnvelopeFacts {
     }
 
     fn on_connect<'a>(&'a self, ctx: CheckContext<'a>) -> CheckFuture<'a> {
-        ready(vec![Fact::text(
-            "client.ip",
-            ctx.session.client.ip().to_string(),
-        )])
+        ready(vec![
+            Fact::text("client.ip", ctx.session.client.ip().to_string()),
+            Fact::flag("client.pregreet", ctx.session.pregreet),
+        ])
     }
 
     fn on_helo<'a>(&'a self, ctx: CheckContext<'a>) -> CheckFuture<'a> {

@@ -55,6 +55,8 @@ pub struct Config {
     pub shadow_policy: Option<PathBuf>,
     /// Where quarantined messages are kept.
     pub quarantine: QuarantineConfig,
+    /// Connection admission before the banner.
+    pub connections: ConnectionsConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -79,6 +81,7 @@ impl Default for Config {
             policy_scopes: BTreeMap::new(),
             shadow_policy: None,
             quarantine: QuarantineConfig::default(),
+            connections: ConnectionsConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -415,4 +418,40 @@ pub enum QuarantineAnswer {
     Tempfail,
     /// 550: refused.
     Reject,
+}
+
+/// Connection admission (before the banner) and early-talker detection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionsConfig {
+    /// Clients that skip every connection limit (your own relays).
+    pub allow: Vec<IpNet>,
+    /// Clients refused at once with 554 5.7.1 (the allow list wins over it).
+    pub deny: Vec<IpNet>,
+    /// Concurrent sessions per client address; 0 = no limit.
+    pub max_per_ip: usize,
+    /// Concurrent sessions per /24 (IPv4) or /64 (IPv6); 0 = no limit.
+    pub max_per_network: usize,
+    /// New connections per client address per minute (GCRA); 0 = no limit.
+    pub rate_per_minute: u32,
+    /// How many connections may come at once within that rate; 0 = the rate itself.
+    pub rate_burst: u32,
+    /// Wait this long before the banner and note clients that talk first (`client.pregreet`);
+    /// 0s = send the banner at once.
+    #[serde(deserialize_with = "units::duration")]
+    pub pregreet_wait: Duration,
+}
+
+impl Default for ConnectionsConfig {
+    fn default() -> Self {
+        ConnectionsConfig {
+            allow: Vec::new(),
+            deny: Vec::new(),
+            max_per_ip: 50,
+            max_per_network: 200,
+            rate_per_minute: 0,
+            rate_burst: 0,
+            pregreet_wait: Duration::ZERO,
+        }
+    }
 }

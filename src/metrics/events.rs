@@ -27,11 +27,19 @@ pub enum Limit {
     DataTimeout,
     /// `limits.max_sessions` reached.
     Sessions,
+    /// `connections.max_per_ip` reached.
+    SessionsPerIp,
+    /// `connections.max_per_network` reached.
+    SessionsPerNetwork,
+    /// `connections.rate_per_minute` exceeded.
+    ConnectionRate,
+    /// The client is on `connections.deny`.
+    DenyList,
 }
 
 impl Limit {
     /// Every limit, for pre-creating series.
-    pub const ALL: [Limit; 8] = [
+    pub const ALL: [Limit; 12] = [
         Limit::LineLength,
         Limit::MessageSize,
         Limit::Recipients,
@@ -40,6 +48,10 @@ impl Limit {
         Limit::CommandTimeout,
         Limit::DataTimeout,
         Limit::Sessions,
+        Limit::SessionsPerIp,
+        Limit::SessionsPerNetwork,
+        Limit::ConnectionRate,
+        Limit::DenyList,
     ];
 
     /// The label value.
@@ -53,6 +65,10 @@ impl Limit {
             Limit::CommandTimeout => "command_timeout",
             Limit::DataTimeout => "data_timeout",
             Limit::Sessions => "sessions",
+            Limit::SessionsPerIp => "sessions_per_ip",
+            Limit::SessionsPerNetwork => "sessions_per_network",
+            Limit::ConnectionRate => "connection_rate",
+            Limit::DenyList => "deny_list",
         }
     }
 }

@@ -139,6 +139,7 @@ mod tests {
             helo: None,
             esmtp: true,
             tls: false,
+            pregreet: false,
         };
         let env = Envelope::default();
         let ctx = CheckContext {

@@ -8,6 +8,7 @@ use crate::pipeline::Stage;
 /// Every fact name a rule may use, with its stage.
 pub const KNOWN: &[(&str, Stage)] = &[
     ("client.ip", Stage::Connect),
+    ("client.pregreet", Stage::Connect),
     ("helo", Stage::Helo),
     ("mail_from", Stage::Mail),
     ("mail_from.domain", Stage::Mail),

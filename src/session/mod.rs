@@ -151,6 +151,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     /// Connect checks, then the banner. False if the connection is refused.
     async fn connect_stage(&mut self) -> bool {
+        self.pregreet().await;
+        if self.closing {
+            return false;
+        }
         let ctx = CheckContext {
             session: &self.info,
             envelope: &self.env,
@@ -168,6 +172,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.conn_facts = facts;
         self.reply(reply::greeting(&self.ctx.config.hostname));
         true
+    }
+
+    /// Waits `connections.pregreet_wait` before the banner: a client that talks first is an
+    /// early talker (`client.pregreet`), which real MTAs never are (RFC 5321 §4.3.1).
+    async fn pregreet(&mut self) {
+        let wait = self.ctx.config.connections.pregreet_wait;
+        if wait.is_zero() || !self.rbuf.is_empty() {
+            return;
+        }
+        // Why select: shutdown must not wait out the pause.
+        tokio::select! {
+            _ = self.signals.shutdown.cancelled() => {}
+            read = tokio::time::timeout(wait, self.io.read_buf(&mut self.rbuf)) => match read {
+                Ok(Ok(0)) | Ok(Err(_)) => self.closing = true,
+                Ok(Ok(_)) => self.info.pregreet = true,
+                Err(_) => {}
+            },
+        }
     }
 
     /// The next command line, or `None` when the session must end (the reason already

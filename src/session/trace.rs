@@ -132,6 +132,7 @@ mod tests {
             helo: Some("mx.sender.example".into()),
             esmtp: true,
             tls: true,
+            pregreet: false,
         };
         let env = Envelope {
             rcpts: vec!["a@example.test".into()],

@@ -24,6 +24,8 @@ pub struct SessionInfo {
     pub esmtp: bool,
     /// True once STARTTLS completed.
     pub tls: bool,
+    /// The client sent data before the banner (`connections.pregreet_wait`).
+    pub pregreet: bool,
 }
 
 /// One mail transaction, from MAIL to the end of DATA or RSET.

@@ -163,6 +163,20 @@ pub const START_DATA: Reply = Reply {
 // --- 4xx ----------------------------------------------------------------------------------
 /// Too many sessions: we cannot serve this one now (RFC 5321 §3.8).
 pub const TOO_BUSY: Reply = r(421, (4, 3, 2), "Too many connections, try again later");
+/// Too many concurrent sessions from this client or its network.
+pub const TOO_MANY_FROM_YOU: Reply = r(
+    421,
+    (4, 7, 0),
+    "Too many connections from your network, try again later",
+);
+/// Too many new connections from this client recently.
+pub const CONNECTION_RATE: Reply = r(
+    421,
+    (4, 7, 0),
+    "Connection rate limit exceeded, try again later",
+);
+/// The client is on the deny list.
+pub const CONNECTION_DENIED: Reply = r(554, (5, 7, 1), "Connection refused");
 /// The gateway is shutting down.
 pub const SHUTTING_DOWN: Reply = r(421, (4, 3, 2), "Service shutting down, try again later");
 /// The client waited too long between commands.
@@ -276,6 +290,9 @@ pub const ALL: &[&Reply] = &[
     &CHUNK_OK,
     &START_DATA,
     &TOO_BUSY,
+    &TOO_MANY_FROM_YOU,
+    &CONNECTION_RATE,
+    &CONNECTION_DENIED,
     &SHUTTING_DOWN,
     &TIMEOUT,
     &TOO_MANY_ERRORS,

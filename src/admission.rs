@@ -1,0 +1,216 @@
+//! Connection admission, before the banner: deny and allow lists, concurrent sessions per
+//! client address and per network (/24 for IPv4, /64 for IPv6), and a connection rate per
+//! address (GCRA, governor).
+//!
+//! Owns: the counters and the decision to admit or turn a connection away, with the reply and
+//! the metric label of each refusal. An allow-listed client skips the limits (a trusted relay
+//! may open many connections). Must not: speak SMTP beyond handing back a reply.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use ipnet::IpNet;
+
+use crate::config::schema::ConnectionsConfig;
+use crate::metrics::Limit;
+use crate::smtp::reply::{self, Reply};
+
+/// The admission state of a listener group.
+pub struct Admission {
+    allow: Vec<IpNet>,
+    deny: Vec<IpNet>,
+    max_per_ip: usize,
+    max_per_network: usize,
+    rate: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    per_network: Mutex<HashMap<IpNet, usize>>,
+}
+
+/// Why a connection was turned away.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// What the client is told before the connection closes.
+    pub reply: Reply,
+    /// The limit that was hit (for `portcullis_limit_hits_total`).
+    pub limit: Limit,
+}
+
+/// An admitted connection; dropping it releases its place in the counters.
+pub struct Ticket {
+    admission: Arc<Admission>,
+    counted: Option<(IpAddr, IpNet)>,
+}
+
+/// The network a client is counted in: its /24 (IPv4) or /64 (IPv6).
+pub fn network_of(ip: IpAddr) -> IpNet {
+    let prefix = if ip.is_ipv4() { 24 } else { 64 };
+    IpNet::new(ip, prefix)
+        .map(|n| n.trunc())
+        .unwrap_or_else(|_| IpNet::from(ip))
+}
+
+impl Admission {
+    /// Admission from `connections:` in the config.
+    pub fn new(config: &ConnectionsConfig) -> Self {
+        let rate = NonZeroU32::new(config.rate_per_minute).map(|n| {
+            let burst = NonZeroU32::new(config.rate_burst).unwrap_or(n);
+            RateLimiter::keyed(Quota::per_minute(n).allow_burst(burst))
+        });
+        Admission {
+            allow: config.allow.clone(),
+            deny: config.deny.clone(),
+            max_per_ip: config.max_per_ip,
+            max_per_network: config.max_per_network,
+            rate,
+            per_ip: Mutex::new(HashMap::new()),
+            per_network: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Admits `ip` or says why not.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Ticket, Refusal> {
+        let listed = |nets: &[IpNet]| nets.iter().any(|n| n.contains(&ip));
+        if listed(&self.allow) {
+            return Ok(Ticket {
+                admission: self.clone(),
+                counted: None,
+            });
+        }
+        if listed(&self.deny) {
+            return Err(Refusal {
+                reply: reply::CONNECTION_DENIED,
+                limit: Limit::DenyList,
+            });
+        }
+        if let Some(rate) = &self.rate
+            && rate.check_key(&ip).is_err()
+        {
+            return Err(Refusal {
+                reply: reply::CONNECTION_RATE,
+                limit: Limit::ConnectionRate,
+            });
+        }
+        let net = network_of(ip);
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let mut per_net = self.per_network.lock().unwrap_or_else(|p| p.into_inner());
+        let (ip_count, net_count) = (
+            per_ip.get(&ip).copied().unwrap_or(0),
+            per_net.get(&net).copied().unwrap_or(0),
+        );
+        if self.max_per_ip > 0 && ip_count >= self.max_per_ip {
+            return Err(Refusal {
+                reply: reply::TOO_MANY_FROM_YOU,
+                limit: Limit::SessionsPerIp,
+            });
+        }
+        if self.max_per_network > 0 && net_count >= self.max_per_network {
+            return Err(Refusal {
+                reply: reply::TOO_MANY_FROM_YOU,
+                limit: Limit::SessionsPerNetwork,
+            });
+        }
+        per_ip.insert(ip, ip_count + 1);
+        per_net.insert(net, net_count + 1);
+        Ok(Ticket {
+            admission: self.clone(),
+            counted: Some((ip, net)),
+        })
+    }
+
+    /// Forgets rate-limiter state that has fully replenished (bounded memory).
+    pub fn housekeeping(&self) {
+        if let Some(rate) = &self.rate {
+            rate.retain_recent();
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let Some((ip, net)) = self.counted else {
+            return;
+        };
+        // Remove entries that reach zero so the maps only hold clients that are connected.
+        fn release<K: std::hash::Hash + Eq>(map: &Mutex<HashMap<K, usize>>, key: &K) {
+            let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = map.get_mut(key) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(key);
+                }
+            }
+        }
+        release(&self.admission.per_ip, &ip);
+        release(&self.admission.per_network, &net);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> ConnectionsConfig {
+        ConnectionsConfig {
+            max_per_ip: 2,
+            max_per_network: 3,
+            rate_per_minute: 0,
+            ..ConnectionsConfig::default()
+        }
+    }
+
+    #[test]
+    fn concurrency_per_ip_and_network_is_released_on_drop() {
+        let a = Arc::new(Admission::new(&config()));
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let t1 = a.admit(ip("192.0.2.1")).expect("1");
+        let _t2 = a.admit(ip("192.0.2.1")).expect("2");
+        assert_eq!(
+            a.admit(ip("192.0.2.1")).err().map(|r| r.limit),
+            Some(Limit::SessionsPerIp)
+        );
+        let _t3 = a.admit(ip("192.0.2.9")).expect("3, same /24");
+        assert_eq!(
+            a.admit(ip("192.0.2.10")).err().map(|r| r.limit),
+            Some(Limit::SessionsPerNetwork)
+        );
+        assert!(a.admit(ip("198.51.100.1")).is_ok(), "other network");
+        drop(t1);
+        assert!(a.admit(ip("192.0.2.1")).is_ok(), "a slot was released");
+        assert_eq!(
+            network_of(ip("2001:db8:1:2:3::4")),
+            "2001:db8:1:2::/64".parse::<IpNet>().expect("net")
+        );
+    }
+
+    #[test]
+    fn lists_and_rate() {
+        let mut c = config();
+        c.allow = vec!["10.0.0.0/8".parse().expect("net")];
+        c.deny = vec![
+            "203.0.113.0/24".parse().expect("net"),
+            "10.9.0.0/16".parse().expect("net"),
+        ];
+        c.rate_per_minute = 2;
+        c.rate_burst = 2;
+        let a = Arc::new(Admission::new(&c));
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        assert_eq!(
+            a.admit(ip("203.0.113.5")).err().map(|r| r.reply),
+            Some(reply::CONNECTION_DENIED)
+        );
+        // The allow list wins over the deny list and skips every limit.
+        let held: Vec<_> = (0..10)
+            .map(|_| a.admit(ip("10.9.1.1")).expect("allowed"))
+            .collect();
+        assert_eq!(held.len(), 10);
+        assert!(a.admit(ip("198.51.100.7")).is_ok());
+        assert!(a.admit(ip("198.51.100.7")).is_ok());
+        assert_eq!(
+            a.admit(ip("198.51.100.7")).err().map(|r| r.limit),
+            Some(Limit::ConnectionRate)
+        );
+    }
+}

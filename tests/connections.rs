@@ -1,0 +1,107 @@
+//! Connection admission and early talkers, through the gateway: deny list, per-address
+//! concurrency, connection rate, allow list, and `client.pregreet`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Gateway, LineClient};
+
+#[tokio::test]
+async fn deny_list_per_ip_limit_and_allow_list() {
+    let gw = Gateway::start(|c| {
+        c.connections.deny = vec!["127.0.0.66/32".parse().unwrap()];
+        c.connections.allow = vec!["127.0.0.77/32".parse().unwrap()];
+        c.connections.max_per_ip = 2;
+    })
+    .await;
+    let mut denied = LineClient::connect_from(gw.addr, "127.0.0.66".parse().unwrap()).await;
+    let (code, text) = denied.read_reply().await;
+    assert_eq!((code, text.contains("5.7.1")), (554, true), "{text}");
+    assert_eq!(denied.read_reply().await.0, 0, "closed after the refusal");
+
+    let from = |ip: &str| ip.parse::<std::net::IpAddr>().unwrap();
+    let mut a = LineClient::connect_from(gw.addr, from("127.0.0.5")).await;
+    let mut b = LineClient::connect_from(gw.addr, from("127.0.0.5")).await;
+    assert_eq!((a.read_reply().await.0, b.read_reply().await.0), (220, 220));
+    let mut c = LineClient::connect_from(gw.addr, from("127.0.0.5")).await;
+    let (code, text) = c.read_reply().await;
+    assert_eq!((code, text.contains("4.7.0")), (421, true), "{text}");
+    // Another address is not affected, and the allow list skips the limit.
+    let mut other = LineClient::connect_from(gw.addr, from("127.0.0.6")).await;
+    assert_eq!(other.read_reply().await.0, 220);
+    let mut trusted = Vec::new();
+    for _ in 0..4 {
+        let mut t = LineClient::connect_from(gw.addr, from("127.0.0.77")).await;
+        assert_eq!(t.read_reply().await.0, 220);
+        trusted.push(t);
+    }
+    // Closing a session frees its place.
+    drop(a);
+    let mut freed = false;
+    for _ in 0..50 {
+        let mut again = LineClient::connect_from(gw.addr, from("127.0.0.5")).await;
+        if again.read_reply().await.0 == 220 {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(freed);
+    assert_eq!(
+        gw.metric("portcullis_limit_hits_total{limit=\"deny_list\"}")
+            .await,
+        1.0
+    );
+    assert!(
+        gw.metric("portcullis_limit_hits_total{limit=\"sessions_per_ip\"}")
+            .await
+            >= 1.0
+    );
+}
+
+#[tokio::test]
+async fn connection_rate_per_address() {
+    let gw = Gateway::start(|c| {
+        c.connections.rate_per_minute = 3;
+        c.connections.rate_burst = 3;
+    })
+    .await;
+    let mut codes = Vec::new();
+    for _ in 0..5 {
+        let mut c = LineClient::connect_from(gw.addr, "127.0.0.8".parse().unwrap()).await;
+        codes.push(c.read_reply().await.0);
+    }
+    assert_eq!(codes, vec![220, 220, 220, 421, 421]);
+    let mut c = LineClient::connect_from(gw.addr, "127.0.0.9".parse().unwrap()).await;
+    assert_eq!(c.read_reply().await.0, 220, "the limit is per address");
+    assert_eq!(
+        gw.metric("portcullis_limit_hits_total{limit=\"connection_rate\"}")
+            .await,
+        2.0
+    );
+}
+
+#[tokio::test]
+async fn early_talkers_are_a_fact_the_policy_can_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, "rules:\n  - name: pregreet\n    when: { client.pregreet: true }\n    action: reject\n    reply: { code: 554, enhanced: \"5.5.1\", text: \"Protocol error: talking before the banner\" }\n").unwrap();
+    let gw = Gateway::start(|c| {
+        c.connections.pregreet_wait = Duration::from_millis(300);
+        c.policy = Some(policy);
+    })
+    .await;
+    // A polite client waits for the banner.
+    let mut polite = LineClient::connect(gw.addr).await;
+    assert_eq!(polite.read_reply().await.0, 220);
+    // A bot talks first.
+    let mut bot = LineClient::connect(gw.addr).await;
+    bot.send(b"EHLO bot.example\r\n").await;
+    let (code, text) = bot.read_reply().await;
+    assert_eq!(
+        (code, text.as_str()),
+        (554, "554 5.5.1 Protocol error: talking before the banner")
+    );
+}
