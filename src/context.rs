@@ -46,7 +46,7 @@ impl Context {
             None => None,
         };
         let backend = Arc::new(Backend::new(&config).map_err(crate::error::Error::Config)?);
-        let dns = match config.auth.enabled {
+        let dns = match checks::needs_dns(&config) {
             true => Some(Arc::new(Dns::new(&config.dns, metrics.clone())?)),
             false => None,
         };

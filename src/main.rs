@@ -89,7 +89,7 @@ enum PolicyCmd {
         /// RCPT TO (repeatable).
         #[arg(long, required = true)]
         rcpt: Vec<String>,
-        /// No DNS at all: SPF, DKIM, ARC and DMARC are skipped.
+        /// No DNS at all: SPF, DKIM, ARC, DMARC and the rDNS/HELO lookups are skipped.
         #[arg(long, conflicts_with = "dns")]
         dns_offline: bool,
         /// Ask this name server (ip:port) instead of the configured ones.
@@ -123,6 +123,8 @@ fn main() -> ExitCode {
             };
             if dns_offline {
                 config.auth.enabled = false;
+                config.client_checks.rdns = false;
+                config.client_checks.helo_dns = false;
             }
             if let Some(ns) = dns {
                 config.dns.nameservers = vec![ns];

@@ -8,8 +8,10 @@ pub mod dkim;
 pub mod dmarc;
 pub mod envelope;
 pub mod headers;
+pub mod helo;
 pub mod line_endings;
 pub mod message_auth;
+pub mod rdns;
 pub mod recipients;
 pub mod size;
 pub mod spf;
@@ -17,17 +19,20 @@ pub mod spf;
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::config::domains::AcceptedDomains;
 use crate::dns::Dns;
 use crate::metrics::Metrics;
 use crate::pipeline::Check;
 
-/// Builds the checks in their declared order. `dns` is the shared resolver (present when
-/// `auth.enabled`).
+/// Builds the checks in their declared order. `dns` is the shared resolver, present when
+/// some check needs DNS (see `needs_dns`).
 pub fn registry(
     config: &Config,
     dns: Option<Arc<Dns>>,
     metrics: &Arc<Metrics>,
 ) -> Vec<Box<dyn Check>> {
+    let cc = &config.client_checks;
+    let domains = AcceptedDomains::new(&config.accepted_domains).unwrap_or_default();
     let mut checks: Vec<Box<dyn Check>> = vec![
         Box::new(envelope::EnvelopeFacts),
         Box::new(size::SizeCheck::new(config.limits.max_message_size)),
@@ -36,8 +41,21 @@ pub fn registry(
         )),
         Box::new(line_endings::LineEndings),
         Box::new(headers::HeaderFacts),
+        Box::new(helo::HeloCheck::new(
+            &config.hostname,
+            domains,
+            dns.clone().filter(|_| cc.helo_dns),
+            cc.lookup_private,
+        )),
     ];
-    if let Some(dns) = dns {
+    let Some(dns) = dns else { return checks };
+    if cc.rdns {
+        checks.push(Box::new(rdns::RdnsCheck::new(
+            dns.clone(),
+            cc.lookup_private,
+        )));
+    }
+    if config.auth.enabled {
         let authserv_id = config.authserv_id().to_string();
         checks.push(Box::new(spf::SpfCheck::new(
             dns.clone(),
@@ -53,4 +71,9 @@ pub fn registry(
         )));
     }
     checks
+}
+
+/// Whether any configured check looks things up in DNS (then the shared resolver is built).
+pub fn needs_dns(config: &Config) -> bool {
+    config.auth.enabled || config.client_checks.rdns || config.client_checks.helo_dns
 }

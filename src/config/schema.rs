@@ -57,6 +57,8 @@ pub struct Config {
     pub quarantine: QuarantineConfig,
     /// Connection admission before the banner.
     pub connections: ConnectionsConfig,
+    /// Facts about the client: reverse DNS and the HELO name.
+    pub client_checks: ClientChecksConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -82,6 +84,7 @@ impl Default for Config {
             shadow_policy: None,
             quarantine: QuarantineConfig::default(),
             connections: ConnectionsConfig::default(),
+            client_checks: ClientChecksConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -452,6 +455,28 @@ impl Default for ConnectionsConfig {
             rate_per_minute: 0,
             rate_burst: 0,
             pregreet_wait: Duration::ZERO,
+        }
+    }
+}
+
+/// Reverse DNS and HELO checks (facts only; policies decide what they cost).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientChecksConfig {
+    /// Look up the client's PTR and confirm it forward (`rdns.*` facts).
+    pub rdns: bool,
+    /// Look up whether the HELO name resolves (`helo.resolves`); the syntax facts need no DNS.
+    pub helo_dns: bool,
+    /// Also look up loopback, private and link-local clients (off: they have no public PTR).
+    pub lookup_private: bool,
+}
+
+impl Default for ClientChecksConfig {
+    fn default() -> Self {
+        ClientChecksConfig {
+            rdns: true,
+            helo_dns: true,
+            lookup_private: false,
         }
     }
 }

@@ -41,6 +41,8 @@ pub fn test_config() -> (Config, tempfile::TempDir) {
     // No test may reach the internet: authentication stays off unless a test enables it
     // with the in-process DNS fixture as the name server.
     c.auth.enabled = false;
+    c.client_checks.rdns = false;
+    c.client_checks.helo_dns = false;
     (c, dir)
 }
 

@@ -1,0 +1,134 @@
+//! Reverse DNS of the client at connect: does a PTR exist, and does its name resolve back
+//! to the client (forward-confirmed rDNS)?
+//!
+//! Facts: `rdns.ptr` (flag), `rdns.name` (the first PTR name, without the final dot) and
+//! `rdns.fcrdns` (flag). Clients in loopback, private and link-local ranges are not looked
+//! up unless `client_checks.lookup_private` (their PTRs are local business): no facts then.
+//! Must not: judge (policy decides what a missing PTR costs).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use mail_auth::hickory_resolver::proto::rr::{Name, RData};
+
+use crate::dns::Dns;
+use crate::pipeline::outcome::Fact;
+use crate::pipeline::{Check, CheckContext, CheckFuture};
+
+/// True for addresses that have no public reverse DNS.
+pub fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            v4.is_loopback() || v4.is_private() || v4.is_link_local() || v4.is_unspecified()
+        }
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (v6.segments()[0] & 0xfe00) == 0xfc00
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// The PTR and FCrDNS check.
+pub struct RdnsCheck {
+    dns: Arc<Dns>,
+    lookup_private: bool,
+}
+
+impl RdnsCheck {
+    /// A check on the shared resolver.
+    pub fn new(dns: Arc<Dns>, lookup_private: bool) -> Self {
+        RdnsCheck {
+            dns,
+            lookup_private,
+        }
+    }
+}
+
+/// Whether `name` resolves (A/AAAA) to `ip`.
+pub async fn resolves_to(dns: &Dns, name: &str, ip: IpAddr) -> bool {
+    match dns.authenticator().resolver().lookup_ip(name).await {
+        Ok(answer) => answer.iter().any(|a| a.to_canonical() == ip),
+        Err(_) => false,
+    }
+}
+
+impl Check for RdnsCheck {
+    fn name(&self) -> &'static str {
+        "rdns"
+    }
+
+    fn on_connect<'a>(&'a self, ctx: CheckContext<'a>) -> CheckFuture<'a> {
+        Box::pin(async move {
+            let ip = ctx.session.client.ip();
+            if is_private(ip) && !self.lookup_private {
+                return Vec::new().into();
+            }
+            let ptr = self
+                .dns
+                .authenticator()
+                .resolver()
+                .reverse_lookup(Name::from(ip))
+                .await;
+            let names: Vec<String> = match ptr {
+                Ok(answer) => answer
+                    .answers()
+                    .iter()
+                    .filter_map(|r| match &r.data {
+                        RData::PTR(p) => {
+                            Some(p.0.to_ascii().trim_end_matches('.').to_ascii_lowercase())
+                        }
+                        _ => None,
+                    })
+                    .collect(),
+                Err(_) => Vec::new(),
+            };
+            let Some(first) = names.first() else {
+                return vec![
+                    Fact::flag("rdns.ptr", false),
+                    Fact::flag("rdns.fcrdns", false),
+                ]
+                .into();
+            };
+            // FCrDNS: one of the (first few) PTR names must resolve back to the client.
+            let mut confirmed = false;
+            for name in names.iter().take(3) {
+                if resolves_to(&self.dns, &format!("{name}."), ip).await {
+                    confirmed = true;
+                    break;
+                }
+            }
+            vec![
+                Fact::flag("rdns.ptr", true),
+                Fact::text("rdns.name", first.clone()),
+                Fact::flag("rdns.fcrdns", confirmed),
+            ]
+            .into()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_ranges() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.1.1",
+            "172.16.0.1",
+            "169.254.1.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+        ] {
+            assert!(is_private(private.parse().expect("ip")), "{private}");
+        }
+        for public in ["192.0.2.1", "8.8.8.8", "2001:db8::1"] {
+            assert!(!is_private(public.parse().expect("ip")), "{public}");
+        }
+    }
+}

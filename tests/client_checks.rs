@@ -1,0 +1,89 @@
+//! Reverse DNS and HELO facts through the real resolver and the DNS fixture. The clients come
+//! through a trusted PROXY header with public documentation addresses (192.0.2.x): the
+//! resolver answers loopback PTRs itself (localhost, RFC 6761), and private clients are not
+//! looked up.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::dns::{DnsFixture, Zone};
+use common::{Gateway, LineClient};
+
+const POLICY: &str = "rules:\n  - name: no-ptr\n    when: { rdns.ptr: false }\n    score: 1\n  - name: forged-us\n    when: { helo.ours: true }\n    action: reject\n    reply: { code: 550, enhanced: \"5.7.1\", text: \"You are not us\" }\n  - name: wrong-literal\n    when: { helo.literal_mismatch: true }\n    action: reject\n  - name: fcrdns\n    when: { rdns.fcrdns: true }\n    action: tag\n  - name: helo-unresolvable\n    when: { helo.resolves: false }\n    action: tag\n";
+
+async fn gateway(dns: &DnsFixture, dir: &std::path::Path) -> Gateway {
+    let policy = dir.join("policy.yaml");
+    std::fs::write(&policy, POLICY).unwrap();
+    let ns = dns.addr();
+    Gateway::start(move |c| {
+        c.dns.nameservers = vec![ns];
+        c.dns.timeout = Duration::from_secs(2);
+        c.dns.attempts = 1;
+        c.client_checks.rdns = true;
+        c.client_checks.helo_dns = true;
+        c.proxy_protocol.trusted = vec!["127.0.0.1/32".parse().unwrap()];
+        c.policy = Some(policy);
+    })
+    .await
+}
+
+fn zones() -> Vec<Zone> {
+    vec![
+        Zone::root()
+            .ptr("192.0.2.21".parse().unwrap(), "mx.good.test.")
+            .a("mx.good.test", "192.0.2.21".parse().unwrap())
+            .ptr("192.0.2.22".parse().unwrap(), "liar.bad.test.")
+            .a("liar.bad.test", "192.0.2.99".parse().unwrap()),
+    ]
+}
+
+async fn session(gw: &Gateway, from: &str, helo: &str) -> (LineClient, u16, String) {
+    let mut c = LineClient::connect(gw.addr).await;
+    c.send(format!("PROXY TCP4 {from} 127.0.0.1 40000 25\r\n").as_bytes())
+        .await;
+    assert_eq!(c.read_reply().await.0, 220);
+    let (code, text) = c.cmd(&format!("EHLO {helo}")).await;
+    (c, code, text)
+}
+
+/// MAIL and RCPT without a new EHLO (which would replace the HELO facts).
+async fn mail(c: &mut LineClient, from: &str, to: &str) {
+    assert_eq!(c.cmd(&format!("MAIL FROM:<{from}>")).await.0, 250);
+    assert_eq!(c.cmd(&format!("RCPT TO:<{to}>")).await.0, 250);
+}
+
+#[tokio::test]
+async fn rdns_and_helo_facts_reach_the_policy() {
+    let dns = DnsFixture::start(zones()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway(&dns, dir.path()).await;
+
+    // Forward-confirmed, resolvable HELO: tagged by the fcrdns rule only.
+    let (mut c, code, _) = session(&gw, "192.0.2.21", "mx.good.test").await;
+    assert_eq!(code, 250);
+    mail(&mut c, "a@good.test", "u@example.test").await;
+    assert_eq!(c.data(b"Subject: s\r\n\r\nx\r\n").await.0, 250);
+    let m = String::from_utf8_lossy(&gw.delivered("example.test", "u")[0]).to_string();
+    assert!(
+        m.contains("X-Portcullis-Verdict: tag; score=0; rules=fcrdns\r\n"),
+        "{m}"
+    );
+
+    // A PTR that does not resolve back, and a HELO that does not resolve: tagged, not fcrdns.
+    let (mut c, code, _) = session(&gw, "192.0.2.22", "nowhere.bad.test").await;
+    assert_eq!(code, 250);
+    mail(&mut c, "a@bad.test", "v@example.test").await;
+    assert_eq!(c.data(b"Subject: s\r\n\r\nx\r\n").await.0, 250);
+    let m = String::from_utf8_lossy(&gw.delivered("example.test", "v")[0]).to_string();
+    assert!(m.contains("rules=helo-unresolvable\r\n"), "{m}");
+
+    // No PTR at all scores; claiming to be us or another address is refused at EHLO.
+    let (_, code, text) = session(&gw, "192.0.2.23", "gw.example.test").await;
+    assert_eq!((code, text.as_str()), (550, "550 5.7.1 You are not us"));
+    let (_, code, _) = session(&gw, "192.0.2.23", "[127.0.0.1]").await;
+    assert_eq!(code, 550);
+    let (_, code, _) = session(&gw, "192.0.2.23", "[192.0.2.23]").await;
+    assert_eq!(code, 250, "the client's own literal is fine");
+}
