@@ -6,6 +6,7 @@
 pub mod arc;
 pub mod dkim;
 pub mod dmarc;
+pub mod dnsbl;
 pub mod envelope;
 pub mod headers;
 pub mod helo;
@@ -49,6 +50,13 @@ pub fn registry(
         )),
     ];
     let Some(dns) = dns else { return checks };
+    if !config.dnsbl.zones.is_empty() {
+        checks.push(Box::new(dnsbl::DnsblCheck::new(
+            &config.dnsbl,
+            dns.clone(),
+            metrics.clone(),
+        )));
+    }
     if cc.rdns {
         checks.push(Box::new(rdns::RdnsCheck::new(
             dns.clone(),
@@ -75,5 +83,8 @@ pub fn registry(
 
 /// Whether any configured check looks things up in DNS (then the shared resolver is built).
 pub fn needs_dns(config: &Config) -> bool {
-    config.auth.enabled || config.client_checks.rdns || config.client_checks.helo_dns
+    config.auth.enabled
+        || config.client_checks.rdns
+        || config.client_checks.helo_dns
+        || !config.dnsbl.zones.is_empty()
 }

@@ -59,6 +59,8 @@ pub struct Config {
     pub connections: ConnectionsConfig,
     /// Facts about the client: reverse DNS and the HELO name.
     pub client_checks: ClientChecksConfig,
+    /// DNS block and allow lists asked about the client at connect (RFC 5782).
+    pub dnsbl: DnsblConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -85,6 +87,7 @@ impl Default for Config {
             quarantine: QuarantineConfig::default(),
             connections: ConnectionsConfig::default(),
             client_checks: ClientChecksConfig::default(),
+            dnsbl: DnsblConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -477,6 +480,52 @@ impl Default for ClientChecksConfig {
             rdns: true,
             helo_dns: true,
             lookup_private: false,
+        }
+    }
+}
+
+/// DNS block and allow lists (RFC 5782): facts only; policies decide what a listing costs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsblConfig {
+    /// The zones to ask, all at once; empty means the check does nothing.
+    pub zones: Vec<DnsblZoneConfig>,
+    /// How long each zone's lookup may take before it counts as failed.
+    #[serde(deserialize_with = "units::duration")]
+    pub timeout: Duration,
+}
+
+impl Default for DnsblConfig {
+    fn default() -> Self {
+        DnsblConfig {
+            zones: Vec::new(),
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// One DNSBL or DNSWL zone.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsblZoneConfig {
+    /// The zone, such as `zen.spamhaus.org`.
+    pub zone: String,
+    /// Added to `dnsbl.score` when this (block) zone lists the client.
+    pub weight: u64,
+    /// Answers that count as a listing: addresses or `low-high` ranges; empty means any
+    /// 127.0.0.0/8 answer except the error codes 127.255.255.0/24.
+    pub codes: Vec<String>,
+    /// An allow list (DNSWL): a listing gives `dnswl.listed` instead of `dnsbl.listed`.
+    pub allow: bool,
+}
+
+impl Default for DnsblZoneConfig {
+    fn default() -> Self {
+        DnsblZoneConfig {
+            zone: String::new(),
+            weight: 1,
+            codes: Vec::new(),
+            allow: false,
         }
     }
 }

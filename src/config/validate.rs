@@ -76,6 +76,7 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         ));
     }
     dns_and_auth(config, &mut out);
+    dnsbl(config, &mut out);
     for pattern in config.policy_scopes.keys() {
         if let Err(e) = AcceptedDomains::new(std::slice::from_ref(pattern)) {
             out.push(problem(
@@ -161,6 +162,45 @@ fn dns_and_auth(config: &Config, out: &mut Vec<Problem>) {
     }
 }
 
+fn dnsbl(config: &Config, out: &mut Vec<Problem>) {
+    let d = &config.dnsbl;
+    if d.timeout.is_zero() {
+        out.push(problem(
+            &[Key("dnsbl"), Key("timeout")],
+            "timeout must be greater than 0",
+        ));
+    } else if !d.zones.is_empty() && d.timeout >= config.timeouts.check {
+        out.push(problem(
+            &[Key("dnsbl"), Key("timeout")],
+            "timeout must stay below timeouts.check, or the check is cut off as check.error",
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, zone) in d.zones.iter().enumerate() {
+        let at = |key| [Key("dnsbl"), Key("zones"), Index(i), Key(key)];
+        match normalize_domain(zone.zone.trim_end_matches('.')) {
+            Some(name) if name.contains('.') => {
+                if !seen.insert(name) {
+                    out.push(problem(
+                        &at("zone"),
+                        format!("{:?} is listed twice", zone.zone),
+                    ));
+                }
+            }
+            _ => out.push(problem(
+                &at("zone"),
+                format!("{:?} is not a valid zone (a dotted domain)", zone.zone),
+            )),
+        }
+        for (j, code) in zone.codes.iter().enumerate() {
+            if let Err(e) = crate::checks::dnsbl::parse_code_range(code) {
+                let path = [Key("dnsbl"), Key("zones"), Index(i), Key("codes"), Index(j)];
+                out.push(problem(&path, e));
+            }
+        }
+    }
+}
+
 fn limits(config: &Config, out: &mut Vec<Problem>) {
     let l = &config.limits;
     let lim = |k| [Key("limits"), Key(k)];
@@ -230,6 +270,40 @@ mod tests {
         );
         c.auth.enabled = false;
         assert_eq!(validate(&c), vec![]);
+    }
+
+    #[test]
+    fn dnsbl_zones_and_codes_are_checked() {
+        use super::super::schema::DnsblZoneConfig;
+        let zone = |name: &str, codes: &[&str]| DnsblZoneConfig {
+            zone: name.into(),
+            codes: codes.iter().map(|c| c.to_string()).collect(),
+            ..DnsblZoneConfig::default()
+        };
+        let mut c = Config::default();
+        c.dnsbl.zones = vec![
+            zone("zen.spamhaus.org", &["127.0.0.2-127.0.0.11", "127.0.0.20"]),
+            zone("list.dnswl.org.", &[]),
+        ];
+        assert_eq!(validate(&c), vec![]);
+        c.dnsbl
+            .zones
+            .push(zone("bad zone", &["127.0.0.9-127.0.0.2", "x"]));
+        c.dnsbl.zones.push(zone("ZEN.spamhaus.org", &[]));
+        c.dnsbl.timeout = std::time::Duration::ZERO;
+        let paths: Vec<_> = validate(&c).into_iter().map(|p| p.path).collect();
+        let z = |i, key| vec![Key("dnsbl"), Key("zones"), Index(i), Key(key)];
+        let code = |j| vec![Key("dnsbl"), Key("zones"), Index(2), Key("codes"), Index(j)];
+        assert_eq!(
+            paths,
+            vec![
+                vec![Key("dnsbl"), Key("timeout")],
+                z(2, "zone"),
+                code(0),
+                code(1),
+                z(3, "zone"),
+            ]
+        );
     }
 
     #[test]

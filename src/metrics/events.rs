@@ -110,6 +110,44 @@ impl BackendErrorKind {
     }
 }
 
+/// What one DNSBL/DNSWL lookup gave (label values of `portcullis_dnsbl_lookups_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnsblResult {
+    /// An A record within the zone's listing codes.
+    Listed,
+    /// NXDOMAIN, no A record, or only codes outside the zone's listing codes.
+    Clean,
+    /// An error code (127.255.255.0/24 or outside 127.0.0.0/8): never a listing.
+    ErrorAnswer,
+    /// No answer within `dnsbl.timeout`, SERVFAIL or another lookup error.
+    Failed,
+}
+
+impl DnsblResult {
+    /// Every result, for pre-creating series.
+    pub const ALL: [DnsblResult; 4] = [
+        DnsblResult::Listed,
+        DnsblResult::Clean,
+        DnsblResult::ErrorAnswer,
+        DnsblResult::Failed,
+    ];
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            DnsblResult::Listed => "listed",
+            DnsblResult::Clean => "clean",
+            DnsblResult::ErrorAnswer => "error_answer",
+            DnsblResult::Failed => "failed",
+        }
+    }
+
+    /// Whether the zone answered sensibly (`portcullis_dnsbl_zone_healthy`).
+    pub fn healthy(self) -> bool {
+        matches!(self, DnsblResult::Listed | DnsblResult::Clean)
+    }
+}
+
 /// Something that happened, to be counted.
 #[derive(Debug, Clone)]
 pub enum Event {
@@ -186,6 +224,20 @@ pub enum Event {
     Reload {
         /// False when the new policy was refused.
         ok: bool,
+    },
+    /// A DNSBL/DNSWL zone is configured (at start-up): its series are created, the zone
+    /// counted healthy until a lookup says otherwise. Zone names come from the config: a
+    /// bounded set.
+    DnsblZoneConfigured {
+        /// The zone, as configured (lower case, no final dot).
+        zone: String,
+    },
+    /// A DNSBL/DNSWL zone was asked about a client.
+    DnsblLookup {
+        /// The zone, as configured.
+        zone: String,
+        /// What it answered.
+        result: DnsblResult,
     },
     /// The readiness probe reached (or failed to reach) the backend.
     BackendProbe {

@@ -2,7 +2,8 @@
 //!
 //! Owns: the registry and every metric name (prefix `portcullis_`, units in the name,
 //! `_total` added to counters by the client library). Labels are bounded: stage, check,
-//! verdict, reply class, limit, command verb; never sender, domain or IP.
+//! verdict, reply class, limit, command verb, and names from the config (policy rules,
+//! DNSBL zones); never sender, domain or IP of a client.
 //! Must not: take unbounded labels.
 
 pub mod events;
@@ -18,10 +19,12 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-pub use events::{BackendErrorKind, Event, Limit};
+pub use events::{BackendErrorKind, DnsblResult, Event, Limit};
 
 type L1 = [(&'static str, &'static str); 1];
 type L2 = [(&'static str, &'static str); 2];
+type ZoneL1 = [(&'static str, String); 1];
+type ZoneL2 = [(&'static str, String); 2];
 type HistFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn seconds_histogram() -> Histogram {
@@ -65,6 +68,8 @@ pub struct Metrics {
     rule_hits: Family<[(&'static str, String); 1], Counter>,
     reloads: Family<L1, Counter>,
     shadow: Family<L2, Counter>,
+    dnsbl_lookups: Family<ZoneL2, Counter>,
+    dnsbl_healthy: Family<ZoneL1, Gauge>,
 }
 
 impl Metrics {
@@ -98,6 +103,8 @@ impl Metrics {
             rule_hits: Family::default(),
             reloads: Family::default(),
             shadow: Family::default(),
+            dnsbl_lookups: Family::default(),
+            dnsbl_healthy: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -197,6 +204,16 @@ impl Metrics {
             "shadow_verdicts",
             "Live and shadow policy actions compared where the live one acted",
             m.shadow.clone(),
+        );
+        r.register(
+            "dnsbl_lookups",
+            "DNSBL/DNSWL lookups by zone and result (listed, clean, error_answer, failed)",
+            m.dnsbl_lookups.clone(),
+        );
+        r.register(
+            "dnsbl_zone_healthy",
+            "1 if the zone's last answer was sensible, 0 after an error answer or a failure",
+            m.dnsbl_healthy.clone(),
         );
         m.precreate();
         Metrics { registry, ..m }
@@ -343,6 +360,24 @@ impl Metrics {
             }
             Event::BackendProbe { up } => {
                 self.backend_up.set(i64::from(up));
+            }
+            Event::DnsblZoneConfigured { zone } => {
+                for result in DnsblResult::ALL {
+                    drop(self.dnsbl_lookups.get_or_create(&[
+                        ("zone", zone.clone()),
+                        ("result", result.label().to_string()),
+                    ]));
+                }
+                self.dnsbl_healthy.get_or_create(&[("zone", zone)]).set(1);
+            }
+            Event::DnsblLookup { zone, result } => {
+                self.dnsbl_lookups
+                    .get_or_create(&[("zone", zone.clone()), ("result", result.label().into())])
+                    .inc();
+                let healthy = i64::from(result.healthy());
+                self.dnsbl_healthy
+                    .get_or_create(&[("zone", zone)])
+                    .set(healthy);
             }
         }
     }

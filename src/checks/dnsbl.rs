@@ -1,0 +1,304 @@
+//! DNS block and allow lists (DNSBL/DNSWL, RFC 5782) of the client address at connect: every
+//! configured zone is asked at once, through the shared resolver, each within `dnsbl.timeout`.
+//!
+//! Facts: `dnsbl.listed` (one per block zone that lists the client), `dnsbl.score` (the summed
+//! weights of those zones), `dnswl.listed` (one per allow zone that lists the client) and
+//! `dnsbl.error` (one per zone that answered with an error code, RFC 5782 §2.1 / Spamhaus
+//! 127.255.255.x). An error answer is never a listing. Every client is looked up, loopback
+//! and private ones included (operators should not list RFC 1918 clients).
+//! Must not: judge (policy decides what a listing costs), open its own DNS sockets, or cache.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use mail_auth::hickory_resolver::net::{DnsError, NetError};
+use mail_auth::hickory_resolver::proto::op::ResponseCode;
+use mail_auth::hickory_resolver::proto::rr::{RData, RecordType};
+
+use crate::config::schema::{DnsblConfig, DnsblZoneConfig};
+use crate::dns::Dns;
+use crate::metrics::{DnsblResult, Event, Metrics};
+use crate::pipeline::outcome::Fact;
+use crate::pipeline::{Check, CheckContext, CheckFuture};
+
+/// An inclusive range of return codes, `127.0.0.2-127.0.0.11` or a single `127.0.0.2`.
+pub type CodeRange = (Ipv4Addr, Ipv4Addr);
+
+/// Parses one entry of `codes`: an address, or two joined by `-` with the first not above
+/// the second.
+pub fn parse_code_range(text: &str) -> Result<CodeRange, String> {
+    let parse = |s: &str| {
+        s.trim()
+            .parse::<Ipv4Addr>()
+            .map_err(|_| format!("{s:?} is not an IPv4 address"))
+    };
+    let (low, high) = match text.split_once('-') {
+        Some((a, b)) => (parse(a)?, parse(b)?),
+        None => {
+            let one = parse(text)?;
+            (one, one)
+        }
+    };
+    if low > high {
+        return Err(format!("{text:?}: the first address is above the second"));
+    }
+    Ok((low, high))
+}
+
+/// The name to ask for `ip` in `zone` (RFC 5782 §2.1, §2.4): the IPv4 octets reversed
+/// (`2.0.0.127.zone.`), or the 32 nibbles of an IPv6 address reversed. IPv4-mapped IPv6
+/// addresses are asked in their IPv4 form. Absolute (final dot): no search domains.
+pub fn query_name(ip: IpAddr, zone: &str) -> String {
+    let zone = zone.trim_end_matches('.');
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            let [a, b, c, d] = v4.octets();
+            format!("{d}.{c}.{b}.{a}.{zone}.")
+        }
+        IpAddr::V6(v6) => {
+            let mut name = String::with_capacity(64 + zone.len() + 1);
+            for byte in v6.octets().iter().rev() {
+                name.push_str(&format!("{:x}.{:x}.", byte & 0x0f, byte >> 4));
+            }
+            name.push_str(zone);
+            name.push('.');
+            name
+        }
+    }
+}
+
+/// True for answers that report a problem with the query instead of a listing: anything
+/// outside 127.0.0.0/8, and 127.255.255.0/24 (Spamhaus: 127.255.255.254 for queries through
+/// public resolvers, .255 for excessive volume, .252 for a malformed query).
+pub fn is_error_code(code: Ipv4Addr) -> bool {
+    let [a, b, c, _] = code.octets();
+    a != 127 || (b == 255 && c == 255)
+}
+
+/// What the A records of one answer mean for a zone whose listing codes are `codes` (`None`:
+/// any code that is not an error code). An error code anywhere makes the answer an error.
+pub fn classify(answer: &[Ipv4Addr], codes: Option<&[CodeRange]>) -> DnsblResult {
+    if answer.iter().any(|c| is_error_code(*c)) {
+        return DnsblResult::ErrorAnswer;
+    }
+    let listed = answer.iter().any(|code| match codes {
+        None => true,
+        Some(ranges) => ranges.iter().any(|(lo, hi)| lo <= code && code <= hi),
+    });
+    if listed {
+        DnsblResult::Listed
+    } else {
+        DnsblResult::Clean
+    }
+}
+
+/// One configured zone, codes parsed.
+struct Zone {
+    zone: String,
+    weight: u64,
+    codes: Option<Vec<CodeRange>>,
+    allow: bool,
+}
+
+impl Zone {
+    fn new(config: &DnsblZoneConfig) -> Self {
+        // Validation rejects bad ranges; were one to slip through, it is dropped rather than
+        // turning the filter into "any code".
+        let codes = (!config.codes.is_empty()).then(|| {
+            config
+                .codes
+                .iter()
+                .filter_map(|c| parse_code_range(c).ok())
+                .collect()
+        });
+        Zone {
+            zone: config.zone.trim_end_matches('.').to_ascii_lowercase(),
+            weight: config.weight,
+            codes,
+            allow: config.allow,
+        }
+    }
+}
+
+/// The DNSBL/DNSWL check.
+pub struct DnsblCheck {
+    dns: Arc<Dns>,
+    zones: Vec<Zone>,
+    timeout: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl DnsblCheck {
+    /// A check of the zones of `config` on the shared resolver; their metric series are
+    /// created here (lookups at 0, each zone assumed healthy until a lookup says otherwise).
+    pub fn new(config: &DnsblConfig, dns: Arc<Dns>, metrics: Arc<Metrics>) -> Self {
+        let zones: Vec<Zone> = config.zones.iter().map(Zone::new).collect();
+        for zone in &zones {
+            metrics.emit(Event::DnsblZoneConfigured {
+                zone: zone.zone.clone(),
+            });
+        }
+        DnsblCheck {
+            dns,
+            zones,
+            timeout: config.timeout,
+            metrics,
+        }
+    }
+
+    /// Asks one zone about `ip`, within the timeout.
+    async fn lookup(&self, zone: &Zone, ip: IpAddr) -> DnsblResult {
+        let name = query_name(ip, &zone.zone);
+        let resolver = self.dns.authenticator().resolver();
+        let answer =
+            tokio::time::timeout(self.timeout, resolver.lookup(name.as_str(), RecordType::A)).await;
+        match answer {
+            Err(_) => DnsblResult::Failed,
+            Ok(Ok(lookup)) => {
+                let codes: Vec<Ipv4Addr> = lookup
+                    .answers()
+                    .iter()
+                    .filter_map(|r| match &r.data {
+                        RData::A(a) => Some(a.0),
+                        _ => None,
+                    })
+                    .collect();
+                classify(&codes, zone.codes.as_deref())
+            }
+            Ok(Err(e)) if is_negative(&e) => DnsblResult::Clean,
+            Ok(Err(_)) => DnsblResult::Failed,
+        }
+    }
+}
+
+/// NXDOMAIN or NODATA: the zone does not list the address.
+fn is_negative(error: &NetError) -> bool {
+    matches!(
+        error,
+        NetError::Dns(DnsError::NoRecordsFound(n))
+            if matches!(n.response_code, ResponseCode::NXDomain | ResponseCode::NoError)
+    )
+}
+
+impl Check for DnsblCheck {
+    fn name(&self) -> &'static str {
+        "dnsbl"
+    }
+
+    fn on_connect<'a>(&'a self, ctx: CheckContext<'a>) -> CheckFuture<'a> {
+        Box::pin(async move {
+            let ip = ctx.session.client.ip();
+            let results = join_all(self.zones.iter().map(|z| self.lookup(z, ip))).await;
+            let mut facts = Vec::new();
+            let mut score = 0u64;
+            for (zone, result) in self.zones.iter().zip(results) {
+                self.metrics.emit(Event::DnsblLookup {
+                    zone: zone.zone.clone(),
+                    result,
+                });
+                match (result, zone.allow) {
+                    (DnsblResult::Listed, false) => {
+                        score = score.saturating_add(zone.weight);
+                        facts.push(Fact::text("dnsbl.listed", zone.zone.clone()));
+                    }
+                    (DnsblResult::Listed, true) => {
+                        facts.push(Fact::text("dnswl.listed", zone.zone.clone()));
+                    }
+                    (DnsblResult::ErrorAnswer, _) => {
+                        facts.push(Fact::text("dnsbl.error", zone.zone.clone()));
+                    }
+                    (DnsblResult::Clean | DnsblResult::Failed, _) => {}
+                }
+            }
+            facts.push(Fact::count("dnsbl.score", score));
+            facts.into()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    #[test]
+    fn ipv4_octets_are_reversed() {
+        assert_eq!(query_name(ip("127.0.0.2"), "bl.test"), "2.0.0.127.bl.test.");
+        assert_eq!(
+            query_name(ip("192.0.2.99"), "zen.spamhaus.org."),
+            "99.2.0.192.zen.spamhaus.org."
+        );
+        // An IPv4-mapped client is asked in its IPv4 form.
+        assert_eq!(
+            query_name(ip("::ffff:192.0.2.1"), "bl.test"),
+            "1.2.0.192.bl.test."
+        );
+    }
+
+    #[test]
+    fn ipv6_nibbles_are_reversed() {
+        // RFC 5782 §2.4's example.
+        assert_eq!(
+            query_name(ip("2001:db8:1:2:3:4:567:89ab"), "ugly.example.com"),
+            "b.a.9.8.7.6.5.0.4.0.0.0.3.0.0.0.2.0.0.0.1.0.0.0.8.b.d.0.1.0.0.2.ugly.example.com."
+        );
+        assert_eq!(
+            query_name(ip("::1"), "bl.test"),
+            format!("1.{}bl.test.", "0.".repeat(31))
+        );
+    }
+
+    #[test]
+    fn code_ranges() {
+        let a = |s: &str| s.parse::<Ipv4Addr>().expect("ip");
+        assert_eq!(
+            parse_code_range("127.0.0.2-127.0.0.11"),
+            Ok((a("127.0.0.2"), a("127.0.0.11")))
+        );
+        assert_eq!(
+            parse_code_range(" 127.0.0.2 - 127.0.0.3 "),
+            Ok((a("127.0.0.2"), a("127.0.0.3")))
+        );
+        assert_eq!(
+            parse_code_range("127.0.0.4"),
+            Ok((a("127.0.0.4"), a("127.0.0.4")))
+        );
+        for bad in ["127.0.0.9-127.0.0.2", "127.0.0", "", "x-127.0.0.2", "::1"] {
+            assert!(parse_code_range(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn classification() {
+        let a = |s: &str| s.parse::<Ipv4Addr>().expect("ip");
+        let only_2_3 = [(a("127.0.0.2"), a("127.0.0.3"))];
+        assert_eq!(classify(&[a("127.0.0.2")], None), DnsblResult::Listed);
+        assert_eq!(
+            classify(&[a("127.0.0.2")], Some(&only_2_3)),
+            DnsblResult::Listed
+        );
+        assert_eq!(
+            classify(&[a("127.0.0.4")], Some(&only_2_3)),
+            DnsblResult::Clean
+        );
+        assert_eq!(classify(&[], None), DnsblResult::Clean);
+        for error in [
+            "127.255.255.254",
+            "127.255.255.252",
+            "192.0.2.1",
+            "10.0.0.2",
+        ] {
+            assert_eq!(classify(&[a(error)], None), DnsblResult::ErrorAnswer);
+            // Never a hit, even beside a listing code.
+            assert_eq!(
+                classify(&[a("127.0.0.2"), a(error)], None),
+                DnsblResult::ErrorAnswer
+            );
+        }
+    }
+}
