@@ -89,7 +89,7 @@ enum PolicyCmd {
         /// RCPT TO (repeatable).
         #[arg(long, required = true)]
         rcpt: Vec<String>,
-        /// No DNS at all: SPF, DKIM, ARC, DMARC and the rDNS/HELO lookups are skipped.
+        /// No DNS at all: SPF, DKIM, ARC, DMARC, rDNS/HELO and DNSBL lookups are skipped.
         #[arg(long, conflicts_with = "dns")]
         dns_offline: bool,
         /// Ask this name server (ip:port) instead of the configured ones.
@@ -125,6 +125,7 @@ fn main() -> ExitCode {
                 config.auth.enabled = false;
                 config.client_checks.rdns = false;
                 config.client_checks.helo_dns = false;
+                config.dnsbl.zones.clear();
             }
             if let Some(ns) = dns {
                 config.dns.nameservers = vec![ns];

@@ -178,7 +178,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// early talker (`client.pregreet`), which real MTAs never are (RFC 5321 §4.3.1).
     async fn pregreet(&mut self) {
         let wait = self.ctx.config.connections.pregreet_wait;
-        if wait.is_zero() || !self.rbuf.is_empty() {
+        if wait.is_zero() {
+            return;
+        }
+        // Bytes that came with the PROXY header were sent before the banner too.
+        if !self.rbuf.is_empty() {
+            self.info.pregreet = true;
             return;
         }
         // Why select: shutdown must not wait out the pause.
