@@ -48,13 +48,14 @@ pub fn mailbox_dir(root: &Path, rcpt: &str) -> PathBuf {
     .join(if local.is_empty() { "_".into() } else { local })
 }
 
-/// A new unique message name: seconds, microseconds, a process counter.
+/// A new unique message name: seconds, microseconds, a process counter, zero-padded so that
+/// names sort in the order they were made (the quarantine lists oldest first).
 pub fn unique_id() -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     format!(
-        "{}.{}_{}.portcullis",
+        "{}.{:06}_{:06}.portcullis",
         now.as_secs(),
         now.subsec_micros(),
         SEQ.fetch_add(1, Ordering::Relaxed)
@@ -112,6 +113,14 @@ pub async fn deliver(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unique_ids_sort_in_creation_order() {
+        let ids: Vec<String> = (0..2000).map(|_| unique_id()).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(ids, sorted);
+    }
 
     #[test]
     fn mailbox_paths_cannot_escape_the_root() {
