@@ -72,6 +72,7 @@ impl DryRun {
             esmtp: true,
             tls: false,
             pregreet: false,
+            unannounced_pipelining: false,
         };
         let mut env = Envelope::default();
         // As in a session: connect, HELO and MAIL under the default policy; each recipient

@@ -121,6 +121,7 @@ async fn serve_connection(
         esmtp: false,
         tls: false,
         pregreet: false,
+        unannounced_pipelining: false,
     };
     Session::new(stream, info, early, ctx, signals).run().await;
 }

@@ -105,3 +105,37 @@ async fn early_talkers_are_a_fact_the_policy_can_refuse() {
         (554, "554 5.5.1 Protocol error: talking before the banner")
     );
 }
+
+#[tokio::test]
+async fn talking_ahead_without_pipelining_is_a_fact() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "rules:\n  - name: impatient\n    when: { client.unannounced_pipelining: true }\n    action: reject\n    reply: { code: 550, enhanced: \"5.5.1\", text: \"Wait for replies\" }\n",
+    )
+    .unwrap();
+    let gw = Gateway::start(|c| c.policy = Some(policy)).await;
+    // EHLO must end a group (RFC 2920): a bot sends its whole dialogue at once.
+    let mut bot = gw.client().await;
+    bot.send(b"EHLO bot.example\r\nMAIL FROM:<a@b.example>\r\n")
+        .await;
+    assert_eq!(bot.read_reply().await.0, 250);
+    assert_eq!(
+        bot.read_reply().await,
+        (550, "550 5.5.1 Wait for replies".to_string())
+    );
+    // A HELO client never saw PIPELINING.
+    let mut old = gw.client().await;
+    assert_eq!(old.cmd("HELO old.example").await.0, 250);
+    old.send(b"NOOP\r\nMAIL FROM:<a@b.example>\r\n").await;
+    assert_eq!(old.read_reply().await.0, 250);
+    assert_eq!(old.read_reply().await.0, 550);
+    // Pipelining after the EHLO reply advertised it is fine.
+    let mut good = gw.client().await;
+    assert_eq!(good.cmd("EHLO good.example").await.0, 250);
+    good.send(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<u@example.test>\r\n")
+        .await;
+    assert_eq!(good.read_reply().await.0, 250);
+    assert_eq!(good.read_reply().await.0, 250);
+}

@@ -1,5 +1,5 @@
 //! The envelope as facts, so that policies can name it: `client.ip` and `client.pregreet`
-//! (it talked before the banner) at connect, `helo`,
+//! (it talked before the banner) at connect, `helo`, `client.unannounced_pipelining`,
 //! `mail_from` and `mail_from.domain` at MAIL, `rcpt` and `rcpt.domain` at RCPT.
 //!
 //! Must not: judge anything; it only restates what the client said.
@@ -37,7 +37,13 @@ impl Check for EnvelopeFacts {
 
     fn on_mail<'a>(&'a self, ctx: CheckContext<'a>) -> CheckFuture<'a> {
         let from = &ctx.envelope.mail_from;
-        let mut facts = vec![Fact::text("mail_from", from.clone())];
+        let mut facts = vec![
+            Fact::text("mail_from", from.clone()),
+            Fact::flag(
+                "client.unannounced_pipelining",
+                ctx.session.unannounced_pipelining,
+            ),
+        ];
         if let Some(d) = domain(from) {
             facts.push(Fact::text("mail_from.domain", d));
         }

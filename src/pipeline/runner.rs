@@ -140,6 +140,7 @@ mod tests {
             esmtp: true,
             tls: false,
             pregreet: false,
+            unannounced_pipelining: false,
         };
         let env = Envelope::default();
         let ctx = CheckContext {

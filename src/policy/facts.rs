@@ -23,6 +23,7 @@ pub const KNOWN: &[(&str, Stage)] = &[
     ("helo.ours", Stage::Helo),
     ("helo.resolves", Stage::Helo),
     ("mail_from", Stage::Mail),
+    ("client.unannounced_pipelining", Stage::Mail),
     ("mail_from.domain", Stage::Mail),
     ("size.declared", Stage::Mail),
     ("size.declared_exceeds_limit", Stage::Mail),

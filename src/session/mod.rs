@@ -267,6 +267,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             self.reply(r);
             return;
         }
+        // RFC 2920: EHLO ends a group of commands, and without PIPELINING advertised (a HELO
+        // client) every command waits for its reply. More bytes already waiting now mean the
+        // client talked ahead, as bulk-mail bots do.
+        let greeting = matches!(cmd, Command::Ehlo(_) | Command::Helo(_));
+        if !self.rbuf.is_empty()
+            && (greeting || (self.state != State::Connected && !self.info.esmtp))
+        {
+            self.info.unannounced_pipelining = true;
+        }
         match cmd {
             Command::Ehlo(name) => self.helo(name, true).await,
             Command::Helo(name) => self.helo(name, false).await,

@@ -133,6 +133,7 @@ mod tests {
             esmtp: true,
             tls: true,
             pregreet: false,
+            unannounced_pipelining: false,
         };
         let env = Envelope {
             rcpts: vec!["a@example.test".into()],

@@ -26,6 +26,9 @@ pub struct SessionInfo {
     pub tls: bool,
     /// The client sent data before the banner (`connections.pregreet_wait`).
     pub pregreet: bool,
+    /// The client sent commands ahead of replies where RFC 2920 does not allow it (after
+    /// EHLO/HELO, or at all without PIPELINING advertised).
+    pub unannounced_pipelining: bool,
 }
 
 /// One mail transaction, from MAIL to the end of DATA or RSET.
