@@ -4,9 +4,8 @@
 
 mod common;
 
-use common::{Gateway, LineClient};
+use common::Gateway;
 use portcullis::config::schema::TlsConfig;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 fn cert(dir: &std::path::Path) -> TlsConfig {
     let key = rcgen::generate_simple_self_signed(vec!["gw.example.test".into()]).unwrap();
@@ -14,20 +13,6 @@ fn cert(dir: &std::path::Path) -> TlsConfig {
     std::fs::write(&cert, key.cert.pem()).unwrap();
     std::fs::write(&keyfile, key.signing_key.serialize_pem()).unwrap();
     TlsConfig { cert, key: keyfile }
-}
-
-async fn read_reply<R: AsyncBufReadExt + Unpin>(r: &mut R) -> (u16, String) {
-    let mut all = String::new();
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line).await.unwrap() == 0 {
-            return (0, all);
-        }
-        all.push_str(&line);
-        if line.as_bytes().get(3) != Some(&b'-') {
-            return (line[..3].parse().unwrap(), all);
-        }
-    }
 }
 
 #[tokio::test]
@@ -41,38 +26,21 @@ async fn starttls_upgrade_resets_state_and_drops_injected_commands() {
     // "NOOP" pipelined after STARTTLS in clear text must never be answered.
     c.send(b"STARTTLS\r\nNOOP\r\n").await;
     assert_eq!(c.read_reply().await.0, 220);
-    let LineClient { r, w } = c;
-    let stream = r.into_inner().reunite(w).unwrap();
-    let connector =
-        tokio_rustls::TlsConnector::from(portcullis::tls::backend_client_config().unwrap());
-    let name = rustls::pki_types::ServerName::try_from("gw.example.test").unwrap();
-    let tls = connector.connect(name, stream).await.expect("handshake");
-    let (r, mut w) = tokio::io::split(tls);
-    let mut r = BufReader::new(r);
+    let mut c = c.starttls("gw.example.test").await;
     // After the handshake the state is reset: MAIL before EHLO is a sequence error.
-    w.write_all(b"MAIL FROM:<a@sender.example>\r\n")
-        .await
-        .unwrap();
-    assert_eq!(
-        read_reply(&mut r).await.0,
-        503,
-        "the injected NOOP or old state leaked into TLS"
-    );
-    w.write_all(b"EHLO tls.example\r\n").await.unwrap();
-    let (code, text) = read_reply(&mut r).await;
+    let (code, _) = c.cmd("MAIL FROM:<a@sender.example>").await;
+    assert_eq!(code, 503, "the injected NOOP or old state leaked into TLS");
+    let (code, text) = c.cmd("EHLO tls.example").await;
     assert!(code == 250 && !text.contains("STARTTLS"), "{text}");
     for line in [
         "MAIL FROM:<a@sender.example>",
         "RCPT TO:<secure@example.test>",
         "DATA",
     ] {
-        w.write_all(format!("{line}\r\n").as_bytes()).await.unwrap();
-        assert!(read_reply(&mut r).await.0 < 400, "{line}");
+        assert!(c.cmd(line).await.0 < 400, "{line}");
     }
-    w.write_all(b"Subject: tls\r\n\r\nsecret\r\n.\r\n")
-        .await
-        .unwrap();
-    assert_eq!(read_reply(&mut r).await.0, 250);
+    c.send(b"Subject: tls\r\n\r\nsecret\r\n.\r\n").await;
+    assert_eq!(c.read_reply().await.0, 250);
     let m = gw.delivered("example.test", "secure");
     assert!(
         String::from_utf8_lossy(&m[0]).contains("with ESMTPS id"),

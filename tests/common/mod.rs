@@ -11,9 +11,8 @@ use std::time::Duration;
 
 use portcullis::app::Running;
 use portcullis::config::Config;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 /// A gateway running inside the test process.
 pub struct Gateway {
@@ -155,10 +154,13 @@ pub async fn wait_for<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> Option<
     }
 }
 
+/// A byte stream a `LineClient` can run over: plain TCP, or TLS after `starttls`.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
 /// A raw SMTP client: send lines, read (multi-line) replies.
 pub struct LineClient {
-    pub r: BufReader<OwnedReadHalf>,
-    pub w: OwnedWriteHalf,
+    io: BufReader<Box<dyn Io>>,
 }
 
 impl LineClient {
@@ -175,15 +177,28 @@ impl LineClient {
     }
 
     pub fn from_stream(s: TcpStream) -> LineClient {
-        let (r, w) = s.into_split();
         LineClient {
-            r: BufReader::new(r),
-            w,
+            io: BufReader::new(Box::new(s)),
+        }
+    }
+
+    /// The TLS handshake after a `220` to STARTTLS (the certificate is not verified: test
+    /// certificates are self-signed). Nothing read ahead is kept, as RFC 3207 requires.
+    pub async fn starttls(self, server_name: &str) -> LineClient {
+        let connector =
+            tokio_rustls::TlsConnector::from(portcullis::tls::backend_client_config().unwrap());
+        let name = rustls::pki_types::ServerName::try_from(server_name.to_string()).unwrap();
+        let tls = connector
+            .connect(name, self.io.into_inner())
+            .await
+            .expect("handshake");
+        LineClient {
+            io: BufReader::new(Box::new(tls)),
         }
     }
 
     pub async fn send(&mut self, data: &[u8]) {
-        self.w.write_all(data).await.expect("send");
+        self.io.write_all(data).await.expect("send");
     }
 
     /// Reads one reply: (code, lines joined by \n). Code 0 on EOF.
@@ -191,7 +206,7 @@ impl LineClient {
         let mut text = Vec::new();
         loop {
             let mut line = String::new();
-            let n = tokio::time::timeout(Duration::from_secs(30), self.r.read_line(&mut line))
+            let n = tokio::time::timeout(Duration::from_secs(30), self.io.read_line(&mut line))
                 .await
                 .expect("reply timeout")
                 .unwrap_or(0);
