@@ -9,23 +9,30 @@ use std::time::Duration;
 
 use common::{LineClient, bin};
 
+/// Writes `text` to `path`, runs `check-config` on it; returns (exit code, stderr).
+fn check_config(path: &std::path::Path, text: &str) -> (Option<i32>, String) {
+    std::fs::write(path, text).unwrap();
+    let out = Command::new(bin())
+        .arg("check-config")
+        .arg(path)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn check_config_reports_every_error_with_file_line_column() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.yaml");
-    std::fs::write(
+    let f = path.display();
+    let (code, err) = check_config(
         &path,
         "hostname: gw.example.test\naccepted_domains:\n  - example.test\n  - 'not a domain'\nlimits:\n  max_recipients: 0\nbackend:\n  url: ftp://nowhere\n",
-    )
-    .unwrap();
-    let out = Command::new(bin())
-        .arg("check-config")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    let f = path.display();
+    );
+    assert_eq!(code, Some(1));
     assert!(err.contains(&format!("{f}:4:5: ")), "{err}");
     assert!(
         err.contains(&format!("{f}:6:3: max_recipients must be greater than 0")),
@@ -33,18 +40,11 @@ fn check_config_reports_every_error_with_file_line_column() {
     );
     assert!(err.contains(&format!("{f}:8:3: ")), "{err}");
 
-    std::fs::write(
+    let (code, err) = check_config(
         &path,
         "hostname: gw.example.test\nlisten: [\"127.0.0.1:25\"]\ntypo_key: 1\n",
-    )
-    .unwrap();
-    let out = Command::new(bin())
-        .arg("check-config")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    );
+    assert_eq!(code, Some(1));
     assert!(
         err.contains(&format!("{f}:3:1: unknown field `typo_key`")),
         "{err}"
