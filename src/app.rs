@@ -64,6 +64,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         ctx.clone(),
         metrics_stop.clone(),
     )));
+    tasks.push(tokio::spawn(ctx.state.clone().maintain(metrics_stop.clone())));
     tasks.push(tokio::spawn(probe_backend(
         ctx.clone(),
         ctx.config.backend.probe_interval,
@@ -113,13 +114,17 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-/// Periodic clean-up that keeps in-memory state bounded (the connection-rate limiter).
+/// Periodic clean-up that keeps in-memory state bounded (the connection-rate limiter, local
+/// rate-limit buckets and greylisting triplets).
 async fn housekeeping(ctx: Arc<Context>, stop: CancellationToken) {
     loop {
         // Why select: shutdown must not wait for the next round.
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => ctx.admission.housekeeping(),
+            _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {
+                ctx.admission.housekeeping();
+                ctx.state.housekeeping();
+            }
         }
     }
 }

@@ -34,6 +34,8 @@ pub struct Context {
     pub tls: Option<TlsAcceptor>,
     /// Connection admission (lists, per-address limits, connection rate).
     pub admission: Arc<crate::admission::Admission>,
+    /// Rate-limit counters and greylisting triplets (local or Redis).
+    pub state: Arc<crate::state::StateStore>,
 }
 
 impl Context {
@@ -59,8 +61,13 @@ impl Context {
             metrics.clone(),
         );
         let admission = Arc::new(crate::admission::Admission::new(&config.connections));
+        let state = Arc::new(crate::state::StateStore::new(
+            &config.state,
+            metrics.clone(),
+        ));
         Ok(Context {
             admission,
+            state,
             config,
             domains,
             pipeline,

@@ -216,6 +216,17 @@ impl DryRun {
             &policy.explain(stage, facts),
             &verdict,
         );
+        // A dry run never spends an allowance: it says what the gateway would count.
+        for probe in &verdict.limits {
+            let _ = writeln!(
+                out,
+                "  limit {}: would count {} ({} burst {}), not counted in a dry run",
+                probe.rule,
+                probe.buckets.join(", "),
+                probe.limit.rate,
+                probe.limit.burst
+            );
+        }
         if let Some(shadow) = set.shadow() {
             let candidate = shadow.decide(stage, facts);
             if stage == Stage::Data

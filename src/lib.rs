@@ -25,4 +25,5 @@ pub mod session;
 pub mod shutdown;
 pub mod smtp;
 pub mod spool;
+pub mod state;
 pub mod tls;

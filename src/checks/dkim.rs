@@ -58,6 +58,9 @@ pub fn facts(outputs: &[DkimOutput<'_>]) -> Vec<Fact> {
             None => format!("result={result}"),
         };
         facts.push(Fact::text("dkim.signature", line));
+        if let (Some(sig), "pass") = (out.signature(), result) {
+            facts.push(Fact::text("dkim.domain", sig.d.to_ascii_lowercase()));
+        }
     }
     facts
 }

@@ -1,5 +1,5 @@
-//! The envelope as facts, so that policies can name it: `client.ip` and `client.pregreet`
-//! (it talked before the banner) at connect, `helo`, `client.unannounced_pipelining`,
+//! The envelope as facts, so that policies can name it: `client.ip`, `client.network` (its
+//! /24 or /64) and `client.pregreet` (it talked before the banner) at connect, `helo`, `client.unannounced_pipelining`,
 //! `mail_from` and `mail_from.domain` at MAIL, `rcpt` and `rcpt.domain` at RCPT.
 //!
 //! Must not: judge anything; it only restates what the client said.
@@ -24,6 +24,10 @@ impl Check for EnvelopeFacts {
     fn on_connect<'a>(&'a self, ctx: CheckContext<'a>) -> CheckFuture<'a> {
         ready(vec![
             Fact::text("client.ip", ctx.session.client.ip().to_string()),
+            Fact::text(
+                "client.network",
+                crate::admission::network_of(ctx.session.client.ip()).to_string(),
+            ),
             Fact::flag("client.pregreet", ctx.session.pregreet),
         ])
     }

@@ -84,8 +84,10 @@ impl MessageAuth {
                 // Not even one header parses: there is nothing to verify.
                 Some(_) => Fact::text("dkim", "none"),
             };
+            let mut facts = vec![skipped];
+            facts.extend(spf_pass_domain(spf_word, spf_domain));
             return Findings {
-                facts: vec![skipped],
+                facts,
                 headers: vec![header.to_header()],
             };
         };
@@ -98,6 +100,18 @@ impl MessageAuth {
             .await;
         self.emit("dkim", dkim::overall(&dkim_out), started.elapsed());
         facts.extend(dkim::facts(&dkim_out));
+        // The domains that authenticated this message: DKIM d= that passed, and the SPF
+        // domain when SPF passed (what a per-sender rate limit can trust).
+        let dkim_domains: Vec<Fact> = facts
+            .iter()
+            .filter(|f| f.name == "dkim.domain")
+            .map(|f| Fact {
+                name: "auth.domain",
+                value: f.value.clone(),
+            })
+            .collect();
+        facts.extend(dkim_domains);
+        facts.extend(spf_pass_domain(spf_word, spf_domain));
 
         let started = Instant::now();
         let arc_out = self
@@ -134,6 +148,12 @@ impl MessageAuth {
             headers: vec![header.to_header()],
         }
     }
+}
+
+/// `auth.domain` for the SPF domain when SPF passed.
+fn spf_pass_domain(word: &str, domain: &str) -> Option<Fact> {
+    (word == "pass" && !domain.is_empty())
+        .then(|| Fact::text("auth.domain", domain.to_ascii_lowercase()))
 }
 
 /// The first textual fact called `name`.

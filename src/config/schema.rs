@@ -61,6 +61,10 @@ pub struct Config {
     pub client_checks: ClientChecksConfig,
     /// DNS block and allow lists asked about the client at connect (RFC 5782).
     pub dnsbl: DnsblConfig,
+    /// Where rate-limit counters and greylisting triplets live: in process or in Redis.
+    pub state: StateConfig,
+    /// Greylisting (off by default).
+    pub greylisting: GreylistingConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -88,6 +92,8 @@ impl Default for Config {
             connections: ConnectionsConfig::default(),
             client_checks: ClientChecksConfig::default(),
             dnsbl: DnsblConfig::default(),
+            state: StateConfig::default(),
+            greylisting: GreylistingConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -526,6 +532,139 @@ impl Default for DnsblZoneConfig {
             weight: 1,
             codes: Vec::new(),
             allow: false,
+        }
+    }
+}
+
+/// Where shared state (rate-limit counters, greylisting triplets) lives.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    /// `local` (this process only) or `redis` (shared by every gateway using the same Redis).
+    pub backend: StateBackend,
+    /// The Redis connection, for `backend: redis`.
+    pub redis: RedisConfig,
+}
+
+/// The state backend.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StateBackend {
+    /// In this process: counters are per gateway.
+    #[default]
+    Local,
+    /// In Redis: counters are shared.
+    Redis,
+}
+
+/// How Redis is reached and what happens when it is not.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `standalone`, `sentinel` or `cluster`.
+    pub mode: RedisMode,
+    /// `redis://host:port/db` URLs: the server (standalone), the sentinels (sentinel) or
+    /// some cluster nodes (cluster).
+    pub urls: Vec<String>,
+    /// The master's service name, for `mode: sentinel`.
+    pub sentinel_service: String,
+    /// Prefix of every key we write, so several sites (or tests) can share one Redis.
+    pub key_prefix: String,
+    /// Deadline for connecting and for each operation; past it the operation falls back.
+    #[serde(deserialize_with = "units::duration")]
+    pub timeout: Duration,
+    /// `open`: count locally while Redis is unreachable; `closed`: defer (451) what a rate
+    /// limit or greylisting would have judged.
+    pub on_failure: FailureMode,
+    /// First wait before reconnecting; doubles on each failure up to `reconnect_max`.
+    #[serde(deserialize_with = "units::duration")]
+    pub reconnect_min: Duration,
+    /// Longest wait between reconnection attempts.
+    #[serde(deserialize_with = "units::duration")]
+    pub reconnect_max: Duration,
+    /// How often a healthy connection is checked (PING), so `portcullis_state_backend_up`
+    /// tells the truth when no mail flows.
+    #[serde(deserialize_with = "units::duration")]
+    pub health_interval: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            mode: RedisMode::Standalone,
+            urls: vec!["redis://127.0.0.1:6379/0".into()],
+            sentinel_service: "mymaster".into(),
+            key_prefix: "portcullis:".into(),
+            timeout: Duration::from_millis(250),
+            on_failure: FailureMode::Open,
+            reconnect_min: Duration::from_millis(500),
+            reconnect_max: Duration::from_secs(30),
+            health_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// How Redis is deployed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisMode {
+    /// One server (or a replica set behind one address).
+    #[default]
+    Standalone,
+    /// Masters found through Redis Sentinel.
+    Sentinel,
+    /// Redis Cluster.
+    Cluster,
+}
+
+/// What the controls do while the state backend is unreachable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureMode {
+    /// Fall back to this gateway's own counters.
+    #[default]
+    Open,
+    /// Defer with 451 4.3.0 until the backend is back.
+    Closed,
+}
+
+/// Greylisting: the first delivery attempt of an unknown (network, sender, recipient)
+/// triplet is deferred; a retry after `delay` passes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GreylistingConfig {
+    /// Off by default: greylisting delays legitimate first-time mail.
+    pub enabled: bool,
+    /// How long a sender must wait before its retry is accepted.
+    #[serde(deserialize_with = "units::duration")]
+    pub delay: Duration,
+    /// How long a deferred triplet waits for its retry before it is forgotten.
+    #[serde(deserialize_with = "units::duration")]
+    pub expiry: Duration,
+    /// How long a triplet that passed is remembered (renewed by each message).
+    #[serde(deserialize_with = "units::duration")]
+    pub pass_ttl: Duration,
+    /// A client network whose mail passed this many times skips greylisting; 0 = never.
+    pub auto_allow_after: u32,
+    /// Skip messages with a passing DKIM signature.
+    pub skip_dkim_pass: bool,
+    /// Skip clients listed by a DNSWL zone.
+    pub skip_dnswl: bool,
+    /// Clients that are never greylisted (`connections.allow` is added to these).
+    pub skip_networks: Vec<IpNet>,
+}
+
+impl Default for GreylistingConfig {
+    fn default() -> Self {
+        GreylistingConfig {
+            enabled: false,
+            delay: Duration::from_secs(300),
+            expiry: Duration::from_secs(4 * 3600),
+            pass_ttl: Duration::from_secs(35 * 86400),
+            auto_allow_after: 5,
+            skip_dkim_pass: true,
+            skip_dnswl: true,
+            skip_networks: Vec::new(),
         }
     }
 }

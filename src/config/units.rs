@@ -1,5 +1,5 @@
-//! Human units in the config: durations (`300s`, `5m`, `250ms`, `1h`) and sizes
-//! (`26214400`, `25MiB`, `10MB`, `512KiB`).
+//! Human units in the config and policies: durations (`300s`, `5m`, `250ms`, `1h`, `35d`),
+//! sizes (`26214400`, `25MiB`, `10MB`, `512KiB`) and rates (`100/hour`, `10/minute`).
 //!
 //! Owns: parsing those strings and their serde adapters. Must not: validate ranges.
 
@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-/// Parses `<number><unit>` with unit `ms`, `s`, `m` or `h`.
+/// Parses `<number><unit>` with unit `ms`, `s`, `m`, `h` or `d`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
@@ -20,7 +20,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "s" => (1, false),
         "m" => (60, false),
         "h" => (3600, false),
-        _ => return Err(format!("invalid duration unit in {s:?}: use ms, s, m or h")),
+        "d" => (86400, false),
+        _ => return Err(format!("invalid duration unit in {s:?}: use ms, s, m, h or d")),
     };
     let n = n
         .checked_mul(mult)
@@ -56,6 +57,54 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+/// A rate: `count` events per `period`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Rate {
+    /// How many.
+    pub count: u32,
+    /// Per how long.
+    pub period: Duration,
+}
+
+impl Rate {
+    /// The time one event "costs": `period / count` (the GCRA emission interval).
+    pub fn interval(&self) -> Duration {
+        self.period / self.count.max(1)
+    }
+}
+
+impl std::fmt::Display for Rate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let unit = match self.period.as_secs() {
+            1 => "second".to_string(),
+            60 => "minute".to_string(),
+            3600 => "hour".to_string(),
+            86400 => "day".to_string(),
+            n => format!("{n}s"),
+        };
+        write!(f, "{}/{unit}", self.count)
+    }
+}
+
+/// Parses `<count>/<period>`: `100/hour`, `10/minute`, `5/second`, `1000/day`, or a
+/// duration as the period (`30/10m`).
+pub fn parse_rate(s: &str) -> Result<Rate, String> {
+    let bad = || format!("invalid rate {s:?}: expected e.g. 100/hour, 10/minute or 30/10m");
+    let (count, period) = s.trim().split_once('/').ok_or_else(bad)?;
+    let count: u32 = count.trim().parse().map_err(|_| bad())?;
+    let period = match period.trim() {
+        "second" | "sec" | "s" => Duration::from_secs(1),
+        "minute" | "min" | "m" => Duration::from_secs(60),
+        "hour" | "h" => Duration::from_secs(3600),
+        "day" | "d" => Duration::from_secs(86400),
+        other => parse_duration(other).map_err(|_| bad())?,
+    };
+    if count == 0 || period.is_zero() {
+        return Err(format!("rate {s:?} must allow at least one event per period"));
+    }
+    Ok(Rate { count, period })
 }
 
 #[derive(Deserialize)]
@@ -94,5 +143,22 @@ mod tests {
         assert_eq!(parse_size("10MB"), Ok(10_000_000));
         assert!(parse_size("10XB").is_err());
         assert!(parse_size("99999999999999GiB").is_err());
+        assert_eq!(parse_duration("35d"), Ok(Duration::from_secs(35 * 86400)));
+    }
+
+    #[test]
+    fn rates() {
+        let r = parse_rate("100/hour").expect("rate");
+        assert_eq!((r.count, r.period), (100, Duration::from_secs(3600)));
+        assert_eq!(r.interval(), Duration::from_secs(36));
+        assert_eq!(r.to_string(), "100/hour");
+        assert_eq!(
+            parse_rate("30/10m").map(|r| r.period),
+            Ok(Duration::from_secs(600))
+        );
+        assert_eq!(parse_rate(" 5 / second ").map(|r| r.count), Ok(5));
+        for bad in ["100", "0/hour", "x/hour", "10/fortnight", "10/0s"] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -77,6 +77,7 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     }
     dns_and_auth(config, &mut out);
     dnsbl(config, &mut out);
+    state_and_greylisting(config, &mut out);
     for pattern in config.policy_scopes.keys() {
         if let Err(e) = AcceptedDomains::new(std::slice::from_ref(pattern)) {
             out.push(problem(
@@ -197,6 +198,67 @@ fn dnsbl(config: &Config, out: &mut Vec<Problem>) {
                 let path = [Key("dnsbl"), Key("zones"), Index(i), Key("codes"), Index(j)];
                 out.push(problem(&path, e));
             }
+        }
+    }
+}
+
+fn state_and_greylisting(config: &Config, out: &mut Vec<Problem>) {
+    use super::schema::{RedisMode, StateBackend};
+    let r = &config.state.redis;
+    let at = |k| [Key("state"), Key("redis"), Key(k)];
+    if config.state.backend == StateBackend::Redis {
+        if r.urls.is_empty() {
+            out.push(problem(&at("urls"), "at least one redis:// URL is needed"));
+        }
+        for (i, url) in r.urls.iter().enumerate() {
+            if let Err(e) = redis::IntoConnectionInfo::into_connection_info(url.as_str()) {
+                let path = [Key("state"), Key("redis"), Key("urls"), Index(i)];
+                out.push(problem(&path, format!("bad Redis URL {url:?}: {e}")));
+            }
+        }
+        if r.mode == RedisMode::Sentinel && r.sentinel_service.is_empty() {
+            out.push(problem(
+                &at("sentinel_service"),
+                "sentinel mode needs the master's service name",
+            ));
+        }
+        for key in ["timeout", "reconnect_min", "health_interval"] {
+            let value = match key {
+                "timeout" => r.timeout,
+                "reconnect_min" => r.reconnect_min,
+                _ => r.health_interval,
+            };
+            if value.is_zero() {
+                out.push(problem(&at(key), format!("{key} must be greater than 0")));
+            }
+        }
+        if r.reconnect_max < r.reconnect_min {
+            out.push(problem(
+                &at("reconnect_max"),
+                "reconnect_max must not be below reconnect_min",
+            ));
+        }
+        if r.timeout >= config.timeouts.check {
+            out.push(problem(
+                &at("timeout"),
+                "timeout must stay below timeouts.check, or a slow Redis stalls every transaction",
+            ));
+        }
+    }
+    let g = &config.greylisting;
+    if g.enabled {
+        let gat = |k| [Key("greylisting"), Key(k)];
+        if g.delay.is_zero() {
+            out.push(problem(&gat("delay"), "delay must be greater than 0"));
+        }
+        if g.expiry <= g.delay {
+            out.push(problem(
+                &gat("expiry"),
+                "expiry must be longer than delay, or no retry can ever pass",
+            ));
+        }
+        if g.pass_ttl.is_zero() {
+            out.push(problem(&gat("pass_ttl"), "pass_ttl must be greater than 0"));
         }
     }
 }

@@ -244,4 +244,18 @@ pub enum Event {
         /// True when the backend answered.
         up: bool,
     },
+    /// The Redis state backend became reachable (true) or unreachable (false).
+    StateBackendUp(bool),
+    /// An operation (`rate` or `greylist`) could not use Redis and fell back (to local
+    /// counters, or to a deferral under `on_failure: closed`).
+    StateFallback(&'static str),
+    /// A rate-limit rule counted an event. Rule names come from the policy: a bounded set.
+    RateLimit {
+        /// The rule.
+        rule: String,
+        /// allowed | exceeded | unavailable
+        result: &'static str,
+    },
+    /// Greylisting judged a message: new | early | pass | auto_allowed | skipped | unavailable.
+    Greylist(&'static str),
 }

@@ -70,6 +70,10 @@ pub struct Metrics {
     shadow: Family<L2, Counter>,
     dnsbl_lookups: Family<ZoneL2, Counter>,
     dnsbl_healthy: Family<ZoneL1, Gauge>,
+    state_up: Family<L1, Gauge>,
+    state_fallbacks: Family<L1, Counter>,
+    ratelimit: Family<[(&'static str, String); 2], Counter>,
+    greylist: Family<L1, Counter>,
 }
 
 impl Metrics {
@@ -105,6 +109,10 @@ impl Metrics {
             shadow: Family::default(),
             dnsbl_lookups: Family::default(),
             dnsbl_healthy: Family::default(),
+            state_up: Family::default(),
+            state_fallbacks: Family::default(),
+            ratelimit: Family::default(),
+            greylist: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -215,6 +223,26 @@ impl Metrics {
             "1 if the zone's last answer was sensible, 0 after an error answer or a failure",
             m.dnsbl_healthy.clone(),
         );
+        r.register(
+            "state_backend_up",
+            "1 while the shared state backend (Redis) answers, 0 while the gateway falls back",
+            m.state_up.clone(),
+        );
+        r.register(
+            "state_fallbacks",
+            "State operations (rate, greylist) that could not use Redis and fell back",
+            m.state_fallbacks.clone(),
+        );
+        r.register(
+            "ratelimit_checks",
+            "Rate-limit rule evaluations by rule and result (allowed, exceeded, unavailable)",
+            m.ratelimit.clone(),
+        );
+        r.register(
+            "greylist_results",
+            "Greylisting decisions (new, early, pass, auto_allowed, skipped, unavailable)",
+            m.greylist.clone(),
+        );
         m.precreate();
         Metrics { registry, ..m }
     }
@@ -236,6 +264,19 @@ impl Metrics {
         }
         for kind in BackendErrorKind::ALL {
             drop(self.backend_errors.get_or_create(&[("kind", kind.label())]));
+        }
+        for operation in ["rate", "greylist"] {
+            drop(self.state_fallbacks.get_or_create(&[("operation", operation)]));
+        }
+        for result in [
+            "new",
+            "early",
+            "pass",
+            "auto_allowed",
+            "skipped",
+            "unavailable",
+        ] {
+            drop(self.greylist.get_or_create(&[("result", result)]));
         }
         for result in ["ok", "error"] {
             drop(self.reloads.get_or_create(&[("result", result)]));
@@ -357,6 +398,24 @@ impl Metrics {
             }
             Event::RuleHit(rule) => {
                 self.rule_hits.get_or_create(&[("rule", rule)]).inc();
+            }
+            Event::StateBackendUp(up) => {
+                self.state_up
+                    .get_or_create(&[("backend", "redis")])
+                    .set(i64::from(up));
+            }
+            Event::StateFallback(operation) => {
+                self.state_fallbacks
+                    .get_or_create(&[("operation", operation)])
+                    .inc();
+            }
+            Event::RateLimit { rule, result } => {
+                self.ratelimit
+                    .get_or_create(&[("rule", rule), ("result", result.to_string())])
+                    .inc();
+            }
+            Event::Greylist(result) => {
+                self.greylist.get_or_create(&[("result", result)]).inc();
             }
             Event::BackendProbe { up } => {
                 self.backend_up.set(i64::from(up));

@@ -9,6 +9,7 @@ use crate::pipeline::Stage;
 pub const KNOWN: &[(&str, Stage)] = &[
     ("client.ip", Stage::Connect),
     ("client.pregreet", Stage::Connect),
+    ("client.network", Stage::Connect),
     ("rdns.ptr", Stage::Connect),
     ("rdns.name", Stage::Connect),
     ("rdns.fcrdns", Stage::Connect),
@@ -45,6 +46,11 @@ pub const KNOWN: &[(&str, Stage)] = &[
     ("dmarc", Stage::Data),
     ("dmarc.policy", Stage::Data),
     ("dmarc.domain", Stage::Data),
+    ("dkim.domain", Stage::Data),
+    ("auth.domain", Stage::Data),
+    ("greylist", Stage::Data),
+    ("ratelimit", Stage::Mail),
+    ("state.unavailable", Stage::Mail),
     ("auth.skipped_too_large", Stage::Data),
     ("check.error", Stage::Data),
 ];

@@ -14,6 +14,7 @@ use serde_norway::Value;
 
 use super::condition::{Cmp, Condition, Matcher, Scalar, glob};
 use super::facts::{rank, stage_of};
+use super::limit::{self, RateLimit};
 use super::{CustomRule, Thresholds};
 use crate::config::Diagnostic;
 use crate::config::locate::{Seg, locate};
@@ -48,6 +49,15 @@ struct RuleSpec {
     #[serde(default)]
     score: i64,
     reply: Option<ReplySpec>,
+    limit: Option<LimitSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitSpec {
+    key: String,
+    rate: String,
+    burst: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -166,8 +176,9 @@ impl Compiler<'_> {
                 Some(v) => self.condition(v, &at("when")),
                 None => Condition::All(Vec::new()),
             };
+            let rate_limit = r.limit.as_ref().and_then(|l| self.limit(l, &at("limit")));
             let action = self.action(&r, &at("action"));
-            if action.is_none() && r.score == 0 {
+            if action.is_none() && r.score == 0 && r.limit.is_none() {
                 self.problem(
                     &at("name"),
                     format!("rule {:?} has neither an action nor a score", r.name),
@@ -177,14 +188,19 @@ impl Compiler<'_> {
                 action,
                 Some(Action::Accept | Action::Reject(_) | Action::Tempfail(_))
             );
-            if decisive && matches!(&when, Condition::All(v) if v.is_empty()) {
+            if decisive && r.limit.is_none() && matches!(&when, Condition::All(v) if v.is_empty()) {
                 unconditional = Some(r.name.clone());
             }
             let mut names_used = Vec::new();
             when.fact_names(&mut names_used);
+            let key_stage = rate_limit
+                .as_ref()
+                .and_then(|l| limit::key(l.key))
+                .map(|(_, s)| s);
             let stage = names_used
                 .iter()
                 .filter_map(|n| stage_of(n))
+                .chain(key_stage)
                 .max_by_key(|s| rank(*s))
                 .unwrap_or(Stage::Connect);
             rules.push(CustomRule {
@@ -193,6 +209,7 @@ impl Compiler<'_> {
                 when,
                 action,
                 score: r.score,
+                limit: rate_limit,
             });
         }
         Compiled {
@@ -205,8 +222,47 @@ impl Compiler<'_> {
         }
     }
 
+    fn limit(&mut self, spec: &LimitSpec, path: &[Seg]) -> Option<RateLimit> {
+        let at = |k: &'static str| {
+            let mut p = path.to_vec();
+            p.push(Seg::Key(k));
+            p
+        };
+        let key = limit::key(&spec.key).map(|(k, _)| k);
+        if key.is_none() {
+            let known: Vec<&str> = limit::KEYS.iter().map(|(k, _)| *k).collect();
+            self.problem(
+                &at("key"),
+                format!(
+                    "a limit cannot count by {:?}: use one of {}",
+                    spec.key,
+                    known.join(", ")
+                ),
+            );
+        }
+        let rate = match crate::config::units::parse_rate(&spec.rate) {
+            Ok(rate) => Some(rate),
+            Err(e) => {
+                self.problem(&at("rate"), e);
+                None
+            }
+        };
+        if spec.burst == Some(0) {
+            self.problem(&at("burst"), "burst must be at least 1");
+        }
+        let (key, rate) = (key?, rate?);
+        Some(RateLimit {
+            key,
+            rate,
+            burst: spec.burst.unwrap_or(rate.count).max(1),
+        })
+    }
+
     fn action(&mut self, r: &RuleSpec, path: &[Seg]) -> Option<Action> {
-        let Some(spec) = r.action else {
+        // A limit without an action defers (unless it only scores).
+        let limit_default = (r.limit.is_some() && (r.score == 0 || r.reply.is_some()))
+            .then_some(ActionSpec::Tempfail);
+        let Some(spec) = r.action.or(limit_default) else {
             if r.reply.is_some() {
                 self.problem(path, "a reply needs action reject or tempfail");
             }
@@ -219,6 +275,7 @@ impl Compiler<'_> {
             ActionSpec::Accept => return Some(Action::Accept),
             ActionSpec::Tag => return Some(Action::Tag),
             ActionSpec::Quarantine => return Some(Action::Quarantine),
+            ActionSpec::Tempfail if r.limit.is_some() => (reply::RATE_LIMITED, 4),
             ActionSpec::Tempfail => (reply::POLICY_TEMPFAIL, 4),
             ActionSpec::Reject => (reply::POLICY_REJECT, 5),
         };

@@ -9,6 +9,7 @@
 pub mod condition;
 pub mod facts;
 pub mod file;
+pub mod limit;
 pub mod set;
 
 use std::path::Path;
@@ -44,6 +45,8 @@ pub struct CustomRule {
     pub action: Option<Action>,
     /// What it adds to the message's score.
     pub score: i64,
+    /// A rate limit: the rule fires only when `when` holds and this is exceeded.
+    pub limit: Option<limit::RateLimit>,
 }
 
 /// Summed-score thresholds, applied at DATA.
@@ -87,6 +90,21 @@ impl Policy {
         ];
         if config.auth.enabled {
             rules.extend(dmarc_rules());
+        }
+        rules.push(Rule {
+            name: "state-unavailable",
+            when: Condition::Flag("state.unavailable"),
+            action: Action::Tempfail(reply::STATE_UNAVAILABLE),
+        });
+        if config.greylisting.enabled {
+            rules.push(Rule {
+                name: "greylisted",
+                when: Condition::Any(vec![
+                    Condition::Is("greylist", "new"),
+                    Condition::Is("greylist", "early"),
+                ]),
+                action: Action::Tempfail(reply::GREYLISTED),
+            });
         }
         if config.smtp.bare_line_endings == BareLineEndings::Reject {
             rules.push(Rule {
@@ -143,6 +161,20 @@ impl Policy {
             if !rule.when.holds(facts) {
                 continue;
             }
+            if let Some(l) = &rule.limit
+                && !limit::exceeded(&rule.name, facts)
+            {
+                // Counted once, at its own stage; the session asks the state store.
+                let buckets = l.buckets(&rule.name, facts);
+                if rule.stage == stage && !buckets.is_empty() {
+                    verdict.limits.push(limit::Probe {
+                        rule: rule.name.clone(),
+                        limit: l.clone(),
+                        buckets,
+                    });
+                }
+                continue;
+            }
             verdict.score += rule.score;
             match &rule.action {
                 None => verdict.rules.push(rule.name.clone()),
@@ -171,12 +203,15 @@ impl Policy {
             .rules
             .iter()
             .map(|r| (r.name.to_string(), r.when.holds(facts)));
+        let holds = |r: &CustomRule| {
+            r.when.holds(facts) && (r.limit.is_none() || limit::exceeded(&r.name, facts))
+        };
         let due = self
             .custom
             .iter()
             .filter(|r| facts::rank(r.stage) <= facts::rank(stage));
         builtin
-            .chain(due.map(|r| (r.name.clone(), r.when.holds(facts))))
+            .chain(due.map(|r| (r.name.clone(), holds(r))))
             .collect()
     }
 

@@ -179,7 +179,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.env.facts.extend(rcpt_facts);
         self.env.facts.extend(found.facts);
         self.env.headers.extend(found.headers);
-        let verdict = self.decide(Stage::Data, &self.env.facts, self.scope.unwrap_or(0));
+        let scope = self.scope.unwrap_or(0);
+        let grey = self.greylist(&self.env.facts, scope).await;
+        self.env.facts.extend(grey);
+        let (verdict, added) = self.judge(Stage::Data, &self.env.facts, scope).await;
+        self.env.facts.extend(added);
         self.count_rules(&verdict);
         let (reply, outcome): (Reply, &'static str) =
             if let Some(refusal) = verdict.action.refusal() {

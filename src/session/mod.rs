@@ -7,6 +7,7 @@
 //! (`pipeline`) or parse bytes (`smtp::codec`). Verb handlers live in `greet.rs`,
 //! `transaction.rs` and `data.rs`.
 
+mod controls;
 mod data;
 mod greet;
 pub mod state;

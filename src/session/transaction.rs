@@ -39,7 +39,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         let facts = self.ctx.pipeline.run(Stage::Mail, ctx).await.facts;
         self.env.facts.extend(facts);
-        let verdict = self.decide(Stage::Mail, &self.env.facts, 0);
+        let (verdict, added) = self.judge(Stage::Mail, &self.env.facts, 0).await;
+        self.env.facts.extend(added);
         if let Some(refusal) = verdict.action.refusal() {
             self.count_rules(&verdict);
             if verdict.rules.iter().any(|r| r == "declared-size-limit") {
@@ -83,7 +84,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let found = self.ctx.pipeline.run(Stage::Rcpt, ctx).await.facts;
         let mut facts = self.env.facts.clone();
         facts.extend(found.iter().cloned());
-        let verdict = self.decide(Stage::Rcpt, &facts, scope);
+        let (verdict, added) = self.judge(Stage::Rcpt, &facts, scope).await;
         if let Some(refusal) = verdict.action.refusal() {
             self.count_rules(&verdict);
             if verdict.rules.iter().any(|r| r == "recipient-limit") {
@@ -96,6 +97,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if r.is_positive() {
             self.env.rcpts.push(address);
             self.env.rcpt_facts.extend(found);
+            self.env.rcpt_facts.extend(added);
             self.state = State::Rcpt;
             self.scope = Some(scope);
         }

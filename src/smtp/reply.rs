@@ -275,6 +275,16 @@ pub const POLICY_TEMPFAIL: Reply = r(
     (4, 7, 1),
     "Message deferred by policy, try again later",
 );
+/// A rate-limit rule's default reply.
+pub const RATE_LIMITED: Reply = r(451, (4, 7, 1), "Rate limit exceeded, try again later");
+/// Greylisting: an unknown (network, sender, recipient) triplet's first attempt.
+pub const GREYLISTED: Reply = r(451, (4, 7, 1), "Greylisted, please try again later");
+/// The shared state backend is down and `on_failure: closed` defers what needs it.
+pub const STATE_UNAVAILABLE: Reply = r(
+    451,
+    (4, 3, 0),
+    "Temporary local problem, please try again later",
+);
 /// The policy rejects the message.
 pub const POLICY_REJECT: Reply = r(550, (5, 7, 1), "Message rejected by policy");
 

@@ -1,0 +1,161 @@
+//! Shared state for the stateful controls (rate limits, greylisting): in this process, or in
+//! Redis so that every gateway of a site counts together.
+//!
+//! Owns: choosing the store, and what happens when Redis cannot answer: with
+//! `on_failure: open` the operation is answered by this process's own counters (so a
+//! limit still holds per gateway), with `closed` it is `Unavailable` and the policy defers
+//! the message (451 4.3.0). Either way the fallback is counted
+//! (`portcullis_state_fallbacks_total`) and the connection state is logged once per change
+//! and exported as `portcullis_state_backend_up`. Must not: know facts or policies.
+
+pub mod local;
+pub mod redis;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::schema::{FailureMode, StateBackend, StateConfig};
+use crate::config::units::Rate;
+use crate::metrics::{Event, Metrics};
+use local::LocalStore;
+use redis::RedisStore;
+
+/// What a rate-limit operation found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateOutcome {
+    /// Within the rate: one event was counted.
+    Allowed,
+    /// Over the rate.
+    Exceeded,
+    /// Redis could not answer and `on_failure` is `closed`.
+    Unavailable,
+}
+
+/// What greylisting found for one triplet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GreyOutcome {
+    /// First seen now: deferred.
+    New,
+    /// Seen before, but the retry came before `delay` had passed: deferred.
+    Early,
+    /// Retried after the delay, or passed before.
+    Pass,
+    /// The client network passed often enough to skip greylisting.
+    AutoAllowed,
+    /// Redis could not answer and `on_failure` is `closed`.
+    Unavailable,
+}
+
+impl GreyOutcome {
+    /// The fact value and metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            GreyOutcome::New => "new",
+            GreyOutcome::Early => "early",
+            GreyOutcome::Pass => "pass",
+            GreyOutcome::AutoAllowed => "auto_allowed",
+            GreyOutcome::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// The timing of greylisting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GreyParams {
+    /// The wait before a retry passes.
+    pub delay: Duration,
+    /// How long an unretried triplet is kept.
+    pub expiry: Duration,
+    /// How long a passed triplet (and a network's pass count) is kept.
+    pub pass_ttl: Duration,
+    /// Passes after which a network skips greylisting; 0 = never.
+    pub auto_allow_after: u32,
+}
+
+/// The store the controls use.
+pub struct StateStore {
+    local: LocalStore,
+    redis: Option<RedisStore>,
+    fail_closed: bool,
+    metrics: Arc<Metrics>,
+}
+
+impl StateStore {
+    /// The store `state:` asks for. A Redis store starts down; `maintain` connects it.
+    pub fn new(config: &StateConfig, metrics: Arc<Metrics>) -> Self {
+        let redis = (config.backend == StateBackend::Redis).then(|| {
+            metrics.emit(Event::StateBackendUp(false));
+            let m = metrics.clone();
+            let closed = config.redis.on_failure == FailureMode::Closed;
+            RedisStore::new(
+                &config.redis,
+                Box::new(move |up, why| {
+                    m.emit(Event::StateBackendUp(up));
+                    if up {
+                        tracing::info!("state backend redis is up: rate limits and greylisting are shared");
+                    } else if closed {
+                        tracing::error!(error = why, "state backend redis is down: deferring what needs it (on_failure: closed)");
+                    } else {
+                        tracing::warn!(error = why, "state backend redis is down: counting in this process until it is back");
+                    }
+                }),
+            )
+        });
+        StateStore {
+            local: LocalStore::default(),
+            redis,
+            fail_closed: config.redis.on_failure == FailureMode::Closed,
+            metrics,
+        }
+    }
+
+    /// Takes one event from `bucket`'s allowance of `rate` with `burst`.
+    pub async fn rate(&self, bucket: &str, rate: Rate, burst: u32) -> RateOutcome {
+        if let Some(r) = &self.redis {
+            match r.rate(bucket, rate, burst).await {
+                Ok(true) => return RateOutcome::Allowed,
+                Ok(false) => return RateOutcome::Exceeded,
+                Err(_) => {
+                    self.metrics.emit(Event::StateFallback("rate"));
+                    if self.fail_closed {
+                        return RateOutcome::Unavailable;
+                    }
+                }
+            }
+        }
+        match self.local.rate(bucket, rate, burst) {
+            true => RateOutcome::Allowed,
+            false => RateOutcome::Exceeded,
+        }
+    }
+
+    /// Looks up and updates a greylisting triplet of `network`.
+    pub async fn greylist(&self, network: &str, triplet: &str, p: &GreyParams) -> GreyOutcome {
+        if let Some(r) = &self.redis {
+            match r.greylist(network, triplet, p).await {
+                Ok(outcome) => return outcome,
+                Err(_) => {
+                    self.metrics.emit(Event::StateFallback("greylist"));
+                    if self.fail_closed {
+                        return GreyOutcome::Unavailable;
+                    }
+                }
+            }
+        }
+        self.local.greylist(network, triplet, p)
+    }
+
+    /// Keeps the Redis connection (no-op for the local store) until `stop`.
+    pub async fn maintain(self: Arc<Self>, stop: CancellationToken) {
+        if let Some(r) = &self.redis {
+            r.maintain(stop).await;
+        }
+    }
+
+    /// Drops expired local state.
+    pub fn housekeeping(&self) {
+        self.local.housekeeping();
+    }
+}

@@ -1,0 +1,279 @@
+//! The Redis state store: rate limits and greylisting shared by every gateway that uses the
+//! same Redis, each decision one Lua script so that two gateways never both take the last
+//! token of a bucket.
+//!
+//! Owns: connecting (standalone, Sentinel, Cluster), the scripts and key names (prefixed,
+//! every key with a TTL), and the up/down state: an operation that fails or exceeds
+//! `state.redis.timeout` marks the store down, and until the reconnect task (`maintain`,
+//! exponential backoff) has a working connection again every operation fails at once, so a
+//! dead Redis costs a session nothing but the fallback. Must not: decide what a failure
+//! means (`state::mod` does).
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::cluster_async::ClusterConnection;
+use redis::{AsyncConnectionConfig, FromRedisValue, RedisResult, Script, ScriptInvocation};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::{GreyOutcome, GreyParams};
+use crate::config::schema::{RedisConfig, RedisMode};
+use crate::config::units::Rate;
+
+/// GCRA (the generic cell rate algorithm) on one key holding the theoretical arrival time
+/// in microseconds of Redis' own clock, so gateways with skewed clocks agree.
+/// ARGV: emission interval (µs), burst. Returns 1 when admitted.
+const RATE_SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + interval
+if new_tat - now > interval * tonumber(ARGV[2]) then return 0 end
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
+return 1
+";
+
+/// One greylisting triplet (KEYS[1]) and its network's pass counter (KEYS[2]).
+/// ARGV: delay (ms), expiry (ms), pass TTL (ms), auto-allow threshold (0 = off).
+const GREY_SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local auto = tonumber(ARGV[4])
+if auto > 0 and tonumber(redis.call('GET', KEYS[2]) or 0) >= auto then return 'auto' end
+local v = redis.call('GET', KEYS[1])
+if not v then
+  redis.call('SET', KEYS[1], string.format('%.0f', now), 'PX', ARGV[2])
+  return 'new'
+end
+if v == 'pass' then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  return 'pass'
+end
+if now - tonumber(v) < tonumber(ARGV[1]) then return 'early' end
+redis.call('SET', KEYS[1], 'pass', 'PX', ARGV[3])
+if auto > 0 then
+  redis.call('INCR', KEYS[2])
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+end
+return 'pass'
+";
+
+#[derive(Clone)]
+enum Conn {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl Conn {
+    async fn run<T: FromRedisValue>(&mut self, inv: &ScriptInvocation<'_>) -> RedisResult<T> {
+        match self {
+            Conn::Single(c) => inv.invoke_async(c).await,
+            Conn::Cluster(c) => inv.invoke_async(c).await,
+        }
+    }
+
+    async fn ping(&mut self) -> RedisResult<()> {
+        let cmd = redis::cmd("PING");
+        match self {
+            Conn::Single(c) => cmd.query_async(c).await,
+            Conn::Cluster(c) => cmd.query_async(c).await,
+        }
+    }
+}
+
+/// Why an operation did not get an answer from Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unavailable {
+    /// The store is down; nothing was attempted.
+    Down,
+    /// This operation failed (and marked the store down).
+    Failed(String),
+}
+
+/// A state change of the connection, reported to `state::mod`.
+pub type OnChange = Box<dyn Fn(bool, &str) + Send + Sync>;
+
+/// Redis, as seen by one gateway.
+pub struct RedisStore {
+    config: RedisConfig,
+    conn: Mutex<Option<Conn>>,
+    up: AtomicBool,
+    wake: Notify,
+    rate: Script,
+    grey: Script,
+    on_change: OnChange,
+}
+
+impl RedisStore {
+    /// A store that is down until `maintain` connects it.
+    pub fn new(config: &RedisConfig, on_change: OnChange) -> Self {
+        RedisStore {
+            config: config.clone(),
+            conn: Mutex::new(None),
+            up: AtomicBool::new(false),
+            wake: Notify::new(),
+            rate: Script::new(RATE_SCRIPT),
+            grey: Script::new(GREY_SCRIPT),
+            on_change,
+        }
+    }
+
+    /// True while a connection is believed to work.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    fn key(&self, kind: &str, rest: &str) -> String {
+        format!("{}{kind}:{rest}", self.config.key_prefix)
+    }
+
+    /// Takes one event from `bucket`'s allowance: `Ok(false)` when the rate is exceeded.
+    pub async fn rate(&self, bucket: &str, rate: Rate, burst: u32) -> Result<bool, Unavailable> {
+        let interval = rate.interval().as_micros().max(1) as u64;
+        let mut inv = self.rate.prepare_invoke();
+        inv.key(self.key("rate", bucket))
+            .arg(interval)
+            .arg(burst.max(1));
+        let admitted: i64 = self.run(&inv).await?;
+        Ok(admitted == 1)
+    }
+
+    /// Looks up and updates a greylisting triplet of the client network `network`.
+    pub async fn greylist(
+        &self,
+        network: &str,
+        triplet: &str,
+        p: &GreyParams,
+    ) -> Result<GreyOutcome, Unavailable> {
+        // The network in braces is a Cluster hash tag: both keys live in one slot.
+        let base = self.key("grey", &format!("{{{network}}}"));
+        let ms = |d: Duration| d.as_millis().max(1) as u64;
+        let mut inv = self.grey.prepare_invoke();
+        inv.key(format!("{base}:t:{triplet}"))
+            .key(format!("{base}:passes"))
+            .arg(ms(p.delay))
+            .arg(ms(p.expiry))
+            .arg(ms(p.pass_ttl))
+            .arg(p.auto_allow_after);
+        let word: String = self.run(&inv).await?;
+        Ok(match word.as_str() {
+            "new" => GreyOutcome::New,
+            "early" => GreyOutcome::Early,
+            "auto" => GreyOutcome::AutoAllowed,
+            _ => GreyOutcome::Pass,
+        })
+    }
+
+    async fn run<T: FromRedisValue>(&self, inv: &ScriptInvocation<'_>) -> Result<T, Unavailable> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let Some(mut conn) = conn else {
+            return Err(Unavailable::Down);
+        };
+        let error = match tokio::time::timeout(self.config.timeout, conn.run(inv)).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {:?}", self.config.timeout),
+        };
+        self.mark_down(&error);
+        Err(Unavailable::Failed(error))
+    }
+
+    fn mark_down(&self, why: &str) {
+        *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        if self.up.swap(false, Ordering::AcqRel) {
+            (self.on_change)(false, why);
+        }
+        self.wake.notify_one();
+    }
+
+    async fn connect(&self) -> RedisResult<Conn> {
+        let c = &self.config;
+        let cfg = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(c.timeout))
+            .set_response_timeout(Some(c.timeout));
+        let mut conn = match c.mode {
+            RedisMode::Standalone => {
+                let client = redis::Client::open(c.urls[0].as_str())?;
+                Conn::Single(client.get_multiplexed_async_connection_with_config(&cfg).await?)
+            }
+            RedisMode::Sentinel => {
+                let mut client = redis::sentinel::SentinelClient::build(
+                    c.urls.clone(),
+                    c.sentinel_service.clone(),
+                    None,
+                    redis::sentinel::SentinelServerType::Master,
+                )?;
+                Conn::Single(client.get_async_connection_with_config(&cfg).await?)
+            }
+            RedisMode::Cluster => {
+                let client = redis::cluster::ClusterClientBuilder::new(c.urls.clone())
+                    .connection_timeout(c.timeout)
+                    .response_timeout(c.timeout)
+                    .build()?;
+                Conn::Cluster(client.get_async_connection().await?)
+            }
+        };
+        conn.ping().await?;
+        Ok(conn)
+    }
+
+    /// Keeps the connection: connects, checks it every `health_interval`, and after a
+    /// failure reconnects with exponential backoff (`reconnect_min` doubling to
+    /// `reconnect_max`). Runs until `stop`.
+    pub async fn maintain(&self, stop: CancellationToken) {
+        let c = &self.config;
+        let mut backoff = c.reconnect_min;
+        let mut first = true;
+        while !stop.is_cancelled() {
+            if self.is_up() {
+                let current = self.conn.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(c.health_interval) => {
+                        if let Some(mut conn) = current {
+                            match tokio::time::timeout(c.timeout, conn.ping()).await {
+                                Ok(Ok(())) => {}
+                                Ok(Err(e)) => self.mark_down(&e.to_string()),
+                                Err(_) => self.mark_down("PING unanswered"),
+                            }
+                        }
+                    }
+                }
+                continue;
+            }
+            let attempt = tokio::time::timeout(c.timeout * 4, self.connect()).await;
+            match attempt {
+                Ok(Ok(conn)) => {
+                    *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn);
+                    self.up.store(true, Ordering::Release);
+                    (self.on_change)(true, "connected");
+                    backoff = c.reconnect_min;
+                    first = false;
+                }
+                failed => {
+                    if first {
+                        // Report the initial state once, so a Redis that is down from the
+                        // start is logged and shows in the gauge.
+                        let why = match failed {
+                            Ok(Err(e)) => e.to_string(),
+                            _ => "connect timed out".into(),
+                        };
+                        (self.on_change)(false, &why);
+                        first = false;
+                    }
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(c.reconnect_max);
+                }
+            }
+        }
+    }
+}
