@@ -3,7 +3,8 @@
 # then runs the whole suite in one `cargo test`.
 #
 # Real components: Postfix (backend and client instances), swaks, smtp-source/smtp-sink
-# (postfix package), Prometheus and promtool, Python 3 (smtplib). Installing needs root
+# (postfix package), Prometheus and promtool, Python 3 (smtplib), redis-server and
+# redis-cli (shared rate-limit and greylisting state; the tests start their own servers). Installing needs root
 # (apt-get); as another user, install them first or the tests that need them fail loudly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,7 @@ command -v swaks     >/dev/null 2>&1 || need+=(swaks)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v python3   >/dev/null 2>&1 || need+=(python3)
 command -v script    >/dev/null 2>&1 || need+=(bsdutils)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

@@ -4,6 +4,7 @@
 
 pub mod dns;
 pub mod postfix;
+pub mod redis;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

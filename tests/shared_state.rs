@@ -1,0 +1,267 @@
+//! Rate limits and greylisting shared by two gateways through a real redis-server, and
+//! what happens when Redis goes away and comes back.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::Gateway;
+use common::redis::RedisServer;
+use portcullis::config::schema::{FailureMode, StateBackend};
+
+/// A per-sender-domain limit: `n` messages a minute, all of them at once.
+fn limit_policy(dir: &Path, n: u32) -> std::path::PathBuf {
+    let path = dir.join("limits.yaml");
+    let text = format!(
+        "rules:\n  - name: sender-domain-rate\n    limit: {{ key: mail_from.domain, rate: {n}/minute, burst: {n} }}\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Starts a gateway whose state lives in `redis` under `prefix`.
+async fn gateway(redis: &RedisServer, prefix: &str, policy: &Path, closed: bool) -> Gateway {
+    let (url, prefix, policy) = (redis.url(), prefix.to_string(), policy.to_path_buf());
+    Gateway::start(move |c| {
+        c.policy = Some(policy);
+        c.state.backend = StateBackend::Redis;
+        c.state.redis.urls = vec![url];
+        c.state.redis.key_prefix = prefix;
+        c.state.redis.reconnect_min = Duration::from_millis(100);
+        c.state.redis.reconnect_max = Duration::from_millis(400);
+        c.state.redis.health_interval = Duration::from_millis(200);
+        if closed {
+            c.state.redis.on_failure = FailureMode::Closed;
+        }
+    })
+    .await
+}
+
+const UP: &str = "portcullis_state_backend_up{backend=\"redis\"}";
+
+/// Waits until the gateway's `portcullis_state_backend_up` is `want`.
+async fn wait_up(gw: &Gateway, want: f64) {
+    for _ in 0..200 {
+        if gw.metric(UP).await == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("state_backend_up never became {want}");
+}
+
+/// One MAIL FROM in a fresh session; the reply code and text. Bounded: a hang fails.
+async fn mail_from(gw: &Gateway, from: &str) -> (u16, String) {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let mut c = gw.client().await;
+        assert_eq!(c.cmd("EHLO client.example").await.0, 250);
+        c.cmd(&format!("MAIL FROM:<{from}>")).await
+    })
+    .await
+    .expect("MAIL FROM answered without hanging")
+}
+
+/// `attempts` MAIL FROMs spread over both gateways, all at once; how many got 250.
+async fn admitted(a: &Gateway, b: &Gateway, from: &str, attempts: usize) -> usize {
+    let tries = (0..attempts).map(|i| mail_from(if i % 2 == 0 { a } else { b }, from));
+    let replies = futures_util::future::join_all(tries).await;
+    for (code, text) in &replies {
+        assert!(
+            *code == 250 || (*code == 451 && text.contains("4.7.1 Rate limit exceeded")),
+            "{code} {text}"
+        );
+    }
+    replies.iter().filter(|(code, _)| *code == 250).count()
+}
+
+async fn metric_sum(a: &Gateway, b: &Gateway, series: &str) -> f64 {
+    a.metric(series).await + b.metric(series).await
+}
+
+#[tokio::test]
+async fn two_gateways_admit_exactly_n_per_minute_together() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = limit_policy(dir.path(), 5);
+    let a = gateway(&redis, "t1:", &policy, false).await;
+    let b = gateway(&redis, "t1:", &policy, false).await;
+    wait_up(&a, 1.0).await;
+    wait_up(&b, 1.0).await;
+
+    // 16 concurrent attempts, half through each gateway: the script admits exactly 5.
+    assert_eq!(admitted(&a, &b, "x@flood.example", 16).await, 5);
+    // Each gateway alone would have admitted 5 with local counters; together they did not.
+    let allowed =
+        "portcullis_ratelimit_checks_total{rule=\"sender-domain-rate\",result=\"allowed\"}";
+    let exceeded =
+        "portcullis_ratelimit_checks_total{rule=\"sender-domain-rate\",result=\"exceeded\"}";
+    assert_eq!(metric_sum(&a, &b, allowed).await, 5.0);
+    assert_eq!(metric_sum(&a, &b, exceeded).await, 11.0);
+    // Another sender domain has its own bucket.
+    assert_eq!(admitted(&a, &b, "x@calm.example", 4).await, 4);
+    assert_eq!(
+        metric_sum(
+            &a,
+            &b,
+            "portcullis_state_fallbacks_total{operation=\"rate\"}"
+        )
+        .await,
+        0.0
+    );
+
+    // Every key is ours (prefixed) and expires: Redis never grows without bound.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    for key in keys {
+        assert!(key.starts_with("t1:rate:sender-domain-rate/"), "{key}");
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(ttl > 0 && ttl <= 61_000, "{key} has TTL {ttl} ms");
+    }
+}
+
+#[tokio::test]
+async fn redis_down_falls_back_to_local_counters_and_sharing_resumes_when_it_is_back() {
+    let mut redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = limit_policy(dir.path(), 3);
+    let a = gateway(&redis, "t2:", &policy, false).await;
+    let b = gateway(&redis, "t2:", &policy, false).await;
+    wait_up(&a, 1.0).await;
+    wait_up(&b, 1.0).await;
+    assert_eq!(admitted(&a, &b, "x@one.example", 8).await, 3, "shared");
+
+    redis.stop();
+    // Fail-open: each gateway counts alone, so 3 per gateway; no attempt hangs.
+    assert_eq!(
+        admitted(&a, &b, "x@two.example", 10).await,
+        6,
+        "per gateway"
+    );
+    wait_up(&a, 0.0).await;
+    wait_up(&b, 0.0).await;
+    assert!(
+        a.metric("portcullis_state_fallbacks_total{operation=\"rate\"}")
+            .await
+            >= 1.0
+    );
+    assert!(
+        b.metric("portcullis_state_fallbacks_total{operation=\"rate\"}")
+            .await
+            >= 1.0
+    );
+
+    redis.restart();
+    wait_up(&a, 1.0).await;
+    wait_up(&b, 1.0).await;
+    let fallbacks = metric_sum(
+        &a,
+        &b,
+        "portcullis_state_fallbacks_total{operation=\"rate\"}",
+    )
+    .await;
+    assert_eq!(
+        admitted(&a, &b, "x@three.example", 8).await,
+        3,
+        "shared again"
+    );
+    assert_eq!(
+        metric_sum(
+            &a,
+            &b,
+            "portcullis_state_fallbacks_total{operation=\"rate\"}"
+        )
+        .await,
+        fallbacks,
+        "no fallback once Redis is back"
+    );
+}
+
+#[tokio::test]
+async fn fail_closed_defers_while_redis_is_down() {
+    let mut redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = limit_policy(dir.path(), 3);
+    let a = gateway(&redis, "t3:", &policy, true).await;
+    wait_up(&a, 1.0).await;
+    assert_eq!(mail_from(&a, "x@one.example").await.0, 250);
+    redis.stop();
+    for _ in 0..3 {
+        let (code, text) = mail_from(&a, "x@one.example").await;
+        assert_eq!(
+            (code, text.as_str()),
+            (
+                451,
+                "451 4.3.0 Temporary local problem, please try again later"
+            )
+        );
+    }
+    assert!(
+        a.metric(
+            "portcullis_ratelimit_checks_total{rule=\"sender-domain-rate\",result=\"unavailable\"}"
+        )
+        .await
+            >= 3.0
+    );
+    redis.restart();
+    wait_up(&a, 1.0).await;
+    assert_eq!(mail_from(&a, "x@one.example").await.0, 250);
+}
+
+#[tokio::test]
+async fn a_greylisted_triplet_retried_through_the_other_gateway_passes() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("empty.yaml");
+    std::fs::write(&policy, "rules: []\n").unwrap();
+    let (url, p) = (redis.url(), policy.clone());
+    let start = |url: String, p: std::path::PathBuf| {
+        Gateway::start(move |c| {
+            c.policy = Some(p);
+            c.state.backend = StateBackend::Redis;
+            c.state.redis.urls = vec![url];
+            c.state.redis.key_prefix = "t4:".into();
+            c.greylisting.enabled = true;
+            c.greylisting.delay = Duration::from_secs(1);
+            c.greylisting.auto_allow_after = 0;
+        })
+    };
+    let a = start(url.clone(), p.clone()).await;
+    let b = start(url, p).await;
+    wait_up(&a, 1.0).await;
+    wait_up(&b, 1.0).await;
+    let send = |gw: &Gateway| {
+        let addr = gw.addr;
+        async move {
+            let mut c = common::LineClient::connect(addr).await;
+            assert_eq!(c.read_reply().await.0, 220);
+            c.envelope("s@sender.example", &["u@example.test"]).await;
+            c.data(b"Subject: grey\r\n\r\nhello\r\n").await
+        }
+    };
+    let (code, text) = send(&a).await;
+    assert_eq!((code, text.contains("Greylisted")), (451, true), "{text}");
+    // Too early through the other gateway: it knows the triplet, so "early", not "new".
+    assert_eq!(send(&b).await.0, 451);
+    assert_eq!(
+        b.metric("portcullis_greylist_results_total{result=\"early\"}")
+            .await,
+        1.0
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(send(&b).await.0, 250);
+    assert_eq!(b.delivered("example.test", "u").len(), 1);
+    // Remembered as passed, for either gateway.
+    assert_eq!(send(&a).await.0, 250);
+}
