@@ -64,7 +64,9 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         ctx.clone(),
         metrics_stop.clone(),
     )));
-    tasks.push(tokio::spawn(ctx.state.clone().maintain(metrics_stop.clone())));
+    tasks.push(tokio::spawn(
+        ctx.state.clone().maintain(metrics_stop.clone()),
+    ));
     tasks.push(tokio::spawn(probe_backend(
         ctx.clone(),
         ctx.config.backend.probe_interval,

@@ -107,6 +107,45 @@ async fn early_talkers_are_a_fact_the_policy_can_refuse() {
 }
 
 #[tokio::test]
+async fn a_multiline_banner_catches_bots_that_answer_its_first_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "rules:\n  - name: pregreet\n    when: { client.pregreet: true }\n    action: reject\n",
+    )
+    .unwrap();
+    let gw = Gateway::start(|c| {
+        c.connections.pregreet_wait = Duration::from_millis(300);
+        c.connections.multiline_banner = true;
+        c.policy = Some(policy);
+    })
+    .await;
+    // A polite client reads one two-line 220 reply.
+    let mut polite = LineClient::connect(gw.addr).await;
+    assert_eq!(
+        polite.read_reply().await,
+        (
+            220,
+            "220-gw.example.test ESMTP\n220 gw.example.test ESMTP Portcullis".to_string()
+        )
+    );
+    assert_eq!(polite.cmd("EHLO polite.example").await.0, 250);
+    // A bot answers as soon as it sees "220-".
+    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let mut reader = tokio::io::BufReader::new(stream);
+    let mut first = String::new();
+    tokio::io::AsyncBufReadExt::read_line(&mut reader, &mut first)
+        .await
+        .unwrap();
+    assert_eq!(first, "220-gw.example.test ESMTP\r\n");
+    let mut bot = LineClient::from_stream(reader.into_inner());
+    bot.send(b"EHLO bot.example\r\n").await;
+    let (code, text) = bot.read_reply().await;
+    assert_eq!((code, text.contains("5.7.1")), (550, true), "{text}");
+}
+
+#[tokio::test]
 async fn talking_ahead_without_pipelining_is_a_fact() {
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("policy.yaml");

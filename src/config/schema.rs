@@ -452,6 +452,10 @@ pub struct ConnectionsConfig {
     /// 0s = send the banner at once.
     #[serde(deserialize_with = "units::duration")]
     pub pregreet_wait: Duration,
+    /// During `pregreet_wait`, show the first line of a multi-line banner (`220-`), as
+    /// postscreen's `postscreen_greet_banner` does: bots that answer the first line instead
+    /// of waiting for the last one are caught as early talkers too.
+    pub multiline_banner: bool,
 }
 
 impl Default for ConnectionsConfig {
@@ -464,6 +468,7 @@ impl Default for ConnectionsConfig {
             rate_per_minute: 0,
             rate_burst: 0,
             pregreet_wait: Duration::ZERO,
+            multiline_banner: false,
         }
     }
 }

@@ -21,7 +21,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" => (60, false),
         "h" => (3600, false),
         "d" => (86400, false),
-        _ => return Err(format!("invalid duration unit in {s:?}: use ms, s, m, h or d")),
+        _ => {
+            return Err(format!(
+                "invalid duration unit in {s:?}: use ms, s, m, h or d"
+            ));
+        }
     };
     let n = n
         .checked_mul(mult)
@@ -102,7 +106,9 @@ pub fn parse_rate(s: &str) -> Result<Rate, String> {
         other => parse_duration(other).map_err(|_| bad())?,
     };
     if count == 0 || period.is_zero() {
-        return Err(format!("rate {s:?} must allow at least one event per period"));
+        return Err(format!(
+            "rate {s:?} must allow at least one event per period"
+        ));
     }
     Ok(Rate { count, period })
 }

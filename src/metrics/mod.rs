@@ -266,7 +266,10 @@ impl Metrics {
             drop(self.backend_errors.get_or_create(&[("kind", kind.label())]));
         }
         for operation in ["rate", "greylist"] {
-            drop(self.state_fallbacks.get_or_create(&[("operation", operation)]));
+            drop(
+                self.state_fallbacks
+                    .get_or_create(&[("operation", operation)]),
+            );
         }
         for result in [
             "new",

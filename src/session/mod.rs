@@ -187,6 +187,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             self.info.pregreet = true;
             return;
         }
+        if self.ctx.config.connections.multiline_banner {
+            // The first line of the banner; the greeting after the wait is its last line.
+            let first = format!("220-{} ESMTP\r\n", self.ctx.config.hostname);
+            self.wbuf.extend_from_slice(first.as_bytes());
+            if self.flush().await.is_err() {
+                self.closing = true;
+                return;
+            }
+        }
         // Why select: shutdown must not wait out the pause.
         tokio::select! {
             _ = self.signals.shutdown.cancelled() => {}

@@ -199,7 +199,11 @@ impl RedisStore {
         let mut conn = match c.mode {
             RedisMode::Standalone => {
                 let client = redis::Client::open(c.urls[0].as_str())?;
-                Conn::Single(client.get_multiplexed_async_connection_with_config(&cfg).await?)
+                Conn::Single(
+                    client
+                        .get_multiplexed_async_connection_with_config(&cfg)
+                        .await?,
+                )
             }
             RedisMode::Sentinel => {
                 let mut client = redis::sentinel::SentinelClient::build(
