@@ -10,7 +10,9 @@
 //! - an allow zone (DNSWL) gives `dnswl.listed`;
 //! - a code filter ignores answers outside it;
 //! - `dnsbl.score` sums the weights of the listing zones;
-//! - every lookup is counted by zone and result.
+//! - every lookup is counted by zone and result;
+//! - a domain list (DBL) is asked about the MAIL FROM domain (`dbl.mail_from`) and the DKIM
+//!   signing domains (`dbl.dkim`), and its error answers are no listing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -20,7 +22,7 @@ use std::time::Duration;
 
 use common::dns::{DnsFixture, Zone};
 use common::{Gateway, LineClient};
-use portcullis::config::schema::DnsblZoneConfig;
+use portcullis::config::schema::{DnsblZoneConfig, ZoneKind};
 
 const POLICY: &str = r#"rules:
   - name: trusted
@@ -73,6 +75,7 @@ fn zone(name: &str, weight: u64, codes: &[&str], allow: bool) -> DnsblZoneConfig
         weight,
         codes: codes.iter().map(|c| c.to_string()).collect(),
         allow,
+        kind: ZoneKind::Ip,
     }
 }
 
@@ -268,4 +271,79 @@ async fn silent_zone_counts_as_failed_within_the_timeout() {
     assert_eq!(lookups(&gw, "slow.test", "failed").await, 1.0);
     assert_eq!(healthy(&gw, "slow.test").await, 0.0);
     gw.stop().await;
+}
+
+const DBL_POLICY: &str = r#"rules:
+  - name: listed-sender-domain
+    when: { dbl.mail_from: dbl.test }
+    action: reject
+    reply: { code: 550, enhanced: "5.7.1", text: "Sender domain listed in dbl.test" }
+  - name: listed-signer
+    when: { dbl.dkim: dbl.test }
+    action: reject
+    reply: { code: 550, enhanced: "5.7.1", text: "Signing domain listed in dbl.test" }
+  - name: dbl-broken
+    when: { dbl.error: dbl.test }
+    action: tag
+"#;
+
+#[tokio::test]
+async fn domain_lists_cover_the_sender_and_the_signing_domains() {
+    let dns = DnsFixture::start(vec![
+        Zone::new("dbl.test")
+            .a("spammer.example.dbl.test", ip("127.0.1.2"))
+            .a("bad-signer.example.dbl.test", ip("127.0.1.2"))
+            .a("public-resolver.example.dbl.test", ip("127.255.255.254")),
+    ])
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, DBL_POLICY).unwrap();
+    let ns = dns.addr();
+    let gw = Gateway::start(move |c| {
+        c.dns.nameservers = vec![ns];
+        c.dns.attempts = 1;
+        c.dnsbl.zones = vec![DnsblZoneConfig {
+            kind: ZoneKind::Domain,
+            ..zone("dbl.test", 1, &[], false)
+        }];
+        c.policy = Some(policy);
+    })
+    .await;
+    let mut c = gw.client().await;
+    assert_eq!(c.cmd("EHLO client.example").await.0, 250);
+    assert_eq!(
+        c.cmd("MAIL FROM:<a@Spammer.Example>").await,
+        (
+            550,
+            "550 5.7.1 Sender domain listed in dbl.test".to_string()
+        )
+    );
+    // A clean sender whose message carries a signature of a listed domain.
+    assert_eq!(c.cmd("MAIL FROM:<a@clean.example>").await.0, 250);
+    assert_eq!(c.cmd("RCPT TO:<u@example.test>").await.0, 250);
+    let signed = b"DKIM-Signature: v=1; a=rsa-sha256; s=s;\r\n d=bad-signer.example; bh=x; b=y\r\nFrom: a@clean.example\r\nSubject: hi\r\n\r\nhello\r\n";
+    assert_eq!(
+        c.data(signed).await,
+        (
+            550,
+            "550 5.7.1 Signing domain listed in dbl.test".to_string()
+        )
+    );
+    // An error answer is no listing: the message goes through, tagged by the policy.
+    c.envelope("a@public-resolver.example", &["u@example.test"])
+        .await;
+    assert_eq!(c.data(b"Subject: hi\r\n\r\nhello\r\n").await.0, 250);
+    let delivered = gw.delivered("example.test", "u");
+    assert_eq!(delivered.len(), 1);
+    let text = String::from_utf8_lossy(&delivered[0]).to_string();
+    assert!(text.contains("rules=dbl-broken"), "{text}");
+    assert_eq!(lookups(&gw, "dbl.test", "listed").await, 2.0);
+    assert_eq!(lookups(&gw, "dbl.test", "error_answer").await, 1.0);
+    assert_eq!(healthy(&gw, "dbl.test").await, 0.0);
+    // Four names were asked: three sender domains and one signing domain.
+    assert_eq!(lookups(&gw, "dbl.test", "clean").await, 1.0);
+    // A domain zone is never asked about the client's address.
+    let a = hickory_server::proto::rr::RecordType::A;
+    assert_eq!(dns.query_count("1.0.0.127.dbl.test.", a), 0);
 }

@@ -17,7 +17,7 @@ use mail_auth::hickory_resolver::net::{DnsError, NetError};
 use mail_auth::hickory_resolver::proto::op::ResponseCode;
 use mail_auth::hickory_resolver::proto::rr::{RData, RecordType};
 
-use crate::config::schema::{DnsblConfig, DnsblZoneConfig};
+use crate::config::schema::{DnsblConfig, DnsblZoneConfig, ZoneKind};
 use crate::dns::Dns;
 use crate::metrics::{DnsblResult, Event, Metrics};
 use crate::pipeline::outcome::Fact;
@@ -95,15 +95,15 @@ pub fn classify(answer: &[Ipv4Addr], codes: Option<&[CodeRange]>) -> DnsblResult
 }
 
 /// One configured zone, codes parsed.
-struct Zone {
-    zone: String,
+pub(crate) struct Zone {
+    pub(crate) zone: String,
     weight: u64,
     codes: Option<Vec<CodeRange>>,
     allow: bool,
 }
 
 impl Zone {
-    fn new(config: &DnsblZoneConfig) -> Self {
+    pub(crate) fn new(config: &DnsblZoneConfig) -> Self {
         // Validation rejects bad ranges; were one to slip through, it is dropped rather than
         // turning the filter into "any code".
         let codes = (!config.codes.is_empty()).then(|| {
@@ -134,7 +134,12 @@ impl DnsblCheck {
     /// A check of the zones of `config` on the shared resolver; their metric series are
     /// created here (lookups at 0, each zone assumed healthy until a lookup says otherwise).
     pub fn new(config: &DnsblConfig, dns: Arc<Dns>, metrics: Arc<Metrics>) -> Self {
-        let zones: Vec<Zone> = config.zones.iter().map(Zone::new).collect();
+        let zones: Vec<Zone> = config
+            .zones
+            .iter()
+            .filter(|z| z.kind == ZoneKind::Ip)
+            .map(Zone::new)
+            .collect();
         for zone in &zones {
             metrics.emit(Event::DnsblZoneConfigured {
                 zone: zone.zone.clone(),
@@ -150,26 +155,35 @@ impl DnsblCheck {
 
     /// Asks one zone about `ip`, within the timeout.
     async fn lookup(&self, zone: &Zone, ip: IpAddr) -> DnsblResult {
-        let name = query_name(ip, &zone.zone);
-        let resolver = self.dns.authenticator().resolver();
-        let answer =
-            tokio::time::timeout(self.timeout, resolver.lookup(name.as_str(), RecordType::A)).await;
-        match answer {
-            Err(_) => DnsblResult::Failed,
-            Ok(Ok(lookup)) => {
-                let codes: Vec<Ipv4Addr> = lookup
-                    .answers()
-                    .iter()
-                    .filter_map(|r| match &r.data {
-                        RData::A(a) => Some(a.0),
-                        _ => None,
-                    })
-                    .collect();
-                classify(&codes, zone.codes.as_deref())
-            }
-            Ok(Err(e)) if is_negative(&e) => DnsblResult::Clean,
-            Ok(Err(_)) => DnsblResult::Failed,
+        ask(&self.dns, zone, &query_name(ip, &zone.zone), self.timeout).await
+    }
+
+    /// True when no IP zone is configured (only domain zones).
+    pub fn is_empty(&self) -> bool {
+        self.zones.is_empty()
+    }
+}
+
+/// Asks `zone` for the A records of `name` (already the full query name) within `timeout`
+/// and classifies the answer.
+pub(crate) async fn ask(dns: &Dns, zone: &Zone, name: &str, timeout: Duration) -> DnsblResult {
+    let resolver = dns.authenticator().resolver();
+    let answer = tokio::time::timeout(timeout, resolver.lookup(name, RecordType::A)).await;
+    match answer {
+        Err(_) => DnsblResult::Failed,
+        Ok(Ok(lookup)) => {
+            let codes: Vec<Ipv4Addr> = lookup
+                .answers()
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::A(a) => Some(a.0),
+                    _ => None,
+                })
+                .collect();
+            classify(&codes, zone.codes.as_deref())
         }
+        Ok(Err(e)) if is_negative(&e) => DnsblResult::Clean,
+        Ok(Err(_)) => DnsblResult::Failed,
     }
 }
 

@@ -4,6 +4,7 @@
 //! check keeps per-message state in the context it is given, never in itself).
 
 pub mod arc;
+pub mod dbl;
 pub mod dkim;
 pub mod dmarc;
 pub mod dnsbl;
@@ -50,12 +51,12 @@ pub fn registry(
         )),
     ];
     let Some(dns) = dns else { return checks };
-    if !config.dnsbl.zones.is_empty() {
-        checks.push(Box::new(dnsbl::DnsblCheck::new(
-            &config.dnsbl,
-            dns.clone(),
-            metrics.clone(),
-        )));
+    let ip_lists = dnsbl::DnsblCheck::new(&config.dnsbl, dns.clone(), metrics.clone());
+    if !ip_lists.is_empty() {
+        checks.push(Box::new(ip_lists));
+    }
+    if let Some(domain_lists) = dbl::DblCheck::new(&config.dnsbl, dns.clone(), metrics.clone()) {
+        checks.push(Box::new(domain_lists));
     }
     if cc.rdns {
         checks.push(Box::new(rdns::RdnsCheck::new(

@@ -528,6 +528,20 @@ pub struct DnsblZoneConfig {
     pub codes: Vec<String>,
     /// An allow list (DNSWL): a listing gives `dnswl.listed` instead of `dnsbl.listed`.
     pub allow: bool,
+    /// What the zone lists: client addresses (`ip`) or domain names (`domain`: DBL/URIBL,
+    /// asked about the MAIL FROM domain and the DKIM signing domains).
+    pub kind: ZoneKind,
+}
+
+/// What a DNS list zone lists.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ZoneKind {
+    /// IP addresses (`2.0.0.127.zone`).
+    #[default]
+    Ip,
+    /// Domain names (`example.com.zone`).
+    Domain,
 }
 
 impl Default for DnsblZoneConfig {
@@ -537,6 +551,7 @@ impl Default for DnsblZoneConfig {
             weight: 1,
             codes: Vec::new(),
             allow: false,
+            kind: ZoneKind::Ip,
         }
     }
 }

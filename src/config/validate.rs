@@ -193,6 +193,12 @@ fn dnsbl(config: &Config, out: &mut Vec<Problem>) {
                 format!("{:?} is not a valid zone (a dotted domain)", zone.zone),
             )),
         }
+        if zone.allow && zone.kind == super::schema::ZoneKind::Domain {
+            out.push(problem(
+                &at("allow"),
+                "allow lists are lists of addresses: a domain zone cannot be one",
+            ));
+        }
         for (j, code) in zone.codes.iter().enumerate() {
             if let Err(e) = crate::checks::dnsbl::parse_code_range(code) {
                 let path = [Key("dnsbl"), Key("zones"), Index(i), Key("codes"), Index(j)];
