@@ -4,7 +4,10 @@
 //!
 //! Owns: the counters and the decision to admit or turn a connection away, with the reply and
 //! the metric label of each refusal. An allow-listed client skips the limits (a trusted relay
-//! may open many connections). Must not: speak SMTP beyond handing back a reply.
+//! may open many connections). With `state.backend: redis` the same limits are then asked
+//! again of the shared store (`admit_shared`), so that they hold across every gateway; this
+//! gateway's own counters stay first (they are free and also hold while Redis is down).
+//! Must not: speak SMTP beyond handing back a reply.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -15,11 +18,15 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use ipnet::IpNet;
 
 use crate::config::schema::ConnectionsConfig;
+use crate::config::units::Rate;
 use crate::metrics::Limit;
 use crate::smtp::reply::{self, Reply};
+use crate::state::redis::Full;
+use crate::state::{RateOutcome, SlotOutcome, StateStore};
 
 /// The admission state of a listener group.
 pub struct Admission {
+    rate_config: Option<(Rate, u32)>,
     allow: Vec<IpNet>,
     deny: Vec<IpNet>,
     max_per_ip: usize,
@@ -44,6 +51,23 @@ pub struct Ticket {
     counted: Option<(IpAddr, IpNet)>,
 }
 
+/// A session's place in the shared concurrency limits, given back with `release`.
+pub struct SharedTicket {
+    state: Arc<StateStore>,
+    network: String,
+    ip: String,
+    id: String,
+}
+
+impl SharedTicket {
+    /// Gives the place back (a lost release ends with the lease).
+    pub async fn release(self) {
+        self.state
+            .release_session(&self.network, &self.ip, &self.id)
+            .await;
+    }
+}
+
 /// The network a client is counted in: its /24 (IPv4) or /64 (IPv6).
 pub fn network_of(ip: IpAddr) -> IpNet {
     let prefix = if ip.is_ipv4() { 24 } else { 64 };
@@ -59,7 +83,15 @@ impl Admission {
             let burst = NonZeroU32::new(config.rate_burst).unwrap_or(n);
             RateLimiter::keyed(Quota::per_minute(n).allow_burst(burst))
         });
+        let rate_config = NonZeroU32::new(config.rate_per_minute).map(|n| {
+            let rate = Rate {
+                count: n.get(),
+                period: std::time::Duration::from_secs(60),
+            };
+            (rate, NonZeroU32::new(config.rate_burst).unwrap_or(n).get())
+        });
         Admission {
+            rate_config,
             allow: config.allow.clone(),
             deny: config.deny.clone(),
             max_per_ip: config.max_per_ip,
@@ -118,6 +150,59 @@ impl Admission {
             admission: self.clone(),
             counted: Some((ip, net)),
         })
+    }
+
+    /// The same limits across every gateway sharing `state` (a no-op for the local store):
+    /// the connection rate per address, then the concurrent sessions per address and per
+    /// network, counted under session `id` for `lease` at most. Called after `admit`.
+    pub async fn admit_shared(
+        &self,
+        state: &Arc<StateStore>,
+        ip: IpAddr,
+        id: &str,
+        lease: std::time::Duration,
+    ) -> Result<Option<SharedTicket>, Refusal> {
+        if !state.is_shared() || self.allow.iter().any(|n| n.contains(&ip)) {
+            return Ok(None);
+        }
+        let unavailable = Refusal {
+            reply: reply::CONNECTION_STATE_UNAVAILABLE,
+            limit: Limit::StateUnavailable,
+        };
+        if let Some((rate, burst)) = self.rate_config {
+            match state.rate(&format!("connections/{ip}"), rate, burst).await {
+                RateOutcome::Allowed => {}
+                RateOutcome::Exceeded => {
+                    return Err(Refusal {
+                        reply: reply::CONNECTION_RATE,
+                        limit: Limit::ConnectionRate,
+                    });
+                }
+                RateOutcome::Unavailable => return Err(unavailable),
+            }
+        }
+        if self.max_per_ip == 0 && self.max_per_network == 0 {
+            return Ok(None);
+        }
+        let (network, ip) = (network_of(ip).to_string(), ip.to_string());
+        let max = (self.max_per_ip, self.max_per_network);
+        match state.acquire_session(&network, &ip, id, lease, max).await {
+            SlotOutcome::Granted { leased: false } => Ok(None),
+            SlotOutcome::Granted { leased: true } => Ok(Some(SharedTicket {
+                state: state.clone(),
+                network,
+                ip,
+                id: id.to_string(),
+            })),
+            SlotOutcome::Full(full) => Err(Refusal {
+                reply: reply::TOO_MANY_FROM_YOU,
+                limit: match full {
+                    Full::Ip => Limit::SessionsPerIp,
+                    Full::Network => Limit::SessionsPerNetwork,
+                },
+            }),
+            SlotOutcome::Unavailable => Err(unavailable),
+        }
     }
 
     /// Forgets rate-limiter state that has fully replenished (bounded memory).

@@ -98,23 +98,20 @@ async fn serve_connection(
     // Lists, per-address concurrency and connection rate, before anything else is spent.
     let _ticket = match ctx.admission.admit(client.ip()) {
         Ok(ticket) => ticket,
-        Err(refusal) => {
-            ctx.metrics.emit(Event::LimitHit(refusal.limit));
-            ctx.metrics
-                .emit(Event::SessionClosed(std::time::Duration::ZERO));
-            tracing::info!(client = %client, limit = refusal.limit.label(), "connection refused before the banner");
-            let mut out = Vec::new();
-            refusal.reply.write_to(&mut out);
-            let _ = tokio::time::timeout(
-                ctx.config.timeouts.write,
-                tokio::io::AsyncWriteExt::write_all(&mut stream, &out),
-            )
-            .await;
-            return;
-        }
+        Err(refusal) => return refuse(stream, &ctx, client, refusal).await,
+    };
+    let id = session_id();
+    let lease = ctx.config.state.redis.session_lease;
+    let shared = match ctx
+        .admission
+        .admit_shared(&ctx.state, client.ip(), &id, lease)
+        .await
+    {
+        Ok(shared) => shared,
+        Err(refusal) => return refuse(stream, &ctx, client, refusal).await,
     };
     let info = SessionInfo {
-        id: session_id(),
+        id,
         client,
         local,
         helo: None,
@@ -124,6 +121,29 @@ async fn serve_connection(
         unannounced_pipelining: false,
     };
     Session::new(stream, info, early, ctx, signals).run().await;
+    if let Some(shared) = shared {
+        shared.release().await;
+    }
+}
+
+/// Turns a connection away before the banner with the refusal's reply.
+async fn refuse(
+    mut stream: TcpStream,
+    ctx: &Context,
+    client: SocketAddr,
+    refusal: crate::admission::Refusal,
+) {
+    ctx.metrics.emit(Event::LimitHit(refusal.limit));
+    ctx.metrics
+        .emit(Event::SessionClosed(std::time::Duration::ZERO));
+    tracing::info!(client = %client, limit = refusal.limit.label(), "connection refused before the banner");
+    let mut out = Vec::new();
+    refusal.reply.write_to(&mut out);
+    let _ = tokio::time::timeout(
+        ctx.config.timeouts.write,
+        tokio::io::AsyncWriteExt::write_all(&mut stream, &out),
+    )
+    .await;
 }
 
 /// A short id, unique per process run: start time and a counter, in hex.

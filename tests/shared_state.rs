@@ -23,8 +23,19 @@ fn limit_policy(dir: &Path, n: u32) -> std::path::PathBuf {
 
 /// Starts a gateway whose state lives in `redis` under `prefix`.
 async fn gateway(redis: &RedisServer, prefix: &str, policy: &Path, closed: bool) -> Gateway {
+    gateway_with(redis, prefix, policy, closed, |_| {}).await
+}
+
+async fn gateway_with(
+    redis: &RedisServer,
+    prefix: &str,
+    policy: &Path,
+    closed: bool,
+    tweak: impl FnOnce(&mut portcullis::config::Config) + Send + 'static,
+) -> Gateway {
     let (url, prefix, policy) = (redis.url(), prefix.to_string(), policy.to_path_buf());
     Gateway::start(move |c| {
+        tweak(c);
         c.policy = Some(policy);
         c.state.backend = StateBackend::Redis;
         c.state.redis.urls = vec![url];
@@ -193,10 +204,32 @@ async fn fail_closed_defers_while_redis_is_down() {
     let mut redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let policy = limit_policy(dir.path(), 3);
-    let a = gateway(&redis, "t3:", &policy, true).await;
+    // No connection limits here: only the rate limit at MAIL needs Redis.
+    let a = gateway_with(&redis, "t3:", &policy, true, |c| {
+        c.connections.max_per_ip = 0;
+        c.connections.max_per_network = 0;
+    })
+    .await;
+    // With the default connection limits, admission needs Redis too.
+    let b = gateway(&redis, "t3:", &policy, true).await;
     wait_up(&a, 1.0).await;
+    wait_up(&b, 1.0).await;
     assert_eq!(mail_from(&a, "x@one.example").await.0, 250);
+    assert_eq!(mail_from(&b, "x@one.example").await.0, 250);
     redis.stop();
+    let mut refused = common::LineClient::connect(b.addr).await;
+    assert_eq!(
+        refused.read_reply().await,
+        (
+            421,
+            "421 4.3.0 Temporary local problem, please try again later".to_string()
+        )
+    );
+    assert_eq!(
+        b.metric("portcullis_limit_hits_total{limit=\"state_unavailable\"}")
+            .await,
+        1.0
+    );
     for _ in 0..3 {
         let (code, text) = mail_from(&a, "x@one.example").await;
         assert_eq!(
@@ -264,4 +297,84 @@ async fn a_greylisted_triplet_retried_through_the_other_gateway_passes() {
     assert_eq!(b.delivered("example.test", "u").len(), 1);
     // Remembered as passed, for either gateway.
     assert_eq!(send(&a).await.0, 250);
+}
+
+/// A gateway with connection limits and the state in `redis`.
+async fn limited_gateway(redis: &RedisServer, prefix: &str, per_ip: usize, rate: u32) -> Gateway {
+    let (url, prefix) = (redis.url(), prefix.to_string());
+    let gw = Gateway::start(move |c| {
+        c.state.backend = StateBackend::Redis;
+        c.state.redis.urls = vec![url];
+        c.state.redis.key_prefix = prefix;
+        c.connections.max_per_ip = per_ip;
+        c.connections.rate_per_minute = rate;
+    })
+    .await;
+    wait_up(&gw, 1.0).await;
+    gw
+}
+
+/// Connects and returns the client with its first reply.
+async fn connect(gw: &Gateway) -> (common::LineClient, u16, String) {
+    let mut c = common::LineClient::connect(gw.addr).await;
+    let (code, text) = c.read_reply().await;
+    (c, code, text)
+}
+
+#[tokio::test]
+async fn concurrent_sessions_per_address_are_counted_across_gateways() {
+    let redis = RedisServer::start();
+    let a = limited_gateway(&redis, "t5:", 2, 0).await;
+    let b = limited_gateway(&redis, "t5:", 2, 0).await;
+    let (first, code, _) = connect(&a).await;
+    assert_eq!(code, 220);
+    let (_second, code, _) = connect(&b).await;
+    assert_eq!(code, 220);
+    // Each gateway holds one session from 127.0.0.1: alone, either would admit a second.
+    let (_, code, text) = connect(&a).await;
+    assert_eq!(
+        (code, text.as_str()),
+        (
+            421,
+            "421 4.7.0 Too many connections from your network, try again later"
+        )
+    );
+    assert_eq!(
+        a.metric("portcullis_limit_hits_total{limit=\"sessions_per_ip\"}")
+            .await,
+        1.0
+    );
+    // A session that ends gives its place back, through whichever gateway.
+    drop(first);
+    let mut admitted = false;
+    for _ in 0..100 {
+        let (mut c, code, _) = connect(&b).await;
+        if code == 220 {
+            assert_eq!(c.cmd("QUIT").await.0, 221);
+            admitted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(admitted, "the released place was never given back");
+}
+
+#[tokio::test]
+async fn the_connection_rate_per_address_is_shared() {
+    let redis = RedisServer::start();
+    let a = limited_gateway(&redis, "t6:", 0, 3).await;
+    let b = limited_gateway(&redis, "t6:", 0, 3).await;
+    let mut codes = Vec::new();
+    for i in 0..6 {
+        let (_c, code, _) = connect(if i % 2 == 0 { &a } else { &b }).await;
+        codes.push(code);
+    }
+    assert_eq!(codes, vec![220, 220, 220, 421, 421, 421]);
+    let hits = metric_sum(
+        &a,
+        &b,
+        "portcullis_limit_hits_total{limit=\"connection_rate\"}",
+    )
+    .await;
+    assert_eq!(hits, 3.0);
 }

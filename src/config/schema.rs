@@ -606,6 +606,10 @@ pub struct RedisConfig {
     /// tells the truth when no mail flows.
     #[serde(deserialize_with = "units::duration")]
     pub health_interval: Duration,
+    /// How long a session counts in the shared concurrency limits at most (a crashed
+    /// gateway's sessions stop counting after this; a longer session stops counting too).
+    #[serde(deserialize_with = "units::duration")]
+    pub session_lease: Duration,
 }
 
 impl Default for RedisConfig {
@@ -620,6 +624,7 @@ impl Default for RedisConfig {
             reconnect_min: Duration::from_millis(500),
             reconnect_max: Duration::from_secs(30),
             health_interval: Duration::from_secs(5),
+            session_lease: Duration::from_secs(600),
         }
     }
 }

@@ -228,11 +228,17 @@ fn state_and_greylisting(config: &Config, out: &mut Vec<Problem>) {
                 "sentinel mode needs the master's service name",
             ));
         }
-        for key in ["timeout", "reconnect_min", "health_interval"] {
+        for key in [
+            "timeout",
+            "reconnect_min",
+            "health_interval",
+            "session_lease",
+        ] {
             let value = match key {
                 "timeout" => r.timeout,
                 "reconnect_min" => r.reconnect_min,
-                _ => r.health_interval,
+                "health_interval" => r.health_interval,
+                _ => r.session_lease,
             };
             if value.is_zero() {
                 out.push(problem(&at(key), format!("{key} must be greater than 0")));

@@ -35,11 +35,13 @@ pub enum Limit {
     ConnectionRate,
     /// The client is on `connections.deny`.
     DenyList,
+    /// The shared state backend is down and `state.redis.on_failure` is `closed`.
+    StateUnavailable,
 }
 
 impl Limit {
     /// Every limit, for pre-creating series.
-    pub const ALL: [Limit; 12] = [
+    pub const ALL: [Limit; 13] = [
         Limit::LineLength,
         Limit::MessageSize,
         Limit::Recipients,
@@ -52,6 +54,7 @@ impl Limit {
         Limit::SessionsPerNetwork,
         Limit::ConnectionRate,
         Limit::DenyList,
+        Limit::StateUnavailable,
     ];
 
     /// The label value.
@@ -69,6 +72,7 @@ impl Limit {
             Limit::SessionsPerNetwork => "sessions_per_network",
             Limit::ConnectionRate => "connection_rate",
             Limit::DenyList => "deny_list",
+            Limit::StateUnavailable => "state_unavailable",
         }
     }
 }
@@ -246,7 +250,7 @@ pub enum Event {
     },
     /// The Redis state backend became reachable (true) or unreachable (false).
     StateBackendUp(bool),
-    /// An operation (`rate` or `greylist`) could not use Redis and fell back (to local
+    /// An operation (`rate`, `greylist` or `sessions`) could not use Redis and fell back (to local
     /// counters, or to a deferral under `on_failure: closed`).
     StateFallback(&'static str),
     /// A rate-limit rule counted an event. Rule names come from the policy: a bounded set.

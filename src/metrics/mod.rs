@@ -230,7 +230,7 @@ impl Metrics {
         );
         r.register(
             "state_fallbacks",
-            "State operations (rate, greylist) that could not use Redis and fell back",
+            "State operations (rate, greylist, sessions) that could not use Redis and fell back",
             m.state_fallbacks.clone(),
         );
         r.register(
@@ -265,7 +265,7 @@ impl Metrics {
         for kind in BackendErrorKind::ALL {
             drop(self.backend_errors.get_or_create(&[("kind", kind.label())]));
         }
-        for operation in ["rate", "greylist"] {
+        for operation in ["rate", "greylist", "sessions"] {
             drop(
                 self.state_fallbacks
                     .get_or_create(&[("operation", operation)]),

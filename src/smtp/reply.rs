@@ -285,6 +285,12 @@ pub const STATE_UNAVAILABLE: Reply = r(
     (4, 3, 0),
     "Temporary local problem, please try again later",
 );
+/// At connect: the shared state backend is down and `on_failure: closed` turns clients away.
+pub const CONNECTION_STATE_UNAVAILABLE: Reply = r(
+    421,
+    (4, 3, 0),
+    "Temporary local problem, please try again later",
+);
 /// The policy rejects the message.
 pub const POLICY_REJECT: Reply = r(550, (5, 7, 1), "Message rejected by policy");
 

@@ -61,6 +61,20 @@ impl GreyOutcome {
     }
 }
 
+/// What the shared concurrency limits said about a new session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotOutcome {
+    /// Admitted; `leased` when Redis holds a place for it that must be released.
+    Granted {
+        /// True when the session was counted in Redis.
+        leased: bool,
+    },
+    /// A limit is full across the gateways.
+    Full(redis::Full),
+    /// Redis could not answer and `on_failure` is `closed`.
+    Unavailable,
+}
+
 /// The timing of greylisting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GreyParams {
@@ -145,6 +159,48 @@ impl StateStore {
             }
         }
         self.local.greylist(network, triplet, p)
+    }
+
+    /// True when the state is shared through Redis (not merely this process's).
+    pub fn is_shared(&self) -> bool {
+        self.redis.is_some()
+    }
+
+    /// Counts session `id` of client `ip` (in `network`) against the concurrency limits
+    /// `max` (per address, per network) across every gateway. The local store grants at
+    /// once: the gateway's own admission counters already hold the session.
+    pub async fn acquire_session(
+        &self,
+        network: &str,
+        ip: &str,
+        id: &str,
+        lease: Duration,
+        max: (usize, usize),
+    ) -> SlotOutcome {
+        let Some(r) = &self.redis else {
+            return SlotOutcome::Granted { leased: false };
+        };
+        match r.acquire(network, ip, id, lease, max).await {
+            Ok(Ok(())) => SlotOutcome::Granted { leased: true },
+            Ok(Err(full)) => SlotOutcome::Full(full),
+            Err(_) => {
+                self.metrics.emit(Event::StateFallback("sessions"));
+                match self.fail_closed {
+                    true => SlotOutcome::Unavailable,
+                    false => SlotOutcome::Granted { leased: false },
+                }
+            }
+        }
+    }
+
+    /// Gives back a session's place taken by `acquire_session`. A failure is only logged:
+    /// the lease ends by itself.
+    pub async fn release_session(&self, network: &str, ip: &str, id: &str) {
+        if let Some(r) = &self.redis
+            && let Err(e) = r.release(network, ip, id).await
+        {
+            tracing::debug!(session = id, error = ?e, "session lease not released; it will expire");
+        }
     }
 
     /// Keeps the Redis connection (no-op for the local store) until `stop`.

@@ -63,6 +63,40 @@ end
 return 'pass'
 ";
 
+/// Concurrent sessions per client address (KEYS[1]) and network (KEYS[2]): sorted sets of
+/// session ids scored by their lease's end, so a crashed gateway's sessions age out.
+/// ARGV: session id, lease (ms), max per address, max per network (0 = no limit).
+/// Returns `ok`, `ip` or `net` (the limit that is full).
+const ACQUIRE_SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for i = 1, 2 do redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now) end
+local max_ip, max_net = tonumber(ARGV[3]), tonumber(ARGV[4])
+if max_ip > 0 and redis.call('ZCARD', KEYS[1]) >= max_ip then return 'ip' end
+if max_net > 0 and redis.call('ZCARD', KEYS[2]) >= max_net then return 'net' end
+local lease = tonumber(ARGV[2])
+for i = 1, 2 do
+  redis.call('ZADD', KEYS[i], string.format('%.0f', now + lease), ARGV[1])
+  redis.call('PEXPIRE', KEYS[i], lease)
+end
+return 'ok'
+";
+
+/// Ends a session's lease (KEYS as for ACQUIRE_SCRIPT; ARGV[1] the session id).
+const RELEASE_SCRIPT: &str = r"
+for i = 1, 2 do redis.call('ZREM', KEYS[i], ARGV[1]) end
+return 1
+";
+
+/// Which per-client concurrency limit is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Full {
+    /// `connections.max_per_ip`.
+    Ip,
+    /// `connections.max_per_network`.
+    Network,
+}
+
 #[derive(Clone)]
 enum Conn {
     Single(MultiplexedConnection),
@@ -106,6 +140,8 @@ pub struct RedisStore {
     wake: Notify,
     rate: Script,
     grey: Script,
+    acquire: Script,
+    release: Script,
     on_change: OnChange,
 }
 
@@ -119,6 +155,8 @@ impl RedisStore {
             wake: Notify::new(),
             rate: Script::new(RATE_SCRIPT),
             grey: Script::new(GREY_SCRIPT),
+            acquire: Script::new(ACQUIRE_SCRIPT),
+            release: Script::new(RELEASE_SCRIPT),
             on_change,
         }
     }
@@ -167,6 +205,45 @@ impl RedisStore {
             "auto" => GreyOutcome::AutoAllowed,
             _ => GreyOutcome::Pass,
         })
+    }
+
+    fn session_keys(&self, network: &str, ip: &str) -> (String, String) {
+        let base = self.key("sessions", &format!("{{{network}}}"));
+        (format!("{base}:ip:{ip}"), format!("{base}:net"))
+    }
+
+    /// Counts session `id` of a client in the shared concurrency limits, for `lease` at most.
+    pub async fn acquire(
+        &self,
+        network: &str,
+        ip: &str,
+        id: &str,
+        lease: Duration,
+        max: (usize, usize),
+    ) -> Result<Result<(), Full>, Unavailable> {
+        let (ip_key, net_key) = self.session_keys(network, ip);
+        let mut inv = self.acquire.prepare_invoke();
+        inv.key(ip_key)
+            .key(net_key)
+            .arg(id)
+            .arg(lease.as_millis().max(1) as u64)
+            .arg(max.0)
+            .arg(max.1);
+        let word: String = self.run(&inv).await?;
+        Ok(match word.as_str() {
+            "ip" => Err(Full::Ip),
+            "net" => Err(Full::Network),
+            _ => Ok(()),
+        })
+    }
+
+    /// Ends session `id`'s place in the shared concurrency limits.
+    pub async fn release(&self, network: &str, ip: &str, id: &str) -> Result<(), Unavailable> {
+        let (ip_key, net_key) = self.session_keys(network, ip);
+        let mut inv = self.release.prepare_invoke();
+        inv.key(ip_key).key(net_key).arg(id);
+        let _: i64 = self.run(&inv).await?;
+        Ok(())
     }
 
     async fn run<T: FromRedisValue>(&self, inv: &ScriptInvocation<'_>) -> Result<T, Unavailable> {
