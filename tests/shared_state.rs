@@ -384,3 +384,68 @@ async fn the_connection_rate_per_address_is_shared() {
     .await;
     assert_eq!(hits, 3.0);
 }
+
+/// Gateways on `urls` in `mode`: the shared limit and greylisting both work.
+async fn shared_limit_and_greylisting(
+    mode: portcullis::config::schema::RedisMode,
+    urls: Vec<String>,
+    prefix: &str,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = limit_policy(dir.path(), 2);
+    let start = |urls: Vec<String>| {
+        let (policy, prefix) = (policy.clone(), prefix.to_string());
+        Gateway::start(move |c| {
+            c.policy = Some(policy);
+            c.state.backend = StateBackend::Redis;
+            c.state.redis.mode = mode;
+            c.state.redis.urls = urls;
+            c.state.redis.key_prefix = prefix;
+            c.state.redis.timeout = Duration::from_secs(1);
+            c.timeouts.check = Duration::from_secs(5);
+            c.greylisting.enabled = true;
+            c.greylisting.delay = Duration::from_secs(60);
+        })
+    };
+    let a = start(urls.clone()).await;
+    let b = start(urls).await;
+    wait_up(&a, 1.0).await;
+    wait_up(&b, 1.0).await;
+    assert_eq!(admitted(&a, &b, "x@flood.example", 6).await, 2);
+    // Greylisting needs two keys in one script: a hash tag keeps them in one slot.
+    let mut c = a.client().await;
+    c.envelope("s@sender.example", &["u@example.test"]).await;
+    let (code, text) = c.data(b"Subject: grey\r\n\r\nhello\r\n").await;
+    assert_eq!((code, text.contains("Greylisted")), (451, true), "{text}");
+    let mut c = b.client().await;
+    c.envelope("s@sender.example", &["u@example.test"]).await;
+    assert_eq!(c.data(b"Subject: grey\r\n\r\nhello\r\n").await.0, 451);
+    assert_eq!(
+        b.metric("portcullis_greylist_results_total{result=\"early\"}")
+            .await,
+        1.0
+    );
+    let fallbacks = "portcullis_state_fallbacks_total{operation=\"greylist\"}";
+    assert_eq!(metric_sum(&a, &b, fallbacks).await, 0.0);
+    let fallbacks = "portcullis_state_fallbacks_total{operation=\"sessions\"}";
+    assert_eq!(metric_sum(&a, &b, fallbacks).await, 0.0);
+}
+
+#[tokio::test]
+async fn sentinel_mode_finds_the_master() {
+    let master = RedisServer::start();
+    let sentinel = RedisServer::sentinel(&master);
+    shared_limit_and_greylisting(
+        portcullis::config::schema::RedisMode::Sentinel,
+        vec![format!("redis://127.0.0.1:{}", sentinel.port)],
+        "t7:",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn cluster_mode_keeps_each_script_in_one_slot() {
+    let nodes = RedisServer::cluster();
+    let urls = nodes.iter().map(|n| n.url().replace("/0", "")).collect();
+    shared_limit_and_greylisting(portcullis::config::schema::RedisMode::Cluster, urls, "t8:").await;
+}

@@ -15,18 +15,95 @@ pub struct RedisServer {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// Extra arguments (cluster mode), or a config file for a sentinel.
+    mode: Mode,
+}
+
+enum Mode {
+    Plain(Vec<String>),
+    Sentinel(PathBuf),
 }
 
 impl RedisServer {
     /// Starts a server on a free port and waits until it answers PING.
     pub fn start() -> RedisServer {
+        Self::with_args(&[])
+    }
+
+    /// Starts a server with extra command-line settings.
+    pub fn with_args(args: &[&str]) -> RedisServer {
         let mut r = RedisServer {
             port: super::free_port(),
             dir: tempfile::tempdir().expect("tempdir"),
             child: None,
+            mode: Mode::Plain(args.iter().map(|a| a.to_string()).collect()),
         };
         r.restart();
         r
+    }
+
+    /// Starts a Sentinel watching `master` as service `mymaster` (quorum 1).
+    pub fn sentinel(master: &RedisServer) -> RedisServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = super::free_port();
+        let conf = dir.path().join("sentinel.conf");
+        let text = format!(
+            "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor mymaster 127.0.0.1 {} 1\n",
+            dir.path().display(),
+            master.port
+        );
+        std::fs::write(&conf, text).expect("sentinel.conf");
+        let mut r = RedisServer {
+            port,
+            dir,
+            child: None,
+            mode: Mode::Sentinel(conf),
+        };
+        r.restart();
+        r
+    }
+
+    /// Three empty cluster nodes joined into one Redis Cluster (slots split, no replicas).
+    pub fn cluster() -> Vec<RedisServer> {
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|_| {
+                Self::with_args(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                ])
+            })
+            .collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli --cluster create");
+        assert!(
+            out.status.success(),
+            "cluster create: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            let ok = nodes.iter().all(|n| {
+                Command::new("redis-cli")
+                    .args(["-p", &n.port.to_string(), "cluster", "info"])
+                    .output()
+                    .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
+            });
+            if ok {
+                return nodes;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the cluster never reached cluster_state:ok");
     }
 
     /// `redis://127.0.0.1:<port>/0`.
@@ -38,11 +115,21 @@ impl RedisServer {
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "already running");
         let log: PathBuf = self.dir.path().join("redis.log");
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .arg("--dir")
-            .arg(self.dir.path())
+        let mut cmd = Command::new("redis-server");
+        match &self.mode {
+            Mode::Sentinel(conf) => {
+                cmd.arg(conf).arg("--sentinel");
+            }
+            Mode::Plain(extra) => {
+                cmd.args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+                    .args(["--save", "", "--appendonly", "no"])
+                    .arg("--dir")
+                    .arg(self.dir.path())
+                    .args(extra);
+            }
+        }
+        let child = cmd
+            .args(["--daemonize", "no"])
             .arg("--logfile")
             .arg(&log)
             .stdin(Stdio::null())
