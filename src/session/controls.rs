@@ -28,9 +28,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         facts: &[Fact],
         scope: ScopeId,
     ) -> (Verdict, Vec<Fact>) {
-        let verdict = self.decide(stage, facts, scope);
+        // The shadow policy is compared once, on the final facts.
+        let verdict = self.policy.get(scope).decide(stage, facts);
         if verdict.action.refusal().is_some() || verdict.limits.is_empty() {
-            return (verdict, Vec::new());
+            return (self.compare_shadow(stage, facts, verdict), Vec::new());
         }
         let mut added = Vec::new();
         for probe in &verdict.limits {
@@ -64,7 +65,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             });
         }
         if added.is_empty() {
-            return (verdict, added);
+            return (self.compare_shadow(stage, facts, verdict), added);
         }
         let all: Vec<Fact> = facts.iter().chain(&added).cloned().collect();
         (self.decide(stage, &all, scope), added)

@@ -400,6 +400,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// and compared where the live verdict would act: a refusal, or the end of the message.
     fn decide(&self, stage: Stage, facts: &[Fact], scope: ScopeId) -> Verdict {
         let verdict = self.policy.get(scope).decide(stage, facts);
+        self.compare_shadow(stage, facts, verdict)
+    }
+
+    /// Evaluates the shadow policy (if any) over the same facts as the live `verdict` and
+    /// counts and logs the comparison where the live one acts; returns `verdict`.
+    fn compare_shadow(&self, stage: Stage, facts: &[Fact], verdict: Verdict) -> Verdict {
         if let Some(shadow) = self.policy.shadow() {
             let candidate = shadow.decide(stage, facts);
             let acts = stage == Stage::Data
