@@ -91,7 +91,7 @@ impl DryRun {
             };
             let found = self.ctx.pipeline.run(stage, ctx).await.facts;
             env.facts.extend(found.iter().cloned());
-            let verdict = self.judge(&mut out, &set, 0, stage, None, &found, &env.facts);
+            let verdict = self.judge(&mut out, &set, 0, (stage, stage), None, &found, &env.facts);
             if verdict.action.refusal().is_some() {
                 return Outcome {
                     stage,
@@ -123,11 +123,16 @@ impl DryRun {
             let found = self.ctx.pipeline.run(Stage::Rcpt, ctx).await.facts;
             let mut facts = env.facts.clone();
             facts.extend(found.iter().cloned());
+            // A scope's policy meets the transaction here first: its MAIL limits count now.
+            let count_from = match scope {
+                None if this != 0 => Stage::Mail,
+                _ => Stage::Rcpt,
+            };
             let verdict = self.judge(
                 &mut out,
                 &set,
                 this,
-                Stage::Rcpt,
+                (Stage::Rcpt, count_from),
                 Some(rcpt),
                 &found,
                 &facts,
@@ -176,7 +181,7 @@ impl DryRun {
             &mut out,
             &set,
             scope,
-            Stage::Data,
+            (Stage::Data, Stage::Data),
             None,
             &found.facts,
             &env.facts,
@@ -194,20 +199,21 @@ impl DryRun {
 
 impl DryRun {
     /// Decides one step with the scope's policy, reports it, and adds the shadow policy's
-    /// verdict where the gateway would compare them.
+    /// verdict where the gateway would compare them. The stage comes with the earliest stage
+    /// whose rate limits are due (`Policy::decide_counting`).
     #[allow(clippy::too_many_arguments)]
     fn judge(
         &self,
         out: &mut String,
         set: &PolicySet,
         scope: ScopeId,
-        stage: Stage,
+        (stage, count_from): (Stage, Stage),
         rcpt: Option<&str>,
         found: &[Fact],
         facts: &[Fact],
     ) -> Verdict {
         let policy = set.get(scope);
-        let verdict = policy.decide(stage, facts);
+        let verdict = policy.decide_counting(stage, count_from, facts);
         section(
             out,
             stage,

@@ -144,6 +144,13 @@ impl Policy {
     /// held against the thresholds. Before DATA only a refusal has an effect: the session
     /// acts on nothing else until the message is complete.
     pub fn decide(&self, stage: Stage, facts: &[Fact]) -> Verdict {
+        self.decide_counting(stage, stage, facts)
+    }
+
+    /// `decide`, asking for the rate limits of the stages from `count_from` to `stage` to
+    /// be counted (not only `stage`'s): a scope's policy first meets a transaction at its
+    /// first RCPT, after the MAIL its limits would have counted at.
+    pub fn decide_counting(&self, stage: Stage, count_from: Stage, facts: &[Fact]) -> Verdict {
         let mut verdict = Verdict::accept();
         for rule in &self.rules {
             if rule.when.holds(facts) {
@@ -166,7 +173,9 @@ impl Policy {
             {
                 // Counted once, at its own stage; the session asks the state store.
                 let buckets = l.buckets(&rule.name, facts);
-                if rule.stage == stage && !buckets.is_empty() {
+                let counts_now = (facts::rank(count_from)..=facts::rank(stage))
+                    .contains(&facts::rank(rule.stage));
+                if counts_now && !buckets.is_empty() {
                     verdict.limits.push(limit::Probe {
                         rule: rule.name.clone(),
                         limit: l.clone(),

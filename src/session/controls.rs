@@ -21,15 +21,23 @@ use crate::state::{GreyOutcome, GreyParams, RateOutcome};
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// The verdict at `stage` after counting the rate limits it asks for, and the facts the
     /// counting added (which the caller keeps with the stage's facts). Nothing is counted
-    /// when the verdict already refuses: refused attempts do not use up an allowance.
+    /// when the verdict already refuses: refused attempts do not use up an allowance. Limits
+    /// are counted in file order and counting stops at the first excess that refuses, so the
+    /// limits after it are not spent (those before it are: a GCRA take is not undone).
+    /// `count_from` is the earliest stage whose limits are counted (see
+    /// `Policy::decide_counting`).
     pub(super) async fn judge(
         &self,
         stage: Stage,
+        count_from: Stage,
         facts: &[Fact],
         scope: ScopeId,
     ) -> (Verdict, Vec<Fact>) {
         // The shadow policy is compared once, on the final facts.
-        let verdict = self.policy.get(scope).decide(stage, facts);
+        let verdict = self
+            .policy
+            .get(scope)
+            .decide_counting(stage, count_from, facts);
         if verdict.action.refusal().is_some() || verdict.limits.is_empty() {
             return (self.compare_shadow(stage, facts, verdict), Vec::new());
         }
@@ -63,6 +71,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 rule: probe.rule.clone(),
                 result,
             });
+            if outcome != RateOutcome::Allowed {
+                // Stop at the first excess that refuses: the limits after it are not spent.
+                let all: Vec<Fact> = facts.iter().chain(&added).cloned().collect();
+                let policy = self.policy.get(scope);
+                if policy
+                    .decide_counting(stage, count_from, &all)
+                    .action
+                    .refusal()
+                    .is_some()
+                {
+                    break;
+                }
+            }
         }
         if added.is_empty() {
             return (self.compare_shadow(stage, facts, verdict), added);

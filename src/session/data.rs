@@ -182,7 +182,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let scope = self.scope.unwrap_or(0);
         let grey = self.greylist(&self.env.facts, scope).await;
         self.env.facts.extend(grey);
-        let (verdict, added) = self.judge(Stage::Data, &self.env.facts, scope).await;
+        let (verdict, added) = self
+            .judge(Stage::Data, Stage::Data, &self.env.facts, scope)
+            .await;
         self.env.facts.extend(added);
         self.count_rules(&verdict);
         let (reply, outcome): (Reply, &'static str) =

@@ -39,7 +39,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         let facts = self.ctx.pipeline.run(Stage::Mail, ctx).await.facts;
         self.env.facts.extend(facts);
-        let (verdict, added) = self.judge(Stage::Mail, &self.env.facts, 0).await;
+        let (verdict, added) = self
+            .judge(Stage::Mail, Stage::Mail, &self.env.facts, 0)
+            .await;
         self.env.facts.extend(added);
         if let Some(refusal) = verdict.action.refusal() {
             self.count_rules(&verdict);
@@ -84,7 +86,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let found = self.ctx.pipeline.run(Stage::Rcpt, ctx).await.facts;
         let mut facts = self.env.facts.clone();
         facts.extend(found.iter().cloned());
-        let (verdict, added) = self.judge(Stage::Rcpt, &facts, scope).await;
+        // A scope's policy meets the transaction here first: its MAIL limits count now.
+        let count_from = match self.scope {
+            None if scope != 0 => Stage::Mail,
+            _ => Stage::Rcpt,
+        };
+        let (verdict, added) = self.judge(Stage::Rcpt, count_from, &facts, scope).await;
         if let Some(refusal) = verdict.action.refusal() {
             self.count_rules(&verdict);
             if verdict.rules.iter().any(|r| r == "recipient-limit") {
