@@ -141,8 +141,24 @@ async fn a_multiline_banner_catches_bots_that_answer_its_first_line() {
     assert_eq!(first, "220-gw.example.test ESMTP\r\n");
     let mut bot = LineClient::from_stream(reader.into_inner());
     bot.send(b"EHLO bot.example\r\n").await;
+    // The banner is finished with its own code (one reply, one code), then the refusal
+    // answers every command but QUIT.
+    assert_eq!(
+        bot.read_reply().await,
+        (220, "220 gw.example.test ESMTP Portcullis".to_string())
+    );
     let (code, text) = bot.read_reply().await;
-    assert_eq!((code, text.contains("5.7.1")), (550, true), "{text}");
+    assert_eq!(
+        (code, text.as_str()),
+        (550, "550 5.7.1 Message rejected by policy")
+    );
+    assert_eq!(bot.cmd("MAIL FROM:<a@bot.example>").await.0, 550);
+    assert_eq!(bot.cmd("QUIT").await.0, 221);
+    assert_eq!(
+        gw.metric("portcullis_policy_rule_hits_total{rule=\"pregreet\"}")
+            .await,
+        1.0
+    );
 }
 
 #[tokio::test]

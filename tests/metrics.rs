@@ -143,7 +143,21 @@ fn used_metrics(text: &str) -> BTreeSet<String> {
 
 #[tokio::test]
 async fn dashboards_and_alerts_use_only_exposed_metrics() {
-    let gw = Gateway::start(|_| {}).await;
+    // Rate-limit series exist once a limit has counted, and the state backend gauge with
+    // `state.backend: redis` (here a Redis nobody listens on: the gateway falls back).
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("limits.yaml");
+    std::fs::write(
+        &policy,
+        "rules:\n  - name: per-sender\n    limit: { key: mail_from.domain, rate: 1000/hour }\n",
+    )
+    .unwrap();
+    let gw = Gateway::start(|c| {
+        c.policy = Some(policy.clone());
+        c.state.backend = portcullis::config::schema::StateBackend::Redis;
+        c.state.redis.urls = vec![format!("redis://127.0.0.1:{}/0", common::free_port())];
+    })
+    .await;
     // Families labelled by command or check exist once the first command has run.
     traffic(&gw).await;
     let families = exposed_families(&gw).await;

@@ -76,6 +76,11 @@ pub struct Session<S> {
     commands: u32,
     messages: u32,
     closing: bool,
+    /// The first line of a multi-line banner went out (`connections.multiline_banner`).
+    banner_started: bool,
+    /// A connect-stage refusal that could not be the greeting (a `220-` line was already
+    /// sent): every command but QUIT gets it.
+    refused: Option<Reply>,
     ctx: Arc<Context>,
     /// The policies this session started with (reloads apply to new sessions).
     policy: Arc<PolicySet>,
@@ -112,6 +117,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             commands: 0,
             messages: 0,
             closing: false,
+            banner_started: false,
+            refused: None,
             policy: ctx.pipeline.policy(),
             scope: None,
             ctx,
@@ -167,6 +174,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if let Some(refusal) = verdict.action.refusal() {
             self.count_rules(&verdict);
             tracing::info!(session = %self.info.id, rules = ?verdict.rules, "connection refused by policy");
+            if self.banner_started {
+                // One reply has one code (RFC 5321 §4.2.1): the 220 already begun is
+                // finished, and the refusal answers every command after it (as postscreen's
+                // "enforce" does).
+                self.reply(reply::greeting(&self.ctx.config.hostname));
+                self.refused = Some(refusal.clone());
+                return true;
+            }
             self.reply(refusal.clone());
             return false;
         }
@@ -195,6 +210,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 self.closing = true;
                 return;
             }
+            self.banner_started = true;
         }
         // Why select: shutdown must not wait out the pause.
         tokio::select! {
@@ -266,6 +282,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
         };
         self.ctx.metrics.emit(Event::Command(cmd.verb()));
+        if let Some(refusal) = self.refused.clone()
+            && !matches!(cmd, Command::Quit)
+        {
+            if let Command::Bdat { size, .. } = cmd {
+                self.discard(size).await;
+            }
+            self.reply(refusal);
+            return;
+        }
         if let Err(r) = state::check(self.state, &cmd) {
             // A refused BDAT still has its chunk on the wire: it must be read and dropped.
             if let Command::Bdat { size, .. } = cmd {
