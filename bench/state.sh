@@ -40,7 +40,7 @@ rules:
 YAML
 echo "rules: []" > "$WORK/none.yaml"
 
-start_gw() {  # $1 = name, $2 = policy, $3 = state block; prints the SMTP port
+start_gw() {  # $1 = name, $2 = policy, $3 = state block; sets PORT (no subshell: pids stays ours)
   local port met
   port=$(free_port); met=$(free_port)
   cat > "$WORK/$1.yaml" <<YAML
@@ -57,9 +57,9 @@ policy: $2
 $3
 log: { level: warn }
 YAML
-  "$BIN" serve --config "$WORK/$1.yaml" 2> "$WORK/$1.log" & pids+=($!)
+  "$BIN" serve --config "$WORK/$1.yaml" > "$WORK/$1.out" 2> "$WORK/$1.log" & pids+=($!)
   wait_port "$port"
-  echo "$port"
+  PORT=$port
 }
 
 run() {  # $1 = port; prints messages per second
@@ -70,9 +70,9 @@ run() {  # $1 = port; prints messages per second
   python3 -c "print(f'{$MSGS/($end-$start):.0f}')"
 }
 
-BASE=$(start_gw base "$WORK/none.yaml" "")
-LOCAL=$(start_gw local "$WORK/limits.yaml" "")
-SHARED=$(start_gw shared "$WORK/limits.yaml" "state: { backend: redis, redis: { urls: [\"redis://127.0.0.1:$REDIS/0\"], timeout: 500ms } }")
+start_gw base "$WORK/none.yaml" ""; BASE=$PORT
+start_gw local "$WORK/limits.yaml" ""; LOCAL=$PORT
+start_gw shared "$WORK/limits.yaml" "state: { backend: redis, redis: { urls: [\"redis://127.0.0.1:$REDIS/0\"], timeout: 500ms } }"; SHARED=$PORT
 sleep 1   # the Redis gateway connects in the background
 
 run "$BASE" >/dev/null   # warm-up
