@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use ipnet::IpNet;
 
-use crate::config::schema::ConnectionsConfig;
+use crate::config::schema::{ConnectionsConfig, ReplyConfig};
 use crate::config::units::Rate;
 use crate::metrics::Limit;
 use crate::smtp::reply::{self, Reply};
@@ -27,6 +27,7 @@ use crate::state::{RateOutcome, SlotOutcome, StateStore};
 /// The admission state of a listener group.
 pub struct Admission {
     rate_config: Option<(Rate, u32)>,
+    replies: Replies,
     allow: Vec<IpNet>,
     deny: Vec<IpNet>,
     max_per_ip: usize,
@@ -34,6 +35,13 @@ pub struct Admission {
     rate: Option<DefaultKeyedRateLimiter<IpAddr>>,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     per_network: Mutex<HashMap<IpNet, usize>>,
+}
+
+/// What refused clients are told.
+struct Replies {
+    deny: Reply,
+    rate: Reply,
+    concurrency: Reply,
 }
 
 /// Why a connection was turned away.
@@ -77,8 +85,31 @@ pub fn network_of(ip: IpAddr) -> IpNet {
 }
 
 impl Admission {
-    /// Admission from `connections:` in the config.
-    pub fn new(config: &ConnectionsConfig) -> Self {
+    /// Admission from `connections:` in the config: the lists with their files, the
+    /// replies; fails on a list file that cannot be read or has a bad line.
+    pub fn new(config: &ConnectionsConfig) -> Result<Self, String> {
+        let read = |files: &[std::path::PathBuf], inline: &[IpNet]| {
+            let mut nets = inline.to_vec();
+            for path in files {
+                let listed = crate::config::lists::read_networks(path).map_err(|d| {
+                    d.iter()
+                        .map(|d| d.to_string())
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                })?;
+                nets.extend(listed);
+            }
+            Ok::<_, String>(nets)
+        };
+        let pick = |custom: &Option<ReplyConfig>, default: Reply| match custom {
+            Some(c) => c.reply(),
+            None => Ok(default),
+        };
+        let replies = Replies {
+            deny: pick(&config.replies.deny, reply::CONNECTION_DENIED)?,
+            rate: pick(&config.replies.rate, reply::CONNECTION_RATE)?,
+            concurrency: pick(&config.replies.concurrency, reply::TOO_MANY_FROM_YOU)?,
+        };
         let rate = NonZeroU32::new(config.rate_per_minute).map(|n| {
             let burst = NonZeroU32::new(config.rate_burst).unwrap_or(n);
             RateLimiter::keyed(Quota::per_minute(n).allow_burst(burst))
@@ -90,16 +121,17 @@ impl Admission {
             };
             (rate, NonZeroU32::new(config.rate_burst).unwrap_or(n).get())
         });
-        Admission {
+        Ok(Admission {
             rate_config,
-            allow: config.allow.clone(),
-            deny: config.deny.clone(),
+            replies,
+            allow: read(&config.allow_files, &config.allow)?,
+            deny: read(&config.deny_files, &config.deny)?,
             max_per_ip: config.max_per_ip,
             max_per_network: config.max_per_network,
             rate,
             per_ip: Mutex::new(HashMap::new()),
             per_network: Mutex::new(HashMap::new()),
-        }
+        })
     }
 
     /// Admits `ip` or says why not.
@@ -113,7 +145,7 @@ impl Admission {
         }
         if listed(&self.deny) {
             return Err(Refusal {
-                reply: reply::CONNECTION_DENIED,
+                reply: self.replies.deny.clone(),
                 limit: Limit::DenyList,
             });
         }
@@ -121,7 +153,7 @@ impl Admission {
             && rate.check_key(&ip).is_err()
         {
             return Err(Refusal {
-                reply: reply::CONNECTION_RATE,
+                reply: self.replies.rate.clone(),
                 limit: Limit::ConnectionRate,
             });
         }
@@ -134,13 +166,13 @@ impl Admission {
         );
         if self.max_per_ip > 0 && ip_count >= self.max_per_ip {
             return Err(Refusal {
-                reply: reply::TOO_MANY_FROM_YOU,
+                reply: self.replies.concurrency.clone(),
                 limit: Limit::SessionsPerIp,
             });
         }
         if self.max_per_network > 0 && net_count >= self.max_per_network {
             return Err(Refusal {
-                reply: reply::TOO_MANY_FROM_YOU,
+                reply: self.replies.concurrency.clone(),
                 limit: Limit::SessionsPerNetwork,
             });
         }
@@ -174,7 +206,7 @@ impl Admission {
                 RateOutcome::Allowed => {}
                 RateOutcome::Exceeded => {
                     return Err(Refusal {
-                        reply: reply::CONNECTION_RATE,
+                        reply: self.replies.rate.clone(),
                         limit: Limit::ConnectionRate,
                     });
                 }
@@ -195,7 +227,7 @@ impl Admission {
                 id: id.to_string(),
             })),
             SlotOutcome::Full(full) => Err(Refusal {
-                reply: reply::TOO_MANY_FROM_YOU,
+                reply: self.replies.concurrency.clone(),
                 limit: match full {
                     Full::Ip => Limit::SessionsPerIp,
                     Full::Network => Limit::SessionsPerNetwork,
@@ -248,7 +280,7 @@ mod tests {
 
     #[test]
     fn concurrency_per_ip_and_network_is_released_on_drop() {
-        let a = Arc::new(Admission::new(&config()));
+        let a = Arc::new(Admission::new(&config()).expect("admission"));
         let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
         let t1 = a.admit(ip("192.0.2.1")).expect("1");
         let _t2 = a.admit(ip("192.0.2.1")).expect("2");
@@ -280,7 +312,7 @@ mod tests {
         ];
         c.rate_per_minute = 2;
         c.rate_burst = 2;
-        let a = Arc::new(Admission::new(&c));
+        let a = Arc::new(Admission::new(&c).expect("admission"));
         let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
         assert_eq!(
             a.admit(ip("203.0.113.5")).err().map(|r| r.reply),

@@ -60,7 +60,10 @@ impl Context {
             config.timeouts.check,
             metrics.clone(),
         );
-        let admission = Arc::new(crate::admission::Admission::new(&config.connections));
+        let admission = Arc::new(
+            crate::admission::Admission::new(&config.connections)
+                .map_err(crate::error::Error::Config)?,
+        );
         let state = Arc::new(crate::state::StateStore::new(
             &config.state,
             metrics.clone(),

@@ -1,5 +1,6 @@
-//! Connection admission and early talkers, through the gateway: deny list, per-address
-//! concurrency, connection rate, allow list, and `client.pregreet`.
+//! Connection admission and early talkers, through the gateway: deny list (inline and from
+//! files), per-address concurrency, connection rate, allow list, the operator's replies,
+//! and `client.pregreet`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -80,6 +81,97 @@ async fn connection_rate_per_address() {
         gw.metric("portcullis_limit_hits_total{limit=\"connection_rate\"}")
             .await,
         2.0
+    );
+}
+
+#[tokio::test]
+async fn list_files_and_the_operators_replies() {
+    use portcullis::config::schema::ReplyConfig;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("deny.cidr"),
+        "# from the abuse desk
+127.0.0.64/30   # a bad neighbourhood
+",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("allow.cidr"),
+        "127.0.0.66
+",
+    )
+    .unwrap();
+    let (deny, allow) = (dir.path().join("deny.cidr"), dir.path().join("allow.cidr"));
+    let gw = Gateway::start(move |c| {
+        c.connections.deny_files = vec![deny];
+        c.connections.allow_files = vec![allow];
+        c.connections.max_per_ip = 1;
+        c.connections.replies.deny = Some(ReplyConfig {
+            code: 521,
+            enhanced: "5.7.1".into(),
+            text: "No mail from your network".into(),
+        });
+        c.connections.replies.concurrency = Some(ReplyConfig {
+            code: 421,
+            enhanced: "4.7.0".into(),
+            text: "One at a time, please".into(),
+        });
+    })
+    .await;
+    let from = |ip: &str| ip.parse::<std::net::IpAddr>().unwrap();
+    let mut denied = LineClient::connect_from(gw.addr, from("127.0.0.65")).await;
+    assert_eq!(
+        denied.read_reply().await,
+        (521, "521 5.7.1 No mail from your network".to_string())
+    );
+    // On the allow file: the deny file and the limit do not apply.
+    let mut allowed = LineClient::connect_from(gw.addr, from("127.0.0.66")).await;
+    assert_eq!(allowed.read_reply().await.0, 220);
+    let mut first = LineClient::connect_from(gw.addr, from("127.0.0.9")).await;
+    assert_eq!(first.read_reply().await.0, 220);
+    let mut second = LineClient::connect_from(gw.addr, from("127.0.0.9")).await;
+    assert_eq!(
+        second.read_reply().await,
+        (421, "421 4.7.0 One at a time, please".to_string())
+    );
+}
+
+#[tokio::test]
+async fn bad_list_files_and_replies_are_config_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("deny.cidr"),
+        "192.0.2.0/24
+192.0.2.300
+",
+    )
+    .unwrap();
+    let config = dir.path().join("portcullis.yaml");
+    std::fs::write(
+        &config,
+        "connections:
+  deny_files: [deny.cidr]
+  replies:
+    rate: { code: 250, enhanced: \"2.0.0\", text: ok }
+",
+    )
+    .unwrap();
+    let problems = portcullis::config::load(&config).unwrap_err().to_string();
+    assert!(
+        problems.contains("portcullis.yaml:4:5: reply code 250 must be a 4xx or 5xx code"),
+        "{problems}"
+    );
+    std::fs::write(
+        &config,
+        "connections:
+  deny_files: [deny.cidr]
+",
+    )
+    .unwrap();
+    let problems = portcullis::config::load(&config).unwrap_err().to_string();
+    assert!(
+        problems.ends_with("deny.cidr:2:1: \"192.0.2.300\" is not a network (CIDR) or an address"),
+        "{problems}"
     );
 }
 

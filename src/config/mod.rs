@@ -4,6 +4,7 @@
 //! diagnostics for both syntax and semantic errors. Must not: open sockets or do DNS.
 
 pub mod domains;
+pub mod lists;
 pub mod locate;
 pub mod schema;
 pub mod units;
@@ -83,6 +84,19 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     config.quarantine.dir = config.quarantine.dir.map(|p| dir.join(p));
     for p in config.policy_scopes.values_mut() {
         *p = dir.join(&*p);
+    }
+    let c = &mut config.connections;
+    for p in c.allow_files.iter_mut().chain(c.deny_files.iter_mut()) {
+        *p = dir.join(&*p);
+    }
+    let mut problems = Vec::new();
+    for path in c.allow_files.iter().chain(&c.deny_files) {
+        if let Err(d) = lists::read_networks(path) {
+            problems.extend(d);
+        }
+    }
+    if !problems.is_empty() {
+        return Err(ConfigErrors(problems));
     }
     crate::policy::set::PolicySet::load(&config).map_err(ConfigErrors)?;
     Ok(config)

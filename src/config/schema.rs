@@ -440,6 +440,13 @@ pub struct ConnectionsConfig {
     pub allow: Vec<IpNet>,
     /// Clients refused at once with 554 5.7.1 (the allow list wins over it).
     pub deny: Vec<IpNet>,
+    /// Files of more allowed networks (one CIDR or address per line, `#` comments),
+    /// relative to the config file; read at start.
+    pub allow_files: Vec<PathBuf>,
+    /// Files of more denied networks, same format.
+    pub deny_files: Vec<PathBuf>,
+    /// What refused clients are told (each optional; the defaults are in docs).
+    pub replies: ConnectionReplies,
     /// Concurrent sessions per client address; 0 = no limit.
     pub max_per_ip: usize,
     /// Concurrent sessions per /24 (IPv4) or /64 (IPv6); 0 = no limit.
@@ -463,6 +470,9 @@ impl Default for ConnectionsConfig {
         ConnectionsConfig {
             allow: Vec::new(),
             deny: Vec::new(),
+            allow_files: Vec::new(),
+            deny_files: Vec::new(),
+            replies: ConnectionReplies::default(),
             max_per_ip: 50,
             max_per_network: 200,
             rate_per_minute: 0,
@@ -470,6 +480,38 @@ impl Default for ConnectionsConfig {
             pregreet_wait: Duration::ZERO,
             multiline_banner: false,
         }
+    }
+}
+
+/// The replies of connection admission; the connection is closed after each.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionReplies {
+    /// To a client on the deny list (default `554 5.7.1 Connection refused`).
+    pub deny: Option<ReplyConfig>,
+    /// Over the connection rate (default `421 4.7.0 Connection rate limit exceeded, …`).
+    pub rate: Option<ReplyConfig>,
+    /// Over `max_per_ip` or `max_per_network` (default `421 4.7.0 Too many connections
+    /// from your network, …`).
+    pub concurrency: Option<ReplyConfig>,
+}
+
+/// A reply written by the operator: `{ code: 421, enhanced: "4.7.0", text: "..." }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplyConfig {
+    /// The reply code.
+    pub code: u16,
+    /// The enhanced status code, same class as `code`.
+    pub enhanced: String,
+    /// One line of text.
+    pub text: String,
+}
+
+impl ReplyConfig {
+    /// The reply, or why it is not one.
+    pub fn reply(&self) -> Result<crate::smtp::reply::Reply, String> {
+        crate::smtp::reply::custom(self.code, &self.enhanced, &self.text)
     }
 }
 

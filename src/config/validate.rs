@@ -78,6 +78,7 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     dns_and_auth(config, &mut out);
     dnsbl(config, &mut out);
     state_and_greylisting(config, &mut out);
+    connection_replies(config, &mut out);
     for pattern in config.policy_scopes.keys() {
         if let Err(e) = AcceptedDomains::new(std::slice::from_ref(pattern)) {
             out.push(problem(
@@ -204,6 +205,31 @@ fn dnsbl(config: &Config, out: &mut Vec<Problem>) {
                 let path = [Key("dnsbl"), Key("zones"), Index(i), Key("codes"), Index(j)];
                 out.push(problem(&path, e));
             }
+        }
+    }
+}
+
+/// Connection refusals close the connection: RFC 5321 has 421 (§3.8) and 554 (§3.1) for
+/// that, and RFC 7504 adds 521.
+fn connection_replies(config: &Config, out: &mut Vec<Problem>) {
+    let r = &config.connections.replies;
+    for (key, reply) in [
+        ("deny", &r.deny),
+        ("rate", &r.rate),
+        ("concurrency", &r.concurrency),
+    ] {
+        let Some(reply) = reply else { continue };
+        let path = [Key("connections"), Key("replies"), Key(key)];
+        if let Err(e) = reply.reply() {
+            out.push(problem(&path, e));
+        } else if ![421, 521, 554].contains(&reply.code) {
+            out.push(problem(
+                &path,
+                format!(
+                    "code {} cannot refuse a connection: use 421 (try later), 554 or 521",
+                    reply.code
+                ),
+            ));
         }
     }
 }

@@ -18,9 +18,10 @@ use super::limit::{self, RateLimit};
 use super::{CustomRule, Thresholds};
 use crate::config::Diagnostic;
 use crate::config::locate::{Seg, locate};
+use crate::config::schema::ReplyConfig;
 use crate::pipeline::Stage;
 use crate::pipeline::outcome::Action;
-use crate::smtp::reply::{self, Enhanced, Reply};
+use crate::smtp::reply::{self, Reply};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,7 +49,7 @@ struct RuleSpec {
     action: Option<ActionSpec>,
     #[serde(default)]
     score: i64,
-    reply: Option<ReplySpec>,
+    reply: Option<ReplyConfig>,
     limit: Option<LimitSpec>,
 }
 
@@ -68,14 +69,6 @@ enum ActionSpec {
     Quarantine,
     Tempfail,
     Reject,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReplySpec {
-    code: u16,
-    enhanced: String,
-    text: String,
 }
 
 /// A compiled policy file.
@@ -442,12 +435,9 @@ impl Compiler<'_> {
         let mut nets = Vec::new();
         for item in list {
             // A bare address is a /32 or /128.
-            let parsed = item
-                .parse()
-                .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
-            match parsed {
-                Ok(net) => nets.push(net),
-                Err(_) => self.problem(p, format!("bad network {item:?}")),
+            match crate::config::lists::parse_network(&item) {
+                Some(net) => nets.push(net),
+                None => self.problem(p, format!("bad network {item:?}")),
             }
         }
         Ok(Matcher::Cidr(nets))
@@ -457,11 +447,8 @@ impl Compiler<'_> {
         let path = self.dir.join(file);
         let text = std::fs::read_to_string(&path)
             .map_err(|e| format!("cannot read list {}: {e}", path.display()))?;
-        Ok(text
-            .lines()
-            .map(|l| l.split('#').next().unwrap_or("").trim())
-            .filter(|l| !l.is_empty())
-            .map(String::from)
+        Ok(crate::config::lists::entries(&text)
+            .map(|(_, entry)| entry.to_string())
             .collect())
     }
 
@@ -486,31 +473,14 @@ fn strings(v: &Value) -> Option<Vec<String>> {
     }
 }
 
-fn parse_reply(spec: &ReplySpec, class: u16) -> Result<Reply, String> {
+fn parse_reply(spec: &ReplyConfig, class: u16) -> Result<Reply, String> {
     if spec.code / 100 != class {
         return Err(format!(
             "reply code {} does not fit the action (expected {class}xx)",
             spec.code
         ));
     }
-    let parts: Vec<&str> = spec.enhanced.split('.').collect();
-    let nums: Option<Vec<u16>> = parts.iter().map(|p| p.parse().ok()).collect();
-    match nums.as_deref() {
-        Some([c, s, d]) if u16::from(*c as u8) == class && *c < 10 => {
-            if spec.text.contains(['\r', '\n']) {
-                return Err("reply text must be one line".into());
-            }
-            Ok(Reply::new(
-                spec.code,
-                Some(Enhanced(*c as u8, *s, *d)),
-                spec.text.clone(),
-            ))
-        }
-        _ => Err(format!(
-            "enhanced code {:?} must be {class}.x.y",
-            spec.enhanced
-        )),
-    }
+    spec.reply()
 }
 
 #[cfg(test)]

@@ -53,6 +53,30 @@ impl ReplyClass {
     }
 }
 
+/// A reply an operator wrote (a policy rule's, a connection refusal's): a 4xx or 5xx code,
+/// an enhanced code of the same class (`4.7.1`) and one line of text.
+pub fn custom(code: u16, enhanced: &str, text: &str) -> Result<Reply, String> {
+    let class = code / 100;
+    if !(4..=5).contains(&class) || code % 100 > 59 {
+        return Err(format!("reply code {code} must be a 4xx or 5xx code"));
+    }
+    let nums: Option<Vec<u16>> = enhanced.split('.').map(|p| p.parse().ok()).collect();
+    let Some([c, s, d]) = nums.as_deref() else {
+        return Err(format!("enhanced code {enhanced:?} must be {class}.x.y"));
+    };
+    if *c != class {
+        return Err(format!("enhanced code {enhanced:?} must be {class}.x.y"));
+    }
+    if text.contains(['\r', '\n']) {
+        return Err("reply text must be one line".into());
+    }
+    Ok(Reply::new(
+        code,
+        Some(Enhanced(class as u8, *s, *d)),
+        text.to_string(),
+    ))
+}
+
 const fn r(code: u16, e: (u8, u16, u16), text: &'static str) -> Reply {
     Reply {
         code,
