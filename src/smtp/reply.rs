@@ -299,6 +299,7 @@ pub const POLICY_TEMPFAIL: Reply = r(
     (4, 7, 1),
     "Message deferred by policy, try again later",
 );
+// --- stateful controls ---------------------------------------------------------------------
 /// A rate-limit rule's default reply.
 pub const RATE_LIMITED: Reply = r(451, (4, 7, 1), "Rate limit exceeded, try again later");
 /// Greylisting: an unknown (network, sender, recipient) triplet's first attempt.
@@ -365,6 +366,10 @@ pub const ALL: &[&Reply] = &[
     &BAD_BODY_PARAM,
     &POLICY_REJECT,
     &POLICY_TEMPFAIL,
+    &RATE_LIMITED,
+    &GREYLISTED,
+    &STATE_UNAVAILABLE,
+    &CONNECTION_STATE_UNAVAILABLE,
 ];
 
 /// The greeting banner `220 <host> ESMTP Portcullis`.
@@ -400,6 +405,25 @@ pub fn helo(hostname: &str) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn operator_replies_are_checked() {
+        let r = custom(521, "5.7.1", "No mail from you").expect("valid");
+        assert_eq!(r.to_string(), "521 5.7.1 No mail from you");
+        for (code, enhanced, text) in [
+            (250, "2.0.0", "ok"),
+            (421, "5.7.0", "class mismatch"),
+            (421, "4.7", "short"),
+            (421, "4.x.0", "not a number"),
+            (470, "4.7.0", "no such code"),
+            (421, "4.7.0", "two\r\nlines"),
+        ] {
+            assert!(
+                custom(code, enhanced, text).is_err(),
+                "{code} {enhanced} {text:?}"
+            );
+        }
+    }
 
     #[test]
     fn every_constant_has_matching_enhanced_class() {
