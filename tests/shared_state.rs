@@ -449,3 +449,40 @@ async fn cluster_mode_keeps_each_script_in_one_slot() {
     let urls = nodes.iter().map(|n| n.url().replace("/0", "")).collect();
     shared_limit_and_greylisting(portcullis::config::schema::RedisMode::Cluster, urls, "t8:").await;
 }
+
+#[tokio::test]
+async fn a_hung_redis_costs_one_timeout_then_the_gateway_falls_back_at_once() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = limit_policy(dir.path(), 3);
+    let a = gateway_with(&redis, "t9:", &policy, false, |c| {
+        c.state.redis.timeout = Duration::from_millis(300);
+    })
+    .await;
+    wait_up(&a, 1.0).await;
+    assert_eq!(mail_from(&a, "x@one.example").await.0, 250);
+    // Frozen: the connection stays open and nothing answers.
+    redis.freeze(true);
+    let started = std::time::Instant::now();
+    assert_eq!(mail_from(&a, "x@two.example").await.0, 250, "fail-open");
+    let first = started.elapsed();
+    wait_up(&a, 0.0).await;
+    // Once marked down, operations do not wait for Redis at all: three more limited MAILs
+    // answer (by local counters: 3 per minute, so the third of the domain is refused).
+    let replies = [
+        mail_from(&a, "x@two.example").await.0,
+        mail_from(&a, "x@two.example").await.0,
+        mail_from(&a, "x@two.example").await.0,
+    ];
+    assert_eq!(replies, [250, 250, 451]);
+    assert!(
+        a.metric("portcullis_state_fallbacks_total{operation=\"rate\"}")
+            .await
+            >= 4.0
+    );
+    // Logged (and measured) for the record, not asserted: timing is for benchmarks.
+    eprintln!("first operation against the hung Redis took {first:?}");
+    redis.freeze(false);
+    wait_up(&a, 1.0).await;
+    assert_eq!(mail_from(&a, "x@three.example").await.0, 250);
+}
