@@ -59,20 +59,43 @@ pub struct Ticket {
     counted: Option<(IpAddr, IpNet)>,
 }
 
-/// A session's place in the shared concurrency limits, given back with `release`.
+/// A session's place in the shared concurrency limits, given back with `release`, or when
+/// dropped without it (a session that panicked): then a task gives it back.
 pub struct SharedTicket {
+    place: Option<Place>,
+}
+
+struct Place {
     state: Arc<StateStore>,
     network: String,
     ip: String,
     id: String,
 }
 
-impl SharedTicket {
-    /// Gives the place back (a lost release ends with the lease).
-    pub async fn release(self) {
+impl Place {
+    async fn release(self) {
         self.state
             .release_session(&self.network, &self.ip, &self.id)
             .await;
+    }
+}
+
+impl SharedTicket {
+    /// Gives the place back (a lost release ends with the lease).
+    pub async fn release(mut self) {
+        if let Some(place) = self.place.take() {
+            place.release().await;
+        }
+    }
+}
+
+impl Drop for SharedTicket {
+    fn drop(&mut self) {
+        if let Some(place) = self.place.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(place.release());
+        }
     }
 }
 
@@ -132,6 +155,11 @@ impl Admission {
             per_ip: Mutex::new(HashMap::new()),
             per_network: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// True if `ip` is on the allow list (inline or from a file).
+    pub fn is_allowed(&self, ip: IpAddr) -> bool {
+        self.allow.iter().any(|n| n.contains(&ip))
     }
 
     /// Admits `ip` or says why not.
@@ -221,10 +249,12 @@ impl Admission {
         match state.acquire_session(&network, &ip, id, lease, max).await {
             SlotOutcome::Granted { leased: false } => Ok(None),
             SlotOutcome::Granted { leased: true } => Ok(Some(SharedTicket {
-                state: state.clone(),
-                network,
-                ip,
-                id: id.to_string(),
+                place: Some(Place {
+                    state: state.clone(),
+                    network,
+                    ip,
+                    id: id.to_string(),
+                }),
             })),
             SlotOutcome::Full(full) => Err(Refusal {
                 reply: self.replies.concurrency.clone(),

@@ -67,6 +67,9 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     tasks.push(tokio::spawn(
         ctx.state.clone().maintain(metrics_stop.clone()),
     ));
+    // A shared store starts connected when it can: the first attempt is bounded by four
+    // timeouts (state::redis::maintain).
+    ctx.state.ready(ctx.config.state.redis.timeout * 5).await;
     tasks.push(tokio::spawn(probe_backend(
         ctx.clone(),
         ctx.config.backend.probe_interval,

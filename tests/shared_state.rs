@@ -486,3 +486,27 @@ async fn a_hung_redis_costs_one_timeout_then_the_gateway_falls_back_at_once() {
     wait_up(&a, 1.0).await;
     assert_eq!(mail_from(&a, "x@three.example").await.0, 250);
 }
+
+#[tokio::test]
+async fn greylisting_lets_mail_through_unrecorded_while_redis_is_down_fail_open() {
+    let mut redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("empty.yaml");
+    std::fs::write(&policy, "rules: []\n").unwrap();
+    let gw = gateway_with(&redis, "t10:", &policy, false, |c| {
+        c.greylisting.enabled = true;
+    })
+    .await;
+    wait_up(&gw, 1.0).await;
+    redis.stop();
+    // This gateway has never seen the triplet: its own memory would defer it, which is
+    // not what "open" promises.
+    let mut c = gw.client().await;
+    c.envelope("s@sender.example", &["u@example.test"]).await;
+    assert_eq!(c.data(b"Subject: grey\r\n\r\nhello\r\n").await.0, 250);
+    assert_eq!(gw.delivered("example.test", "u").len(), 1);
+    let unchecked = "portcullis_greylist_results_total{result=\"unchecked\"}";
+    assert_eq!(gw.metric(unchecked).await, 1.0);
+    let fallbacks = "portcullis_state_fallbacks_total{operation=\"greylist\"}";
+    assert_eq!(gw.metric(fallbacks).await, 1.0);
+}

@@ -104,7 +104,8 @@ pub fn query_domain(domain: &str) -> Option<String> {
     valid.then_some(ascii)
 }
 
-/// The `d=` tags of the DKIM-Signature fields in a header block (unfolded, any case).
+/// The `d=` tags of the DKIM-Signature fields in a header block (unfolded, any case): the
+/// first `MAX_DKIM_DOMAINS` different ones.
 pub fn dkim_domains(head: &[u8]) -> BTreeSet<String> {
     let text = String::from_utf8_lossy(head);
     let block = text.split("\r\n\r\n").next().unwrap_or("");
@@ -130,8 +131,12 @@ pub fn dkim_domains(head: &[u8]) -> BTreeSet<String> {
             })
         })
         .filter_map(|d| query_domain(&d))
-        .take(MAX_DKIM_DOMAINS)
-        .collect()
+        .fold(BTreeSet::new(), |mut set, d| {
+            if set.len() < MAX_DKIM_DOMAINS {
+                set.insert(d);
+            }
+            set
+        })
 }
 
 impl Check for DblCheck {
@@ -179,6 +184,14 @@ mod tests {
         let head = b"From: a@b.example\r\nDKIM-Signature: v=1; a=rsa-sha256;\r\n\td=Mailer.Example; s=sel;\r\n bh=x; b=y\r\ndkim-signature: v=1; d=other.example; s=s\r\nSubject: d=fake.example\r\n\r\nDKIM-Signature: d=body.example\r\n";
         let got: Vec<String> = dkim_domains(head).into_iter().collect();
         assert_eq!(got, vec!["mailer.example", "other.example"]);
+        // Repeats do not use up the cap.
+        let mut many = String::new();
+        for _ in 0..6 {
+            many.push_str("DKIM-Signature: v=1; d=same.example; s=s\r\n");
+        }
+        many.push_str("DKIM-Signature: v=1; d=listed.example; s=s\r\n\r\n");
+        let got: Vec<String> = dkim_domains(many.as_bytes()).into_iter().collect();
+        assert_eq!(got, vec!["listed.example", "same.example"]);
     }
 
     #[test]

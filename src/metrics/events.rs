@@ -260,6 +260,7 @@ pub enum Event {
         /// allowed | exceeded | unavailable
         result: &'static str,
     },
-    /// Greylisting judged a message: new | early | pass | auto_allowed | skipped | unavailable.
+    /// Greylisting judged a message: new | early | pass | auto_allowed | unchecked | skipped |
+    /// unavailable.
     Greylist(&'static str),
 }

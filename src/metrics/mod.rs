@@ -240,7 +240,7 @@ impl Metrics {
         );
         r.register(
             "greylist_results",
-            "Greylisting decisions (new, early, pass, auto_allowed, skipped, unavailable)",
+            "Greylisting decisions (new, early, pass, auto_allowed, unchecked, skipped, unavailable)",
             m.greylist.clone(),
         );
         m.precreate();
@@ -276,6 +276,7 @@ impl Metrics {
             "early",
             "pass",
             "auto_allowed",
+            "unchecked",
             "skipped",
             "unavailable",
         ] {

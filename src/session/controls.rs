@@ -1,7 +1,7 @@
 //! The stateful controls of a session: the rate limits a verdict asks to count, and
 //! greylisting at the end of DATA. Both ask the state store (this process or Redis) and
 //! hand the policy facts: `ratelimit` (the rules over their rate), `greylist` (new, early,
-//! pass, auto_allowed, skipped) and `state.unavailable` when Redis is down under
+//! pass, auto_allowed, unchecked, skipped) and `state.unavailable` when Redis is down under
 //! `on_failure: closed`.
 //!
 //! Owns: when those questions are asked and how their answers become facts, metrics and
@@ -116,11 +116,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     && value.is_none_or(|v| matches!(&f.value, FactValue::Text(t) if t == v))
             })
         };
-        let skip = g
-            .skip_networks
-            .iter()
-            .chain(&self.ctx.config.connections.allow)
-            .any(|n| n.contains(&ip))
+        let skip = g.skip_networks.iter().any(|n| n.contains(&ip))
+            || self.ctx.admission.is_allowed(ip)
             || (g.skip_dkim_pass && has("dkim", Some("pass")))
             || (g.skip_dnswl && has("dnswl.listed", None));
         let outcome = if skip {
@@ -138,19 +135,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             let rank = |o: GreyOutcome| match o {
                 GreyOutcome::AutoAllowed => 0,
                 GreyOutcome::Pass => 1,
-                GreyOutcome::Early => 2,
-                GreyOutcome::New => 3,
-                GreyOutcome::Unavailable => 4,
+                GreyOutcome::Unchecked => 2,
+                GreyOutcome::Early => 3,
+                GreyOutcome::New => 4,
+                GreyOutcome::Unavailable => 5,
             };
-            let mut worst = GreyOutcome::AutoAllowed;
-            for rcpt in &self.env.rcpts {
-                let triplet = format!("{sender}|{}", rcpt.to_ascii_lowercase());
-                let o = self.ctx.state.greylist(&network, &triplet, &params).await;
-                if rank(o) > rank(worst) {
-                    worst = o;
+            // One lookup per recipient: bounded as a whole by the check budget, so a slow
+            // (not yet failing) Redis cannot hold a large message for minutes.
+            let lookups = async {
+                let mut worst = GreyOutcome::AutoAllowed;
+                for rcpt in &self.env.rcpts {
+                    let triplet = format!("{sender}|{}", rcpt.to_ascii_lowercase());
+                    let o = self.ctx.state.greylist(&network, &triplet, &params).await;
+                    if rank(o) > rank(worst) {
+                        worst = o;
+                    }
                 }
-            }
-            Some(worst)
+                worst
+            };
+            let budget = self.ctx.config.timeouts.check;
+            Some(
+                tokio::time::timeout(budget, lookups)
+                    .await
+                    .unwrap_or_else(|_| self.ctx.state.unanswered()),
+            )
         };
         let label = outcome.map_or("skipped", GreyOutcome::label);
         self.ctx.metrics.emit(Event::Greylist(label));

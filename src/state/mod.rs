@@ -2,9 +2,9 @@
 //! Redis so that every gateway of a site counts together.
 //!
 //! Owns: choosing the store, and what happens when Redis cannot answer: with
-//! `on_failure: open` the operation is answered by this process's own counters (so a
-//! limit still holds per gateway), with `closed` it is `Unavailable` and the policy defers
-//! the message (451 4.3.0). Either way the fallback is counted
+//! `on_failure: open` a rate is answered by this process's own counters (so a limit still
+//! holds per gateway) and greylisting lets the message through unrecorded; with `closed`
+//! the answer is `Unavailable` and the policy defers the message (451 4.3.0). Either way the fallback is counted
 //! (`portcullis_state_fallbacks_total`) and the connection state is logged once per change
 //! and exported as `portcullis_state_backend_up`. Must not: know facts or policies.
 
@@ -44,6 +44,9 @@ pub enum GreyOutcome {
     Pass,
     /// The client network passed often enough to skip greylisting.
     AutoAllowed,
+    /// Redis could not answer and `on_failure` is `open`: let through unrecorded (this
+    /// gateway's own memory would defer every sender it has not seen, the opposite of open).
+    Unchecked,
     /// Redis could not answer and `on_failure` is `closed`.
     Unavailable,
 }
@@ -56,6 +59,7 @@ impl GreyOutcome {
             GreyOutcome::Early => "early",
             GreyOutcome::Pass => "pass",
             GreyOutcome::AutoAllowed => "auto_allowed",
+            GreyOutcome::Unchecked => "unchecked",
             GreyOutcome::Unavailable => "unavailable",
         }
     }
@@ -152,13 +156,19 @@ impl StateStore {
                 Ok(outcome) => return outcome,
                 Err(_) => {
                     self.metrics.emit(Event::StateFallback("greylist"));
-                    if self.fail_closed {
-                        return GreyOutcome::Unavailable;
-                    }
+                    return self.unanswered();
                 }
             }
         }
         self.local.greylist(network, triplet, p)
+    }
+
+    /// The greylisting answer when Redis could not give one in time.
+    pub fn unanswered(&self) -> GreyOutcome {
+        match self.fail_closed {
+            true => GreyOutcome::Unavailable,
+            false => GreyOutcome::Unchecked,
+        }
     }
 
     /// True when the state is shared through Redis (not merely this process's).
@@ -200,6 +210,15 @@ impl StateStore {
             && let Err(e) = r.release(network, ip, id).await
         {
             tracing::debug!(session = id, error = ?e, "session lease not released; it will expire");
+        }
+    }
+
+    /// Waits (at most `limit`) until the first connection attempt to Redis has ended, so that
+    /// a gateway starts sharing from its first session (and, `closed`, does not defer a burst
+    /// of clients while still connecting). No wait for the local store.
+    pub async fn ready(&self, limit: Duration) {
+        if let Some(r) = &self.redis {
+            r.first_attempt(limit).await;
         }
     }
 

@@ -132,11 +132,27 @@ pub enum Unavailable {
 /// A state change of the connection, reported to `state::mod`.
 pub type OnChange = Box<dyn Fn(bool, &str) + Send + Sync>;
 
+/// The connection and what is known about it, changed together under one lock so that the
+/// up/down state, the gauge and the log always agree.
+#[derive(Default)]
+struct Slot {
+    /// The connection in use; `None` while down.
+    conn: Option<Conn>,
+    /// Bumped at each new connection: a failure on an older one does not condemn it.
+    generation: u64,
+    /// The state last reported (metric and log).
+    up: bool,
+}
+
 /// Redis, as seen by one gateway.
 pub struct RedisStore {
     config: RedisConfig,
-    conn: Mutex<Option<Conn>>,
-    up: AtomicBool,
+    slot: Mutex<Slot>,
+    /// Set once the first connection attempt has ended, either way.
+    tried: AtomicBool,
+    tried_notify: Notify,
+    /// Tells session-lease members of this process from those of other gateways.
+    instance: String,
     wake: Notify,
     rate: Script,
     grey: Script,
@@ -150,8 +166,10 @@ impl RedisStore {
     pub fn new(config: &RedisConfig, on_change: OnChange) -> Self {
         RedisStore {
             config: config.clone(),
-            conn: Mutex::new(None),
-            up: AtomicBool::new(false),
+            slot: Mutex::new(Slot::default()),
+            tried: AtomicBool::new(false),
+            tried_notify: Notify::new(),
+            instance: instance_id(),
             wake: Notify::new(),
             rate: Script::new(RATE_SCRIPT),
             grey: Script::new(GREY_SCRIPT),
@@ -161,9 +179,35 @@ impl RedisStore {
         }
     }
 
+    fn slot(&self) -> std::sync::MutexGuard<'_, Slot> {
+        self.slot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// True while a connection is believed to work.
     pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Acquire)
+        self.slot().up
+    }
+
+    /// Waits until the first connection attempt has ended, at most `limit`.
+    pub async fn first_attempt(&self, limit: Duration) {
+        let done = async {
+            loop {
+                let notified = self.tried_notify.notified();
+                if self.tried.load(Ordering::Acquire) {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(limit, done).await;
+    }
+
+    /// Reports `up` if it is a change; called with the slot locked.
+    fn report(&self, slot: &mut Slot, up: bool, why: &str) {
+        if slot.up != up {
+            slot.up = up;
+            (self.on_change)(up, why);
+        }
     }
 
     fn key(&self, kind: &str, rest: &str) -> String {
@@ -225,7 +269,7 @@ impl RedisStore {
         let mut inv = self.acquire.prepare_invoke();
         inv.key(ip_key)
             .key(net_key)
-            .arg(id)
+            .arg(format!("{}:{id}", self.instance))
             .arg(lease.as_millis().max(1) as u64)
             .arg(max.0)
             .arg(max.1);
@@ -241,13 +285,18 @@ impl RedisStore {
     pub async fn release(&self, network: &str, ip: &str, id: &str) -> Result<(), Unavailable> {
         let (ip_key, net_key) = self.session_keys(network, ip);
         let mut inv = self.release.prepare_invoke();
-        inv.key(ip_key).key(net_key).arg(id);
+        inv.key(ip_key)
+            .key(net_key)
+            .arg(format!("{}:{id}", self.instance));
         let _: i64 = self.run(&inv).await?;
         Ok(())
     }
 
     async fn run<T: FromRedisValue>(&self, inv: &ScriptInvocation<'_>) -> Result<T, Unavailable> {
-        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (conn, generation) = {
+            let slot = self.slot();
+            (slot.conn.clone(), slot.generation)
+        };
         let Some(mut conn) = conn else {
             return Err(Unavailable::Down);
         };
@@ -256,14 +305,20 @@ impl RedisStore {
             Ok(Err(e)) => e.to_string(),
             Err(_) => format!("no answer within {:?}", self.config.timeout),
         };
-        self.mark_down(&error);
+        self.mark_down(generation, &error);
         Err(Unavailable::Failed(error))
     }
 
-    fn mark_down(&self, why: &str) {
-        *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        if self.up.swap(false, Ordering::AcqRel) {
-            (self.on_change)(false, why);
+    /// Drops connection `generation` after a failure on it (a failure on an older one, since
+    /// replaced, changes nothing) and wakes the reconnect task.
+    fn mark_down(&self, generation: u64, why: &str) {
+        {
+            let mut slot = self.slot();
+            if slot.generation != generation || slot.conn.is_none() {
+                return;
+            }
+            slot.conn = None;
+            self.report(&mut slot, false, why);
         }
         self.wake.notify_one();
     }
@@ -309,44 +364,45 @@ impl RedisStore {
     pub async fn maintain(&self, stop: CancellationToken) {
         let c = &self.config;
         let mut backoff = c.reconnect_min;
-        let mut first = true;
         while !stop.is_cancelled() {
-            if self.is_up() {
-                let current = self.conn.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let (current, generation) = {
+                let slot = self.slot();
+                (slot.conn.clone(), slot.generation)
+            };
+            if let Some(mut conn) = current {
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = self.wake.notified() => {}
                     _ = tokio::time::sleep(c.health_interval) => {
-                        if let Some(mut conn) = current {
-                            match tokio::time::timeout(c.timeout, conn.ping()).await {
-                                Ok(Ok(())) => {}
-                                Ok(Err(e)) => self.mark_down(&e.to_string()),
-                                Err(_) => self.mark_down("PING unanswered"),
-                            }
+                        match tokio::time::timeout(c.timeout, conn.ping()).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => self.mark_down(generation, &e.to_string()),
+                            Err(_) => self.mark_down(generation, "PING unanswered"),
                         }
                     }
                 }
                 continue;
             }
             let attempt = tokio::time::timeout(c.timeout * 4, self.connect()).await;
+            let tried_before = self.tried.swap(true, Ordering::AcqRel);
+            self.tried_notify.notify_waiters();
             match attempt {
                 Ok(Ok(conn)) => {
-                    *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn);
-                    self.up.store(true, Ordering::Release);
-                    (self.on_change)(true, "connected");
+                    let mut slot = self.slot();
+                    slot.generation += 1;
+                    slot.conn = Some(conn);
+                    self.report(&mut slot, true, "connected");
                     backoff = c.reconnect_min;
-                    first = false;
                 }
                 failed => {
-                    if first {
+                    if !tried_before {
                         // Report the initial state once, so a Redis that is down from the
-                        // start is logged and shows in the gauge.
+                        // start is logged (the gauge starts at 0).
                         let why = match failed {
                             Ok(Err(e)) => e.to_string(),
                             _ => "connect timed out".into(),
                         };
                         (self.on_change)(false, &why);
-                        first = false;
                     }
                     tokio::select! {
                         _ = stop.cancelled() => return,
@@ -357,4 +413,19 @@ impl RedisStore {
             }
         }
     }
+}
+
+/// 64 random bits in hex, new for each process: session ids are unique per process only,
+/// and two replicas (both PID 1 in their containers) may start in the same second.
+fn instance_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    format!("{:016x}", h.finish())
 }
