@@ -530,8 +530,8 @@ fn the_dry_run_says_what_it_would_count_and_counts_nothing() {
     let msg = dir.path().join("m.eml");
     std::fs::write(&msg, "Subject: hi\n\nbody\n").unwrap();
     let out = dry_run(&config, &msg, "u@example.test");
-    let mail_line = "  limit flood: would count flood/1/60/1/mail_from.domain=flood.example (1/minute burst 1), not counted in a dry run\n";
-    let rcpt_line = "  limit per-rcpt: would count per-rcpt/2/3600/2/rcpt=u@example.test (2/hour burst 2), not counted in a dry run\n";
+    let mail_line = "  limit flood: would count flood/1/minute/1/mail_from.domain=flood.example (1/minute burst 1), not counted in a dry run\n";
+    let rcpt_line = "  limit per-rcpt: would count per-rcpt/2/hour/2/rcpt=u@example.test (2/hour burst 2), not counted in a dry run\n";
     let mail_at = out.find(mail_line).unwrap_or_else(|| panic!("{out}"));
     let rcpt_at = out.find(rcpt_line).unwrap_or_else(|| panic!("{out}"));
     let rcpt_section = out.find("RCPT <u@example.test>").expect("RCPT section");
@@ -643,4 +643,36 @@ async fn a_recipient_domain_limit_counts_each_recipient() {
     assert_eq!(gw.delivered("example.test", "w").len(), 0);
     assert_eq!(gw.metric(&checks("per-domain", "allowed")).await, 3.0);
     assert_eq!(gw.metric(&checks("per-domain", "exceeded")).await, 1.0);
+}
+
+#[test]
+fn a_limit_name_in_two_policy_files_is_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let limit = "rules:\n  - name: per-sender\n    limit: { key: mail_from, rate: 10/hour }\n";
+    std::fs::write(dir.path().join("default.yaml"), limit).unwrap();
+    std::fs::write(dir.path().join("finance.yaml"), limit).unwrap();
+    let config = dir.path().join("portcullis.yaml");
+    std::fs::write(
+        &config,
+        "policy: default.yaml\npolicy_scopes:\n  finance.corp.example: finance.yaml\n  hr.corp.example: finance.yaml\n",
+    )
+    .unwrap();
+    let problems = portcullis::config::load(&config).unwrap_err().to_string();
+    let default = dir.path().join("default.yaml");
+    let expected = format!(
+        "finance.yaml:2:5: limit rule \"per-sender\" is also in {}: rename one (they would count in one bucket)",
+        default.display()
+    );
+    assert!(problems.ends_with(&expected), "{problems}");
+    assert_eq!(
+        problems.lines().count(),
+        1,
+        "two scopes sharing one file is fine: {problems}"
+    );
+    std::fs::write(
+        dir.path().join("finance.yaml"),
+        limit.replace("per-sender", "finance-per-sender"),
+    )
+    .unwrap();
+    assert!(portcullis::config::load(&config).is_ok());
 }

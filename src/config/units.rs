@@ -81,12 +81,14 @@ impl Rate {
 
 impl std::fmt::Display for Rate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let unit = match self.period.as_secs() {
-            1 => "second".to_string(),
-            60 => "minute".to_string(),
-            3600 => "hour".to_string(),
-            86400 => "day".to_string(),
-            n => format!("{n}s"),
+        let p = self.period;
+        let unit = match (p.as_secs(), p.subsec_nanos()) {
+            (1, 0) => "second".to_string(),
+            (60, 0) => "minute".to_string(),
+            (3600, 0) => "hour".to_string(),
+            (86400, 0) => "day".to_string(),
+            (n, 0) => format!("{n}s"),
+            _ => format!("{}ms", p.as_millis()),
         };
         write!(f, "{}/{unit}", self.count)
     }
@@ -163,6 +165,11 @@ mod tests {
             Ok(Duration::from_secs(600))
         );
         assert_eq!(parse_rate(" 5 / second ").map(|r| r.count), Ok(5));
+        assert_eq!(parse_rate("30/10m").expect("rate").to_string(), "30/600s");
+        assert_eq!(
+            parse_rate("10/500ms").expect("rate").to_string(),
+            "10/500ms"
+        );
         for bad in ["100", "0/hour", "x/hour", "10/fortnight", "10/0s"] {
             assert!(parse_rate(bad).is_err(), "{bad}");
         }

@@ -243,9 +243,23 @@ fn state_and_greylisting(config: &Config, out: &mut Vec<Problem>) {
             out.push(problem(&at("urls"), "at least one redis:// URL is needed"));
         }
         for (i, url) in r.urls.iter().enumerate() {
-            if let Err(e) = redis::IntoConnectionInfo::into_connection_info(url.as_str()) {
-                let path = [Key("state"), Key("redis"), Key("urls"), Index(i)];
-                out.push(problem(&path, format!("bad Redis URL {url:?}: {e}")));
+            let path = [Key("state"), Key("redis"), Key("urls"), Index(i)];
+            match redis::IntoConnectionInfo::into_connection_info(url.as_str()) {
+                Err(e) => out.push(problem(&path, format!("bad Redis URL {url:?}: {e}"))),
+                // A sentinel has no databases: the URL names the sentinel, and the master is
+                // used with database 0 and no password (what the redis crate's sentinel
+                // client does without node settings).
+                Ok(info) if r.mode == RedisMode::Sentinel && info.redis_settings().db() != 0 => out
+                    .push(problem(
+                        &path,
+                        format!("{url:?}: a sentinel URL cannot select a database"),
+                    )),
+                Ok(info) if r.mode == RedisMode::Cluster && info.redis_settings().db() != 0 => out
+                    .push(problem(
+                        &path,
+                        format!("{url:?}: Redis Cluster has only database 0"),
+                    )),
+                Ok(_) => {}
             }
         }
         if r.mode == RedisMode::Sentinel && r.sentinel_service.is_empty() {
@@ -369,6 +383,37 @@ mod tests {
             "{problems:?}"
         );
         c.auth.enabled = false;
+        assert_eq!(validate(&c), vec![]);
+    }
+
+    #[test]
+    fn state_and_greylisting_are_checked() {
+        use crate::config::schema::{RedisMode, StateBackend};
+        let mut c = Config::default();
+        c.state.backend = StateBackend::Redis;
+        c.state.redis.mode = RedisMode::Sentinel;
+        c.state.redis.urls = vec!["redis://127.0.0.1:26379/2".into(), "nonsense".into()];
+        c.state.redis.reconnect_max = std::time::Duration::from_millis(1);
+        c.state.redis.timeout = std::time::Duration::from_secs(60);
+        c.greylisting.enabled = true;
+        c.greylisting.expiry = c.greylisting.delay;
+        let messages: Vec<String> = validate(&c).into_iter().map(|p| p.message).collect();
+        for expected in [
+            "a sentinel URL cannot select a database",
+            "bad Redis URL \"nonsense\"",
+            "reconnect_max must not be below reconnect_min",
+            "timeout must stay below timeouts.check",
+            "expiry must be longer than delay",
+        ] {
+            assert!(
+                messages.iter().any(|m| m.contains(expected)),
+                "{expected}: {messages:?}"
+            );
+        }
+        assert_eq!(messages.len(), 5, "{messages:?}");
+        // Off, greylisting and the Redis settings are not looked at.
+        c.state.backend = StateBackend::Local;
+        c.greylisting.enabled = false;
         assert_eq!(validate(&c), vec![]);
     }
 

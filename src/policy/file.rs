@@ -196,7 +196,9 @@ impl Compiler<'_> {
                 .chain(key_stage)
                 .max_by_key(|s| rank(*s))
                 .unwrap_or(Stage::Connect);
+            let at = locate(self.text, &at("name"));
             rules.push(CustomRule {
+                at,
                 name: r.name,
                 stage,
                 when,
@@ -244,11 +246,18 @@ impl Compiler<'_> {
             self.problem(&at("burst"), "burst must be at least 1");
         }
         let (key, rate) = (key?, rate?);
-        Some(RateLimit {
-            key,
-            rate,
-            burst: spec.burst.unwrap_or(rate.count).max(1),
-        })
+        let burst = spec.burst.unwrap_or(rate.count).max(1);
+        // GCRA remembers up to `interval × burst` ahead; beyond a year it is a mistake, and
+        // the arithmetic of the stores is only meant for sane windows.
+        let year = std::time::Duration::from_secs(366 * 86400);
+        if rate.interval().checked_mul(burst).is_none_or(|w| w > year) {
+            self.problem(
+                &at("burst"),
+                format!("rate {rate} with burst {burst} spans more than a year: lower the burst"),
+            );
+            return None;
+        }
+        Some(RateLimit { key, rate, burst })
     }
 
     fn action(&mut self, r: &RuleSpec, path: &[Seg]) -> Option<Action> {
@@ -572,6 +581,24 @@ mod tests {
         assert!(
             got.iter().any(|m| m.contains("one test per fact")),
             "{got:#?}"
+        );
+    }
+
+    #[test]
+    fn a_limit_window_over_a_year_is_refused() {
+        let got = messages(
+            "rules:\n  - name: slow\n    limit: { key: mail_from, rate: 1/day, burst: 400 }\n",
+        );
+        assert_eq!(got.len(), 1, "{got:#?}");
+        assert!(
+            got[0].starts_with("p.yaml:3:43: rate 1/day with burst 400 spans more than a year"),
+            "{got:#?}"
+        );
+        assert!(
+            messages(
+                "rules:\n  - name: ok\n    limit: { key: mail_from, rate: 1/day, burst: 300 }\n"
+            )
+            .is_empty()
         );
     }
 

@@ -56,8 +56,9 @@ pub fn key(name: &str) -> Option<(&'static str, Stage)> {
 }
 
 impl RateLimit {
-    /// The buckets for the facts known now: `<rule>/<rate>/<burst>/<key>=<value>`, one per
-    /// value of the key fact, so that a changed rate starts afresh. Empty when the key has no
+    /// The buckets for the facts known now: `<rule>/<rate>/<burst>/<key>=<value>` (the rate
+    /// as written, `200/hour`), one per value of the key fact, so that a changed rate starts
+    /// afresh. Empty when the key has no
     /// value (a null sender has no `mail_from.domain`).
     pub fn buckets(&self, rule: &str, facts: &[Fact]) -> Vec<String> {
         let mut out: Vec<String> = facts
@@ -67,15 +68,7 @@ impl RateLimit {
                 FactValue::Text(t) if !t.is_empty() => Some(t.to_ascii_lowercase()),
                 _ => None,
             })
-            .map(|v| {
-                format!(
-                    "{rule}/{}/{}/{}/{}={v}",
-                    self.rate.count,
-                    self.rate.period.as_secs(),
-                    self.burst,
-                    self.key
-                )
-            })
+            .map(|v| format!("{rule}/{}/{}/{}={v}", self.rate, self.burst, self.key))
             .collect();
         out.sort();
         out.dedup();
@@ -111,8 +104,8 @@ mod tests {
         assert_eq!(
             l.buckets("r", &facts),
             vec![
-                "r/10/60/5/auth.domain=example.org",
-                "r/10/60/5/auth.domain=mailer.example"
+                "r/10/minute/5/auth.domain=example.org",
+                "r/10/minute/5/auth.domain=mailer.example"
             ]
         );
         assert!(l.buckets("r", &[Fact::text("auth.domain", "")]).is_empty());

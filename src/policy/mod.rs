@@ -37,6 +37,8 @@ pub struct Rule {
 pub struct CustomRule {
     /// Its name, unique in the file.
     pub name: String,
+    /// Where its name is written in the file (line, column), for diagnostics.
+    pub at: (usize, usize),
     /// The earliest stage at which every fact it reads exists; it is evaluated from then on.
     pub stage: Stage,
     /// When it fires.
@@ -134,6 +136,14 @@ impl Policy {
             policy.thresholds = compiled.thresholds;
         }
         Ok(policy)
+    }
+
+    /// The rate-limit rules of the policy file: name and position.
+    pub fn limit_rules(&self) -> impl Iterator<Item = (&str, (usize, usize))> {
+        self.custom
+            .iter()
+            .filter(|r| r.limit.is_some())
+            .map(|r| (r.name.as_str(), r.at))
     }
 
     /// The verdict over the facts known at `stage`.

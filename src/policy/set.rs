@@ -69,6 +69,9 @@ impl PolicySet {
         scopes
             .sort_by_key(|s: &Scope| (s.label.starts_with("*."), std::cmp::Reverse(s.label.len())));
         let shadow = config.shadow_policy.as_deref().map(|p| compile(Some(p)));
+        if let Some(default) = &default {
+            problems.extend(shared_buckets(config, default, &scopes));
+        }
         match (default, problems.is_empty()) {
             (Some(default), true) => Ok(PolicySet {
                 default,
@@ -122,6 +125,46 @@ impl PolicySet {
     pub fn shadow(&self) -> Option<&Policy> {
         self.shadow.as_ref()
     }
+}
+
+/// Rate-limit rules of the same name in different policy files would count in one bucket
+/// (the bucket is named after the rule) and see each other's `ratelimit` fact: a scope's
+/// transaction would be counted at MAIL by the default policy and again at its first RCPT.
+/// Several scopes naming the same file share its limits, which is one policy's intent.
+fn shared_buckets(config: &Config, default: &Policy, scopes: &[Scope]) -> Vec<Diagnostic> {
+    let mut seen: std::collections::HashMap<String, PathBuf> = std::collections::HashMap::new();
+    let mut problems = Vec::new();
+    let default_file = config.policy.clone().unwrap_or_default();
+    let files = std::iter::once((&default_file, default)).chain(scopes.iter().filter_map(|s| {
+        config
+            .policy_scopes
+            .get(&s.label)
+            .map(|path| (path, &s.policy))
+    }));
+    let mut visited = std::collections::HashSet::new();
+    for (file, policy) in files {
+        if !visited.insert(file) {
+            continue;
+        }
+        for (name, (line, column)) in policy.limit_rules() {
+            match seen.get(name) {
+                Some(other) if other != file => problems.push(Diagnostic {
+                    file: file.display().to_string(),
+                    line,
+                    column,
+                    message: format!(
+                        "limit rule {name:?} is also in {}: rename one (they would count in one bucket)",
+                        other.display()
+                    ),
+                }),
+                Some(_) => {}
+                None => {
+                    seen.insert(name.to_string(), file.clone());
+                }
+            }
+        }
+    }
+    problems
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 //! unreachable.
 //!
 //! Owns: the in-memory maps and keeping them bounded (expired entries are dropped by
-//! `housekeeping`, and at `MAX_ENTRIES` new triplets pass instead of being remembered).
+//! `housekeeping`, at `MAX_ENTRIES` new triplets pass instead of being remembered, and a
+//! rate past `MAX_BUCKETS` buckets is trimmed or started afresh).
 //! Must not: know Redis or policies.
 
 use std::collections::HashMap;
@@ -19,9 +20,15 @@ use crate::config::units::Rate;
 /// The most greylisting entries kept in memory.
 pub const MAX_ENTRIES: usize = 500_000;
 
+/// The most buckets one rate (interval, burst) keeps in memory. Past it, buckets that have
+/// refilled are dropped; if that is not enough (keys an attacker chooses, such as HELO
+/// names, under a slow rate) the rate starts afresh: memory stays bounded, and the limit is
+/// briefly looser, never stricter.
+pub const MAX_BUCKETS: usize = 200_000;
+
 /// Counters of this process.
-#[derive(Default)]
 pub struct LocalStore {
+    max_buckets: usize,
     /// One keyed limiter per (emission interval, burst): governor fixes the quota per limiter.
     rates: Mutex<HashMap<(Duration, u32), DefaultKeyedRateLimiter<String>>>,
     triplets: Mutex<HashMap<String, Triplet>>,
@@ -35,22 +42,49 @@ struct Triplet {
     expires: Instant,
 }
 
+impl Default for LocalStore {
+    fn default() -> Self {
+        LocalStore::with_max_buckets(MAX_BUCKETS)
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl LocalStore {
+    /// A store whose rates keep at most `max_buckets` buckets each.
+    pub fn with_max_buckets(max_buckets: usize) -> Self {
+        LocalStore {
+            max_buckets,
+            rates: Mutex::default(),
+            triplets: Mutex::default(),
+            passes: Mutex::default(),
+        }
+    }
+
     /// Takes one event from `bucket`'s allowance; false when the rate is exceeded.
     pub fn rate(&self, bucket: &str, rate: Rate, burst: u32) -> bool {
         let interval = rate.interval().max(Duration::from_nanos(1));
         let burst = burst.max(1);
         let mut rates = lock(&self.rates);
-        let limiter = rates.entry((interval, burst)).or_insert_with(|| {
+        let fresh = || {
             let quota = Quota::with_period(interval)
                 .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
                 .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
             RateLimiter::keyed(quota)
-        });
+        };
+        let limiter = rates.entry((interval, burst)).or_insert_with(fresh);
+        if limiter.len() >= self.max_buckets {
+            limiter.retain_recent();
+            if limiter.len() >= self.max_buckets {
+                tracing::warn!(
+                    buckets = limiter.len(),
+                    "local rate-limit buckets at their cap: starting afresh"
+                );
+                *limiter = fresh();
+            }
+        }
         limiter.check_key(&bucket.to_string()).is_ok()
     }
 
@@ -123,6 +157,18 @@ mod tests {
         assert!(s.rate("b", r, 3), "another bucket has its own allowance");
         let admitted = (0..10).filter(|_| s.rate("c", r, 1)).count();
         assert_eq!(admitted, 1, "burst 1");
+    }
+
+    #[test]
+    fn buckets_stay_bounded() {
+        let s = LocalStore::with_max_buckets(100);
+        let r = parse_rate("1/day").expect("rate");
+        for i in 0..1000 {
+            assert!(s.rate(&format!("helo-{i}"), r, 1), "a new bucket admits");
+        }
+        let rates = lock(&s.rates);
+        let limiter = rates.values().next().expect("one rate");
+        assert!(limiter.len() <= 100, "{}", limiter.len());
     }
 
     #[test]
