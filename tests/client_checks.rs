@@ -86,4 +86,18 @@ async fn rdns_and_helo_facts_reach_the_policy() {
     assert_eq!(code, 550);
     let (_, code, _) = session(&gw, "192.0.2.23", "[192.0.2.23]").await;
     assert_eq!(code, 250, "the client's own literal is fine");
+
+    // Each finding is counted as the checks report it, whatever the policy made of it.
+    let finding = |f: &str| format!("portcullis_client_findings_total{{finding=\"{f}\"}}");
+    for (label, expected) in [
+        ("not_fcrdns", 4.0), // 192.0.2.22 once, 192.0.2.23 (no PTR) three times
+        ("no_ptr", 3.0),
+        ("helo_unresolvable", 2.0), // nowhere.bad.test, and gw.example.test (not in the zones)
+        ("helo_ours", 1.0),
+        ("helo_literal_mismatch", 1.0),
+        ("helo_invalid", 0.0),
+        ("pregreet", 0.0),
+    ] {
+        assert_eq!(gw.metric(&finding(label)).await, expected, "{label}");
+    }
 }

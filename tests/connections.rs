@@ -196,6 +196,11 @@ async fn early_talkers_are_a_fact_the_policy_can_refuse() {
         (code, text.as_str()),
         (554, "554 5.5.1 Protocol error: talking before the banner")
     );
+    assert_eq!(
+        gw.metric("portcullis_client_findings_total{finding=\"pregreet\"}")
+            .await,
+        1.0
+    );
 }
 
 #[tokio::test]
@@ -285,4 +290,10 @@ async fn talking_ahead_without_pipelining_is_a_fact() {
         .await;
     assert_eq!(good.read_reply().await.0, 250);
     assert_eq!(good.read_reply().await.0, 250);
+    // The bot and the HELO client, once each (at their MAIL).
+    assert_eq!(
+        gw.metric("portcullis_client_findings_total{finding=\"unannounced_pipelining\"}")
+            .await,
+        2.0
+    );
 }

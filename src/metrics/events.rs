@@ -152,6 +152,24 @@ impl DnsblResult {
     }
 }
 
+/// Findings about the client worth a series of their own, whatever the policy makes of
+/// them: (fact, the flag value that is the finding, label of
+/// `portcullis_client_findings_total`).
+pub const CLIENT_FINDINGS: &[(&str, bool, &str)] = &[
+    ("client.pregreet", true, "pregreet"),
+    (
+        "client.unannounced_pipelining",
+        true,
+        "unannounced_pipelining",
+    ),
+    ("rdns.ptr", false, "no_ptr"),
+    ("rdns.fcrdns", false, "not_fcrdns"),
+    ("helo.valid", false, "helo_invalid"),
+    ("helo.literal_mismatch", true, "helo_literal_mismatch"),
+    ("helo.ours", true, "helo_ours"),
+    ("helo.resolves", false, "helo_unresolvable"),
+];
+
 /// Something that happened, to be counted.
 #[derive(Debug, Clone)]
 pub enum Event {
@@ -260,6 +278,8 @@ pub enum Event {
         /// allowed | exceeded | unavailable
         result: &'static str,
     },
+    /// A check reported a client finding (a label of `CLIENT_FINDINGS`).
+    ClientFinding(&'static str),
     /// Greylisting judged a message: new | early | pass | auto_allowed | unchecked | skipped |
     /// unavailable.
     Greylist(&'static str),

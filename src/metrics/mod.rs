@@ -74,6 +74,7 @@ pub struct Metrics {
     state_fallbacks: Family<L1, Counter>,
     ratelimit: Family<[(&'static str, String); 2], Counter>,
     greylist: Family<L1, Counter>,
+    client_findings: Family<L1, Counter>,
 }
 
 impl Metrics {
@@ -113,6 +114,7 @@ impl Metrics {
             state_fallbacks: Family::default(),
             ratelimit: Family::default(),
             greylist: Family::default(),
+            client_findings: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -239,6 +241,11 @@ impl Metrics {
             m.ratelimit.clone(),
         );
         r.register(
+            "client_findings",
+            "Findings about clients as checks report them (pregreet, unannounced_pipelining, no_ptr, not_fcrdns, helo_invalid, helo_literal_mismatch, helo_ours, helo_unresolvable)",
+            m.client_findings.clone(),
+        );
+        r.register(
             "greylist_results",
             "Greylisting decisions (new, early, pass, auto_allowed, unchecked, skipped, unavailable)",
             m.greylist.clone(),
@@ -264,6 +271,9 @@ impl Metrics {
         }
         for kind in BackendErrorKind::ALL {
             drop(self.backend_errors.get_or_create(&[("kind", kind.label())]));
+        }
+        for (_, _, finding) in events::CLIENT_FINDINGS {
+            drop(self.client_findings.get_or_create(&[("finding", *finding)]));
         }
         for operation in ["rate", "greylist", "sessions"] {
             drop(
@@ -418,6 +428,11 @@ impl Metrics {
                     .get_or_create(&[("rule", rule), ("result", result.to_string())])
                     .inc();
             }
+            Event::ClientFinding(finding) => {
+                self.client_findings
+                    .get_or_create(&[("finding", finding)])
+                    .inc();
+            }
             Event::Greylist(result) => {
                 self.greylist.get_or_create(&[("result", result)]).inc();
             }
@@ -441,6 +456,19 @@ impl Metrics {
                 self.dnsbl_healthy
                     .get_or_create(&[("zone", zone)])
                     .set(healthy);
+            }
+        }
+    }
+
+    /// Counts the client findings among `facts` (`CLIENT_FINDINGS`).
+    pub fn client_findings(&self, facts: &[crate::pipeline::outcome::Fact]) {
+        use crate::pipeline::outcome::FactValue;
+        for fact in facts {
+            let found = events::CLIENT_FINDINGS
+                .iter()
+                .find(|(name, flag, _)| fact.name == *name && fact.value == FactValue::Flag(*flag));
+            if let Some((_, _, label)) = found {
+                self.emit(Event::ClientFinding(label));
             }
         }
     }

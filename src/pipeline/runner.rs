@@ -79,6 +79,7 @@ impl Pipeline {
             self.metrics
                 .check_finished(check.name(), stage, started.elapsed());
         }
+        self.metrics.client_findings(&all.facts);
         all
     }
 
