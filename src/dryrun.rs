@@ -89,7 +89,13 @@ impl DryRun {
                 rcpt: None,
                 message: None,
             };
-            let found = self.ctx.pipeline.run(stage, ctx).await.facts;
+            let mut found = self.ctx.pipeline.run(stage, ctx).await.facts;
+            if stage == Stage::Connect {
+                // A dry run explains everything at once: deferred lookups are awaited now.
+                for deferred in self.ctx.pipeline.start(ctx) {
+                    found.extend(self.ctx.pipeline.settle(deferred).await);
+                }
+            }
             env.facts.extend(found.iter().cloned());
             let verdict = self.judge(&mut out, &set, 0, (stage, stage), None, &found, &env.facts);
             if verdict.action.refusal().is_some() {

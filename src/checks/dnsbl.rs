@@ -21,7 +21,7 @@ use crate::config::schema::{DnsblConfig, DnsblZoneConfig, ZoneKind};
 use crate::dns::Dns;
 use crate::metrics::{DnsblResult, Event, Metrics};
 use crate::pipeline::outcome::Fact;
-use crate::pipeline::{Check, CheckContext, CheckFuture};
+use crate::pipeline::{Check, CheckContext, Deferred, Stage};
 
 /// An inclusive range of return codes, `127.0.0.2-127.0.0.11` or a single `127.0.0.2`.
 pub type CodeRange = (Ipv4Addr, Ipv4Addr);
@@ -124,11 +124,19 @@ impl Zone {
 
 /// The DNSBL/DNSWL check.
 pub struct DnsblCheck {
+    inner: Arc<Lists>,
+}
+
+/// What the lookups need, shared with the tasks that run them.
+struct Lists {
     dns: Arc<Dns>,
     zones: Vec<Zone>,
     timeout: Duration,
     metrics: Arc<Metrics>,
 }
+
+/// The facts the check reports.
+const FACTS: &[&str] = &["dnsbl.listed", "dnswl.listed", "dnsbl.error", "dnsbl.score"];
 
 impl DnsblCheck {
     /// A check of the zones of `config` on the shared resolver; their metric series are
@@ -146,21 +154,56 @@ impl DnsblCheck {
             });
         }
         DnsblCheck {
-            dns,
-            zones,
-            timeout: config.timeout,
-            metrics,
+            inner: Arc::new(Lists {
+                dns,
+                zones,
+                timeout: config.timeout,
+                metrics,
+            }),
         }
     }
 
+    /// True when no IP zone is configured (only domain zones).
+    pub fn is_empty(&self) -> bool {
+        self.inner.zones.is_empty()
+    }
+}
+
+impl Lists {
     /// Asks one zone about `ip`, within the timeout.
     async fn lookup(&self, zone: &Zone, ip: IpAddr) -> DnsblResult {
         ask(&self.dns, zone, &query_name(ip, &zone.zone), self.timeout).await
     }
 
-    /// True when no IP zone is configured (only domain zones).
-    pub fn is_empty(&self) -> bool {
-        self.zones.is_empty()
+    /// Every zone at once; the facts.
+    async fn all(&self, ip: IpAddr) -> Vec<Fact> {
+        let started = std::time::Instant::now();
+        let results = join_all(self.zones.iter().map(|z| self.lookup(z, ip))).await;
+        let mut facts = Vec::new();
+        let mut score = 0u64;
+        for (zone, result) in self.zones.iter().zip(results) {
+            self.metrics.emit(Event::DnsblLookup {
+                zone: zone.zone.clone(),
+                result,
+            });
+            match (result, zone.allow) {
+                (DnsblResult::Listed, false) => {
+                    score = score.saturating_add(zone.weight);
+                    facts.push(Fact::text("dnsbl.listed", zone.zone.clone()));
+                }
+                (DnsblResult::Listed, true) => {
+                    facts.push(Fact::text("dnswl.listed", zone.zone.clone()));
+                }
+                (DnsblResult::ErrorAnswer, _) => {
+                    facts.push(Fact::text("dnsbl.error", zone.zone.clone()));
+                }
+                (DnsblResult::Clean | DnsblResult::Failed, _) => {}
+            }
+        }
+        facts.push(Fact::count("dnsbl.score", score));
+        self.metrics
+            .check_finished("dnsbl_lookups", Stage::Connect, started.elapsed());
+        facts
     }
 }
 
@@ -201,33 +244,14 @@ impl Check for DnsblCheck {
         "dnsbl"
     }
 
-    fn on_connect<'a>(&'a self, ctx: CheckContext<'a>) -> CheckFuture<'a> {
-        Box::pin(async move {
-            let ip = ctx.session.client.ip();
-            let results = join_all(self.zones.iter().map(|z| self.lookup(z, ip))).await;
-            let mut facts = Vec::new();
-            let mut score = 0u64;
-            for (zone, result) in self.zones.iter().zip(results) {
-                self.metrics.emit(Event::DnsblLookup {
-                    zone: zone.zone.clone(),
-                    result,
-                });
-                match (result, zone.allow) {
-                    (DnsblResult::Listed, false) => {
-                        score = score.saturating_add(zone.weight);
-                        facts.push(Fact::text("dnsbl.listed", zone.zone.clone()));
-                    }
-                    (DnsblResult::Listed, true) => {
-                        facts.push(Fact::text("dnswl.listed", zone.zone.clone()));
-                    }
-                    (DnsblResult::ErrorAnswer, _) => {
-                        facts.push(Fact::text("dnsbl.error", zone.zone.clone()));
-                    }
-                    (DnsblResult::Clean | DnsblResult::Failed, _) => {}
-                }
-            }
-            facts.push(Fact::count("dnsbl.score", score));
-            facts.into()
+    /// The lookups start at connect and run beside the session: the banner waits for them
+    /// only when a rule would act on their facts at CONNECT.
+    fn start_at_connect(&self, ctx: CheckContext<'_>) -> Option<Deferred> {
+        let (lists, ip) = (self.inner.clone(), ctx.session.client.ip());
+        Some(Deferred {
+            check: "dnsbl",
+            facts: FACTS,
+            task: tokio::spawn(async move { lists.all(ip).await }),
         })
     }
 }

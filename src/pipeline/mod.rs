@@ -11,7 +11,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::smtp::envelope::{Envelope, SessionInfo};
-use outcome::Findings;
+use outcome::{Fact, Findings};
 
 /// The SMTP stages at which checks run (RFC 5321 §4.1.4 order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -69,6 +69,18 @@ pub struct CheckContext<'a> {
     pub message: Option<MessageView<'a>>,
 }
 
+/// Lookups a check started at connect and that run beside the session until a rule needs
+/// their facts (`Pipeline::settle`): a DNSBL answer does not hold the banner back when no
+/// rule would act on it before DATA.
+pub struct Deferred {
+    /// The check that started it (metric label, `check.error` value).
+    pub check: &'static str,
+    /// The facts it will report: the policy says whether a stage needs them.
+    pub facts: &'static [&'static str],
+    /// The lookups, running.
+    pub task: tokio::task::JoinHandle<Vec<Fact>>,
+}
+
 /// The future a hook returns: what it found.
 pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = Findings> + Send + 'a>>;
 
@@ -91,6 +103,12 @@ pub trait Check: Send + Sync {
     /// Runs once per connection before the banner. Default: finds nothing.
     fn on_connect<'a>(&'a self, _ctx: CheckContext<'a>) -> CheckFuture<'a> {
         nothing()
+    }
+
+    /// Starts lookups at connect that the session awaits only when a rule needs their facts
+    /// (at DATA at the latest). Default: none.
+    fn start_at_connect(&self, _ctx: CheckContext<'_>) -> Option<Deferred> {
+        None
     }
 
     /// Runs after each EHLO/HELO. Default: finds nothing.

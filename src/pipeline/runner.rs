@@ -11,7 +11,7 @@ use arc_swap::ArcSwap;
 use futures_util::FutureExt;
 
 use super::outcome::{Fact, Findings};
-use super::{Check, CheckContext, Stage};
+use super::{Check, CheckContext, Deferred, Stage};
 use crate::metrics::Metrics;
 use crate::policy::set::PolicySet;
 
@@ -81,6 +81,37 @@ impl Pipeline {
         }
         self.metrics.client_findings(&all.facts);
         all
+    }
+
+    /// Starts every check's deferred connect lookups (`Check::start_at_connect`).
+    pub fn start(&self, ctx: CheckContext<'_>) -> Vec<Deferred> {
+        self.checks
+            .iter()
+            .filter_map(|c| c.start_at_connect(ctx))
+            .collect()
+    }
+
+    /// Awaits deferred lookups, within the per-check budget counted from now: a panic or
+    /// an overrun gives a `check.error` fact, as for a hook.
+    pub async fn settle(&self, deferred: Deferred) -> Vec<Fact> {
+        let abort = deferred.task.abort_handle();
+        let facts = match tokio::time::timeout(self.budget, deferred.task).await {
+            Ok(Ok(found)) => found,
+            Ok(Err(_)) => {
+                tracing::error!(check = deferred.check, "deferred lookups failed");
+                vec![Fact::text("check.error", deferred.check)]
+            }
+            Err(_) => {
+                abort.abort();
+                tracing::warn!(
+                    check = deferred.check,
+                    "deferred lookups exceeded the budget"
+                );
+                vec![Fact::text("check.error", deferred.check)]
+            }
+        };
+        self.metrics.client_findings(&facts);
+        facts
     }
 
     /// The policy now in force. A session takes it once and keeps it: a reload never

@@ -138,6 +138,28 @@ impl Policy {
         Ok(policy)
     }
 
+    /// Whether a rule due at `stage` reads one of `names` and could act on it now: at DATA
+    /// any rule; before, only rules that decide (accept, reject, tempfail) or count a limit,
+    /// since tags and scores wait for DATA. Deferred lookups are awaited only then.
+    pub fn needs(&self, stage: Stage, names: &[&str]) -> bool {
+        self.custom
+            .iter()
+            .filter(|r| facts::rank(r.stage) <= facts::rank(stage))
+            .filter(|r| {
+                stage == Stage::Data
+                    || r.limit.is_some()
+                    || matches!(
+                        r.action,
+                        Some(Action::Accept | Action::Reject(_) | Action::Tempfail(_))
+                    )
+            })
+            .any(|r| {
+                let mut used = Vec::new();
+                r.when.fact_names(&mut used);
+                used.iter().any(|u| names.contains(&u.as_str()))
+            })
+    }
+
     /// The rate-limit rules of the policy file: name and position.
     pub fn limit_rules(&self) -> impl Iterator<Item = (&str, (usize, usize))> {
         self.custom
@@ -387,6 +409,23 @@ mod tests {
             (v.action, v.rules, v.score),
             (Action::Accept, vec!["partner".to_string()], 0)
         );
+    }
+
+    #[test]
+    fn deferred_facts_are_needed_where_a_rule_could_act_on_them() {
+        let names = ["dnsbl.listed", "dnsbl.score"];
+        let scores =
+            with_file("rules:\n  - name: s\n    when: { dnsbl.listed: bl.test }\n    score: 3\n");
+        assert!(!scores.needs(Stage::Connect, &names));
+        assert!(!scores.needs(Stage::Rcpt, &names));
+        assert!(scores.needs(Stage::Data, &names));
+        let at_mail = with_file(
+            "rules:\n  - name: r\n    when: { dnsbl.score: { ge: 5 }, mail_from.domain: x.example }\n    action: reject\n",
+        );
+        assert!(!at_mail.needs(Stage::Helo, &names));
+        assert!(at_mail.needs(Stage::Mail, &names));
+        let other = with_file("rules:\n  - name: r\n    when: { helo: x }\n    action: reject\n");
+        assert!(!other.needs(Stage::Data, &names));
     }
 
     #[test]

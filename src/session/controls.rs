@@ -19,6 +19,27 @@ use crate::policy::set::ScopeId;
 use crate::state::{GreyOutcome, GreyParams, RateOutcome};
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+    /// Awaits the lookups started at connect whose facts a rule due at `stage` needs (all of
+    /// them at DATA); their facts join the connection's and are returned for the stage's.
+    pub(super) async fn settle(&mut self, stage: Stage, scope: ScopeId) -> Vec<Fact> {
+        let mut settled = Vec::new();
+        let mut i = 0;
+        while i < self.pending.len() {
+            let names = self.pending[i].facts;
+            let needed = stage == Stage::Data
+                || self.policy.get(scope).needs(stage, names)
+                || self.policy.shadow().is_some_and(|s| s.needs(stage, names));
+            if !needed {
+                i += 1;
+                continue;
+            }
+            let deferred = self.pending.swap_remove(i);
+            settled.extend(self.ctx.pipeline.settle(deferred).await);
+        }
+        self.conn_facts.extend(settled.iter().cloned());
+        settled
+    }
+
     /// The verdict at `stage` after counting the rate limits it asks for, and the facts the
     /// counting added (which the caller keeps with the stage's facts). Nothing is counted
     /// when the verdict already refuses: refused attempts do not use up an allowance. Limits

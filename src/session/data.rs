@@ -180,6 +180,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.env.facts.extend(found.facts);
         self.env.headers.extend(found.headers);
         let scope = self.scope.unwrap_or(0);
+        let settled = self.settle(Stage::Data, scope).await;
+        self.env.facts.extend(settled);
         let grey = self.greylist(&self.env.facts, scope).await;
         self.env.facts.extend(grey);
         let (verdict, added) = self

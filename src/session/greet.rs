@@ -28,6 +28,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             message: None,
         };
         let found = self.ctx.pipeline.run(Stage::Helo, ctx).await.facts;
+        self.settle(Stage::Helo, 0).await;
         // The HELO decision sees the connection's facts too (client.ip exemptions).
         let mut facts = self.conn_facts.clone();
         facts.extend(found.iter().cloned());

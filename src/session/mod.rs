@@ -78,6 +78,8 @@ pub struct Session<S> {
     closing: bool,
     /// The first line of a multi-line banner went out (`connections.multiline_banner`).
     banner_started: bool,
+    /// Lookups started at connect that no rule has needed yet (`controls::settle`).
+    pending: Vec<crate::pipeline::Deferred>,
     /// A connect-stage refusal that could not be the greeting (a `220-` line was already
     /// sent): every command but QUIT gets it.
     refused: Option<Reply>,
@@ -118,6 +120,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             messages: 0,
             closing: false,
             banner_started: false,
+            pending: Vec::new(),
             refused: None,
             policy: ctx.pipeline.policy(),
             scope: None,
@@ -159,6 +162,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     /// Connect checks, then the banner. False if the connection is refused.
     async fn connect_stage(&mut self) -> bool {
+        // Lookups that can run beside the session (DNSBL) start first, so that they overlap
+        // the pregreet wait.
+        let ctx = CheckContext {
+            session: &self.info,
+            envelope: &self.env,
+            rcpt: None,
+            message: None,
+        };
+        self.pending = self.ctx.pipeline.start(ctx);
         self.pregreet().await;
         if self.closing {
             return false;
@@ -169,7 +181,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             rcpt: None,
             message: None,
         };
-        let facts = self.ctx.pipeline.run(Stage::Connect, ctx).await.facts;
+        let mut facts = self.ctx.pipeline.run(Stage::Connect, ctx).await.facts;
+        facts.extend(self.settle(Stage::Connect, 0).await);
         let verdict = self.decide(Stage::Connect, &facts, 0);
         if let Some(refusal) = verdict.action.refusal() {
             self.count_rules(&verdict);

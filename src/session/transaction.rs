@@ -23,6 +23,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             self.reply(reply::NEEDS_SMTPUTF8);
             return;
         }
+        self.settle(Stage::Mail, 0).await;
         self.env = Envelope {
             mail_from: params.address.clone(),
             declared_size: params.size,
@@ -84,6 +85,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         // RCPT facts concern this recipient: they join the envelope only if it is accepted,
         // so that DATA sees the facts of the recipients the message goes to.
         let found = self.ctx.pipeline.run(Stage::Rcpt, ctx).await.facts;
+        let settled = self.settle(Stage::Rcpt, scope).await;
+        self.env.facts.extend(settled);
         let mut facts = self.env.facts.clone();
         facts.extend(found.iter().cloned());
         // A scope's policy meets the transaction here first: its MAIL limits count now.
