@@ -59,8 +59,9 @@ pub struct Ticket {
     counted: Option<(IpAddr, IpNet)>,
 }
 
-/// A session's place in the shared concurrency limits, given back with `release`, or when
-/// dropped without it (a session that panicked): then a task gives it back.
+/// A session's place in the shared concurrency limits, renewed while the session runs and
+/// given back when it ends (`hold_during`), or when dropped before (a session that
+/// panicked): then a task gives it back.
 pub struct SharedTicket {
     place: Option<Place>,
 }
@@ -81,8 +82,37 @@ impl Place {
 }
 
 impl SharedTicket {
-    /// Gives the place back (a lost release ends with the lease).
-    pub async fn release(mut self) {
+    /// Runs `session` while a task renews the lease every half lease (so that a long
+    /// session keeps counting, and the session is never paused for Redis); then gives the
+    /// place back.
+    pub async fn hold_during(
+        mut self,
+        lease: std::time::Duration,
+        session: impl Future<Output = ()>,
+    ) {
+        // Aborted when dropped: also when the session panics and unwinds through here.
+        struct Renewer(tokio::task::JoinHandle<()>);
+        impl Drop for Renewer {
+            fn drop(&mut self) {
+                self.0.abort();
+            }
+        }
+        let renewer = self.place.as_ref().map(|p| {
+            let (state, network, ip, id) = (
+                p.state.clone(),
+                p.network.clone(),
+                p.ip.clone(),
+                p.id.clone(),
+            );
+            Renewer(tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(lease / 2).await;
+                    state.renew_session(&network, &ip, &id, lease).await;
+                }
+            }))
+        });
+        session.await;
+        drop(renewer);
         if let Some(place) = self.place.take() {
             place.release().await;
         }

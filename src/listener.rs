@@ -120,9 +120,10 @@ async fn serve_connection(
         pregreet: false,
         unannounced_pipelining: false,
     };
-    Session::new(stream, info, early, ctx, signals).run().await;
-    if let Some(shared) = shared {
-        shared.release().await;
+    let session = Session::new(stream, info, early, ctx, signals).run();
+    match shared {
+        Some(shared) => shared.hold_during(lease, session).await,
+        None => session.await,
     }
 }
 

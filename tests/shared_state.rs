@@ -510,3 +510,43 @@ async fn greylisting_lets_mail_through_unrecorded_while_redis_is_down_fail_open(
     let fallbacks = "portcullis_state_fallbacks_total{operation=\"greylist\"}";
     assert_eq!(gw.metric(fallbacks).await, 1.0);
 }
+
+#[tokio::test]
+async fn a_long_session_keeps_its_place_by_renewing_its_lease() {
+    let redis = RedisServer::start();
+    let (url_a, url_b) = (redis.url(), redis.url());
+    let start = |url: String| {
+        Gateway::start(move |c| {
+            c.state.backend = StateBackend::Redis;
+            c.state.redis.urls = vec![url];
+            c.state.redis.key_prefix = "t11:".into();
+            c.state.redis.session_lease = Duration::from_millis(400);
+            c.connections.max_per_ip = 1;
+        })
+    };
+    let a = start(url_a).await;
+    let b = start(url_b).await;
+    wait_up(&a, 1.0).await;
+    wait_up(&b, 1.0).await;
+    let (mut long, code, _) = connect(&a).await;
+    assert_eq!(code, 220);
+    // Three leases later the session still holds its place (renewed every 200 ms).
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(long.cmd("NOOP").await.0, 250);
+        let (_, code, _) = connect(&b).await;
+        assert_eq!(code, 421, "the long session's place was lost");
+    }
+    assert_eq!(long.cmd("QUIT").await.0, 221);
+    let mut admitted = false;
+    for _ in 0..100 {
+        let (mut c, code, _) = connect(&b).await;
+        if code == 220 {
+            assert_eq!(c.cmd("QUIT").await.0, 221);
+            admitted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(admitted, "the place was never given back");
+}

@@ -649,7 +649,8 @@ pub struct RedisConfig {
     #[serde(deserialize_with = "units::duration")]
     pub health_interval: Duration,
     /// How long a session counts in the shared concurrency limits at most (a crashed
-    /// gateway's sessions stop counting after this; a longer session stops counting too).
+    /// gateway's sessions stop counting after this); a running session renews it every half
+    /// lease.
     #[serde(deserialize_with = "units::duration")]
     pub session_lease: Duration,
 }

@@ -203,6 +203,16 @@ impl StateStore {
         }
     }
 
+    /// Extends a session's lease taken by `acquire_session`. A failure is only logged: the
+    /// session then stops counting when its lease ends.
+    pub async fn renew_session(&self, network: &str, ip: &str, id: &str, lease: Duration) {
+        if let Some(r) = &self.redis
+            && let Err(e) = r.renew(network, ip, id, lease).await
+        {
+            tracing::debug!(session = id, error = ?e, "session lease not renewed");
+        }
+    }
+
     /// Gives back a session's place taken by `acquire_session`. A failure is only logged:
     /// the lease ends by itself.
     pub async fn release_session(&self, network: &str, ip: &str, id: &str) {

@@ -82,6 +82,19 @@ end
 return 'ok'
 ";
 
+/// Extends a session's lease (KEYS as for ACQUIRE_SCRIPT; ARGV: session id, lease in ms);
+/// a member that is gone (expired, or Redis restarted) is not added back.
+const RENEW_SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local lease = tonumber(ARGV[2])
+for i = 1, 2 do
+  redis.call('ZADD', KEYS[i], 'XX', string.format('%.0f', now + lease), ARGV[1])
+  if redis.call('PTTL', KEYS[i]) < lease then redis.call('PEXPIRE', KEYS[i], lease) end
+end
+return 1
+";
+
 /// Ends a session's lease (KEYS as for ACQUIRE_SCRIPT; ARGV[1] the session id).
 const RELEASE_SCRIPT: &str = r"
 for i = 1, 2 do redis.call('ZREM', KEYS[i], ARGV[1]) end
@@ -157,6 +170,7 @@ pub struct RedisStore {
     rate: Script,
     grey: Script,
     acquire: Script,
+    renew: Script,
     release: Script,
     on_change: OnChange,
 }
@@ -174,6 +188,7 @@ impl RedisStore {
             rate: Script::new(RATE_SCRIPT),
             grey: Script::new(GREY_SCRIPT),
             acquire: Script::new(ACQUIRE_SCRIPT),
+            renew: Script::new(RENEW_SCRIPT),
             release: Script::new(RELEASE_SCRIPT),
             on_change,
         }
@@ -279,6 +294,24 @@ impl RedisStore {
             "net" => Err(Full::Network),
             _ => Ok(()),
         })
+    }
+
+    /// Extends session `id`'s lease by `lease` from now.
+    pub async fn renew(
+        &self,
+        network: &str,
+        ip: &str,
+        id: &str,
+        lease: Duration,
+    ) -> Result<(), Unavailable> {
+        let (ip_key, net_key) = self.session_keys(network, ip);
+        let mut inv = self.renew.prepare_invoke();
+        inv.key(ip_key)
+            .key(net_key)
+            .arg(format!("{}:{id}", self.instance))
+            .arg(lease.as_millis().max(1) as u64);
+        let _: i64 = self.run(&inv).await?;
+        Ok(())
     }
 
     /// Ends session `id`'s place in the shared concurrency limits.
