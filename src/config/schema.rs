@@ -648,9 +648,8 @@ pub struct RedisConfig {
     /// tells the truth when no mail flows.
     #[serde(deserialize_with = "units::duration")]
     pub health_interval: Duration,
-    /// How long a session counts in the shared concurrency limits at most (a crashed
-    /// gateway's sessions stop counting after this); a running session renews it every half
-    /// lease.
+    /// The lease of a session in the shared concurrency limits: a crashed gateway's sessions
+    /// stop counting after this; a running session renews it every half lease.
     #[serde(deserialize_with = "units::duration")]
     pub session_lease: Duration,
 }
