@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::process::Command;
-
 fn setup(policy: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("policy.yaml"), policy).unwrap();
@@ -18,23 +16,6 @@ fn setup(policy: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     (dir, config)
 }
 
-fn run(config: &std::path::Path, message: &std::path::Path, extra: &[&str]) -> String {
-    let out = Command::new(common::bin())
-        .args(["policy", "test", "--dns-offline", "--config"])
-        .arg(config)
-        .arg("--message")
-        .arg(message)
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 #[test]
 fn explains_a_refusal_at_the_stage_where_it_falls() {
     let (dir, config) = setup(
@@ -42,7 +23,7 @@ fn explains_a_refusal_at_the_stage_where_it_falls() {
     );
     let msg = dir.path().join("m.eml");
     std::fs::write(&msg, "From: a@sender.example\nSubject: hi\n\nbody\n").unwrap();
-    let out = run(
+    let out = common::policy_test(
         &config,
         &msg,
         &["--from", "a@sender.example", "--rcpt", "u@blocked.test"],
@@ -59,7 +40,7 @@ fn explains_a_refusal_at_the_stage_where_it_falls() {
         "the gateway would have stopped at RCPT:\n{out}"
     );
 
-    let out = run(
+    let out = common::policy_test(
         &config,
         &msg,
         &["--from", "a@sender.example", "--rcpt", "u@example.test"],
@@ -89,7 +70,7 @@ fn summarises_a_directory_and_an_mbox() {
         format!("Subject: long\n\n{}\n", "x".repeat(200)),
     )
     .unwrap();
-    let out = run(
+    let out = common::policy_test(
         &config,
         &msgs,
         &["--from", "a@sender.example", "--rcpt", "u@example.test"],
@@ -106,7 +87,7 @@ fn summarises_a_directory_and_an_mbox() {
         format!("From x Thu Jan  1 00:00:00 2026\nSubject: a\n\n{}\nFrom y Thu Jan  1 00:00:00 2026\nSubject: b\n\nb\n", "y".repeat(200)),
     )
     .unwrap();
-    let out = run(
+    let out = common::policy_test(
         &config,
         &mbox,
         &["--from", "a@spam.example", "--rcpt", "u@example.test"],
@@ -138,7 +119,7 @@ fn shipped_policy_on_the_fixture_messages() {
         ),
     )
     .unwrap();
-    let out = run(
+    let out = common::policy_test(
         &config,
         &root.join("tests/fixtures/messages"),
         &[

@@ -832,20 +832,16 @@ fn bug_dry_run_uses_the_default_policy_before_rcpt() {
     .unwrap();
     let msg = dir.path().join("m.eml");
     std::fs::write(&msg, "Subject: x\n\nhi\n").unwrap();
-    let out = Command::new(bin())
-        .args(["policy", "test", "--dns-offline", "--config"])
-        .arg(&config)
-        .arg("--message")
-        .arg(&msg)
-        .args([
+    let out = common::policy_test(
+        &config,
+        &msg,
+        &[
             "--from",
             "a@spam.example",
             "--rcpt",
             "u@finance.example.test",
-        ])
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&out.stdout);
+        ],
+    );
     // The gateway answers this MAIL with 550 (block-spam, default policy) before it knows
     // any recipient. Today the dry run evaluates MAIL with finance.yaml and accepts.
     assert!(out.contains("rule  block-spam: FIRED"), "{out}");

@@ -327,6 +327,20 @@ async fn connect(gw: &Gateway) -> (common::LineClient, u16, String) {
     (c, code, text)
 }
 
+/// True once a new session through `gw` is served (a place given back at a session's end
+/// is released by the gateway just after the client has gone), within about 2 s.
+async fn admitted_soon(gw: &Gateway) -> bool {
+    for _ in 0..100 {
+        let (mut c, code, _) = connect(gw).await;
+        if code == 220 {
+            assert_eq!(c.cmd("QUIT").await.0, 221);
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
 #[tokio::test]
 async fn concurrent_sessions_per_address_are_counted_across_gateways() {
     let redis = RedisServer::start();
@@ -352,17 +366,10 @@ async fn concurrent_sessions_per_address_are_counted_across_gateways() {
     );
     // A session that ends gives its place back, through whichever gateway.
     drop(first);
-    let mut admitted = false;
-    for _ in 0..100 {
-        let (mut c, code, _) = connect(&b).await;
-        if code == 220 {
-            assert_eq!(c.cmd("QUIT").await.0, 221);
-            admitted = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(admitted, "the released place was never given back");
+    assert!(
+        admitted_soon(&b).await,
+        "the released place was never given back"
+    );
 }
 
 #[tokio::test]
@@ -538,15 +545,5 @@ async fn a_long_session_keeps_its_place_by_renewing_its_lease() {
         assert_eq!(code, 421, "the long session's place was lost");
     }
     assert_eq!(long.cmd("QUIT").await.0, 221);
-    let mut admitted = false;
-    for _ in 0..100 {
-        let (mut c, code, _) = connect(&b).await;
-        if code == 220 {
-            assert_eq!(c.cmd("QUIT").await.0, 221);
-            admitted = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(admitted, "the place was never given back");
+    assert!(admitted_soon(&b).await, "the place was never given back");
 }

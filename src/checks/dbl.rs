@@ -107,16 +107,7 @@ pub fn query_domain(domain: &str) -> Option<String> {
 /// The `d=` tags of the DKIM-Signature fields in a header block (unfolded, any case): the
 /// first `MAX_DKIM_DOMAINS` different ones.
 pub fn dkim_domains(head: &[u8]) -> BTreeSet<String> {
-    let text = String::from_utf8_lossy(head);
-    let block = text.split("\r\n\r\n").next().unwrap_or("");
-    let mut fields: Vec<String> = Vec::new();
-    for line in block.split("\r\n") {
-        match (line.starts_with([' ', '\t']), fields.last_mut()) {
-            (true, Some(field)) => field.push_str(line),
-            _ => fields.push(line.to_string()),
-        }
-    }
-    fields
+    crate::smtp::headers::unfold(head)
         .iter()
         .filter_map(|f| {
             let (name, value) = f.split_once(':')?;

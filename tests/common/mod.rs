@@ -256,6 +256,25 @@ pub fn free_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
+/// `portcullis policy test --dns-offline --config CONFIG --message MESSAGE EXTRA…`: asserts
+/// it succeeded and returns its report.
+pub fn policy_test(config: &Path, message: &Path, extra: &[&str]) -> String {
+    let out = std::process::Command::new(bin())
+        .args(["policy", "test", "--dns-offline", "--config"])
+        .arg(config)
+        .arg("--message")
+        .arg(message)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// Path of the portcullis binary built for these tests.
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_portcullis"))
