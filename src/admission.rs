@@ -163,16 +163,17 @@ impl Admission {
             rate: pick(&config.replies.rate, reply::CONNECTION_RATE)?,
             concurrency: pick(&config.replies.concurrency, reply::TOO_MANY_FROM_YOU)?,
         };
-        let rate = NonZeroU32::new(config.rate_per_minute).map(|n| {
-            let burst = NonZeroU32::new(config.rate_burst).unwrap_or(n);
-            RateLimiter::keyed(Quota::per_minute(n).allow_burst(burst))
-        });
-        let rate_config = NonZeroU32::new(config.rate_per_minute).map(|n| {
+        // The same rate for this gateway's limiter and for the shared store.
+        let per_minute = NonZeroU32::new(config.rate_per_minute)
+            .map(|n| (n, NonZeroU32::new(config.rate_burst).unwrap_or(n)));
+        let rate = per_minute
+            .map(|(n, burst)| RateLimiter::keyed(Quota::per_minute(n).allow_burst(burst)));
+        let rate_config = per_minute.map(|(n, burst)| {
             let rate = Rate {
                 count: n.get(),
                 period: std::time::Duration::from_secs(60),
             };
-            (rate, NonZeroU32::new(config.rate_burst).unwrap_or(n).get())
+            (rate, burst.get())
         });
         Ok(Admission {
             rate_config,
@@ -252,7 +253,7 @@ impl Admission {
         id: &str,
         lease: std::time::Duration,
     ) -> Result<Option<SharedTicket>, Refusal> {
-        if !state.is_shared() || self.allow.iter().any(|n| n.contains(&ip)) {
+        if !state.is_shared() || self.is_allowed(ip) {
             return Ok(None);
         }
         let unavailable = Refusal {

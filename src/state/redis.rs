@@ -198,11 +198,6 @@ impl RedisStore {
         self.slot.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// True while a connection is believed to work.
-    pub fn is_up(&self) -> bool {
-        self.slot().up
-    }
-
     /// Waits until the first connection attempt has ended, at most `limit`.
     pub async fn first_attempt(&self, limit: Duration) {
         let done = async {
