@@ -8,17 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MSGS=${1:-5000}; SESSIONS=${2:-20}; SIZE=${3:-4096}
-command -v smtp-source >/dev/null || { echo "smtp-source missing: apt-get install postfix" >&2; exit 1; }
-
-cargo build --release --locked --ignore-rust-version --quiet
-BIN=target/release/portcullis
-WORK=$(mktemp -d /tmp/portcullis-bench.XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+source bench/lib.sh
 
 SINK=$(free_port); GW=$(free_port); MET=$(free_port)
 # The sink answers everything with 250 and keeps nothing.
@@ -40,14 +30,6 @@ log: { level: warn }
 YAML
 "$BIN" serve --config "$WORK/gw.yaml" 2> "$WORK/gw.log" & pids+=($!)
 wait_port "$GW"
-
-run() {  # $1 = port; prints messages per second
-  local start end
-  start=$(date +%s.%N)
-  timeout 300 smtp-source -s "$SESSIONS" -m "$MSGS" -l "$SIZE" -f from@sender.example -t rcpt@bench.test "127.0.0.1:$1"
-  end=$(date +%s.%N)
-  python3 -c "print(f'{$MSGS/($end-$start):.0f}')"
-}
 
 run "$SINK" >/dev/null   # warm-up
 direct=$(run "$SINK")
