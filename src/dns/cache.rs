@@ -1,6 +1,7 @@
 //! The DNS record cache handed to mail-auth, with the metrics of every lookup.
 //!
-//! Owns: bounded per-type caches (TXT, MX, A, AAAA, PTR) of parsed records with their
+//! Owns: bounded per-type caches (mail-auth's parsed TXT; raw TXT, MX, A, AAAA, PTR for our
+//! own lookups in `lookup.rs`) of records with their
 //! expiry clamped to `dns.min_ttl`..`dns.max_ttl`, and the counters
 //! `portcullis_dns_cache_lookups_total{type,result=hit|miss}` (a miss is a query on the wire)
 //! and `portcullis_dns_answers_total{type,outcome=ok|nxdomain|nodata}`. A miss without an
@@ -13,10 +14,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mail_auth::dns::{DnsCache, Mx, Negative, RecordSet, ResolverCache, TxtRecord};
+use mail_auth::dns::{DnsCache, Negative, RecordSet, ResolverCache, TxtRecord};
 use mail_auth::hickory_resolver::proto::op::ResponseCode;
 
 use crate::config::schema::DnsConfig;
+use crate::dns::lookup::{Answer, MxHost};
 use crate::metrics::{Event, Metrics};
 
 /// One record type's cache.
@@ -110,13 +112,15 @@ impl<K: Hash + Eq, V: Clone + Outcome> ResolverCache<K, V> for TypeCache<K, V> {
     }
 }
 
-/// The caches of every record type mail-auth looks up.
+/// The caches of every record type looked up: mail-auth's parsed TXT records (DKIM and ARC
+/// keys), and the raw answers of our own lookups (`lookup.rs`: SPF, DMARC).
 pub struct Cache {
     txt: TypeCache<Box<str>, TxtRecord>,
-    mx: TypeCache<Box<str>, Result<RecordSet<Mx>, Negative>>,
-    ipv4: TypeCache<Box<str>, Result<RecordSet<Ipv4Addr>, Negative>>,
-    ipv6: TypeCache<Box<str>, Result<RecordSet<Ipv6Addr>, Negative>>,
-    ptr: TypeCache<IpAddr, Result<RecordSet<Box<str>>, Negative>>,
+    raw_txt: TypeCache<Box<str>, Answer<Box<[u8]>>>,
+    a: TypeCache<Box<str>, Answer<Ipv4Addr>>,
+    aaaa: TypeCache<Box<str>, Answer<Ipv6Addr>>,
+    mx: TypeCache<Box<str>, Answer<MxHost>>,
+    ptr: TypeCache<IpAddr, Answer<Box<str>>>,
 }
 
 impl Cache {
@@ -138,38 +142,68 @@ impl Cache {
         }
         Cache {
             txt: cache("TXT", config, &metrics),
+            raw_txt: cache("TXT", config, &metrics),
+            a: cache("A", config, &metrics),
+            aaaa: cache("AAAA", config, &metrics),
             mx: cache("MX", config, &metrics),
-            ipv4: cache("A", config, &metrics),
-            ipv6: cache("AAAA", config, &metrics),
             ptr: cache("PTR", config, &metrics),
         }
     }
+
+    /// Raw TXT answers (`lookup.rs`).
+    pub fn raw_txt(&self) -> &TypeCache<Box<str>, Answer<Box<[u8]>>> {
+        &self.raw_txt
+    }
+
+    /// A answers.
+    pub fn a(&self) -> &TypeCache<Box<str>, Answer<Ipv4Addr>> {
+        &self.a
+    }
+
+    /// AAAA answers.
+    pub fn aaaa(&self) -> &TypeCache<Box<str>, Answer<Ipv6Addr>> {
+        &self.aaaa
+    }
+
+    /// MX answers.
+    pub fn mx(&self) -> &TypeCache<Box<str>, Answer<MxHost>> {
+        &self.mx
+    }
+
+    /// PTR answers.
+    pub fn ptr_names(&self) -> &TypeCache<IpAddr, Answer<Box<str>>> {
+        &self.ptr
+    }
 }
+
+/// mail-auth looks up only TXT records now (DKIM and ARC keys); the other types it could ask
+/// for go through our own lookups, so it gets no cache for them.
+type Unused<K, V> = TypeCache<K, Result<RecordSet<V>, Negative>>;
 
 impl DnsCache for Cache {
     type Txt = TypeCache<Box<str>, TxtRecord>;
-    type Mx = TypeCache<Box<str>, Result<RecordSet<Mx>, Negative>>;
-    type Ipv4 = TypeCache<Box<str>, Result<RecordSet<Ipv4Addr>, Negative>>;
-    type Ipv6 = TypeCache<Box<str>, Result<RecordSet<Ipv6Addr>, Negative>>;
-    type Ptr = TypeCache<IpAddr, Result<RecordSet<Box<str>>, Negative>>;
+    type Mx = Unused<Box<str>, mail_auth::dns::Mx>;
+    type Ipv4 = Unused<Box<str>, Ipv4Addr>;
+    type Ipv6 = Unused<Box<str>, Ipv6Addr>;
+    type Ptr = Unused<IpAddr, Box<str>>;
 
     fn txt(&self) -> Option<&Self::Txt> {
         Some(&self.txt)
     }
 
     fn mx(&self) -> Option<&Self::Mx> {
-        Some(&self.mx)
+        None
     }
 
     fn ipv4(&self) -> Option<&Self::Ipv4> {
-        Some(&self.ipv4)
+        None
     }
 
     fn ipv6(&self) -> Option<&Self::Ipv6> {
-        Some(&self.ipv6)
+        None
     }
 
     fn ptr(&self) -> Option<&Self::Ptr> {
-        Some(&self.ptr)
+        None
     }
 }

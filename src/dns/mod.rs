@@ -6,6 +6,7 @@
 //! opens DNS sockets; later checks (DNSBL, rDNS) use `Dns::authenticator().resolver()`.
 
 pub mod cache;
+pub mod lookup;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,6 +23,7 @@ pub use cache::Cache;
 pub struct Dns {
     authenticator: MessageAuthenticator,
     cache: Cache,
+    negative_max_ttl: std::time::Duration,
 }
 
 impl Dns {
@@ -42,18 +44,25 @@ impl Dns {
         // Our cache (below) holds parsed records; a second cache inside hickory would only
         // hide lookups from the metrics.
         opts.cache_size = 0;
+        let negative_max_ttl = config.negative_max_ttl.min(config.max_ttl);
         let authenticator = MessageAuthenticator::new(resolver_config, opts)
             .map_err(|e| Error::Config(format!("cannot build the DNS resolver: {e}")))?
-            .with_max_negative_ttl(config.negative_max_ttl.min(config.max_ttl));
+            .with_max_negative_ttl(negative_max_ttl);
         Ok(Dns {
             authenticator,
             cache: Cache::new(config, metrics),
+            negative_max_ttl,
         })
     }
 
     /// The mail-auth authenticator (SPF, DKIM, DMARC, ARC) on the shared resolver.
     pub fn authenticator(&self) -> &MessageAuthenticator {
         &self.authenticator
+    }
+
+    /// How long a negative answer (NXDOMAIN, NODATA) is kept at most.
+    pub fn negative_max_ttl(&self) -> std::time::Duration {
+        self.negative_max_ttl
     }
 
     /// The record cache, to pass to mail-auth with `Parameters::with_cache`.
