@@ -104,7 +104,9 @@ pub trait Resolve: Sync {
     fn ptr(&self, ip: IpAddr) -> impl Future<Output = LookupResult<Box<str>>> + Send;
 }
 
-/// The fully qualified query name, or `InvalidName`.
+/// The fully qualified query name, or `InvalidName`. An ASCII name's labels go on the wire
+/// as they are, whatever their bytes (RFC 2181 §11: SPF targets may hold `:`, `/`, `%` or
+/// spaces, RFC 7208 §7.1); a non-ASCII one is IDNA-encoded.
 fn query_name(name: &str) -> Result<Name, LookupError> {
     let name = name.strip_suffix('.').unwrap_or(name);
     let valid = !name.is_empty()
@@ -113,13 +115,22 @@ fn query_name(name: &str) -> Result<Name, LookupError> {
     if !valid {
         return Err(LookupError::InvalidName);
     }
-    Name::from_str_relaxed(format!("{name}.")).map_err(|_| LookupError::InvalidName)
+    let parsed = if name.is_ascii() {
+        Name::from_labels(name.split('.').map(str::as_bytes))
+    } else {
+        Name::from_str_relaxed(format!("{name}."))
+    };
+    parsed.map_err(|_| LookupError::InvalidName)
 }
 
-/// A name from an answer: lowercased, without the final dot.
+/// A name from an answer: its labels' bytes as they are (no `\` escapes), lowercased,
+/// joined by dots, without the final dot.
 fn answer_name(name: &Name) -> Box<str> {
-    let ascii = name.to_lowercase().to_ascii();
-    ascii.strip_suffix('.').unwrap_or(&ascii).into()
+    let labels: Vec<String> = name
+        .iter()
+        .map(|label| String::from_utf8_lossy(label).to_ascii_lowercase())
+        .collect();
+    labels.join(".").into()
 }
 
 /// A negative answer, with how long it may be cached (None: not at all).
@@ -367,12 +378,14 @@ mod tests {
     fn names_that_cannot_be_queried_are_refused_before_the_wire() {
         assert!(query_name("example.com").is_ok());
         assert!(query_name("example.com.").is_ok());
+        // 253 characters (255 octets on the wire): the longest name there is.
+        assert!(query_name(&"a.".repeat(127)).is_ok());
         for bad in [
             "",
             ".",
             "a..b",
             &format!("{}.com", "x".repeat(64)),
-            &"a.".repeat(127),
+            &format!("{}a", "a.".repeat(127)),
         ] {
             assert_eq!(
                 query_name(bad).err(),
@@ -380,6 +393,26 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn names_keep_their_bytes_both_ways() {
+        let name = query_name("foo:bar/baz.Example.com").unwrap();
+        assert!(name.is_fqdn());
+        assert_eq!(name.iter().next(), Some(&b"foo:bar/baz"[..]));
+        assert_eq!(&*answer_name(&name), "foo:bar/baz.example.com");
+        let spaced = query_name("macro%percent  space%20url-space.example.com").unwrap();
+        assert_eq!(
+            &*answer_name(&spaced),
+            "macro%percent  space%20url-space.example.com"
+        );
+        assert_eq!(
+            &*answer_name(&query_name("mail.example.com.").unwrap()),
+            "mail.example.com"
+        );
+        // Non-ASCII names are still IDNA-encoded.
+        let idn = query_name("bücher.example").unwrap();
+        assert_eq!(&*answer_name(&idn), "xn--bcher-kva.example");
     }
 
     #[test]

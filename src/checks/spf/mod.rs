@@ -4,17 +4,27 @@
 //! Facts: `spf.mailfrom` and `spf.helo` (pass, fail, softfail, neutral, none, temperror,
 //! permerror) and `spf.domain` (the domain whose record decided `spf.mailfrom`). For the
 //! null sender the MAIL FROM identity is `postmaster@<helo>` (RFC 7208 §2.4).
+//! The evaluator is ours: `record.rs` (record selection and syntax), `macros.rs` (§7),
+//! `eval.rs` (check_host() and its limits), `result.rs` (the result and output types); its
+//! only DNS access is `dns::lookup::Resolve`.
 //! Must not: map results to actions (the policy does).
+
+mod eval;
+mod macros;
+mod record;
+mod result;
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mail_auth::dns::Parameters;
-use mail_auth::spf::verify::SpfParameters;
-use mail_auth::{SpfOutput, SpfResult};
+pub use eval::{
+    DNS_TERM_LIMIT, EVALUATION_TIMEOUT, MX_NAME_LIMIT, PTR_NAME_LIMIT, VOID_LOOKUP_LIMIT,
+};
+pub use result::{SpfOutput, SpfResult};
 
 use crate::dns::Dns;
+use crate::dns::lookup::Resolve;
 use crate::metrics::{Event, Metrics};
 use crate::pipeline::outcome::Fact;
 use crate::pipeline::{Check, CheckContext, CheckFuture};
@@ -32,26 +42,21 @@ pub struct SpfEvaluation {
     pub mail_from_took: Duration,
 }
 
-/// Evaluates both identities. `host` is our own name (the `%{r}` macro).
+/// Evaluates both identities, one after the other. `host` is our own name (the `%{r}`
+/// macro). Each is bounded by `EVALUATION_TIMEOUT`.
 pub async fn evaluate(
-    dns: &Dns,
+    dns: &impl Resolve,
     ip: IpAddr,
     helo: &str,
     host: &str,
     mail_from: &str,
 ) -> SpfEvaluation {
-    let auth = dns.authenticator();
     let started = Instant::now();
-    let helo_params = SpfParameters::helo(ip, helo, host);
-    let helo_out = auth
-        .check_host(Parameters::new(helo_params).with_cache(dns.cache()))
-        .await;
+    let helo_out = eval::check_host(dns, &eval::Identity::helo(ip, helo, host)).await;
     let helo_took = started.elapsed();
     let started = Instant::now();
-    let mail_params = SpfParameters::mail_from(ip, helo, host, mail_from);
-    let mail_out = auth
-        .check_host(Parameters::new(mail_params).with_cache(dns.cache()))
-        .await;
+    let identity = eval::Identity::mail_from(ip, helo, host, mail_from);
+    let mail_out = eval::check_host(dns, &identity).await;
     SpfEvaluation {
         helo: helo_out,
         helo_took,
@@ -62,27 +67,20 @@ pub async fn evaluate(
 
 /// The RFC 8601 result word.
 pub fn word(result: SpfResult) -> &'static str {
-    match result {
-        SpfResult::Pass => "pass",
-        SpfResult::Fail => "fail",
-        SpfResult::SoftFail => "softfail",
-        SpfResult::Neutral => "neutral",
-        SpfResult::TempError => "temperror",
-        SpfResult::PermError => "permerror",
-        SpfResult::None => "none",
-    }
+    result.word()
 }
 
-/// Parses a result word back (facts carry words; DMARC needs the value).
-pub fn parse_word(word: &str) -> SpfResult {
+/// Parses a result word back into mail-auth's type (facts carry words; mail-auth's DMARC
+/// and Authentication-Results writer need the value). `SpfResult::parse` is ours.
+pub fn parse_word(word: &str) -> mail_auth::SpfResult {
     match word {
-        "pass" => SpfResult::Pass,
-        "fail" => SpfResult::Fail,
-        "softfail" => SpfResult::SoftFail,
-        "neutral" => SpfResult::Neutral,
-        "temperror" => SpfResult::TempError,
-        "permerror" => SpfResult::PermError,
-        _ => SpfResult::None,
+        "pass" => mail_auth::SpfResult::Pass,
+        "fail" => mail_auth::SpfResult::Fail,
+        "softfail" => mail_auth::SpfResult::SoftFail,
+        "neutral" => mail_auth::SpfResult::Neutral,
+        "temperror" => mail_auth::SpfResult::TempError,
+        "permerror" => mail_auth::SpfResult::PermError,
+        _ => mail_auth::SpfResult::None,
     }
 }
 
@@ -109,7 +107,14 @@ impl Check for SpfCheck {
         Box::pin(async move {
             let helo = ctx.session.helo.as_deref().unwrap_or_default();
             let ip = ctx.session.client.ip();
-            let spf = evaluate(&self.dns, ip, helo, &self.host, &ctx.envelope.mail_from).await;
+            let spf = evaluate(
+                self.dns.as_ref(),
+                ip,
+                helo,
+                &self.host,
+                &ctx.envelope.mail_from,
+            )
+            .await;
             let (helo_word, mail_word) = (word(spf.helo.result()), word(spf.mail_from.result()));
             self.metrics.emit(Event::AuthResult {
                 method: "spf",

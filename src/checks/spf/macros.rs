@@ -1,0 +1,536 @@
+//! SPF macros (RFC 7208 §7): parsing a macro-string once, when its record is parsed, and
+//! expanding it for one evaluation.
+//!
+//! Owns: the macro grammar (`%{` letter transformers delimiters `}`, `%%`, `%_`, `%-`; a `%`
+//! followed by anything else is a syntax error), which letters a context allows (`c`, `r`
+//! and `t` only in explanation text), the transformers (keep the N right-hand parts,
+//! reverse, split on `.-+,/_=`), URL escaping for upper-case letters, and the §7.3 rule that
+//! an expanded domain over 253 characters loses labels on its left. Must not: look anything
+//! up (the `p` value is found by `eval.rs` and handed in through `Vars`).
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+
+/// Where a macro-string appears: the letters it may use differ (RFC 7208 §7.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Context {
+    /// A domain-spec, or an unknown modifier's value: no `c`, `r`, `t`, no space.
+    Domain,
+    /// The text of an explanation TXT record (§6.2): every letter, and spaces.
+    Explanation,
+}
+
+/// A macro letter (RFC 7208 §7.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Letter {
+    /// `s`: the sender, `local@domain`.
+    Sender,
+    /// `l`: the sender's local-part.
+    Local,
+    /// `o`: the sender's domain.
+    SenderDomain,
+    /// `d`: the domain whose record is being evaluated.
+    Domain,
+    /// `i`: the client IP, dotted (nibbles for IPv6).
+    Ip,
+    /// `p`: the validated domain name of the client IP (RFC 7208 §5.5), or `unknown`.
+    Validated,
+    /// `v`: `in-addr` or `ip6`.
+    Version,
+    /// `h`: the HELO/EHLO name.
+    Helo,
+    /// `c`: the client IP, readable (explanations only).
+    Client,
+    /// `r`: our own host name (explanations only).
+    Receiver,
+    /// `t`: the current time, seconds since the epoch (explanations only).
+    Timestamp,
+}
+
+impl Letter {
+    fn from_byte(b: u8) -> Option<Letter> {
+        Some(match b.to_ascii_lowercase() {
+            b's' => Letter::Sender,
+            b'l' => Letter::Local,
+            b'o' => Letter::SenderDomain,
+            b'd' => Letter::Domain,
+            b'i' => Letter::Ip,
+            b'p' => Letter::Validated,
+            b'v' => Letter::Version,
+            b'h' => Letter::Helo,
+            b'c' => Letter::Client,
+            b'r' => Letter::Receiver,
+            b't' => Letter::Timestamp,
+            _ => return None,
+        })
+    }
+
+    fn explanation_only(self) -> bool {
+        matches!(self, Letter::Client | Letter::Receiver | Letter::Timestamp)
+    }
+}
+
+/// One piece of a parsed macro-string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    /// Literal text (`%%`, `%_` and `%-` already turned into `%`, ` ` and `%20`).
+    Text(String),
+    /// A `%{...}` macro.
+    Expand {
+        letter: Letter,
+        /// Upper-case letter: URL-escape the result.
+        escape: bool,
+        /// Keep this many right-hand parts (never 0).
+        keep: Option<usize>,
+        reverse: bool,
+        /// The delimiters to split on; empty means `.`.
+        delimiters: String,
+    },
+}
+
+/// A macro-string whose syntax has been checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MacroString {
+    parts: Vec<Part>,
+    ends_with_expand: bool,
+}
+
+/// A macro-string that does not follow the grammar.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct MacroError(String);
+
+/// The values the letters expand to, for one evaluation of one domain.
+#[derive(Debug, Clone)]
+pub struct Vars<'a> {
+    /// `s`.
+    pub sender: &'a str,
+    /// `l`.
+    pub local: &'a str,
+    /// `o`.
+    pub sender_domain: &'a str,
+    /// `d`.
+    pub domain: &'a str,
+    /// `i`, `c`, `v` (IPv4-mapped addresses already turned into IPv4).
+    pub ip: IpAddr,
+    /// `p`.
+    pub validated: &'a str,
+    /// `h`.
+    pub helo: &'a str,
+    /// `r`.
+    pub receiver: &'a str,
+    /// `t`.
+    pub timestamp: u64,
+}
+
+/// The longest domain name a query can carry, in text without the final dot.
+const MAX_NAME: usize = 253;
+
+impl MacroString {
+    /// Parses `text` as a macro-string (as an explain-string for `Context::Explanation`).
+    pub fn parse(text: &str, context: Context) -> Result<MacroString, MacroError> {
+        let bytes = text.as_bytes();
+        let mut parts = Vec::new();
+        let mut literal = String::new();
+        let mut ends_with_expand = false;
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            if b != b'%' {
+                let allowed =
+                    matches!(b, 0x21..=0x7e) || (b == b' ' && context == Context::Explanation);
+                if !allowed {
+                    return Err(MacroError(format!(
+                        "character {:?} not allowed",
+                        char::from(b)
+                    )));
+                }
+                literal.push(char::from(b));
+                ends_with_expand = false;
+                i += 1;
+                continue;
+            }
+            ends_with_expand = true;
+            match bytes.get(i + 1) {
+                Some(b'%') => literal.push('%'),
+                Some(b'_') => literal.push(' '),
+                Some(b'-') => literal.push_str("%20"),
+                Some(b'{') => {
+                    let Some(len) = bytes[i + 2..].iter().position(|&c| c == b'}') else {
+                        return Err(MacroError("unterminated macro".into()));
+                    };
+                    let inner = &text[i + 2..i + 2 + len];
+                    if !literal.is_empty() {
+                        parts.push(Part::Text(std::mem::take(&mut literal)));
+                    }
+                    parts.push(parse_expand(inner, context)?);
+                    i += 2 + len + 1;
+                    continue;
+                }
+                _ => {
+                    return Err(MacroError(
+                        "'%' must be followed by '{', '%', '_' or '-'".into(),
+                    ));
+                }
+            }
+            i += 2;
+        }
+        if !literal.is_empty() {
+            parts.push(Part::Text(literal));
+        }
+        Ok(MacroString {
+            parts,
+            ends_with_expand,
+        })
+    }
+
+    /// True when the text ends in a macro-expand (`%{..}`, `%%`, `%_`, `%-`): a domain-spec
+    /// may end so instead of in a top label (RFC 7208 §7.1 `domain-end`).
+    pub fn ends_with_expand(&self) -> bool {
+        self.ends_with_expand
+    }
+
+    /// True when expanding needs the validated domain name (`%{p}`), which costs lookups.
+    pub fn uses_validated(&self) -> bool {
+        self.parts.iter().any(|p| {
+            matches!(
+                p,
+                Part::Expand {
+                    letter: Letter::Validated,
+                    ..
+                }
+            )
+        })
+    }
+
+    /// The expanded text.
+    pub fn expand(&self, vars: &Vars<'_>) -> String {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Text(t) => out.push_str(t),
+                Part::Expand {
+                    letter,
+                    escape,
+                    keep,
+                    reverse,
+                    delimiters,
+                } => {
+                    let value = value(*letter, vars);
+                    let value = transform(&value, *keep, *reverse, delimiters);
+                    if *escape {
+                        url_escape(&value, &mut out);
+                    } else {
+                        out.push_str(&value);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The expanded text as a name to query: without its final dot, and cut down to 253
+    /// characters by dropping whole labels from the left (RFC 7208 §7.3).
+    pub fn expand_domain(&self, vars: &Vars<'_>) -> String {
+        let expanded = self.expand(vars);
+        let mut name = expanded.strip_suffix('.').unwrap_or(&expanded);
+        while name.len() > MAX_NAME {
+            match name.split_once('.') {
+                Some((_, rest)) => name = rest,
+                None => break,
+            }
+        }
+        name.to_string()
+    }
+}
+
+/// The inside of `%{...}`: letter, digits, `r`, delimiters.
+fn parse_expand(inner: &str, context: Context) -> Result<Part, MacroError> {
+    let bytes = inner.as_bytes();
+    let Some(&first) = bytes.first() else {
+        return Err(MacroError("empty macro".into()));
+    };
+    let Some(letter) = Letter::from_byte(first) else {
+        return Err(MacroError(format!(
+            "unknown macro letter {:?}",
+            char::from(first)
+        )));
+    };
+    if letter.explanation_only() && context != Context::Explanation {
+        return Err(MacroError(format!(
+            "macro letter {:?} is only allowed in explanations",
+            char::from(first)
+        )));
+    }
+    let mut i = 1;
+    let digits_end = i + bytes[i..].iter().take_while(|b| b.is_ascii_digit()).count();
+    let keep = if digits_end > i {
+        let n = inner[i..digits_end].bytes().fold(0usize, |n, d| {
+            n.saturating_mul(10).saturating_add(usize::from(d - b'0'))
+        });
+        if n == 0 {
+            return Err(MacroError("a macro cannot keep 0 parts".into()));
+        }
+        Some(n)
+    } else {
+        None
+    };
+    i = digits_end;
+    let reverse = bytes.get(i).is_some_and(|b| b.eq_ignore_ascii_case(&b'r'));
+    if reverse {
+        i += 1;
+    }
+    let delimiters = &inner[i..];
+    if let Some(bad) = delimiters.chars().find(|c| !".-+,/_=".contains(*c)) {
+        return Err(MacroError(format!("{bad:?} is not a macro delimiter")));
+    }
+    Ok(Part::Expand {
+        letter,
+        escape: first.is_ascii_uppercase(),
+        keep,
+        reverse,
+        delimiters: delimiters.to_string(),
+    })
+}
+
+/// A letter's value before transformation.
+fn value<'a>(letter: Letter, vars: &Vars<'a>) -> Cow<'a, str> {
+    match letter {
+        Letter::Sender => Cow::Borrowed(vars.sender),
+        Letter::Local => Cow::Borrowed(vars.local),
+        Letter::SenderDomain => Cow::Borrowed(vars.sender_domain),
+        Letter::Domain => Cow::Borrowed(vars.domain),
+        Letter::Validated => Cow::Borrowed(vars.validated),
+        Letter::Helo => Cow::Borrowed(vars.helo),
+        Letter::Receiver => Cow::Borrowed(vars.receiver),
+        Letter::Ip => Cow::Owned(dotted(vars.ip)),
+        Letter::Client => Cow::Owned(vars.ip.to_string()),
+        Letter::Version => Cow::Borrowed(match vars.ip {
+            IpAddr::V4(_) => "in-addr",
+            IpAddr::V6(_) => "ip6",
+        }),
+        Letter::Timestamp => Cow::Owned(vars.timestamp.to_string()),
+    }
+}
+
+/// `i`: dotted quad for IPv4, dot-separated nibbles for IPv6 (RFC 7208 §7.3).
+fn dotted(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let mut out = String::with_capacity(63);
+            for byte in v6.octets() {
+                for nibble in [byte >> 4, byte & 0xf] {
+                    if !out.is_empty() {
+                        out.push('.');
+                    }
+                    out.push(char::from_digit(u32::from(nibble), 16).unwrap_or('0'));
+                }
+            }
+            out
+        }
+    }
+}
+
+/// Split on the delimiters, reverse if asked, keep the right-hand parts, join with dots.
+fn transform(value: &str, keep: Option<usize>, reverse: bool, delimiters: &str) -> String {
+    if keep.is_none() && !reverse && delimiters.is_empty() {
+        return value.to_string();
+    }
+    let delimiters = if delimiters.is_empty() {
+        "."
+    } else {
+        delimiters
+    };
+    let mut parts: Vec<&str> = value.split(|c| delimiters.contains(c)).collect();
+    if reverse {
+        parts.reverse();
+    }
+    let skip = keep.map_or(0, |n| parts.len().saturating_sub(n));
+    parts[skip..].join(".")
+}
+
+/// URL escaping (RFC 3986): everything but the unreserved characters becomes `%XX`.
+fn url_escape(value: &str, out: &mut String) {
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The RFC 7208 §7.4 example values.
+    fn vars(ip: &str) -> Vars<'static> {
+        Vars {
+            sender: "strong-bad@email.example.com",
+            local: "strong-bad",
+            sender_domain: "email.example.com",
+            domain: "email.example.com",
+            ip: ip.parse().unwrap(),
+            validated: "mx.example.org",
+            helo: "mx.example.org",
+            receiver: "gw.example.test",
+            timestamp: 1_400_000_000,
+        }
+    }
+
+    fn expand(text: &str, ip: &str) -> String {
+        MacroString::parse(text, Context::Domain)
+            .unwrap()
+            .expand(&vars(ip))
+    }
+
+    #[test]
+    fn rfc7208_section_7_4_examples() {
+        let v4 = "192.0.2.3";
+        for (macro_text, expansion) in [
+            ("%{s}", "strong-bad@email.example.com"),
+            ("%{o}", "email.example.com"),
+            ("%{d}", "email.example.com"),
+            ("%{d4}", "email.example.com"),
+            ("%{d3}", "email.example.com"),
+            ("%{d2}", "example.com"),
+            ("%{d1}", "com"),
+            ("%{dr}", "com.example.email"),
+            ("%{d2r}", "example.email"),
+            ("%{l}", "strong-bad"),
+            ("%{l-}", "strong.bad"),
+            ("%{lr}", "strong-bad"),
+            ("%{lr-}", "bad.strong"),
+            ("%{l1r-}", "strong"),
+            (
+                "%{ir}.%{v}._spf.%{d2}",
+                "3.2.0.192.in-addr._spf.example.com",
+            ),
+            ("%{lr-}.lp._spf.%{d2}", "bad.strong.lp._spf.example.com"),
+            (
+                "%{lr-}.lp.%{ir}.%{v}._spf.%{d2}",
+                "bad.strong.lp.3.2.0.192.in-addr._spf.example.com",
+            ),
+            (
+                "%{ir}.%{v}.%{l1r-}.lp._spf.%{d2}",
+                "3.2.0.192.in-addr.strong.lp._spf.example.com",
+            ),
+            (
+                "%{d2}.trusted-domains.example.net",
+                "example.com.trusted-domains.example.net",
+            ),
+        ] {
+            assert_eq!(expand(macro_text, v4), expansion, "{macro_text}");
+        }
+        assert_eq!(
+            expand("%{ir}.%{v}._spf.%{d2}", "2001:db8::cb01"),
+            "1.0.b.c.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6._spf.example.com"
+        );
+    }
+
+    #[test]
+    fn escapes_and_upper_case_letters() {
+        assert_eq!(expand("a%%b%_c%-d", "192.0.2.3"), "a%b c%20d");
+        let mut v = vars("192.0.2.3");
+        v.local = "~jack&jill=up-a_b3.c";
+        let m = MacroString::parse("l=%{L}", Context::Domain).unwrap();
+        assert_eq!(m.expand(&v), "l=~jack%26jill%3Dup-a_b3.c");
+        // Upper-case transformers and delimiters work the same.
+        assert_eq!(expand("%{D2R}", "192.0.2.3"), "example.email");
+    }
+
+    #[test]
+    fn several_delimiters_split_together() {
+        let mut v = vars("192.0.2.3");
+        v.local = "foo-bar+zip+quux";
+        let m = MacroString::parse("%{l2r+-}", Context::Domain).unwrap();
+        assert_eq!(m.expand(&v), "bar.foo");
+    }
+
+    #[test]
+    fn syntax_errors() {
+        for bad in [
+            "%",
+            "foo%",
+            "%.",
+            "%(ir)",
+            "%{",
+            "%{}",
+            "%{x}",
+            "%{a}",
+            "%{d0}",
+            "%{d2q}",
+            "%{ir:}",
+            "a\u{0}b",
+            "a b",
+            "caf\u{e9}",
+        ] {
+            assert!(
+                MacroString::parse(bad, Context::Domain).is_err(),
+                "{bad:?} should not parse"
+            );
+        }
+    }
+
+    #[test]
+    fn c_r_t_only_in_explanations() {
+        for letter in ["%{c}", "%{r}", "%{t}", "%{C}"] {
+            assert!(
+                MacroString::parse(letter, Context::Domain).is_err(),
+                "{letter}"
+            );
+            assert!(
+                MacroString::parse(letter, Context::Explanation).is_ok(),
+                "{letter}"
+            );
+        }
+        let m = MacroString::parse("%{c} at %{r} (%{t})", Context::Explanation).unwrap();
+        assert_eq!(
+            m.expand(&vars("2001:db8::cb01")),
+            "2001:db8::cb01 at gw.example.test (1400000000)"
+        );
+    }
+
+    #[test]
+    fn ends_with_expand_tracks_the_last_token() {
+        let ends = |t: &str| {
+            MacroString::parse(t, Context::Domain)
+                .unwrap()
+                .ends_with_expand()
+        };
+        assert!(ends("foo.%{d}"));
+        assert!(ends("foo%%"));
+        assert!(ends("foo%-"));
+        assert!(!ends("%{d}.com"));
+        assert!(!ends("%{d}."));
+    }
+
+    #[test]
+    fn long_names_lose_labels_on_the_left() {
+        let mut v = vars("192.0.2.3");
+        let long = "a234567890.".repeat(30) + "example.com";
+        v.domain = &long;
+        let m = MacroString::parse("%{d}.", Context::Explanation).unwrap();
+        let name = m.expand_domain(&v);
+        assert!(name.len() <= 253, "{}", name.len());
+        assert!(name.len() > 240, "{}", name.len());
+        assert!(name.ends_with(".example.com") && name.starts_with("a234567890."));
+        // Short names only lose their final dot.
+        v.domain = "example.com";
+        assert_eq!(m.expand_domain(&v), "example.com");
+    }
+
+    #[test]
+    fn only_p_needs_lookups() {
+        let uses = |t: &str| {
+            MacroString::parse(t, Context::Domain)
+                .unwrap()
+                .uses_validated()
+        };
+        assert!(uses("%{p}.example.com"));
+        assert!(uses("x.%{P2}"));
+        assert!(!uses("%{d}.example.com"));
+    }
+}

@@ -1,0 +1,129 @@
+//! The outcome of one SPF evaluation: the RFC 7208 §2.6 result, the domain it is about, the
+//! explanation a failing record gave (§6.2) and a short reason for reports.
+//!
+//! Owns: `SpfResult` with its RFC 8601 words, and `SpfOutput`. Must not: decide anything
+//! (policy acts on the words).
+
+/// An SPF result (RFC 7208 §2.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SpfResult {
+    /// The client is authorised.
+    Pass,
+    /// The client is not authorised.
+    Fail,
+    /// Probably not authorised, says the domain.
+    SoftFail,
+    /// The domain makes no assertion.
+    Neutral,
+    /// No record, or no valid domain to look one up for.
+    None,
+    /// A transient (DNS) error.
+    TempError,
+    /// The domain's records are in error.
+    PermError,
+}
+
+impl SpfResult {
+    /// The RFC 8601 word.
+    pub fn word(self) -> &'static str {
+        match self {
+            SpfResult::Pass => "pass",
+            SpfResult::Fail => "fail",
+            SpfResult::SoftFail => "softfail",
+            SpfResult::Neutral => "neutral",
+            SpfResult::None => "none",
+            SpfResult::TempError => "temperror",
+            SpfResult::PermError => "permerror",
+        }
+    }
+
+    /// Parses an RFC 8601 word back (any case); anything else is `None`.
+    pub fn parse(word: &str) -> SpfResult {
+        [
+            SpfResult::Pass,
+            SpfResult::Fail,
+            SpfResult::SoftFail,
+            SpfResult::Neutral,
+            SpfResult::TempError,
+            SpfResult::PermError,
+        ]
+        .into_iter()
+        .find(|r| r.word().eq_ignore_ascii_case(word))
+        .unwrap_or(SpfResult::None)
+    }
+}
+
+/// One identity's evaluation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpfOutput {
+    result: SpfResult,
+    domain: String,
+    explanation: Option<String>,
+    reason: Option<String>,
+}
+
+impl SpfOutput {
+    /// An output for `domain` (the identity's domain).
+    pub fn new(result: SpfResult, domain: impl Into<String>) -> Self {
+        SpfOutput {
+            result,
+            domain: domain.into(),
+            explanation: None,
+            reason: None,
+        }
+    }
+
+    /// With the explanation of a `fail` (the record's `exp=` text).
+    pub fn with_explanation(mut self, explanation: Option<String>) -> Self {
+        self.explanation = explanation;
+        self
+    }
+
+    /// With a short human reason ("several SPF records", "matched ip4:192.0.2.0/24").
+    pub fn with_reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+
+    /// The result.
+    pub fn result(&self) -> SpfResult {
+        self.result
+    }
+
+    /// The domain whose record was evaluated first: the identity's domain.
+    pub fn domain(&self) -> &str {
+        &self.domain
+    }
+
+    /// The explanation of a `fail`, when the record had a usable `exp=`.
+    pub fn explanation(&self) -> Option<&str> {
+        self.explanation.as_deref()
+    }
+
+    /// Why this result, in a few words (for an RFC 8601 comment or a log line).
+    pub fn reason(&self) -> Option<&str> {
+        self.reason.as_deref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_round_trip() {
+        for r in [
+            SpfResult::Pass,
+            SpfResult::Fail,
+            SpfResult::SoftFail,
+            SpfResult::Neutral,
+            SpfResult::None,
+            SpfResult::TempError,
+            SpfResult::PermError,
+        ] {
+            assert_eq!(SpfResult::parse(r.word()), r);
+        }
+        assert_eq!(SpfResult::parse("SoftFail"), SpfResult::SoftFail);
+        assert_eq!(SpfResult::parse("bogus"), SpfResult::None);
+    }
+}
