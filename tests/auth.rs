@@ -389,16 +389,15 @@ async fn assert_dmarc_reject(dns: &DnsFixture, msg: &str, dkim_word: &str) {
     );
 }
 
-/// 3a. Body changed after signing: the body hash no longer matches. mail-auth reports
-/// this as `neutral` (DkimError::BodyHashMismatch), not `fail` (RFC 6376 §6.1.3 calls it
-/// PERMFAIL); either way DMARC has no aligned pass.
+/// 3a. Body changed after signing: the body hash no longer matches: `fail` (RFC 8601
+/// §2.7.1; mail-auth alone says `neutral`, see 11d), and DMARC has no aligned pass.
 #[tokio::test]
 async fn body_changed_after_signing() {
     let dns = DnsFixture::start(vec![zone("reject")]).await;
     let msg = sign_rsa(&message("invoice", BODY), "rsa");
     let tampered = msg.replace("the figures are attached", "wire 10000 EUR to IBAN X");
     assert_ne!(tampered, msg);
-    assert_dmarc_reject(&dns, &tampered, "neutral").await;
+    assert_dmarc_reject(&dns, &tampered, "fail").await;
 }
 
 /// 3b. A signed header (Subject) changed after signing: the signature fails.
@@ -708,37 +707,6 @@ async fn forged_authentication_results_with_comments_are_removed() {
     assert_eq!(auth_results(&got).len(), 1, "{got}");
 }
 
-/// A signature with `l=` is refused (`auth.dkim_allow_partial_body` off): `neutral` in the
-/// header, the facts and the metrics alike.
-#[tokio::test]
-async fn body_length_signature_is_neutral_everywhere() {
-    let dns = DnsFixture::start(vec![zone("none")]).await;
-    let gw = gateway(&dns).await;
-    let plain = message("partial body", BODY);
-    let sig = DkimSigner::from_key(sender_rsa().key())
-        .domain("example.org")
-        .selector("rsa")
-        .headers(SIGNED)
-        .body_length(true)
-        .sign(plain.as_bytes())
-        .unwrap();
-    let msg = sig.to_header() + &plain;
-    let (code, text) = send_from(&gw, SPF_PASS_IP, RCPT, &msg).await;
-    assert_eq!(code, 250, "{text}");
-    let ar = our_auth_results(&delivered_one(&gw));
-    let (_, metrics) = gw.http_get("/metrics").await;
-    let dkim: Vec<&str> = metrics
-        .lines()
-        .filter(|l| l.contains("method=\"dkim\""))
-        .collect();
-    assert_eq!(
-        gw.metric(&series("dkim", "neutral")).await,
-        1.0,
-        "{dkim:?} {ar}"
-    );
-    assert_eq!(result_of(&ar, "dkim"), "neutral", "{ar}");
-}
-
 // ---------------------------------------------------------------------------------------
 // 9: end to end through a real Postfix backend.
 
@@ -819,18 +787,17 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 // ---------------------------------------------------------------------------------------
-// 10: the remaining ARC and DMARC results (neutral, permerror, temperror; none,
-// permerror), each through the real resolver path.
+// 10: the remaining ARC and DMARC results (fail, temperror; none, permerror), each
+// through the real resolver path.
 //
-// What mail-auth 0.15.1 returns (arc/verify.rs, dmarc/verify.rs, dns/txt.rs, asserted
-// below): an ARC header that does not parse → `neutral` (verify_arc returns early on
-// `has_arc_errors`, before any lookup; RFC 8617 §5.2 would say `fail`); the newest
-// ARC-Message-Signature's body hash does not match → `neutral`; a sealer key lookup that
-// fails → `From<Error> for DkimResult`: `temperror` for DnsError::Resolver (SERVFAIL),
-// `permerror` for anything else (NXDOMAIN). DMARC: no record in the whole tree walk →
-// `none`; a record that is DMARC1 but does not parse (`p=bogus`: Error::Parse) ends the
-// walk with that error → `From<Error> for DmarcResult` → `permerror`. Two DMARC1 records
-// are not an error: `TxtRecordParser::parse_records` takes the first one that parses.
+// ARC: mail-auth validates the chain, src/checks/arc.rs maps its result to RFC 8617 §5.2's
+// none/pass/fail: an ARC header that does not parse (mail-auth: `neutral`, decided before
+// any lookup), the newest ARC-Message-Signature's body hash not matching (`neutral`) and a
+// sealer key that does not exist (`permerror`) are all `fail` with their reason; a sealer
+// key lookup that fails (SERVFAIL) stays `temperror`. DMARC is ours (src/checks/dmarc/):
+// no record in the whole tree walk → `none`; a DMARC1 record with an invalid `p=` →
+// `permerror`, and the walk stops there; two DMARC1 records at one name → as if there
+// were none.
 
 /// The `portcullis_auth_results_total` series of `method` are 1 for `word`, 0 for every
 /// other result word.
@@ -854,10 +821,11 @@ async fn assert_counted_once(gw: &Gateway, method: &str, word: &str) {
     }
 }
 
-/// 10a. An ARC-Seal with an invalid `cv=` value does not parse: arc=neutral, decided
-/// before any key lookup. The DKIM signature does not cover ARC-Seal: it still passes.
+/// 10a. An ARC-Seal with an invalid `cv=` value does not parse: arc=fail (RFC 8617 §5.2;
+/// mail-auth says neutral), decided before any key lookup. The DKIM signature does not
+/// cover ARC-Seal: it still passes.
 #[tokio::test]
-async fn arc_malformed_seal_is_neutral() {
+async fn arc_malformed_seal_is_fail() {
     let dns = DnsFixture::start(vec![zone("reject")]).await;
     let gw = gateway(&dns).await;
     let msg = arc_sealed(&sign_rsa(&message("forwarded", BODY), "rsa"));
@@ -866,8 +834,11 @@ async fn arc_malformed_seal_is_neutral() {
     let (code, text) = send_from(&gw, SPF_PASS_IP, RCPT, &broken).await;
     assert_eq!(code, 250, "{text}");
     let ar = our_auth_results(&delivered_one(&gw));
-    assert_eq!(result_of(&ar, "arc"), "neutral", "{ar}");
-    assert!(ar.contains("smtp.remote-ip=127.0.0.5"), "{ar}");
+    assert_eq!(result_of(&ar, "arc"), "fail", "{ar}");
+    assert!(
+        ar.contains("arc=fail (invalid cv= in ARC-Seal) smtp.remote-ip=127.0.0.5"),
+        "{ar}"
+    );
     assert_eq!(result_of(&ar, "dkim"), "pass", "{ar}");
     assert_eq!(result_of(&ar, "dmarc"), "pass", "{ar}");
     assert_eq!(
@@ -876,16 +847,17 @@ async fn arc_malformed_seal_is_neutral() {
         "a malformed set is judged before any lookup: {:?}",
         dns.queries()
     );
-    assert_counted_once(&gw, "arc", "neutral").await;
+    assert_counted_once(&gw, "arc", "fail").await;
     assert_counted_once(&gw, "dkim", "pass").await;
     assert_counted_once(&gw, "dmarc", "pass").await;
 }
 
 /// 10b. The body is changed after sealing: the newest ARC-Message-Signature's body hash
-/// does not match, arc=neutral (ArcError::BodyHashMismatch), as DKIM's is (dkim=neutral).
+/// does not match: arc=fail (RFC 8617 §5.2 step 4; mail-auth says neutral), as DKIM's is
+/// dkim=fail (11d).
 /// SPF passes and is aligned, so DMARC passes and the message is delivered.
 #[tokio::test]
-async fn arc_body_changed_after_sealing_is_neutral() {
+async fn arc_body_changed_after_sealing_is_fail() {
     let dns = DnsFixture::start(vec![zone("reject")]).await;
     let gw = gateway(&dns).await;
     let msg = arc_sealed(&sign_rsa(&message("forwarded", BODY), "rsa"));
@@ -894,18 +866,22 @@ async fn arc_body_changed_after_sealing_is_neutral() {
     let (code, text) = send_from(&gw, SPF_PASS_IP, RCPT, &tampered).await;
     assert_eq!(code, 250, "{text}");
     let ar = our_auth_results(&delivered_one(&gw));
-    assert_eq!(result_of(&ar, "arc"), "neutral", "{ar}");
-    assert_eq!(result_of(&ar, "dkim"), "neutral", "{ar}");
+    assert_eq!(result_of(&ar, "arc"), "fail", "{ar}");
+    assert!(
+        ar.contains("(body hash of the newest ARC-Message-Signature did not verify)"),
+        "{ar}"
+    );
+    assert_eq!(result_of(&ar, "dkim"), "fail", "{ar}");
     assert_eq!(result_of(&ar, "dmarc"), "pass", "{ar}");
-    assert_counted_once(&gw, "arc", "neutral").await;
-    assert_counted_once(&gw, "dkim", "neutral").await;
+    assert_counted_once(&gw, "arc", "fail").await;
+    assert_counted_once(&gw, "dkim", "fail").await;
     assert_counted_once(&gw, "dmarc", "pass").await;
 }
 
 /// 10c. The sealer's key is not published (`gone._domainkey.forwarder.example` is
-/// NXDOMAIN): arc=permerror (DnsError::RecordNotFound is not a resolver error).
+/// NXDOMAIN): arc=fail (no key, the seal cannot verify; mail-auth says permerror).
 #[tokio::test]
-async fn arc_sealer_key_missing_is_permerror() {
+async fn arc_sealer_key_missing_is_fail() {
     let dns = DnsFixture::start(vec![zone("reject")]).await;
     let gw = gateway(&dns).await;
     let msg = arc_sealed_with(&sign_rsa(&message("forwarded", BODY), "rsa"), "gone");
@@ -913,7 +889,8 @@ async fn arc_sealer_key_missing_is_permerror() {
     let (code, text) = send_from(&gw, SPF_PASS_IP, RCPT, &msg).await;
     assert_eq!(code, 250, "{text}");
     let ar = our_auth_results(&delivered_one(&gw));
-    assert_eq!(result_of(&ar, "arc"), "permerror", "{ar}");
+    assert_eq!(result_of(&ar, "arc"), "fail", "{ar}");
+    assert!(ar.contains("arc=fail (no key for signature)"), "{ar}");
     assert_eq!(result_of(&ar, "dkim"), "pass", "{ar}");
     assert_eq!(result_of(&ar, "dmarc"), "pass", "{ar}");
     assert!(
@@ -921,7 +898,7 @@ async fn arc_sealer_key_missing_is_permerror() {
         "the sealer's key was never looked up: {:?}",
         dns.queries()
     );
-    assert_counted_once(&gw, "arc", "permerror").await;
+    assert_counted_once(&gw, "arc", "fail").await;
     assert_counted_once(&gw, "dkim", "pass").await;
 }
 
@@ -1039,19 +1016,352 @@ async fn broken_dmarc_record_is_permerror() {
     );
 }
 
-/// 10h. Two DMARC1 records at `_dmarc.example.org`, one broken: not a permerror (nor
-/// `none`, which RFC 7489 §6.6.3 asks for when more than one record remains): mail-auth
-/// applies the one that parses (p=reject), so DMARC fails and the message is refused.
+/// 10h. Two DMARC1 records at `_dmarc.example.org`, one broken: both are discarded (RFC
+/// 7489 §6.6.3, RFC 9989 §4.10: a name with more than one DMARC record has none), so no
+/// policy applies and the unsigned, SPF-failing message is accepted. mail-auth alone
+/// applied the one that parses (p=reject) and refused it.
 #[tokio::test]
-async fn two_dmarc_records_one_broken_applies_the_valid_one() {
+async fn two_dmarc_records_one_broken_are_no_policy() {
     let dns = DnsFixture::start(vec![
         zone("reject").txt("_dmarc.example.org", "v=DMARC1; p=bogus"),
     ])
     .await;
     let gw = gateway(&dns).await;
     let (code, text) = send_from(&gw, SPF_FAIL_IP, RCPT, &message("two", BODY)).await;
-    assert_eq!(code, 550, "{text}");
-    assert!(text.starts_with("550 5.7.26 "), "{text}");
-    assert!(gw.delivered("example.test", "bob").is_empty());
-    assert_counted_once(&gw, "dmarc", "fail").await;
+    assert_eq!(code, 250, "{text}");
+    let ar = our_auth_results(&delivered_one(&gw));
+    assert_eq!(result_of(&ar, "dmarc"), "none", "{ar}");
+    assert_counted_once(&gw, "dmarc", "none").await;
+}
+
+// ---------------------------------------------------------------------------------------
+// 11: verdicts exact to the RFCs where mail-auth 0.15.1 is not (src/checks/dkim.rs,
+// src/checks/dmarc/). Each case first shows what mail-auth alone makes of the message, so
+// the test would fail if our correction were lost.
+
+/// The key record and the message of tests/fixtures/dkim (made by make-rsa-sha1.py there:
+/// mail-auth cannot sign with rsa-sha1).
+const SHA1_KEY: &str = include_str!("fixtures/dkim/rsa-sha1.txt");
+const SHA1_MESSAGE: &str = include_str!("fixtures/dkim/rsa-sha1.eml");
+
+/// What mail-auth alone says of the DKIM signatures of `msg`, resolving through `dns`.
+async fn mail_auth_dkim(dns: &DnsFixture, msg: &str) -> Vec<String> {
+    let config = portcullis::config::schema::DnsConfig {
+        nameservers: vec![dns.addr()],
+        timeout: Duration::from_secs(2),
+        attempts: 1,
+        ..Default::default()
+    };
+    let metrics = std::sync::Arc::new(portcullis::metrics::Metrics::new());
+    let resolver = portcullis::dns::Dns::new(&config, metrics).unwrap();
+    let parsed = AuthenticatedMessage::parse(msg.as_bytes()).unwrap();
+    let out = resolver.authenticator().verify_dkim(&parsed).await;
+    out.iter()
+        .map(|o| portcullis::checks::dkim::word(o.result()).to_string())
+        .collect()
+}
+
+/// 11a. A valid `a=rsa-sha1` signature (RFC 8301 §3.1: must not be used for verifying) is
+/// a permerror, never a pass: with p=reject and SPF failing, the message is refused.
+#[tokio::test]
+async fn rsa_sha1_signature_is_not_a_pass() {
+    let zone = || zone("reject").txt("sha1._domainkey.example.org", SHA1_KEY.trim());
+    let dns = DnsFixture::start(vec![zone()]).await;
+    assert_eq!(mail_auth_dkim(&dns, SHA1_MESSAGE).await, ["pass"]);
+    assert_dmarc_reject(&dns, SHA1_MESSAGE, "permerror").await;
+
+    let dns = DnsFixture::start(vec![
+        zone_without_dmarc().txt("sha1._domainkey.example.org", SHA1_KEY.trim()),
+    ])
+    .await;
+    let gw = gateway(&dns).await;
+    let (code, text) = send_from(&gw, SPF_PASS_IP, RCPT, SHA1_MESSAGE).await;
+    assert_eq!(code, 250, "{text}");
+    let ar = our_auth_results(&delivered_one(&gw));
+    assert!(
+        ar.contains("dkim=permerror (rsa-sha1 is not accepted, RFC 8301) header.d=example.org header.s=sha1 header.a=rsa-sha1"),
+        "{ar}"
+    );
+}
+
+/// 11b. A signature whose `h=` leaves out From (RFC 6376 §5.4, §6.1.1) is not valid: a
+/// replayed signature of the domain cannot vouch for any From.
+#[tokio::test]
+async fn signature_without_from_in_h_is_not_a_pass() {
+    let dns = DnsFixture::start(vec![zone("reject")]).await;
+    let plain = message("replayed", BODY);
+    let sig = DkimSigner::from_key(sender_rsa().key())
+        .domain("example.org")
+        .selector("rsa")
+        .headers(["To", "Subject", "Date", "Message-ID"])
+        .sign(plain.as_bytes())
+        .unwrap();
+    let msg = sig.to_header() + &plain;
+    assert!(
+        !tag_text(&msg, "h").to_ascii_lowercase().contains("from"),
+        "{msg}"
+    );
+    assert_eq!(mail_auth_dkim(&dns, &msg).await, ["pass"]);
+    assert_dmarc_reject(&dns, &msg, "permerror").await;
+}
+
+/// The raw value of tag `name` in the first DKIM-Signature of `msg`.
+fn tag_text(msg: &str, name: &str) -> String {
+    let sig = &fields(msg)
+        .into_iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("DKIM-Signature"))
+        .unwrap()
+        .1;
+    sig.split(';')
+        .filter_map(|t| t.split_once('='))
+        .find(|(n, _)| n.trim() == name)
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap()
+}
+
+/// 11c. A signature without `bh=` does not parse; it is still reported, as a permerror
+/// naming its domain and selector (mail-auth drops it from its outputs).
+#[tokio::test]
+async fn signature_without_body_hash_is_a_reported_permerror() {
+    let dns = DnsFixture::start(vec![zone("none")]).await;
+    let signed = sign_rsa(&message("no bh", BODY), "rsa");
+    // The tag may be folded over lines: cut from `bh=` to the `;` that ends it.
+    let start = signed.find(" bh=").unwrap();
+    let end = start + signed[start..].find(';').unwrap() + 1;
+    let msg = format!("{}{}", &signed[..start], &signed[end..]);
+    assert!(!msg.contains("bh="), "{msg}");
+    assert!(mail_auth_dkim(&dns, &msg).await.is_empty());
+    let gw = gateway(&dns).await;
+    let (code, text) = send_from(&gw, SPF_PASS_IP, RCPT, &msg).await;
+    assert_eq!(code, 250, "{text}");
+    let ar = our_auth_results(&delivered_one(&gw));
+    assert!(
+        ar.contains(
+            "dkim=permerror (malformed signature: no bh= tag) header.d=example.org header.s=rsa"
+        ),
+        "{ar}"
+    );
+    assert_counted_once(&gw, "dkim", "permerror").await;
+}
+
+/// 11d. The body changed after signing: `dkim=fail (body hash did not verify)`
+/// (RFC 8601 §2.7.1), where mail-auth says neutral.
+#[tokio::test]
+async fn body_hash_mismatch_is_reported_as_fail() {
+    let dns = DnsFixture::start(vec![zone("none")]).await;
+    let msg = sign_rsa(&message("changed", BODY), "rsa").replace("attached", "elsewhere");
+    assert_eq!(mail_auth_dkim(&dns, &msg).await, ["neutral"]);
+    let gw = gateway(&dns).await;
+    let (code, text) = send_from(&gw, SPF_PASS_IP, RCPT, &msg).await;
+    assert_eq!(code, 250, "{text}");
+    let ar = our_auth_results(&delivered_one(&gw));
+    assert!(
+        ar.contains("dkim=fail (body hash did not verify) header.d=example.org header.s=rsa"),
+        "{ar}"
+    );
+}
+
+/// `msg` signed over its first body octets only (`l=`), with content appended after.
+fn partially_signed() -> String {
+    let plain = message("partial body", BODY);
+    let sig = DkimSigner::from_key(sender_rsa().key())
+        .domain("example.org")
+        .selector("rsa")
+        .headers(SIGNED)
+        .body_length(true)
+        .sign(plain.as_bytes())
+        .unwrap();
+    sig.to_header() + &plain + "Appended after signing.\r\n"
+}
+
+/// 11e. A signature with `l=` whose first `l` octets verify is a pass (RFC 6376 §3.4.5),
+/// saying so in its comment; with `auth.dkim_allow_partial_body: false` it is `policy`.
+#[tokio::test]
+async fn body_length_signature_passes_unless_refused() {
+    let dns = DnsFixture::start(vec![zone("reject")]).await;
+    let msg = partially_signed();
+    let l = tag_text(&msg, "l");
+    let gw = gateway(&dns).await;
+    let (code, text) = send_from(&gw, SPF_FAIL_IP, RCPT, &msg).await;
+    assert_eq!(code, 250, "{text}");
+    let ar = our_auth_results(&delivered_one(&gw));
+    assert!(
+        ar.contains(&format!(
+            "dkim=pass (only the first {l} octets of the body are signed)"
+        )),
+        "{ar}"
+    );
+    assert_eq!(result_of(&ar, "dmarc"), "pass", "{ar}");
+    assert_counted_once(&gw, "dkim", "pass").await;
+
+    let ns = dns.addr();
+    let strict = Gateway::start(move |c| {
+        auth_on(c, ns);
+        c.auth.dkim_allow_partial_body = false;
+    })
+    .await;
+    let (code, text) = send_from(&strict, SPF_FAIL_IP, RCPT, &msg).await;
+    assert_eq!(
+        code, 550,
+        "the refused signature makes nothing pass: {text}"
+    );
+    assert_eq!(strict.metric(&series("dkim", "policy")).await, 1.0);
+    assert_eq!(strict.metric(&series("dkim", "pass")).await, 0.0);
+}
+
+/// 11f. Two valid DMARC records at one name: both are discarded and DMARC does not apply
+/// (RFC 9989 §4.10, RFC 7489 §6.6.3), although each alone says p=reject.
+#[tokio::test]
+async fn two_dmarc_records_at_one_name_are_no_policy() {
+    let dns = DnsFixture::start(vec![
+        zone("reject").txt("_dmarc.example.org", "v=DMARC1; p=reject; adkim=s"),
+    ])
+    .await;
+    let gw = gateway(&dns).await;
+    let (code, text) = send_from(&gw, SPF_FAIL_IP, RCPT, &message("two", BODY)).await;
+    assert_eq!(code, 250, "{text}");
+    let ar = our_auth_results(&delivered_one(&gw));
+    assert_eq!(result_of(&ar, "dmarc"), "none", "{ar}");
+    assert!(ar.contains("policy.dmarc=none"), "{ar}");
+    assert_counted_once(&gw, "dmarc", "none").await;
+}
+
+/// 11g. A From field with a second author domain beside the victim's: each is evaluated
+/// and the strictest outcome applies, so example.org's p=reject still refuses.
+#[tokio::test]
+async fn several_author_domains_apply_the_strictest() {
+    let dns = DnsFixture::start(vec![zone("reject")]).await;
+    let msg = message("two authors", BODY).replacen(
+        "From: Alice <alice@example.org>",
+        "From: Mallory <mallory@spoofer.example>, Alice <alice@example.org>",
+        1,
+    );
+    assert_dmarc_reject(&dns, &msg, "none").await;
+}
+
+/// 11h. A p=reject policy that is known stays known when a later lookup fails: the
+/// author domain's record is found, every `_dmarc.org` query fails (SERVFAIL), and a
+/// message that nothing authenticates is refused, not accepted as temperror.
+#[tokio::test]
+async fn a_failing_parent_lookup_keeps_a_known_reject_policy() {
+    let dns = DnsFixture::start(vec![zone("reject").servfail("_dmarc.org")]).await;
+    assert_dmarc_reject(&dns, &message("servfail above", BODY), "none").await;
+}
+
+/// 11i. SPF passes for another organization's domain and the DKIM domain's
+/// organizational domain cannot be found (its lookups fail): DMARC cannot say fail or
+/// pass. The policy is known (reject), so the message is deferred: 451 4.7.26.
+#[tokio::test]
+async fn unknown_alignment_under_a_known_reject_policy_defers() {
+    let dns = DnsFixture::start(vec![
+        zone("reject")
+            .txt("mail.example.org", "v=spf1 ip4:127.0.0.9 -all")
+            .servfail("_dmarc.mail.example.org"),
+    ])
+    .await;
+    let msg = message("subdomain bounce", BODY).replacen(
+        "alice@example.org",
+        "alice@news.example.org",
+        1,
+    );
+    let gw = gateway(&dns).await;
+    let ip: IpAddr = SPF_FAIL_IP.parse().unwrap();
+    let mut c = LineClient::connect_from(gw.addr, ip).await;
+    assert_eq!(c.read_reply().await.0, 220);
+    c.envelope("bounce@mail.example.org", &[RCPT]).await;
+    let (code, text) = c.data(msg.as_bytes()).await;
+    c.cmd("QUIT").await;
+    assert_eq!(code, 451, "{text}");
+    assert!(text.starts_with("451 4.7.26 "), "{text}");
+    assert_eq!(gw.metric(&series("spf", "pass")).await, 1.0);
+    assert_counted_once(&gw, "dmarc", "temperror").await;
+}
+
+/// 11j. The author domain's own `_dmarc` lookup fails and nothing passed: no policy is
+/// known. `auth.dmarc_dns_failure` decides: defer (default) or accept with temperror.
+#[tokio::test]
+async fn a_failing_author_lookup_defers_by_default_or_accepts() {
+    let dns = DnsFixture::start(vec![zone_without_dmarc().servfail("_dmarc.example.org")]).await;
+    let gw = gateway(&dns).await;
+    let (code, text) = send_from(&gw, SPF_FAIL_IP, RCPT, &message("flaky", BODY)).await;
+    assert_eq!(code, 451, "{text}");
+    assert!(text.starts_with("451 4.7.26 "), "{text}");
+    assert_counted_once(&gw, "dmarc", "temperror").await;
+
+    let ns = dns.addr();
+    let accepting = Gateway::start(move |c| {
+        auth_on(c, ns);
+        c.auth.dmarc_dns_failure = portcullis::config::schema::DmarcDnsFailure::Accept;
+    })
+    .await;
+    let (code, text) = send_from(&accepting, SPF_FAIL_IP, RCPT, &message("flaky", BODY)).await;
+    assert_eq!(code, 250, "{text}");
+    let ar = our_auth_results(&delivered_one(&accepting));
+    assert_eq!(result_of(&ar, "dmarc"), "temperror", "{ar}");
+    assert!(ar.contains("policy.dmarc=unknown"), "{ar}");
+}
+
+/// 11k. `p=reject; pct=0` is a domain testing its policy: treated as `t=y`, one level
+/// lower (RFC 9989 §5.3), so the failing message is quarantined, not refused.
+#[tokio::test]
+async fn reject_at_pct_zero_is_quarantine() {
+    let dns = DnsFixture::start(vec![zone("reject; pct=0")]).await;
+    let gw = gateway(&dns).await;
+    let (code, text) = send_from(&gw, SPF_FAIL_IP, RCPT, &message("testing", BODY)).await;
+    assert_eq!(code, 250, "{text}");
+    let got = delivered_one(&gw);
+    let ar = our_auth_results(&got);
+    assert_eq!(result_of(&ar, "dmarc"), "fail", "{ar}");
+    assert!(ar.contains("policy.dmarc=quarantine"), "{ar}");
+    assert!(
+        got.contains("X-Portcullis-Verdict: quarantine; score=0; rules=dmarc-quarantine"),
+        "{got}"
+    );
+}
+
+/// 11l. The dry run reaches the same verdicts through the same resolver path: the
+/// two-author From is refused under example.org's p=reject.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_gives_the_same_dmarc_verdict() {
+    let dns = DnsFixture::start(vec![zone("reject")]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("portcullis.yaml");
+    std::fs::write(
+        &config,
+        "hostname: gw.example.test\naccepted_domains: [example.test]\n",
+    )
+    .unwrap();
+    let msg = dir.path().join("m.eml");
+    let text = message("two authors", BODY).replacen(
+        "From: Alice <alice@example.org>",
+        "From: Mallory <mallory@spoofer.example>, Alice <alice@example.org>",
+        1,
+    );
+    std::fs::write(&msg, text).unwrap();
+    let ns = dns.addr().to_string();
+    let out = blocking(move || {
+        let out = std::process::Command::new(common::bin())
+            .args(["policy", "test", "--config"])
+            .arg(&config)
+            .arg("--message")
+            .arg(&msg)
+            .args([
+                "--dns",
+                &ns,
+                "--client-ip",
+                SPF_FAIL_IP,
+                "--from",
+                MAIL_FROM,
+            ])
+            .args(["--rcpt", RCPT, "--helo", "client.example"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    })
+    .await;
+    assert!(out.contains("fact  dmarc=fail"), "{out}");
+    assert!(out.contains("fact  dmarc.policy=reject"), "{out}");
+    assert!(out.contains("rule  dmarc-reject: FIRED"), "{out}");
+    assert!(out.contains("=> reject (550 5.7.26"), "{out}");
 }

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use common::dns::{DnsFixture, SilentServer, Zone};
 use common::{Gateway, LineClient};
 use hickory_server::proto::rr::RecordType;
+use portcullis::config::schema::DmarcDnsFailure;
 
 /// The SMTP client's source address: the one `pass.sender.test` authorises.
 const CLIENT: &str = "127.0.0.5";
@@ -59,9 +60,23 @@ fn sender_zone() -> Zone {
         .servfail("servfail.sender.test")
 }
 
+/// A gateway resolving through `dns`. DMARC lookups that fail (the temperror sender, the
+/// silent server) accept the message here (`auth.dmarc_dns_failure: accept`), so that these
+/// tests see SPF's own effect; the default, defer, is tested in tests/auth.rs (11j) and in
+/// `a_dead_resolver_defers_at_data_in_bounded_time` below.
 async fn gateway(dns: std::net::SocketAddr, timeout: Duration, attempts: usize) -> Gateway {
-    Gateway::start(|c| {
+    gateway_with(dns, timeout, attempts, DmarcDnsFailure::Accept).await
+}
+
+async fn gateway_with(
+    dns: std::net::SocketAddr,
+    timeout: Duration,
+    attempts: usize,
+    dmarc_dns_failure: DmarcDnsFailure,
+) -> Gateway {
+    Gateway::start(move |c| {
         c.auth.enabled = true;
+        c.auth.dmarc_dns_failure = dmarc_dns_failure;
         c.dns.nameservers = vec![dns];
         c.dns.timeout = timeout;
         c.dns.attempts = attempts;
@@ -261,6 +276,43 @@ async fn dns_that_never_answers_does_not_hang_mail() {
         "{}",
         ours[0]
     );
+    gw.stop().await;
+}
+
+/// With the default `auth.dmarc_dns_failure: defer`, a resolver that never answers defers
+/// the message at the end of DATA (no SPF, DKIM or DMARC result can be had: 451 4.7.26),
+/// within the DNS timeouts, and delivers nothing.
+#[tokio::test]
+async fn a_dead_resolver_defers_at_data_in_bounded_time() {
+    let silent = SilentServer::start().await;
+    let mut gw = gateway_with(
+        silent.addr(),
+        Duration::from_secs(1),
+        1,
+        DmarcDnsFailure::Defer,
+    )
+    .await;
+    let mut c = client(&gw, CLIENT).await;
+    assert_eq!(c.cmd(&format!("EHLO {HELO}")).await.0, 250);
+    assert_eq!(c.cmd("MAIL FROM:<alice@pass.sender.test>").await.0, 250);
+    assert_eq!(c.cmd("RCPT TO:<bob@example.test>").await.0, 250);
+    let started = Instant::now();
+    let data = c
+        .data(&message(
+            "alice@pass.sender.test",
+            "bob@example.test",
+            "dead",
+        ))
+        .await;
+    assert_eq!(data.0, 451, "{data:?}");
+    assert!(data.1.starts_with("451 4.7.26 "), "{data:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "DATA took {:?}",
+        started.elapsed()
+    );
+    c.cmd("QUIT").await;
+    assert!(gw.delivered("example.test", "bob").is_empty());
     gw.stop().await;
 }
 

@@ -4,19 +4,20 @@
 //!
 //! One check because the three share the parsed message and DMARC needs the DKIM outputs
 //! themselves; each method's logic lives in its own file (`dkim.rs`, `arc.rs`, `dmarc.rs`).
-//! Must not: look SPF up again (it reads `spf.mailfrom` / `spf.domain` from the facts).
+//! The verdicts are ours (`dkim::verdicts` corrects mail-auth's DKIM results, `dmarc` is our
+//! own evaluation); mail-auth verifies the DKIM and ARC cryptography. Must not: look SPF up
+//! again (it reads `spf.mailfrom` / `spf.domain` / `spf.reason` from the facts).
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mail_auth::dmarc::verify::DmarcParameters;
 use mail_auth::dns::Parameters;
-use mail_auth::headers::HeaderWriter;
-use mail_auth::spf::verify::SpfParameters;
-use mail_auth::{AuthenticationResults, DkimOutput, DkimResult, SpfOutput};
 
-use crate::checks::{arc, dkim, dmarc, spf};
+use crate::checks::auth_results::AuthResults;
+use crate::checks::dkim::DkimVerdict;
+use crate::checks::dmarc::{self, DmarcInput};
+use crate::checks::{arc, dkim};
 use crate::dns::Dns;
 use crate::metrics::{Event, Metrics};
 use crate::pipeline::outcome::{Fact, FactValue, Findings};
@@ -26,7 +27,6 @@ use crate::pipeline::{Check, CheckContext, CheckFuture};
 pub struct MessageAuth {
     dns: Arc<Dns>,
     authserv_id: String,
-    host: String,
     allow_partial_body: bool,
     metrics: Arc<Metrics>,
 }
@@ -36,14 +36,12 @@ impl MessageAuth {
     pub fn new(
         dns: Arc<Dns>,
         authserv_id: String,
-        host: String,
         allow_partial_body: bool,
         metrics: Arc<Metrics>,
     ) -> Self {
         MessageAuth {
             dns,
             authserv_id,
-            host,
             allow_partial_body,
             metrics,
         }
@@ -71,14 +69,13 @@ impl MessageAuth {
             },
         );
         let spf_domain = text(facts_so_far, "spf.domain").unwrap_or("");
-        let spf_out = SpfOutput::new(spf_domain.to_string()).with_result(spf::parse_word(spf_word));
+        let spf_reason = text(facts_so_far, "spf.reason");
         let helo = ctx.session.helo.as_deref().unwrap_or_default();
         let ip: IpAddr = ctx.session.client.ip();
-        let spf_params = SpfParameters::mail_from(ip, helo, &self.host, &ctx.envelope.mail_from);
-        let header =
-            AuthenticationResults::new(&self.authserv_id).with_spf_result(&spf_out, &spf_params);
+        let mut header = AuthResults::new(&self.authserv_id);
+        header.spf(spf_word, spf_reason, &ctx.envelope.mail_from, helo);
 
-        let Some(message) = raw.and_then(|raw| dkim::parse(raw, self.allow_partial_body)) else {
+        let Some(message) = raw.and_then(dkim::parse) else {
             let skipped = match raw {
                 None => Fact::flag("auth.skipped_too_large", true),
                 // Not even one header parses: there is nothing to verify.
@@ -98,19 +95,17 @@ impl MessageAuth {
             .authenticator()
             .verify_dkim(Parameters::new(&message).with_cache(self.dns.cache()))
             .await;
-        self.emit("dkim", dkim::overall(&dkim_out), started.elapsed());
-        facts.extend(dkim::facts(&dkim_out));
+        let verdicts = dkim::verdicts(&message, &dkim_out, self.allow_partial_body);
+        self.emit("dkim", dkim::overall(&verdicts), started.elapsed());
+        facts.extend(dkim::facts(&verdicts));
         // The domains that authenticated this message: DKIM d= that passed, and the SPF
         // domain when SPF passed (what a per-sender rate limit can trust).
-        let dkim_domains: Vec<Fact> = facts
-            .iter()
-            .filter(|f| f.name == "dkim.domain")
-            .map(|f| Fact {
-                name: "auth.domain",
-                value: f.value.clone(),
-            })
-            .collect();
-        facts.extend(dkim_domains);
+        let dkim_domains = dkim::pass_domains(&verdicts);
+        facts.extend(
+            dkim_domains
+                .iter()
+                .map(|d| Fact::text("auth.domain", d.clone())),
+        );
         facts.extend(spf_pass_domain(spf_word, spf_domain));
 
         let started = Instant::now();
@@ -119,35 +114,63 @@ impl MessageAuth {
             .authenticator()
             .verify_arc(Parameters::new(&message).with_cache(self.dns.cache()))
             .await;
-        self.emit("arc", arc::word(&arc_out), started.elapsed());
-        facts.extend(arc::facts(&arc_out));
+        let arc_verdict = arc::verdict(&arc_out);
+        self.emit("arc", arc_verdict.result, started.elapsed());
+        facts.extend(arc::facts(&arc_verdict));
 
         let started = Instant::now();
-        let dmarc_params = DmarcParameters::new(&message, &dkim_out, spf_domain, &spf_out);
-        let dmarc_out = self
-            .dns
-            .authenticator()
-            .verify_dmarc(Parameters::new(dmarc_params).with_cache(self.dns.cache()))
-            .await;
-        self.emit("dmarc", dmarc::word(&dmarc_out.result()), started.elapsed());
-        facts.extend(dmarc::facts(&dmarc_out));
+        let from_domains = author_domains(message.from_addresses());
+        let dkim_temperror: Vec<String> = verdicts
+            .iter()
+            .filter(|v| v.result == "temperror")
+            .filter_map(|v| v.domain.clone())
+            .collect();
+        let input = DmarcInput {
+            from_domains: &from_domains,
+            spf_result: spf_word,
+            spf_domain,
+            dkim_pass_domains: &dkim_domains,
+            dkim_temperror_domains: &dkim_temperror,
+        };
+        let dmarc_out = dmarc::evaluate(&*self.dns, &input).await;
+        self.emit("dmarc", dmarc_out.result.word(), started.elapsed());
+        facts.extend(dmarc::facts(&dmarc_out, from_domains.len()));
 
         // RFC 8601 §2.7.1: an unsigned message is reported as dkim=none, not left out.
-        let unsigned = [DkimOutput::from(DkimResult::None)];
-        let dkim_reported = if dkim_out.is_empty() {
-            &unsigned[..]
-        } else {
-            &dkim_out[..]
-        };
-        let header = header
-            .with_dkim_results(dkim_reported, message.first_from_address())
-            .with_arc_result(&arc_out, ip)
-            .with_dmarc_result(&dmarc_out);
+        if verdicts.is_empty() {
+            header.dkim(&DkimVerdict::unsigned());
+        }
+        for verdict in &verdicts {
+            header.dkim(verdict);
+        }
+        header.arc(arc_verdict.result, arc_verdict.reason.as_deref(), ip);
+        header.dmarc(
+            dmarc_out.result.word(),
+            dmarc_out.reason.as_deref(),
+            &dmarc_out.domain,
+            dmarc_out.policy.word(),
+        );
         Findings {
             facts,
             headers: vec![header.to_header()],
         }
     }
+}
+
+/// The distinct author domains of the From field(s), lowercased, in order (RFC 9989 §4.4:
+/// each is an Author Domain). An address without a domain has none.
+fn author_domains(addresses: &[String]) -> Vec<String> {
+    let mut domains: Vec<String> = Vec::new();
+    for address in addresses {
+        let Some((_, domain)) = address.rsplit_once('@') else {
+            continue;
+        };
+        let domain = domain.trim().trim_end_matches('.').to_ascii_lowercase();
+        if !domain.is_empty() && !domains.contains(&domain) {
+            domains.push(domain);
+        }
+    }
+    domains
 }
 
 /// `auth.domain` for the SPF domain when SPF passed.
@@ -171,5 +194,25 @@ impl Check for MessageAuth {
 
     fn on_data<'a>(&'a self, ctx: CheckContext<'a>) -> CheckFuture<'a> {
         Box::pin(async move { self.evaluate(ctx, ctx.message.and_then(|m| m.raw)).await })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn author_domains_are_distinct_lowercase_and_in_order() {
+        let from = [
+            "Alice@Victim.Example".to_string(),
+            "mallory@spoofer.example".to_string(),
+            "bob@victim.example.".to_string(),
+            "no-domain".to_string(),
+        ];
+        assert_eq!(
+            author_domains(&from),
+            vec!["victim.example".to_string(), "spoofer.example".to_string()]
+        );
+        assert!(author_domains(&[]).is_empty());
     }
 }

@@ -4,6 +4,7 @@
 //! check keeps per-message state in the context it is given, never in itself).
 
 pub mod arc;
+pub mod auth_results;
 pub mod dbl;
 pub mod dkim;
 pub mod dmarc;
@@ -74,7 +75,6 @@ pub fn registry(
         checks.push(Box::new(message_auth::MessageAuth::new(
             dns,
             authserv_id,
-            config.hostname.clone(),
             config.auth.dkim_allow_partial_body,
             metrics.clone(),
         )));

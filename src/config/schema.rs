@@ -388,8 +388,13 @@ pub struct AuthConfig {
     /// The authserv-id of our Authentication-Results header; defaults to `hostname`.
     /// Incoming Authentication-Results headers claiming it are removed.
     pub authserv_id: Option<String>,
-    /// Accept signatures that cover only part of the body (`l=`); off: they are `neutral`.
+    /// A signature that covers only part of the body (`l=`) and verifies is a pass (RFC 6376
+    /// §3.4.5, with the fact `dkim.l_tag`); off: it is `dkim=policy` and counts for nothing.
     pub dkim_allow_partial_body: bool,
+    /// What a DNS failure at the From domain's own `_dmarc` record does when no policy is
+    /// known and nothing passed (`dmarc=temperror`, `dmarc.policy=unknown`): defer (`451
+    /// 4.7.26`, the default) or accept.
+    pub dmarc_dns_failure: DmarcDnsFailure,
     /// Messages above this size are not DKIM/ARC/DMARC-verified (they are read into memory).
     #[serde(deserialize_with = "units::size")]
     pub max_verify_size: u64,
@@ -400,10 +405,21 @@ impl Default for AuthConfig {
         AuthConfig {
             enabled: true,
             authserv_id: None,
-            dkim_allow_partial_body: false,
+            dkim_allow_partial_body: true,
+            dmarc_dns_failure: DmarcDnsFailure::Defer,
             max_verify_size: 25 * 1024 * 1024,
         }
     }
+}
+
+/// `auth.dmarc_dns_failure`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DmarcDnsFailure {
+    /// `451 4.7.26`: the sender retries, by which time the DNS may answer.
+    Defer,
+    /// Accept with `dmarc=temperror`, as if the domain had no policy.
+    Accept,
 }
 
 /// Quarantine storage.

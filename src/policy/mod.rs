@@ -15,7 +15,7 @@ pub mod set;
 use std::path::Path;
 
 use crate::config::Diagnostic;
-use crate::config::schema::{BareLineEndings, Config};
+use crate::config::schema::{BareLineEndings, Config, DmarcDnsFailure};
 use crate::pipeline::Stage;
 use crate::pipeline::outcome::{Action, Fact, Verdict};
 use crate::smtp::reply;
@@ -91,7 +91,7 @@ impl Policy {
             },
         ];
         if config.auth.enabled {
-            rules.extend(dmarc_rules());
+            rules.extend(dmarc_rules(config.auth.dmarc_dns_failure));
         }
         rules.push(Rule {
             name: "state-unavailable",
@@ -272,11 +272,13 @@ impl Policy {
 
 /// DMARC as the sending domain asked (RFC 7489 §6.3): `p=reject` failures are refused,
 /// `p=quarantine` failures are relayed marked for quarantine, and a temporary DNS failure
-/// on a `p=reject` domain is deferred (451) rather than guessed. SPF or DKIM results alone
-/// never refuse mail here: DMARC is where a domain says how much they count.
-fn dmarc_rules() -> Vec<Rule> {
+/// on a `p=reject` domain is deferred (451) rather than guessed. When the DNS failed before
+/// any policy was known (`dmarc.policy=unknown`), `auth.dmarc_dns_failure` decides. SPF or
+/// DKIM results alone never refuse mail here: DMARC is where a domain says how much they
+/// count.
+fn dmarc_rules(dns_failure: DmarcDnsFailure) -> Vec<Rule> {
     use Condition::{All, Is};
-    vec![
+    let mut rules = vec![
         Rule {
             name: "dmarc-reject",
             when: All(vec![Is("dmarc", "fail"), Is("dmarc.policy", "reject")]),
@@ -292,7 +294,18 @@ fn dmarc_rules() -> Vec<Rule> {
             when: All(vec![Is("dmarc", "temperror"), Is("dmarc.policy", "reject")]),
             action: Action::Tempfail(reply::AUTH_TEMPFAIL),
         },
-    ]
+    ];
+    if dns_failure == DmarcDnsFailure::Defer {
+        rules.push(Rule {
+            name: "dmarc-dns-failure",
+            when: All(vec![
+                Is("dmarc", "temperror"),
+                Is("dmarc.policy", "unknown"),
+            ]),
+            action: Action::Tempfail(reply::AUTH_TEMPFAIL),
+        });
+    }
+    rules
 }
 
 #[cfg(test)]
@@ -340,10 +353,27 @@ mod tests {
                 Action::Tempfail(reply::AUTH_TEMPFAIL),
             ),
             ("temperror", "none", Action::Accept),
+            (
+                "temperror",
+                "unknown",
+                Action::Tempfail(reply::AUTH_TEMPFAIL),
+            ),
         ] {
             let got = p.decide(Stage::Data, &facts(result, policy)).action;
             assert_eq!(got, expected, "dmarc={result} p={policy}");
         }
+        let mut accept = Config::default();
+        accept.auth.dmarc_dns_failure = DmarcDnsFailure::Accept;
+        let p = Policy::builtin(&accept);
+        assert_eq!(
+            p.decide(Stage::Data, &facts("temperror", "unknown")).action,
+            Action::Accept
+        );
+        assert_eq!(
+            p.decide(Stage::Data, &facts("temperror", "reject")).action,
+            Action::Tempfail(reply::AUTH_TEMPFAIL),
+            "a known p=reject defers whatever auth.dmarc_dns_failure says"
+        );
         let mut off = Config::default();
         off.auth.enabled = false;
         assert_eq!(

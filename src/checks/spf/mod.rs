@@ -2,7 +2,8 @@
 //! resolver, so that policy can act before DATA.
 //!
 //! Facts: `spf.mailfrom` and `spf.helo` (pass, fail, softfail, neutral, none, temperror,
-//! permerror) and `spf.domain` (the domain whose record decided `spf.mailfrom`). For the
+//! permerror), `spf.domain` (the domain whose record decided `spf.mailfrom`) and
+//! `spf.reason` (why, in words, for the Authentication-Results comment). For the
 //! null sender the MAIL FROM identity is `postmaster@<helo>` (RFC 7208 §2.4).
 //! The evaluator is ours: `record.rs` (record selection and syntax), `macros.rs` (§7),
 //! `eval.rs` (check_host() and its limits), `result.rs` (the result and output types); its
@@ -70,20 +71,6 @@ pub fn word(result: SpfResult) -> &'static str {
     result.word()
 }
 
-/// Parses a result word back into mail-auth's type (facts carry words; mail-auth's DMARC
-/// and Authentication-Results writer need the value). `SpfResult::parse` is ours.
-pub fn parse_word(word: &str) -> mail_auth::SpfResult {
-    match word {
-        "pass" => mail_auth::SpfResult::Pass,
-        "fail" => mail_auth::SpfResult::Fail,
-        "softfail" => mail_auth::SpfResult::SoftFail,
-        "neutral" => mail_auth::SpfResult::Neutral,
-        "temperror" => mail_auth::SpfResult::TempError,
-        "permerror" => mail_auth::SpfResult::PermError,
-        _ => mail_auth::SpfResult::None,
-    }
-}
-
 /// The SPF check.
 pub struct SpfCheck {
     dns: Arc<Dns>,
@@ -126,12 +113,15 @@ impl Check for SpfCheck {
                 result: helo_word,
                 duration: spf.helo_took,
             });
-            vec![
+            let mut facts = vec![
                 Fact::text("spf.mailfrom", mail_word),
                 Fact::text("spf.domain", spf.mail_from.domain()),
                 Fact::text("spf.helo", helo_word),
-            ]
-            .into()
+            ];
+            if let Some(reason) = spf.mail_from.reason() {
+                facts.push(Fact::text("spf.reason", reason));
+            }
+            facts.into()
         })
     }
 }

@@ -1,0 +1,433 @@
+//! The DNS Tree Walk of RFC 9989 §4.10: which names are asked, what each answer means, and
+//! the two questions asked of it: the policy record of an author domain (the first DMARC
+//! record found walking up), and what `align.rs` needs to find an Organizational Domain
+//! (every step of the walk, with the `psd` tag of each record).
+//!
+//! Owns: the list of query names (`_dmarc.<name>` for the domain, then its parents up to the
+//! TLD, skipping to the 7 rightmost labels after the first query of a longer name: at most 8
+//! queries), reading an answer (records not starting with `v=DMARC1` are ignored; several
+//! DMARC records at one name are all discarded, as if there were none), and what a failed
+//! query does: it is remembered, never read as "no record", and the walk goes on so a policy
+//! published higher up is still known. Each name is asked once per evaluation (`Walker`
+//! keeps the answers), on top of the shared cache of `Dns`. Must not: decide a result
+//! (`evaluate.rs` does).
+
+use std::collections::HashMap;
+
+use super::record::{self, DmarcRecord, Psd};
+use crate::dns::lookup::{Answer, LookupError, Resolve};
+
+/// At most this many names are asked by one walk (RFC 9989 §4.10).
+pub const MAX_QUERIES: usize = 8;
+
+/// What `_dmarc.<name>` holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AtName {
+    /// No DMARC record (NXDOMAIN, NODATA, only other TXT records, or a name that cannot be
+    /// queried).
+    Nothing,
+    /// Exactly one DMARC record.
+    One(DmarcRecord),
+    /// More than one DMARC record: all discarded, read as `Nothing`.
+    Several,
+    /// The lookup failed (timeout, SERVFAIL): unknown.
+    Failed,
+}
+
+/// The names a walk from `domain` asks about, in order (without the `_dmarc.` label):
+/// `domain`, then its parents one label at a time down to one label, except that after the
+/// first name a name of more than 7 labels is cut to its 7 rightmost labels.
+pub fn walk_names(domain: &str) -> Vec<String> {
+    let labels: Vec<&str> = domain.split('.').collect();
+    let mut names = vec![domain.to_string()];
+    let next = labels.len().min(MAX_QUERIES) - 1;
+    for keep in (1..=next).rev() {
+        names.push(labels[labels.len() - keep..].join("."));
+    }
+    names
+}
+
+/// The walks of one evaluation, sharing their answers.
+pub struct Walker<'a, R> {
+    dns: &'a R,
+    seen: HashMap<String, AtName>,
+}
+
+/// The result of policy discovery for one author domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discovery {
+    /// The first name (walking up) with exactly one DMARC record, and that record.
+    pub found: Option<(String, DmarcRecord)>,
+    /// Names whose lookup failed before `found` (or anywhere, when nothing was found).
+    pub failed: Vec<String>,
+    /// Names whose several DMARC records were discarded.
+    pub several: Vec<String>,
+}
+
+impl<'a, R: Resolve> Walker<'a, R> {
+    /// A walker on `dns`, with no answer yet.
+    pub fn new(dns: &'a R) -> Self {
+        Walker {
+            dns,
+            seen: HashMap::new(),
+        }
+    }
+
+    /// What `_dmarc.<name>` holds (asked once).
+    pub async fn at(&mut self, name: &str) -> AtName {
+        if let Some(known) = self.seen.get(name) {
+            return known.clone();
+        }
+        let answer = match self.dns.txt(&format!("_dmarc.{name}")).await {
+            Ok(answer) => {
+                let mut records = answer.records().iter().filter(|t| record::is_dmarc(t));
+                match (records.next(), records.next()) {
+                    (None, _) => AtName::Nothing,
+                    (Some(one), None) => record::parse(one).map_or(AtName::Nothing, AtName::One),
+                    (Some(_), Some(_)) => AtName::Several,
+                }
+            }
+            Err(LookupError::InvalidName) => AtName::Nothing,
+            Err(LookupError::Failed(_)) => AtName::Failed,
+        };
+        self.seen.insert(name.to_string(), answer.clone());
+        answer
+    }
+
+    /// Policy discovery (RFC 9989 §4.10.1): the walk from the author domain stops at the
+    /// first name holding exactly one DMARC record. A failed name does not stop it.
+    pub async fn discover(&mut self, domain: &str) -> Discovery {
+        let mut found = Discovery {
+            found: None,
+            failed: Vec::new(),
+            several: Vec::new(),
+        };
+        for name in walk_names(domain) {
+            match self.at(&name).await {
+                AtName::One(record) => {
+                    found.found = Some((name, record));
+                    break;
+                }
+                AtName::Nothing => {}
+                AtName::Several => found.several.push(name),
+                AtName::Failed => found.failed.push(name),
+            }
+        }
+        found
+    }
+
+    /// Every step of the walk from `domain`, for the Organizational Domain (`align.rs`).
+    /// It stops after a `psd=y` or `psd=n` record (except `psd=y` at `domain` itself, which
+    /// does not end the walk, RFC 9989 §4.10.2).
+    pub async fn steps(&mut self, domain: &str) -> Vec<(String, Step)> {
+        let mut steps = Vec::new();
+        for name in walk_names(domain) {
+            let step = match self.at(&name).await {
+                AtName::One(record) => Step::Record(record.psd),
+                AtName::Nothing | AtName::Several => Step::Nothing,
+                AtName::Failed => Step::Failed,
+            };
+            let stop = match step {
+                Step::Record(Psd::No) => true,
+                Step::Record(Psd::Yes) => name != domain,
+                _ => false,
+            };
+            steps.push((name, step));
+            if stop {
+                break;
+            }
+        }
+        steps
+    }
+
+    /// Whether `domain` exists for `np` (RFC 9989: it does not when A, AAAA and MX all
+    /// answer NXDOMAIN or NODATA). `None` when a failed lookup leaves it open. An NXDOMAIN
+    /// for A is enough: nothing at all exists at that name.
+    pub async fn exists(&self, domain: &str) -> Option<bool> {
+        let mut unknown = false;
+        match self.dns.a(domain).await {
+            Ok(answer) if !answer.is_void() => return Some(true),
+            Ok(Answer::NxDomain) => return Some(false),
+            Ok(_) | Err(LookupError::InvalidName) => {}
+            Err(LookupError::Failed(_)) => unknown = true,
+        }
+        match self.dns.aaaa(domain).await {
+            Ok(answer) if !answer.is_void() => return Some(true),
+            Ok(_) | Err(LookupError::InvalidName) => {}
+            Err(LookupError::Failed(_)) => unknown = true,
+        }
+        match self.dns.mx(domain).await {
+            Ok(answer) if !answer.is_void() => return Some(true),
+            Ok(_) | Err(LookupError::InvalidName) => {}
+            Err(LookupError::Failed(_)) => unknown = true,
+        }
+        (!unknown).then_some(false)
+    }
+}
+
+/// One step of an Organizational Domain walk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// No (single) DMARC record.
+    Nothing,
+    /// One DMARC record, with its `psd` tag.
+    Record(Psd),
+    /// The lookup failed.
+    Failed,
+}
+
+#[cfg(test)]
+pub(super) mod stub {
+    //! A `Resolve` answering from a table, counting the queries it is asked.
+
+    use std::collections::HashMap;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    use std::sync::{Arc, Mutex};
+
+    use crate::dns::lookup::{Answer, LookupError, LookupResult, MxHost, Resolve};
+
+    /// Names → TXT records; `fail` names fail; other names are NXDOMAIN. `a` names have an A
+    /// record; `a_fail` names' address lookups fail.
+    #[derive(Default)]
+    pub struct Stub {
+        pub txt: HashMap<String, Vec<String>>,
+        pub fail: Vec<String>,
+        pub a: Vec<String>,
+        pub nodata: Vec<String>,
+        pub a_fail: Vec<String>,
+        pub asked: Mutex<Vec<String>>,
+    }
+
+    impl Stub {
+        pub fn new() -> Stub {
+            Stub::default()
+        }
+        pub fn txt(mut self, name: &str, text: &str) -> Stub {
+            self.txt
+                .entry(name.to_string())
+                .or_default()
+                .push(text.to_string());
+            self
+        }
+        pub fn fail(mut self, name: &str) -> Stub {
+            self.fail.push(name.to_string());
+            self
+        }
+        pub fn exists(mut self, name: &str) -> Stub {
+            self.a.push(name.to_string());
+            self
+        }
+        /// `name` exists in the DNS but has no A, AAAA or MX record.
+        pub fn empty(mut self, name: &str) -> Stub {
+            self.nodata.push(name.to_string());
+            self
+        }
+        pub fn address_fails(mut self, name: &str) -> Stub {
+            self.a_fail.push(name.to_string());
+            self
+        }
+        pub fn asked(&self) -> Vec<String> {
+            self.asked.lock().unwrap().clone()
+        }
+        fn log(&self, what: String) {
+            self.asked.lock().unwrap().push(what);
+        }
+        fn address<T: Clone>(&self, name: &str, kind: &str, value: T) -> LookupResult<T> {
+            self.log(format!("{kind} {name}"));
+            if self.a_fail.iter().any(|n| n == name) {
+                return Err(LookupError::Failed("stub".into()));
+            }
+            if self.a.iter().any(|n| n == name) {
+                return Ok(Answer::Records(Arc::from(vec![value])));
+            }
+            if self.nodata.iter().any(|n| n == name) {
+                return Ok(Answer::NoData);
+            }
+            Ok(Answer::NxDomain)
+        }
+    }
+
+    impl Resolve for Stub {
+        async fn txt(&self, name: &str) -> LookupResult<Box<[u8]>> {
+            self.log(name.to_string());
+            if self.fail.iter().any(|n| n == name) {
+                return Err(LookupError::Failed("stub".into()));
+            }
+            match self.txt.get(name) {
+                Some(texts) => Ok(Answer::Records(
+                    texts
+                        .iter()
+                        .map(|t| t.as_bytes().to_vec().into_boxed_slice())
+                        .collect::<Vec<_>>()
+                        .into(),
+                )),
+                None => Ok(Answer::NxDomain),
+            }
+        }
+        async fn a(&self, name: &str) -> LookupResult<Ipv4Addr> {
+            self.address(name, "A", Ipv4Addr::LOCALHOST)
+        }
+        async fn aaaa(&self, name: &str) -> LookupResult<Ipv6Addr> {
+            self.address(name, "AAAA", Ipv6Addr::LOCALHOST)
+        }
+        async fn mx(&self, name: &str) -> LookupResult<MxHost> {
+            let mx = MxHost {
+                preference: 10,
+                exchange: "mx.example".into(),
+            };
+            self.address(name, "MX", mx)
+        }
+        async fn ptr(&self, _ip: IpAddr) -> LookupResult<Box<str>> {
+            Ok(Answer::NxDomain)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stub::Stub;
+    use super::*;
+    use crate::checks::dmarc::DmarcPolicy;
+    use crate::checks::dmarc::record::PolicyTag;
+
+    fn run<F: Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn the_walk_asks_the_domain_then_each_parent_up_to_the_tld() {
+        assert_eq!(walk_names("org"), ["org"]);
+        assert_eq!(walk_names("example.org"), ["example.org", "org"]);
+        assert_eq!(
+            walk_names("a.b.example.org"),
+            ["a.b.example.org", "b.example.org", "example.org", "org"]
+        );
+        // 7 labels: 7 queries, no skip.
+        assert_eq!(walk_names("a.b.c.d.e.f.g").len(), 7);
+    }
+
+    #[test]
+    fn a_long_name_skips_to_its_seven_rightmost_labels_after_the_first_query() {
+        let names = walk_names("1.2.3.4.5.6.7.8.9.10");
+        assert_eq!(names.len(), MAX_QUERIES);
+        assert_eq!(names[0], "1.2.3.4.5.6.7.8.9.10");
+        assert_eq!(names[1], "4.5.6.7.8.9.10");
+        assert_eq!(names[2], "5.6.7.8.9.10");
+        assert_eq!(names[7], "10");
+        assert_eq!(walk_names("1.2.3.4.5.6.7.8")[1], "2.3.4.5.6.7.8");
+    }
+
+    #[test]
+    fn discovery_stops_at_the_first_record_found() {
+        let dns = Stub::new()
+            .txt("_dmarc.b.example.org", "v=DMARC1; p=quarantine")
+            .txt("_dmarc.example.org", "v=DMARC1; p=reject");
+        let got = run(Walker::new(&dns).discover("a.b.example.org"));
+        let (name, record) = got.found.unwrap();
+        assert_eq!(name, "b.example.org");
+        assert_eq!(record.p, PolicyTag::Value(DmarcPolicy::Quarantine));
+        assert_eq!(
+            dns.asked(),
+            ["_dmarc.a.b.example.org", "_dmarc.b.example.org"]
+        );
+    }
+
+    #[test]
+    fn other_txt_records_are_ignored_and_several_dmarc_records_are_discarded() {
+        let dns = Stub::new()
+            .txt("_dmarc.example.org", "v=spf1 -all")
+            .txt("_dmarc.example.org", "v=DMARC1; p=none")
+            .txt("_dmarc.b.example.org", "v=DMARC1; p=none")
+            .txt("_dmarc.b.example.org", "v=DMARC1; p=reject");
+        // One DMARC record beside another TXT record: it is found.
+        let got = run(Walker::new(&dns).discover("example.org"));
+        assert_eq!(got.found.unwrap().0, "example.org");
+        // Two: both discarded, the walk goes on to the parent.
+        let got = run(Walker::new(&dns).discover("b.example.org"));
+        assert_eq!(got.several, ["b.example.org"]);
+        assert_eq!(got.found.unwrap().0, "example.org");
+    }
+
+    #[test]
+    fn a_failed_name_is_remembered_and_the_walk_goes_on() {
+        let dns = Stub::new()
+            .fail("_dmarc.b.example.org")
+            .txt("_dmarc.example.org", "v=DMARC1; p=reject");
+        let got = run(Walker::new(&dns).discover("a.b.example.org"));
+        assert_eq!(got.failed, ["b.example.org"]);
+        assert_eq!(got.found.unwrap().0, "example.org");
+        let dns = Stub::new().fail("_dmarc.example.org");
+        let got = run(Walker::new(&dns).discover("example.org"));
+        assert_eq!(got.failed, ["example.org"]);
+        assert_eq!(got.found, None);
+    }
+
+    #[test]
+    fn each_name_is_asked_once_per_walker() {
+        let dns = Stub::new().txt("_dmarc.example.org", "v=DMARC1; p=reject");
+        run(async {
+            let mut walker = Walker::new(&dns);
+            walker.discover("a.example.org").await;
+            walker.steps("a.example.org").await;
+            walker.steps("b.example.org").await;
+        });
+        assert_eq!(
+            dns.asked(),
+            [
+                "_dmarc.a.example.org",
+                "_dmarc.example.org",
+                "_dmarc.org",
+                "_dmarc.b.example.org"
+            ]
+        );
+    }
+
+    #[test]
+    fn steps_stop_at_psd_n_and_at_psd_y_above_the_start() {
+        let dns = Stub::new()
+            .txt("_dmarc.example.org", "v=DMARC1; p=none; psd=n")
+            .txt("_dmarc.gov", "v=DMARC1; p=reject; psd=y")
+            .txt("_dmarc.agency.gov", "v=DMARC1; p=reject; psd=y");
+        let steps = run(Walker::new(&dns).steps("a.example.org"));
+        assert_eq!(
+            steps,
+            [
+                ("a.example.org".to_string(), Step::Nothing),
+                ("example.org".to_string(), Step::Record(Psd::No))
+            ]
+        );
+        let steps = run(Walker::new(&dns).steps("agency.gov"));
+        assert_eq!(
+            steps.len(),
+            2,
+            "psd=y at the start does not stop: {steps:?}"
+        );
+        assert_eq!(steps[1], ("gov".to_string(), Step::Record(Psd::Yes)));
+    }
+
+    #[test]
+    fn existence_for_np() {
+        let dns = Stub::new()
+            .exists("here.example.org")
+            .empty("empty.example.org")
+            .address_fails("broken.example.org");
+        let walker = Walker::new(&dns);
+        assert_eq!(run(walker.exists("here.example.org")), Some(true));
+        assert_eq!(run(walker.exists("gone.example.org")), Some(false));
+        assert_eq!(run(walker.exists("empty.example.org")), Some(false));
+        assert_eq!(run(walker.exists("broken.example.org")), None);
+        let asked = dns.asked();
+        // NXDOMAIN for A settles it; NODATA needs AAAA and MX too.
+        assert!(
+            !asked.contains(&"AAAA gone.example.org".to_string()),
+            "{asked:?}"
+        );
+        assert!(
+            asked.contains(&"MX empty.example.org".to_string()),
+            "{asked:?}"
+        );
+    }
+}
