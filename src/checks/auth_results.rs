@@ -66,14 +66,24 @@ impl AuthResults {
         self.entries.push(entry);
     }
 
-    /// `dmarc=`, with the author domain and the policy that applies.
+    /// `dmarc=`, with the author domain and the policy that applies. `policy.dmarc` takes
+    /// only none, quarantine or reject (RFC 9989's registry): an unknown policy (its lookup
+    /// failed) is said in the comment instead.
     pub fn dmarc(&mut self, result: &str, reason: Option<&str>, header_from: &str, policy: &str) {
         let mut entry = format!("dmarc={result}");
-        push_comment(&mut entry, reason);
+        let known = matches!(policy, "none" | "quarantine" | "reject");
+        let comment = match (known, reason) {
+            (true, reason) => reason.map(str::to_string),
+            (false, Some(reason)) => Some(format!("{reason}; policy unknown")),
+            (false, None) => Some("policy unknown".to_string()),
+        };
+        push_comment(&mut entry, comment.as_deref());
         if !header_from.is_empty() {
             let _ = write!(entry, " header.from={}", pvalue(header_from));
         }
-        let _ = write!(entry, " policy.dmarc={}", pvalue(policy));
+        if known {
+            let _ = write!(entry, " policy.dmarc={policy}");
+        }
         self.entries.push(entry);
     }
 
@@ -92,20 +102,29 @@ impl AuthResults {
     }
 }
 
+/// The longest comment, in characters: a reason may quote a record or a name the sender
+/// chose, and a header line must stay under 998 octets (RFC 5322 §2.1.1).
+const MAX_COMMENT: usize = 200;
+
+/// The longest property value, in characters (a mailbox is at most 64 + 1 + 255).
+const MAX_VALUE: usize = 320;
+
 /// Appends ` (text)` as an RFC 5322 comment: backslash, parentheses escaped, control
-/// characters dropped (a reason must never end the field early).
+/// characters dropped (a reason must never end the field early), non-ASCII as `?` (the
+/// field must be readable whether or not the message is SMTPUTF8), cut at `MAX_COMMENT`.
 fn push_comment(entry: &mut String, text: Option<&str>) {
     let Some(text) = text.filter(|t| !t.is_empty()) else {
         return;
     };
     entry.push_str(" (");
-    for c in text.chars() {
+    for c in text.chars().take(MAX_COMMENT) {
         match c {
             '\\' | '(' | ')' => {
                 entry.push('\\');
                 entry.push(c);
             }
             c if c.is_control() => {}
+            c if !c.is_ascii() => entry.push('?'),
             c => entry.push(c),
         }
     }
@@ -117,9 +136,25 @@ fn token_char(c: char) -> bool {
     c.is_ascii_graphic() && !"()<>@,;:\\\"/[]?=".contains(c)
 }
 
-/// An RFC 8601 `pvalue`: a token, `local-part@domain` with a dot-atom local part, or else a
-/// quoted string.
+/// An RFC 8601 `pvalue`: a token, `local-part@domain` with a dot-atom local part and a
+/// domain of letters, digits, hyphens and underscores, or else a quoted string; non-ASCII as
+/// `?`, cut at `MAX_VALUE` characters.
 fn pvalue(value: &str) -> String {
+    let value: String = value
+        .chars()
+        .take(MAX_VALUE)
+        .map(|c| if c.is_ascii() { c } else { '?' })
+        .collect();
+    let value = value.as_str();
+    let domain = |s: &str| {
+        !s.is_empty()
+            && s.split('.').all(|label| {
+                !label.is_empty()
+                    && label
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            })
+    };
     let atom = |s: &str| {
         !s.is_empty()
             && s.split('.').all(|part| {
@@ -132,9 +167,9 @@ fn pvalue(value: &str) -> String {
     if !value.is_empty() && value.chars().all(token_char) {
         return value.to_string();
     }
-    if let Some((local, domain)) = value.rsplit_once('@')
+    if let Some((local, host)) = value.rsplit_once('@')
         && atom(local)
-        && atom(domain)
+        && domain(host)
     {
         return value.to_string();
     }
@@ -199,6 +234,37 @@ mod tests {
         let mut entry = String::from("dkim=neutral");
         push_comment(&mut entry, Some("a (nested) \\ reason\r\nX-Evil: 1"));
         assert_eq!(entry, "dkim=neutral (a \\(nested\\) \\\\ reasonX-Evil: 1)");
+    }
+
+    #[test]
+    fn an_unknown_policy_is_a_comment_not_a_property() {
+        let mut ar = AuthResults::new("gw");
+        ar.dmarc(
+            "temperror",
+            Some("DNS failure at _dmarc.example.org"),
+            "example.org",
+            "unknown",
+        );
+        let header = ar.to_header();
+        assert!(
+            header.contains(
+                "dmarc=temperror (DNS failure at _dmarc.example.org; policy unknown) header.from=example.org\r\n"
+            ),
+            "{header}"
+        );
+        assert!(!header.contains("policy.dmarc"), "{header}");
+    }
+
+    #[test]
+    fn long_and_foreign_values_are_bounded_and_ascii() {
+        let long = "x".repeat(5000);
+        assert_eq!(pvalue(&long).len(), MAX_VALUE);
+        let mut entry = String::new();
+        push_comment(&mut entry, Some(&long));
+        assert_eq!(entry.len(), MAX_COMMENT + 3);
+        assert_eq!(pvalue("ü@exämple.org"), "\"?@ex?mple.org\"");
+        // A domain part that is not a domain name is quoted.
+        assert_eq!(pvalue("a@b=c"), "\"a@b=c\"");
     }
 
     #[test]

@@ -13,10 +13,12 @@
 //!   (RFC 6376 §6.1.1 PERMFAIL, signature syntax error). mail-auth leaves it out.
 //! - a body hash mismatch is `fail (body hash did not verify)` (RFC 8601 §2.7.1). mail-auth
 //!   says `neutral`.
-//! - `l=`: a signature whose first `l` octets of body verify is `pass` (RFC 6376 §3.4.5),
-//!   and the fact `dkim.l_tag` says so, for a policy to distrust; with
-//!   `auth.dkim_allow_partial_body: false` it is `policy` instead (RFC 8601: "not acceptable
-//!   to the ADMD") and adds `dkim.partial_body_refused`.
+//! - `l=`: a signature whose first `l` octets of body verify is `pass` (RFC 6376 §3.4.5).
+//!   When the body is longer than `l` (something unsigned may follow), the fact
+//!   `dkim.l_tag` says so, for a policy to distrust; with `auth.dkim_allow_partial_body:
+//!   false` it is `policy` instead (RFC 8601: "not acceptable to the ADMD") and adds
+//!   `dkim.partial_body_refused`. An `l=` that covers the whole body is a plain pass.
+//! - more than `MAX_SIGNATURES` fields: none is verified, one `permerror` says why.
 //!
 //! Facts: `dkim` (the best result over all signatures), one `dkim.signature` per signature
 //! (`d=… s=… a=… result=…`), `dkim.domain` per passing `d=`, the flags above. RSA keys below
@@ -96,6 +98,32 @@ pub fn parse(raw: &[u8]) -> Option<AuthenticatedMessage<'_>> {
     AuthenticatedMessage::parse_with_opts(raw, None, false)
 }
 
+/// DKIM-Signature fields verified per message at most: each costs a key lookup and a
+/// signature check, and a message has one or two in practice. Above it none is verified
+/// (`too_many`), which can only make DMARC stricter.
+pub const MAX_SIGNATURES: usize = 16;
+
+/// How many DKIM-Signature fields `message` has, parsed or not.
+pub fn signature_fields(message: &AuthenticatedMessage<'_>) -> usize {
+    let unparsed = message
+        .errors()
+        .iter()
+        .filter(|f| f.name.eq_ignore_ascii_case(b"DKIM-Signature"))
+        .count();
+    message.dkim_signatures().len() + unparsed
+}
+
+/// The one verdict of a message with more than `MAX_SIGNATURES` signature fields.
+pub fn too_many(fields: usize) -> Vec<DkimVerdict> {
+    vec![DkimVerdict {
+        result: "permerror",
+        reason: Some(format!(
+            "{fields} signatures, more than {MAX_SIGNATURES}: none verified"
+        )),
+        ..DkimVerdict::unsigned()
+    }]
+}
+
 /// Our verdicts for every DKIM-Signature field of `message`, given mail-auth's `outputs`
 /// for it: first the fields mail-auth could not parse, then the parsed ones in order.
 pub fn verdicts(
@@ -120,14 +148,19 @@ pub fn verdicts(
             body_length: None,
         });
     }
+    let body = message.raw_body().len();
     for field in message.dkim_signatures() {
         let signature = &field.header;
         let output = outputs
             .iter()
             .find(|o| o.signature().is_some_and(|s| std::ptr::eq(s, signature)));
+        // `l=` at or above the body's length signs all of it (canonicalization only
+        // shortens a body): nothing unsigned can follow.
+        let partial = signature.l > 0 && usize::try_from(signature.l).is_ok_and(|l| l < body);
         let (result, reason) = judge(
             signature,
             output.map(DkimOutput::result),
+            partial,
             allow_partial_body,
         );
         let tags = tags(field.value);
@@ -141,7 +174,7 @@ pub fn verdicts(
                 .iter()
                 .find(|(n, _)| n == "b")
                 .map(|(_, b)| b.chars().take(8).collect()),
-            body_length: (signature.l > 0).then_some(signature.l),
+            body_length: partial.then_some(signature.l),
         });
     }
     verdicts
@@ -152,6 +185,7 @@ pub fn verdicts(
 fn judge(
     signature: &Signature,
     result: Option<&DkimResult>,
+    partial: bool,
     allow_partial_body: bool,
 ) -> (&'static str, Option<String>) {
     if signature.a == Algorithm::RsaSha1 {
@@ -164,18 +198,19 @@ fn judge(
         return ("permerror", Some("From field not signed".into()));
     }
     let Some(result) = result else {
-        // mail-auth gives every parsed signature an output; none means we cannot say.
-        return ("temperror", Some("signature not evaluated".into()));
+        // mail-auth gives every parsed signature an output; none means we cannot say, and
+        // what we cannot say must never soften DMARC (a temperror could).
+        return ("permerror", Some("signature not evaluated".into()));
     };
     match result {
-        DkimResult::Pass if signature.l > 0 && !allow_partial_body => (
+        DkimResult::Pass if partial && !allow_partial_body => (
             "policy",
             Some(format!(
                 "body length limit l={} not accepted here",
                 signature.l
             )),
         ),
-        DkimResult::Pass if signature.l > 0 => (
+        DkimResult::Pass if partial => (
             "pass",
             Some(format!(
                 "only the first {} octets of the body are signed",
@@ -314,7 +349,7 @@ mod tests {
     #[test]
     fn rsa_sha1_is_never_a_pass() {
         let sig = signature(Algorithm::RsaSha1, &["from", "subject"], 0);
-        let (result, reason) = judge(&sig, Some(&DkimResult::Pass), true);
+        let (result, reason) = judge(&sig, Some(&DkimResult::Pass), false, true);
         assert_eq!(result, "permerror");
         assert!(reason.unwrap().contains("rsa-sha1"));
     }
@@ -322,18 +357,18 @@ mod tests {
     #[test]
     fn a_signature_without_from_in_h_is_not_valid() {
         let sig = signature(Algorithm::RsaSha256, &["subject", "date"], 0);
-        let (result, reason) = judge(&sig, Some(&DkimResult::Pass), true);
+        let (result, reason) = judge(&sig, Some(&DkimResult::Pass), false, true);
         assert_eq!(result, "permerror");
         assert_eq!(reason.as_deref(), Some("From field not signed"));
         let sig = signature(Algorithm::RsaSha256, &["Subject", "FROM"], 0);
-        assert_eq!(judge(&sig, Some(&DkimResult::Pass), true).0, "pass");
+        assert_eq!(judge(&sig, Some(&DkimResult::Pass), false, true).0, "pass");
     }
 
     #[test]
     fn a_body_hash_mismatch_is_a_fail() {
         let sig = signature(Algorithm::RsaSha256, &["from"], 0);
         let mismatch = DkimResult::Neutral(Error::Dkim(DkimError::BodyHashMismatch));
-        let (result, reason) = judge(&sig, Some(&mismatch), true);
+        let (result, reason) = judge(&sig, Some(&mismatch), false, true);
         assert_eq!(result, "fail");
         assert_eq!(reason.as_deref(), Some("body hash did not verify"));
     }
@@ -341,10 +376,18 @@ mod tests {
     #[test]
     fn a_partial_body_pass_is_a_pass_unless_refused() {
         let sig = signature(Algorithm::RsaSha256, &["from"], 120);
-        let (result, reason) = judge(&sig, Some(&DkimResult::Pass), true);
+        let (result, reason) = judge(&sig, Some(&DkimResult::Pass), true, true);
         assert_eq!(result, "pass");
         assert!(reason.unwrap().contains("120"));
-        assert_eq!(judge(&sig, Some(&DkimResult::Pass), false).0, "policy");
+        assert_eq!(
+            judge(&sig, Some(&DkimResult::Pass), true, false).0,
+            "policy"
+        );
+        // l= covering the whole body: a plain pass, refused or not.
+        assert_eq!(
+            judge(&sig, Some(&DkimResult::Pass), false, false),
+            ("pass", None)
+        );
         let verdict = |result| DkimVerdict {
             result,
             body_length: Some(120),
@@ -365,13 +408,13 @@ mod tests {
         let sig = signature(Algorithm::Ed25519Sha256, &["from"], 0);
         let revoked = DkimResult::PermError(Error::Dkim(DkimError::PublicKeyRevoked));
         assert_eq!(
-            judge(&sig, Some(&revoked), true),
+            judge(&sig, Some(&revoked), false, true),
             ("permerror", Some("key revoked".into()))
         );
         let crypto = DkimResult::Fail(Error::Crypto(
             mail_auth::crypto::CryptoError::FailedVerification,
         ));
-        assert_eq!(judge(&sig, Some(&crypto), true).0, "fail");
+        assert_eq!(judge(&sig, Some(&crypto), false, true).0, "fail");
     }
 
     #[test]
@@ -388,6 +431,22 @@ mod tests {
         assert_eq!(v.selector.as_deref(), Some("sel"));
         assert_eq!(v.b_prefix.as_deref(), Some("QUJDREVG"));
         assert_eq!(overall(&verdicts), "permerror");
+        assert_eq!(signature_fields(&message), 1);
+    }
+
+    #[test]
+    fn a_signature_without_output_is_never_softer_than_permerror() {
+        let sig = signature(Algorithm::RsaSha256, &["from"], 0);
+        assert_eq!(judge(&sig, None, false, true).0, "permerror");
+    }
+
+    #[test]
+    fn too_many_signatures_are_one_permerror() {
+        let v = too_many(40);
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].result, "permerror");
+        assert_eq!(overall(&v), "permerror");
+        assert!(v[0].reason.as_deref().unwrap().starts_with("40 signatures"));
     }
 
     #[test]

@@ -3,11 +3,12 @@
 //! SPF from MAIL included.
 //!
 //! One check because the three share the parsed message and DMARC needs the DKIM outputs
-//! themselves; each method's logic lives in its own file (`dkim.rs`, `arc.rs`, `dmarc.rs`).
+//! themselves; each method's logic lives in its own file (`dkim.rs`, `arc.rs`, `dmarc/`).
 //! The verdicts are ours (`dkim::verdicts` corrects mail-auth's DKIM results, `dmarc` is our
 //! own evaluation); mail-auth verifies the DKIM and ARC cryptography. Must not: look SPF up
 //! again (it reads `spf.mailfrom` / `spf.domain` / `spf.reason` from the facts).
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +23,7 @@ use crate::dns::Dns;
 use crate::metrics::{Event, Metrics};
 use crate::pipeline::outcome::{Fact, FactValue, Findings};
 use crate::pipeline::{Check, CheckContext, CheckFuture};
+use crate::smtp::headers::unfold;
 
 /// DKIM + ARC + DMARC at DATA, and the Authentication-Results header.
 pub struct MessageAuth {
@@ -68,9 +70,16 @@ impl MessageAuth {
                 "none"
             },
         );
-        let spf_domain = text(facts_so_far, "spf.domain").unwrap_or("");
-        let spf_reason = text(facts_so_far, "spf.reason");
+        // Without an SPF result (the check was cut off) the identity is still the MAIL FROM
+        // domain, or the HELO name for the null sender: a temperror there must be able to
+        // turn a DMARC fail into a temperror.
         let helo = ctx.session.helo.as_deref().unwrap_or_default();
+        let identity = match ctx.envelope.mail_from.rsplit_once('@') {
+            Some((_, domain)) => domain,
+            None => helo,
+        };
+        let spf_domain = text(facts_so_far, "spf.domain").unwrap_or(identity);
+        let spf_reason = text(facts_so_far, "spf.reason");
         let ip: IpAddr = ctx.session.client.ip();
         let mut header = AuthResults::new(&self.authserv_id);
         header.spf(spf_word, spf_reason, &ctx.envelope.mail_from, helo);
@@ -90,12 +99,17 @@ impl MessageAuth {
         };
         let mut facts = Vec::new();
         let started = Instant::now();
-        let dkim_out = self
-            .dns
-            .authenticator()
-            .verify_dkim(Parameters::new(&message).with_cache(self.dns.cache()))
-            .await;
-        let verdicts = dkim::verdicts(&message, &dkim_out, self.allow_partial_body);
+        let fields = dkim::signature_fields(&message);
+        let verdicts = if fields > dkim::MAX_SIGNATURES {
+            dkim::too_many(fields)
+        } else {
+            let dkim_out = self
+                .dns
+                .authenticator()
+                .verify_dkim(Parameters::new(&message).with_cache(self.dns.cache()))
+                .await;
+            dkim::verdicts(&message, &dkim_out, self.allow_partial_body)
+        };
         self.emit("dkim", dkim::overall(&verdicts), started.elapsed());
         facts.extend(dkim::facts(&verdicts));
         // The domains that authenticated this message: DKIM d= that passed, and the SPF
@@ -120,6 +134,19 @@ impl MessageAuth {
 
         let started = Instant::now();
         let from_domains = author_domains(message.from_addresses());
+        // RFC 5322 §3.6: exactly one From field. Counted on the raw header block, names
+        // trimmed, because mail-auth's parser does not take `From :` for a From field
+        // while a mail reader may show it; more than one, or more author domains than are
+        // evaluated, and DMARC cannot say whose message it is.
+        let from_fields = from_fields(raw.unwrap_or_default());
+        let ambiguous = from_fields > 1 || from_domains.len() > dmarc::MAX_AUTHOR_DOMAINS;
+        facts.push(Fact::count(
+            "dmarc.from_fields",
+            u64::try_from(from_fields).unwrap_or(u64::MAX),
+        ));
+        if ambiguous {
+            facts.push(Fact::flag("dmarc.ambiguous_from", true));
+        }
         let dkim_temperror: Vec<String> = verdicts
             .iter()
             .filter(|v| v.result == "temperror")
@@ -158,19 +185,37 @@ impl MessageAuth {
 }
 
 /// The distinct author domains of the From field(s), lowercased, in order (RFC 9989 §4.4:
-/// each is an Author Domain). An address without a domain has none.
+/// each is an Author Domain), at most one more than are evaluated (enough to know there are
+/// too many, linear however long the list). An address without a domain has none.
 fn author_domains(addresses: &[String]) -> Vec<String> {
+    let mut seen: HashSet<String> = HashSet::new();
     let mut domains: Vec<String> = Vec::new();
     for address in addresses {
+        if domains.len() > dmarc::MAX_AUTHOR_DOMAINS {
+            break;
+        }
         let Some((_, domain)) = address.rsplit_once('@') else {
             continue;
         };
         let domain = domain.trim().trim_end_matches('.').to_ascii_lowercase();
-        if !domain.is_empty() && !domains.contains(&domain) {
+        if !domain.is_empty() && seen.insert(domain.clone()) {
             domains.push(domain);
         }
     }
     domains
+}
+
+/// How many From fields the header block has, each name compared without the white space
+/// an obsolete `From :` puts before its colon (RFC 5322 §4.5.3).
+fn from_fields(raw: &[u8]) -> usize {
+    unfold(raw)
+        .iter()
+        .filter(|field| {
+            field
+                .split_once(':')
+                .is_some_and(|(name, _)| name.trim().eq_ignore_ascii_case("from"))
+        })
+        .count()
 }
 
 /// `auth.domain` for the SPF domain when SPF passed.
@@ -214,5 +259,16 @@ mod tests {
             vec!["victim.example".to_string(), "spoofer.example".to_string()]
         );
         assert!(author_domains(&[]).is_empty());
+        let many: Vec<String> = (0..10_000).map(|i| format!("a@d{i}.example")).collect();
+        assert_eq!(author_domains(&many).len(), dmarc::MAX_AUTHOR_DOMAINS + 1);
+    }
+
+    #[test]
+    fn from_fields_are_counted_with_their_names_trimmed() {
+        let one = b"From: a@example.org\r\nSubject: x\r\n\r\nFrom: in the body\r\n";
+        assert_eq!(from_fields(one), 1);
+        let two = b"From : ceo@victim.example\r\nfrom:\r\n x@attacker.example\r\n\r\n";
+        assert_eq!(from_fields(two), 2);
+        assert_eq!(from_fields(b"Subject: no author\r\n\r\n"), 0);
     }
 }

@@ -52,6 +52,8 @@ pub const KNOWN: &[(&str, Stage)] = &[
     ("dmarc.policy", Stage::Data),
     ("dmarc.domain", Stage::Data),
     ("dmarc.author_domains", Stage::Data),
+    ("dmarc.from_fields", Stage::Data),
+    ("dmarc.ambiguous_from", Stage::Data),
     ("dkim.domain", Stage::Data),
     ("auth.domain", Stage::Data),
     ("greylist", Stage::Data),

@@ -272,12 +272,14 @@ impl Policy {
 
 /// DMARC as the sending domain asked (RFC 7489 §6.3): `p=reject` failures are refused,
 /// `p=quarantine` failures are relayed marked for quarantine, and a temporary DNS failure
-/// on a `p=reject` domain is deferred (451) rather than guessed. When the DNS failed before
+/// on a `p=reject` or `p=quarantine` domain is deferred (451) rather than guessed. A From
+/// field DMARC cannot attribute (several From fields, more author domains than are
+/// evaluated) is refused, and a DATA authentication that did not finish is deferred. When the DNS failed before
 /// any policy was known (`dmarc.policy=unknown`), `auth.dmarc_dns_failure` decides. SPF or
 /// DKIM results alone never refuse mail here: DMARC is where a domain says how much they
 /// count.
 fn dmarc_rules(dns_failure: DmarcDnsFailure) -> Vec<Rule> {
-    use Condition::{All, Is};
+    use Condition::{All, Any, Flag, Is};
     let mut rules = vec![
         Rule {
             name: "dmarc-reject",
@@ -291,7 +293,25 @@ fn dmarc_rules(dns_failure: DmarcDnsFailure) -> Vec<Rule> {
         },
         Rule {
             name: "dmarc-temperror",
-            when: All(vec![Is("dmarc", "temperror"), Is("dmarc.policy", "reject")]),
+            when: All(vec![
+                Is("dmarc", "temperror"),
+                Any(vec![
+                    Is("dmarc.policy", "reject"),
+                    Is("dmarc.policy", "quarantine"),
+                ]),
+            ]),
+            action: Action::Tempfail(reply::AUTH_TEMPFAIL),
+        },
+        Rule {
+            name: "dmarc-ambiguous-from",
+            when: Flag("dmarc.ambiguous_from"),
+            action: Action::Reject(reply::AMBIGUOUS_FROM),
+        },
+        // The DATA authentication ran out of time or failed: DMARC could not be decided,
+        // and a sender must not be able to skip it by making its lookups slow.
+        Rule {
+            name: "auth-incomplete",
+            when: Is("check.error", "message_auth"),
             action: Action::Tempfail(reply::AUTH_TEMPFAIL),
         },
     ];
@@ -355,6 +375,11 @@ mod tests {
             ("temperror", "none", Action::Accept),
             (
                 "temperror",
+                "quarantine",
+                Action::Tempfail(reply::AUTH_TEMPFAIL),
+            ),
+            (
+                "temperror",
                 "unknown",
                 Action::Tempfail(reply::AUTH_TEMPFAIL),
             ),
@@ -373,6 +398,18 @@ mod tests {
             p.decide(Stage::Data, &facts("temperror", "reject")).action,
             Action::Tempfail(reply::AUTH_TEMPFAIL),
             "a known p=reject defers whatever auth.dmarc_dns_failure says"
+        );
+        let p = Policy::builtin(&Config::default());
+        let v = p.decide(Stage::Data, &[Fact::flag("dmarc.ambiguous_from", true)]);
+        assert_eq!(v.action, Action::Reject(reply::AMBIGUOUS_FROM));
+        let v = p.decide(Stage::Data, &[Fact::text("check.error", "message_auth")]);
+        assert_eq!(v.action, Action::Tempfail(reply::AUTH_TEMPFAIL));
+        assert_eq!(v.rules, vec!["auth-incomplete"]);
+        let v = p.decide(Stage::Data, &[Fact::text("check.error", "dnsbl")]);
+        assert_eq!(
+            v.action,
+            Action::Accept,
+            "other checks' errors are the policy's call"
         );
         let mut off = Config::default();
         off.auth.enabled = false;

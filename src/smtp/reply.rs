@@ -277,6 +277,13 @@ pub const DMARC_REJECT: Reply = r(
     (5, 7, 26),
     "Unauthenticated mail refused: the sender domain's DMARC policy is reject",
 );
+/// More than one From field, or more author domains than DMARC evaluates: whose message it
+/// is cannot be said (RFC 5322 §3.6 allows one From field).
+pub const AMBIGUOUS_FROM: Reply = r(
+    550,
+    (5, 7, 1),
+    "Message refused: its From field is ambiguous (several From fields or too many authors)",
+);
 /// A DNS failure kept us from deciding on a domain that asks for rejection.
 pub const AUTH_TEMPFAIL: Reply = r(
     451,
@@ -361,6 +368,7 @@ pub const ALL: &[&Reply] = &[
     &MESSAGE_TOO_BIG,
     &DMARC_REJECT,
     &AUTH_TEMPFAIL,
+    &AMBIGUOUS_FROM,
     &BARE_LINE_ENDING,
     &NEEDS_SMTPUTF8,
     &BAD_BODY_PARAM,
