@@ -11,8 +11,8 @@
 //! Must not: map results to actions (the policy does).
 
 mod eval;
-mod macros;
-mod record;
+pub(crate) mod macros;
+pub(crate) mod record;
 mod result;
 
 use std::net::IpAddr;
