@@ -99,9 +99,20 @@ impl Command {
                 if from.flags & MAIL_BODY_BINARYMIME != 0 {
                     return Err(reply::BAD_BODY_PARAM);
                 }
+                // smtp-proto garbles a SIZE beyond 19 digits (after saturating, the next
+                // digit starts the number again): unless the line says this number, the
+                // declaration is too big for anything.
+                let size = (from.size > 0).then(|| {
+                    let size = from.size as u64;
+                    if numbers_after(line, b"SIZE=").any(|n| n == Some(size)) {
+                        size
+                    } else {
+                        u64::MAX
+                    }
+                });
                 Command::Mail(MailParams {
                     address: from.address.into_owned(),
-                    size: (from.size > 0).then_some(from.size as u64),
+                    size,
                     body: if from.flags & MAIL_BODY_8BITMIME != 0 {
                         Body::EightBitMime
                     } else {
@@ -123,10 +134,17 @@ impl Command {
             Request::Bdat {
                 chunk_size,
                 is_last,
-            } => Command::Bdat {
-                size: chunk_size,
-                last: is_last,
-            },
+            } => {
+                // The same garbling would make us read another chunk than the client sends:
+                // the chunk size must be the number written, exactly.
+                if numbers_after(line, b"BDAT").next() != Some(Some(chunk_size as u64)) {
+                    return Err(reply::SYNTAX_ERROR);
+                }
+                Command::Bdat {
+                    size: chunk_size,
+                    last: is_last,
+                }
+            }
             Request::Rset => Command::Rset,
             Request::Noop { .. } => Command::Noop,
             Request::Quit => Command::Quit,
@@ -141,6 +159,30 @@ impl Command {
 fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len())
         .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+/// The number written after each `key` (ASCII case-insensitive) in `line`, read the way
+/// smtp-proto reads it (spaces before the digits and CRs among them skipped), but exactly:
+/// `None` for a number beyond `u64`. Keys not followed by a digit give nothing.
+fn numbers_after<'a>(line: &'a [u8], key: &'a [u8]) -> impl Iterator<Item = Option<u64>> + 'a {
+    (0..line.len().saturating_sub(key.len() - 1))
+        .filter(move |&i| line[i..i + key.len()].eq_ignore_ascii_case(key))
+        .filter_map(move |i| {
+            let rest = &line[i + key.len()..];
+            let start = rest.iter().position(|&b| b != b' ')?;
+            let mut value = Some(0u64);
+            let mut digits = 0;
+            for &b in rest[start..].iter().filter(|&&b| b != b'\r') {
+                if !b.is_ascii_digit() {
+                    break;
+                }
+                digits += 1;
+                value = value
+                    .and_then(|v| v.checked_mul(10))
+                    .and_then(|v| v.checked_add(u64::from(b - b'0')));
+            }
+            (digits > 0).then_some(value)
+        })
 }
 
 fn parse_error_reply(e: &ProtoError) -> Reply {
@@ -200,6 +242,44 @@ mod tests {
         assert_eq!(
             Command::parse(b"RCPT TO:<>\r\n"),
             Err(reply::BAD_RECIPIENT_SYNTAX)
+        );
+    }
+
+    /// Found by fuzz/smtp_command: past 19 digits smtp-proto saturates, then starts the
+    /// number again with the next digit, so `BDAT 40918446744073709551616` was a chunk of
+    /// 616 octets (the rest of the client's chunk would have been read as commands).
+    #[test]
+    fn numbers_beyond_u64_are_not_cut_short() {
+        assert_eq!(
+            Command::parse(b"BDAT 40918446744073709551616\r\n"),
+            Err(reply::SYNTAX_ERROR)
+        );
+        assert_eq!(
+            Command::parse(b"BDAT 18446744073709551616 LAST\r\n"),
+            Err(reply::SYNTAX_ERROR)
+        );
+        let mail = |line: &[u8]| match Command::parse(line) {
+            Ok(Command::Mail(m)) => m.size,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            mail(b"MAIL FROM:<a@b.example> SIZE=184467440737095516160001000\r\n"),
+            Some(u64::MAX)
+        );
+        assert_eq!(
+            mail(b"MAIL FROM:<a@b.example> SIZE=99999999999999999999999\r\n"),
+            Some(u64::MAX)
+        );
+        assert_eq!(
+            mail(b"MAIL FROM:<size=5@b.example> SIZE=1000\r\n"),
+            Some(1000)
+        );
+        assert_eq!(
+            Command::parse(b"BDAT 18446744073709551614 LAST\r\n"),
+            Ok(Command::Bdat {
+                size: 18446744073709551614,
+                last: true
+            })
         );
     }
 }
