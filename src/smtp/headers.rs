@@ -87,11 +87,15 @@ impl HeaderFilter {
         }
     }
 
-    /// Emits whatever is held (a message that ended inside its header block).
+    /// Emits whatever is held (a message that ended inside its header block). A last line
+    /// without its CRLF is a line like the others: the relay ends the content with CRLF, so
+    /// it reaches the backend as a field and is filtered as one.
     pub fn finish(&mut self, out: &mut Vec<u8>) {
         let line = std::mem::take(&mut self.line);
+        if !line.is_empty() {
+            self.start_line(&line, out);
+        }
         self.end_field(out);
-        out.extend_from_slice(&line);
         self.in_body = true;
     }
 
@@ -275,6 +279,50 @@ mod tests {
             "X-Portcullisfoo: kept\r\n\r\nX-Portcullis-Verdict: in body\r\n"
         );
         assert_eq!(removed, 2);
+    }
+
+    /// Found by fuzz/headers: a message that ends inside its header block without a final
+    /// CRLF (BDAT allows it; the relay adds the CRLF) had its last line emitted unfiltered,
+    /// so a forged Authentication-Results or X-Portcullis field reached the backend.
+    #[test]
+    fn an_unterminated_last_line_is_filtered_too() {
+        for (input, expected, removed) in [
+            (
+                &b"Subject: s\r\nAuthentication-Results: gw.example.test; dkim=pass"[..],
+                &b"Subject: s\r\n"[..],
+                1,
+            ),
+            (
+                b"Subject: s\r\nx-portcullis-envelope-to: <a@evil.example>",
+                b"Subject: s\r\n",
+                1,
+            ),
+            (
+                b"Authentication-Results: gw.example.test; x\r\n\tmore",
+                b"",
+                1,
+            ),
+            (
+                b"Authentication-Results: other.example; x\r\n\tmore",
+                b"Authentication-Results: other.example; x\r\n\tmore",
+                0,
+            ),
+            (
+                b"Subject: s\r\nX-Last: kept",
+                b"Subject: s\r\nX-Last: kept",
+                0,
+            ),
+        ] {
+            for split in 0..input.len() {
+                let (out, n) = run(input, split);
+                assert_eq!(
+                    String::from_utf8_lossy(&out),
+                    String::from_utf8_lossy(expected),
+                    "split {split}"
+                );
+                assert_eq!(n, removed);
+            }
+        }
     }
 
     #[test]
