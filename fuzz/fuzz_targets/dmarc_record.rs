@@ -1,9 +1,11 @@
 //! The DMARC record parser (src/checks/dmarc/record.rs `parse`, `is_dmarc`, `applicable`).
 //!
 //! Invariants: never panics; `parse` gives a record exactly when `is_dmarc` says the text
-//! is one; the policy for each role follows the tags (a valid `p` is the domain's policy;
-//! without a valid `p`, a usable `rua` means `none` and its absence means no policy, or a
-//! broken one); `lowered` is `t=y` or `pct=0`; the first occurrence of a tag counts, so
+//! is one; the policy for each role follows the tags: with a valid `p`, the domain gets `p`,
+//! an existing subdomain the first present of `sp`, `p`, a non-existent one the first of
+//! `np`, `sp`, `p`; without a valid `p`, `p` itself decides. A valid tag is that policy; an
+//! invalid or absent one is `none` with a usable `rua`, else broken (invalid) or no policy
+//! at all (absent). `lowered` is `t=y` or `pct=0`; the first occurrence of a tag counts, so
 //! appending another `p=` never changes a `p` already there.
 
 #![no_main]
@@ -19,16 +21,23 @@ fuzz_target!(|data: &[u8]| {
     };
     assert!(is_dmarc(data));
     for role in [Role::Domain, Role::Subdomain, Role::NonExistent] {
-        let applicable = record.applicable(role);
-        match record.p {
-            PolicyTag::Value(p) if role == Role::Domain => {
-                assert_eq!(applicable, Applicable::Policy(p));
-            }
-            PolicyTag::Value(_) => assert!(matches!(applicable, Applicable::Policy(_))),
-            _ if record.rua => assert_eq!(applicable, Applicable::Policy(DmarcPolicy::None)),
-            PolicyTag::Absent => assert_eq!(applicable, Applicable::NotApplicable),
-            PolicyTag::Invalid => assert_eq!(applicable, Applicable::Broken),
-        }
+        let order: &[PolicyTag] = match (record.p, role) {
+            (PolicyTag::Value(_), Role::Subdomain) => &[record.sp, record.p],
+            (PolicyTag::Value(_), Role::NonExistent) => &[record.np, record.sp, record.p],
+            _ => &[record.p],
+        };
+        let tag = order
+            .iter()
+            .copied()
+            .find(|t| *t != PolicyTag::Absent)
+            .unwrap_or(PolicyTag::Absent);
+        let expected = match tag {
+            PolicyTag::Value(p) => Applicable::Policy(p),
+            _ if record.rua => Applicable::Policy(DmarcPolicy::None),
+            PolicyTag::Absent => Applicable::NotApplicable,
+            PolicyTag::Invalid => Applicable::Broken,
+        };
+        assert_eq!(record.applicable(role), expected, "{role:?} of {record:?}");
     }
     assert_eq!(record.lowered(), record.testing || record.pct_zero);
     if record.p != PolicyTag::Absent {

