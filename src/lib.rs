@@ -29,3 +29,4 @@ pub mod smtp;
 pub mod spool;
 pub mod state;
 pub mod tls;
+pub mod verify_budget;
