@@ -160,17 +160,45 @@ async fn a_record_without_policy_is_none() {
     assert_eq!(o.record_domain.as_deref(), Some("example.org"));
 }
 
-/// `p=bogus`: permerror, no policy, and the walk stops there (`_dmarc.org` not asked).
+/// `p=bogus` without `rua`: no DMARC processing (RFC 9989 §4.10.1), so `none`, and the walk
+/// stops there (`_dmarc.org` not asked). An invalid `sp` does the same to the whole record,
+/// the domain itself included; with a usable `rua` the record reads as `p=none`.
 #[tokio::test]
-async fn a_broken_record_is_permerror_and_stops_the_walk() {
+async fn a_broken_record_is_none_and_stops_the_walk() {
     let fixture = DnsFixture::start(vec![
-        Zone::root().txt("_dmarc.example.org", "v=DMARC1; p=bogus"),
+        Zone::root()
+            .txt("_dmarc.example.org", "v=DMARC1; p=bogus")
+            .txt("_dmarc.sp.example", "v=DMARC1; p=reject; sp=bogus")
+            .txt(
+                "_dmarc.rua.example",
+                "v=DMARC1; p=reject; sp=bogus; rua=mailto:d@rua.example",
+            ),
     ])
     .await;
-    let o = from(&["example.org"]).on(&dns(&fixture)).await;
-    assert_eq!(o.result, DmarcResult::PermError, "{o:?}");
-    assert_eq!(o.policy, DmarcPolicy::None);
+    let dns = dns(&fixture);
+    let o = from(&["example.org"]).on(&dns).await;
+    assert_eq!(
+        (o.result, o.policy),
+        (DmarcResult::None, DmarcPolicy::None),
+        "{o:?}"
+    );
+    assert_eq!(
+        reason(&o),
+        "invalid p at _dmarc.example.org, no DMARC processing"
+    );
     assert_eq!(fixture.query_count("_dmarc.org", RecordType::TXT), 0);
+    let o = from(&["sp.example"]).on(&dns).await;
+    assert_eq!(
+        (o.result, o.policy),
+        (DmarcResult::None, DmarcPolicy::None),
+        "{o:?}"
+    );
+    let o = from(&["rua.example"]).on(&dns).await;
+    assert_eq!(
+        (o.result, o.policy),
+        (DmarcResult::Fail, DmarcPolicy::None),
+        "{o:?}"
+    );
 }
 
 /// The policy of a parent applies to a subdomain (`sp`), and aligned identifiers pass.

@@ -224,22 +224,18 @@ async fn one<R: Resolve>(
     } else {
         Role::Subdomain
     };
-    let mut requested = match record.applicable(role) {
-        Applicable::Policy(policy) => policy,
-        Applicable::NotApplicable => {
-            reasons.push(format!("no policy at _dmarc.{at}"));
-            return DmarcOutcome {
-                record_domain: Some(at),
-                ..plain(DmarcResult::None, &domain, joined(reasons))
-            };
-        }
-        Applicable::Broken => {
-            reasons.push(format!("invalid policy at _dmarc.{at}"));
-            return DmarcOutcome {
-                record_domain: Some(at),
-                ..plain(DmarcResult::PermError, &domain, joined(reasons))
-            };
-        }
+    if let Some(fault) = record.fault() {
+        reasons.push(if record.rua {
+            format!("{fault} at _dmarc.{at}, read as p=none")
+        } else {
+            format!("{fault} at _dmarc.{at}, no DMARC processing")
+        });
+    }
+    let Applicable::Policy(mut requested) = record.applicable(role) else {
+        return DmarcOutcome {
+            record_domain: Some(at),
+            ..plain(DmarcResult::None, &domain, joined(reasons))
+        };
     };
 
     let exact = ids.spf.as_deref() == Some(domain.as_str()) || ids.dkim.contains(&domain);
@@ -274,24 +270,15 @@ async fn one<R: Resolve>(
 
     // `np`: only when it would change what a failing message gets.
     if result != DmarcResult::Pass && role == Role::Subdomain {
-        let missing = record.applicable(Role::NonExistent);
-        if missing != Applicable::Policy(requested) {
+        // The record is valid or reads as p=none as a whole: np is a policy like sp.
+        if let Applicable::Policy(missing) = record.applicable(Role::NonExistent)
+            && missing != requested
+        {
             match walker.exists(&domain).await {
                 Some(true) => {}
-                Some(false) => match missing {
-                    Applicable::Policy(policy) => requested = policy,
-                    _ => {
-                        reasons.push(format!("invalid np at _dmarc.{at}"));
-                        return DmarcOutcome {
-                            record_domain: Some(at),
-                            ..plain(DmarcResult::PermError, &domain, joined(reasons))
-                        };
-                    }
-                },
+                Some(false) => requested = missing,
                 None => {
-                    if let Applicable::Policy(policy) = missing {
-                        requested = stricter(requested, policy);
-                    }
+                    requested = stricter(requested, missing);
                     reasons.push(format!("DNS failure checking whether {domain} exists"));
                     result = DmarcResult::TempError;
                 }
@@ -616,13 +603,50 @@ mod tests {
         let dns = Stub::new().txt("_dmarc.example.org", "v=DMARC1; sp=reject");
         let o = from(&["example.org"]).eval(&dns);
         assert_eq!(o.result, DmarcResult::None);
+        assert_eq!(
+            o.reason.as_deref(),
+            Some("no p at _dmarc.example.org, no DMARC processing")
+        );
+        // An invalid p without rua: no DMARC processing either (RFC 9989 §4.10.1), and the
+        // record still is the one that applies: the walk stops there.
         let dns = Stub::new().txt("_dmarc.example.org", "v=DMARC1; p=bogus");
         let o = from(&["example.org"]).eval(&dns);
-        assert_eq!(
-            (o.result, o.policy),
-            (DmarcResult::PermError, DmarcPolicy::None)
-        );
+        assert_eq!((o.result, o.policy), (DmarcResult::None, DmarcPolicy::None));
         assert_eq!(dns.asked(), ["_dmarc.example.org"], "the walk stops there");
+    }
+
+    #[test]
+    fn an_invalid_sp_or_np_makes_the_whole_record_p_none_or_nothing() {
+        // sp invalid: p=reject does not apply to the domain itself either.
+        let dns = Stub::new().txt("_dmarc.example.org", "v=DMARC1; p=reject; sp=quarantin");
+        for author in ["example.org", "news.example.org"] {
+            let o = from(&[author]).eval(&dns);
+            assert_eq!((o.result, o.policy), (DmarcResult::None, DmarcPolicy::None));
+            assert_eq!(
+                o.reason.as_deref(),
+                Some("invalid sp at _dmarc.example.org, no DMARC processing"),
+                "{author}"
+            );
+        }
+        // np invalid, a usable rua: p=none for every role, and no existence lookup.
+        let dns = Stub::new().txt(
+            "_dmarc.example.org",
+            "v=DMARC1; p=reject; np=rejekt; rua=mailto:d@example.org",
+        );
+        for author in ["example.org", "invented.example.org"] {
+            let o = from(&[author]).eval(&dns);
+            assert_eq!((o.result, o.policy), (DmarcResult::Fail, DmarcPolicy::None));
+            assert!(
+                o.reason
+                    .unwrap()
+                    .contains("invalid np at _dmarc.example.org, read as p=none")
+            );
+        }
+        assert!(
+            dns.asked().iter().all(|q| !q.starts_with("A ")),
+            "{:?}",
+            dns.asked()
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! records, ignores all but one author domain, drops a known policy on a later DNS failure
 //! and knows no `pct=0`).
 //!
-//! Facts: `dmarc` (pass, fail, temperror, permerror, none), `dmarc.policy` (none, quarantine,
+//! Facts: `dmarc` (pass, fail, temperror, none), `dmarc.policy` (none, quarantine,
 //! reject, or unknown for a temperror before any record was found: what applies after `sp`,
 //! `np` and testing), `dmarc.domain` (the author domain of the outcome) and
 //! `dmarc.author_domains` (how many distinct author domains the From field names).
@@ -49,7 +49,9 @@ pub enum DmarcResult {
     None,
     /// A DNS failure left the result open.
     TempError,
-    /// The applicable record is broken (an invalid policy and no usable `rua`).
+    /// Not given by our evaluation: RFC 9989 §4.10.1 applies no DMARC processing (`none`)
+    /// when the record's policy tags are unusable and `rua` is too. Kept for the RFC 8601
+    /// word.
     PermError,
 }
 
