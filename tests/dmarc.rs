@@ -506,7 +506,8 @@ async fn pct_0_is_treated_as_testing() {
 // ---------------------------------------------------------------------------------------
 // np.
 
-/// `np` applies to a subdomain that has no A, AAAA or MX record; one with an MX exists.
+/// `np` applies to a subdomain that does not exist (NXDOMAIN); one with only an MX or only a
+/// TXT record (NODATA for A) exists, and gets `sp` (here `p`).
 #[tokio::test]
 async fn np_applies_to_non_existent_subdomains() {
     let fixture = DnsFixture::start(vec![
@@ -523,16 +524,29 @@ async fn np_applies_to_non_existent_subdomains() {
         (DmarcResult::Fail, DmarcPolicy::Reject),
         "{o:?}"
     );
-    // NODATA for A, AAAA and MX is non-existent too.
+    // NODATA for A: the name exists (RFC 8020, RFC 9989 §3.2.13).
     let o = from(&["empty.example.org"]).on(&dns).await;
-    assert_eq!(o.policy, DmarcPolicy::Reject, "{o:?}");
+    assert_eq!(
+        (o.result, o.policy),
+        (DmarcResult::Fail, DmarcPolicy::None),
+        "{o:?}"
+    );
     let o = from(&["mail.example.org"]).on(&dns).await;
     assert_eq!(
         (o.result, o.policy),
         (DmarcResult::Fail, DmarcPolicy::None),
         "{o:?}"
     );
-    assert!(fixture.query_count("mail.example.org", RecordType::MX) >= 1);
+    // One A query is the whole existence test.
+    for name in [
+        "invented.example.org",
+        "empty.example.org",
+        "mail.example.org",
+    ] {
+        assert!(fixture.query_count(name, RecordType::A) >= 1, "{name}");
+        assert_eq!(fixture.query_count(name, RecordType::AAAA), 0, "{name}");
+        assert_eq!(fixture.query_count(name, RecordType::MX), 0, "{name}");
+    }
 }
 
 /// Existence cannot be told (the A lookup fails, nothing else exists): temperror, with the

@@ -140,28 +140,16 @@ impl<'a, R: Resolve> Walker<'a, R> {
         steps
     }
 
-    /// Whether `domain` exists for `np` (RFC 9989: it does not when A, AAAA and MX all
-    /// answer NXDOMAIN or NODATA). `None` when a failed lookup leaves it open. An NXDOMAIN
-    /// for A is enough: nothing at all exists at that name.
+    /// Whether `domain` exists for `np` (RFC 9989 §3.2.13 and A.4, after RFC 8020: only an
+    /// NXDOMAIN says a name does not exist; NODATA says it exists without records of the type
+    /// asked). One A query answers it: NXDOMAIN → no, records or NODATA → yes. `None` when
+    /// the lookup failed.
     pub async fn exists(&self, domain: &str) -> Option<bool> {
-        let mut unknown = false;
         match self.dns.a(domain).await {
-            Ok(answer) if !answer.is_void() => return Some(true),
-            Ok(Answer::NxDomain) => return Some(false),
-            Ok(_) | Err(LookupError::InvalidName) => {}
-            Err(LookupError::Failed(_)) => unknown = true,
+            Ok(Answer::NxDomain) | Err(LookupError::InvalidName) => Some(false),
+            Ok(Answer::Records(_) | Answer::NoData) => Some(true),
+            Err(LookupError::Failed(_)) => None,
         }
-        match self.dns.aaaa(domain).await {
-            Ok(answer) if !answer.is_void() => return Some(true),
-            Ok(_) | Err(LookupError::InvalidName) => {}
-            Err(LookupError::Failed(_)) => unknown = true,
-        }
-        match self.dns.mx(domain).await {
-            Ok(answer) if !answer.is_void() => return Some(true),
-            Ok(_) | Err(LookupError::InvalidName) => {}
-            Err(LookupError::Failed(_)) => unknown = true,
-        }
-        (!unknown).then_some(false)
     }
 }
 
@@ -217,7 +205,7 @@ pub(super) mod stub {
             self.a.push(name.to_string());
             self
         }
-        /// `name` exists in the DNS but has no A, AAAA or MX record.
+        /// `name` exists in the DNS but has no A, AAAA or MX record (NODATA).
         pub fn empty(mut self, name: &str) -> Stub {
             self.nodata.push(name.to_string());
             self
@@ -417,17 +405,18 @@ mod tests {
         let walker = Walker::new(&dns);
         assert_eq!(run(walker.exists("here.example.org")), Some(true));
         assert_eq!(run(walker.exists("gone.example.org")), Some(false));
-        assert_eq!(run(walker.exists("empty.example.org")), Some(false));
+        // NODATA: the name exists, it only has no A record (RFC 8020, RFC 9989 A.4).
+        assert_eq!(run(walker.exists("empty.example.org")), Some(true));
         assert_eq!(run(walker.exists("broken.example.org")), None);
-        let asked = dns.asked();
-        // NXDOMAIN for A settles it; NODATA needs AAAA and MX too.
-        assert!(
-            !asked.contains(&"AAAA gone.example.org".to_string()),
-            "{asked:?}"
-        );
-        assert!(
-            asked.contains(&"MX empty.example.org".to_string()),
-            "{asked:?}"
+        // One A query each, nothing else.
+        assert_eq!(
+            dns.asked(),
+            [
+                "A here.example.org",
+                "A gone.example.org",
+                "A empty.example.org",
+                "A broken.example.org"
+            ]
         );
     }
 }
