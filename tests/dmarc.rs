@@ -230,6 +230,29 @@ async fn a_parent_policy_applies_and_aligned_identifiers_pass() {
     assert_eq!(o.result, DmarcResult::Pass, "relaxed SPF alignment: {o:?}");
 }
 
+/// A `psd=y` record at the author domain ends its walk (RFC 9989 §4.10 step 2): it is its
+/// own Organizational Domain, so an SPF domain whose walk reaches `gov` does not align with
+/// it, whatever `_dmarc.gov` says.
+#[tokio::test]
+async fn psd_y_at_the_author_domain_ends_its_walk() {
+    let fixture = DnsFixture::start(vec![
+        Zone::root()
+            .txt("_dmarc.agency.gov", "v=DMARC1; p=reject; psd=y")
+            .txt("_dmarc.other.gov", "v=DMARC1; p=none")
+            .txt("_dmarc.gov", "v=DMARC1; p=none"),
+    ])
+    .await;
+    let o = from(&["agency.gov"])
+        .spf_pass("other.gov")
+        .on(&dns(&fixture))
+        .await;
+    assert_eq!(
+        (o.result, o.policy),
+        (DmarcResult::Fail, DmarcPolicy::Reject),
+        "{o:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // 1. Several records at one name.
 

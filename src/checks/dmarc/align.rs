@@ -2,9 +2,10 @@
 //! `d=`) is the author domain (strict) or shares its Organizational Domain (relaxed), and the
 //! Organizational Domain itself (§4.10.2) from the steps of a DNS Tree Walk.
 //!
-//! Owns: the Organizational Domain rule (a `psd=n` record marks it; a `psd=y` record above the
-//! start marks the name one label below it; otherwise the highest name with a record; with no
-//! record at all, the domain itself) and what a failed lookup in a walk means for alignment:
+//! Owns: the Organizational Domain rule (RFC 9989 §4.10.2: a `psd=n` record marks it; a
+//! `psd=y` record above the start marks the name one label below it; otherwise the highest
+//! name with a record, which is the start itself when a `psd=y` record there ended the walk;
+//! with no record at all, the domain itself) and what a failed lookup in a walk means for alignment:
 //! the failed names are tried as every answer they could have given (no record, a record with
 //! `psd=u`, `y` or `n`), and the answer is `Unknown` only when those disagree. So a DNS failure
 //! that cannot change the answer (`mail.example.org` and `example.org` share their
@@ -49,7 +50,9 @@ pub fn may_share(a: &str, b: &str) -> bool {
 }
 
 /// The Organizational Domain of `domain` from the `steps` of its walk, a failed step read as
-/// `guess` gives for its name.
+/// `guess` gives for its name. The walk ends at the first `psd=y` or `psd=n` record (the
+/// start included), so the steps after one (which a failed name, guessed so, would have
+/// stopped) do not count.
 pub fn org_domain(domain: &str, steps: &[(String, Step)], guess: &impl Fn(&str) -> Step) -> String {
     let mut highest: Option<&str> = None;
     for (name, step) in steps {
@@ -61,7 +64,9 @@ pub fn org_domain(domain: &str, steps: &[(String, Step)], guess: &impl Fn(&str) 
             Step::Nothing | Step::Failed => {}
             Step::Record(Psd::No) => return name.clone(),
             Step::Record(Psd::Yes) if name != domain => return one_below(name, domain),
-            Step::Record(_) => highest = Some(name),
+            // psd=y at the start: the walk stopped there, its record is the highest found.
+            Step::Record(Psd::Yes) => return name.clone(),
+            Step::Record(Psd::Unknown) => highest = Some(name),
         }
     }
     highest.unwrap_or(domain).to_string()
@@ -174,8 +179,13 @@ mod tests {
         let d = "1.2.3.4.5.6.7.8.example.org";
         let s = steps(&[(d, NO), ("5.6.7.8.example.org", NO), ("org", Y)]);
         assert_eq!(org_domain(d, &s, &known), "example.org");
-        // psd=y at the start does not make the domain a public suffix of itself.
-        let s = steps(&[("agency.gov", Y), ("gov", U)]);
+        // psd=y at the start does not make the domain a public suffix of itself, and it ends
+        // the walk (RFC 9989 §4.10 step 2): the domain is its own Organizational Domain.
+        let s = steps(&[("agency.gov", Y)]);
+        assert_eq!(org_domain("agency.gov", &s, &known), "agency.gov");
+        // A failed start guessed as psd=y stops there too, whatever was found above it.
+        let s = steps(&[("agency.gov", FAIL), ("gov", U)]);
+        assert_eq!(org_domain("agency.gov", &s, &|_: &str| Y), "agency.gov");
         assert_eq!(org_domain("agency.gov", &s, &known), "gov");
     }
 

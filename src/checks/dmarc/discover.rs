@@ -117,8 +117,9 @@ impl<'a, R: Resolve> Walker<'a, R> {
     }
 
     /// Every step of the walk from `domain`, for the Organizational Domain (`align.rs`).
-    /// It stops after a `psd=y` or `psd=n` record (except `psd=y` at `domain` itself, which
-    /// does not end the walk, RFC 9989 §4.10.2).
+    /// It stops after a `psd=y` or `psd=n` record, at `domain` itself too (RFC 9989 §4.10
+    /// steps 2 and 6: "If a single record remains and it contains a "psd=n" or "psd=y" tag,
+    /// stop"). A failed name does not stop it.
     pub async fn steps(&mut self, domain: &str) -> Vec<(String, Step)> {
         let mut steps = Vec::new();
         for name in walk_names(domain) {
@@ -127,13 +128,8 @@ impl<'a, R: Resolve> Walker<'a, R> {
                 AtName::Nothing | AtName::Several => Step::Nothing,
                 AtName::Failed => Step::Failed,
             };
-            let stop = match step {
-                Step::Record(Psd::No) => true,
-                Step::Record(Psd::Yes) => name != domain,
-                _ => false,
-            };
             steps.push((name, step));
-            if stop {
+            if matches!(step, Step::Record(Psd::No | Psd::Yes)) {
                 break;
             }
         }
@@ -374,7 +370,7 @@ mod tests {
     }
 
     #[test]
-    fn steps_stop_at_psd_n_and_at_psd_y_above_the_start() {
+    fn steps_stop_at_psd_n_and_at_psd_y_the_start_included() {
         let dns = Stub::new()
             .txt("_dmarc.example.org", "v=DMARC1; p=none; psd=n")
             .txt("_dmarc.gov", "v=DMARC1; p=reject; psd=y")
@@ -387,13 +383,12 @@ mod tests {
                 ("example.org".to_string(), Step::Record(Psd::No))
             ]
         );
+        // psd=y at the start stops the walk too (RFC 9989 §4.10 step 2).
         let steps = run(Walker::new(&dns).steps("agency.gov"));
-        assert_eq!(
-            steps.len(),
-            2,
-            "psd=y at the start does not stop: {steps:?}"
-        );
-        assert_eq!(steps[1], ("gov".to_string(), Step::Record(Psd::Yes)));
+        assert_eq!(steps, [("agency.gov".to_string(), Step::Record(Psd::Yes))]);
+        let steps = run(Walker::new(&dns).steps("x.agency.gov"));
+        assert_eq!(steps.len(), 2, "{steps:?}");
+        assert_eq!(steps[1], ("agency.gov".to_string(), Step::Record(Psd::Yes)));
     }
 
     #[test]
