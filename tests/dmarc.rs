@@ -253,6 +253,35 @@ async fn psd_y_at_the_author_domain_ends_its_walk() {
     );
 }
 
+/// Without a record of its own, an author domain gets its Organizational Domain's (the
+/// highest name with a record, RFC 9989 §4.10.1 and B.4.2), not the first record walking up.
+#[tokio::test]
+async fn the_organizational_domains_record_applies_not_the_first_found() {
+    let fixture = DnsFixture::start(vec![
+        Zone::root()
+            .txt("_dmarc.example.org", "v=DMARC1; p=reject")
+            .txt("_dmarc.b.example.org", "v=DMARC1; p=none")
+            .a("a.b.example.org", "192.0.2.1".parse().unwrap()),
+    ])
+    .await;
+    let dns = dns(&fixture);
+    let o = from(&["a.b.example.org"]).on(&dns).await;
+    assert_eq!(
+        (o.result, o.policy),
+        (DmarcResult::Fail, DmarcPolicy::Reject),
+        "{o:?}"
+    );
+    assert_eq!(o.record_domain.as_deref(), Some("example.org"));
+    assert!(fixture.query_count("_dmarc.org", RecordType::TXT) >= 1);
+    // b.example.org's own record applies to it.
+    let o = from(&["b.example.org"]).on(&dns).await;
+    assert_eq!(
+        (o.result, o.policy),
+        (DmarcResult::Fail, DmarcPolicy::None),
+        "{o:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // 1. Several records at one name.
 

@@ -1,19 +1,21 @@
 //! The DNS Tree Walk of RFC 9989 §4.10: which names are asked, what each answer means, and
-//! the two questions asked of it: the policy record of an author domain (the first DMARC
-//! record found walking up), and what `align.rs` needs to find an Organizational Domain
-//! (every step of the walk, with the `psd` tag of each record).
+//! the two questions asked of it: the policy record of an author domain (§4.10.1: its own,
+//! else its Organizational Domain's, else its Public Suffix Domain's, as `align.rs` reads the
+//! walk), and what `align.rs` needs to find an Organizational Domain (every step of the walk,
+//! with the `psd` tag of each record).
 //!
 //! Owns: the list of query names (`_dmarc.<name>` for the domain, then its parents up to the
 //! TLD, skipping to the 7 rightmost labels after the first query of a longer name: at most 8
-//! queries), reading an answer (records not starting with `v=DMARC1` are ignored; several
-//! DMARC records at one name are all discarded, as if there were none), and what a failed
-//! query does: it is remembered, never read as "no record", and the walk goes on so a policy
-//! published higher up is still known. Each name is asked once per evaluation (`Walker`
-//! keeps the answers), on top of the shared cache of `Dns`. Must not: decide a result
-//! (`evaluate.rs` does).
+//! queries; the walk stops at a record with `psd=y` or `psd=n`), reading an answer (records
+//! not starting with `v=DMARC1` are ignored; several DMARC records at one name are all
+//! discarded, as if there were none), and what a failed query does: it is remembered, never
+//! read as "no record", and the walk goes on so a policy published higher up is still known.
+//! Each name is asked once per evaluation (`Walker` keeps the answers), on top of the shared
+//! cache of `Dns`. Must not: decide a result (`evaluate.rs` does).
 
 use std::collections::HashMap;
 
+use super::align;
 use super::record::{self, DmarcRecord, Psd};
 use crate::dns::lookup::{Answer, LookupError, Resolve};
 
@@ -56,12 +58,25 @@ pub struct Walker<'a, R> {
 /// The result of policy discovery for one author domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Discovery {
-    /// The first name (walking up) with exactly one DMARC record, and that record.
-    pub found: Option<(String, DmarcRecord)>,
-    /// Names whose lookup failed before `found` (or anywhere, when nothing was found).
-    pub failed: Vec<String>,
-    /// Names whose several DMARC records were discarded.
+    /// The record that applies, and where it was found.
+    pub policy: Policy,
+    /// Names of the walk whose several DMARC records were discarded.
     pub several: Vec<String>,
+}
+
+/// Which record applies to an author domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Policy {
+    /// This one (`None`: no record applies), whatever any failed lookup would have said.
+    Known(Option<(String, DmarcRecord)>),
+    /// Failed lookups leave it open: `records` are the known records that could apply
+    /// (possibly none), and a record at a failed name, or none at all, could too.
+    Open {
+        /// The known records that could apply, in the order of the walk.
+        records: Vec<(String, DmarcRecord)>,
+        /// The failed names of the walk, in order.
+        failed: Vec<String>,
+    },
 }
 
 impl<'a, R: Resolve> Walker<'a, R> {
@@ -94,26 +109,47 @@ impl<'a, R: Resolve> Walker<'a, R> {
         answer
     }
 
-    /// Policy discovery (RFC 9989 §4.10.1): the walk from the author domain stops at the
-    /// first name holding exactly one DMARC record. A failed name does not stop it.
+    /// Policy discovery (RFC 9989 §4.10.1): the author domain's own record; without one,
+    /// the record of its Organizational Domain, else of its Public Suffix Domain, found by
+    /// the same walk (`steps`) as for alignment. A failed name does not stop the walk; it
+    /// leaves the policy open only when some answer it could have given changes the record
+    /// that applies.
     pub async fn discover(&mut self, domain: &str) -> Discovery {
-        let mut found = Discovery {
-            found: None,
-            failed: Vec::new(),
-            several: Vec::new(),
-        };
-        for name in walk_names(domain) {
-            match self.at(&name).await {
-                AtName::One(record) => {
-                    found.found = Some((name, record));
-                    break;
-                }
-                AtName::Nothing => {}
-                AtName::Several => found.several.push(name),
-                AtName::Failed => found.failed.push(name),
-            }
+        if let AtName::One(record) = self.at(domain).await {
+            return Discovery {
+                policy: Policy::Known(Some((domain.to_string(), record))),
+                several: Vec::new(),
+            };
         }
-        found
+        let steps = self.steps(domain).await;
+        let several = steps
+            .iter()
+            .filter(|(name, _)| self.seen.get(name) == Some(&AtName::Several))
+            .map(|(name, _)| name.clone())
+            .collect();
+        let failed: Vec<String> = steps
+            .iter()
+            .filter(|(_, step)| *step == Step::Failed)
+            .map(|(name, _)| name.clone())
+            .collect();
+        let possible = align::policy_domains(domain, &steps);
+        let record = |name: &str| match self.seen.get(name) {
+            Some(AtName::One(record)) => Some((name.to_string(), record.clone())),
+            _ => None,
+        };
+        let policy = match possible.as_slice() {
+            [None] => Policy::Known(None),
+            [Some(name)] if !failed.contains(name) => Policy::Known(record(name)),
+            _ => Policy::Open {
+                records: possible
+                    .iter()
+                    .flatten()
+                    .filter_map(|n| record(n))
+                    .collect(),
+                failed,
+            },
+        };
+        Discovery { policy, several }
     }
 
     /// Every step of the walk from `domain`, for the Organizational Domain (`align.rs`).
@@ -304,19 +340,74 @@ mod tests {
         assert_eq!(walk_names("1.2.3.4.5.6.7.8")[1], "2.3.4.5.6.7.8");
     }
 
+    fn known(got: &Discovery) -> Option<&str> {
+        match &got.policy {
+            Policy::Known(found) => found.as_ref().map(|(name, _)| name.as_str()),
+            open => panic!("not known: {open:?}"),
+        }
+    }
+
     #[test]
-    fn discovery_stops_at_the_first_record_found() {
+    fn the_author_domains_own_record_comes_first() {
         let dns = Stub::new()
             .txt("_dmarc.b.example.org", "v=DMARC1; p=quarantine")
             .txt("_dmarc.example.org", "v=DMARC1; p=reject");
+        let got = run(Walker::new(&dns).discover("b.example.org"));
+        assert_eq!(known(&got), Some("b.example.org"));
+        assert_eq!(dns.asked(), ["_dmarc.b.example.org"]);
+    }
+
+    #[test]
+    fn without_its_own_record_the_organizational_domains_applies() {
+        // Not the first record walking up (b.example.org): the Organizational Domain's,
+        // the highest name with a record (RFC 9989 §4.10.1, §4.10.2, B.4.2).
+        let dns = Stub::new()
+            .txt("_dmarc.b.example.org", "v=DMARC1; p=none")
+            .txt("_dmarc.example.org", "v=DMARC1; p=reject");
         let got = run(Walker::new(&dns).discover("a.b.example.org"));
-        let (name, record) = got.found.unwrap();
-        assert_eq!(name, "b.example.org");
-        assert_eq!(record.p, PolicyTag::Value(DmarcPolicy::Quarantine));
+        let Policy::Known(Some((name, record))) = got.policy else {
+            panic!("{got:?}")
+        };
+        assert_eq!(name, "example.org");
+        assert_eq!(record.p, PolicyTag::Value(DmarcPolicy::Reject));
         assert_eq!(
             dns.asked(),
-            ["_dmarc.a.b.example.org", "_dmarc.b.example.org"]
+            [
+                "_dmarc.a.b.example.org",
+                "_dmarc.b.example.org",
+                "_dmarc.example.org",
+                "_dmarc.org"
+            ]
         );
+        // psd=n marks the Organizational Domain, and ends the walk.
+        let dns = Stub::new()
+            .txt("_dmarc.b.example.org", "v=DMARC1; p=none; psd=n")
+            .txt("_dmarc.example.org", "v=DMARC1; p=reject");
+        let got = run(Walker::new(&dns).discover("a.b.example.org"));
+        assert_eq!(known(&got), Some("b.example.org"));
+        assert!(!dns.asked().contains(&"_dmarc.example.org".to_string()));
+    }
+
+    #[test]
+    fn without_a_record_at_the_organizational_domain_the_public_suffix_domains_applies() {
+        // psd=y at `org`: example.org is the Organizational Domain; it has no record, and
+        // b.example.org's is neither the author domain's nor the Organizational Domain's.
+        let dns = Stub::new()
+            .txt("_dmarc.b.example.org", "v=DMARC1; p=none")
+            .txt("_dmarc.org", "v=DMARC1; p=reject; psd=y");
+        let got = run(Walker::new(&dns).discover("a.b.example.org"));
+        assert_eq!(known(&got), Some("org"));
+        let got = run(Walker::new(&dns).discover("example.org"));
+        assert_eq!(known(&got), Some("org"));
+        // With a record, the Organizational Domain's applies.
+        let dns = Stub::new()
+            .txt("_dmarc.example.org", "v=DMARC1; p=none")
+            .txt("_dmarc.org", "v=DMARC1; p=reject; psd=y");
+        let got = run(Walker::new(&dns).discover("a.b.example.org"));
+        assert_eq!(known(&got), Some("example.org"));
+        // No record anywhere: none applies.
+        let got = run(Walker::new(&Stub::new()).discover("a.example.org"));
+        assert_eq!(known(&got), None);
     }
 
     #[test]
@@ -328,25 +419,42 @@ mod tests {
             .txt("_dmarc.b.example.org", "v=DMARC1; p=reject");
         // One DMARC record beside another TXT record: it is found.
         let got = run(Walker::new(&dns).discover("example.org"));
-        assert_eq!(got.found.unwrap().0, "example.org");
+        assert_eq!(known(&got), Some("example.org"));
         // Two: both discarded, the walk goes on to the parent.
         let got = run(Walker::new(&dns).discover("b.example.org"));
         assert_eq!(got.several, ["b.example.org"]);
-        assert_eq!(got.found.unwrap().0, "example.org");
+        assert_eq!(known(&got), Some("example.org"));
     }
 
     #[test]
-    fn a_failed_name_is_remembered_and_the_walk_goes_on() {
+    fn a_failed_name_that_could_change_the_record_leaves_it_open() {
+        // _dmarc.b.example.org could hold psd=n (its own record would apply), or psd=y.
         let dns = Stub::new()
             .fail("_dmarc.b.example.org")
             .txt("_dmarc.example.org", "v=DMARC1; p=reject");
         let got = run(Walker::new(&dns).discover("a.b.example.org"));
-        assert_eq!(got.failed, ["b.example.org"]);
-        assert_eq!(got.found.unwrap().0, "example.org");
+        let Policy::Open { records, failed } = got.policy else {
+            panic!("{got:?}")
+        };
+        assert_eq!(failed, ["b.example.org"]);
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].0, "example.org");
+        // The author domain's own lookup failed, nothing above: open, no record known.
         let dns = Stub::new().fail("_dmarc.example.org");
         let got = run(Walker::new(&dns).discover("example.org"));
-        assert_eq!(got.failed, ["example.org"]);
-        assert_eq!(got.found, None);
+        assert_eq!(
+            got.policy,
+            Policy::Open {
+                records: Vec::new(),
+                failed: vec!["example.org".to_string()]
+            }
+        );
+        // A failure the walk never reaches (it stopped at psd=n) changes nothing.
+        let dns = Stub::new()
+            .fail("_dmarc.org")
+            .txt("_dmarc.example.org", "v=DMARC1; p=reject; psd=n");
+        let got = run(Walker::new(&dns).discover("a.example.org"));
+        assert_eq!(known(&got), Some("example.org"));
     }
 
     #[test]

@@ -8,8 +8,8 @@
 //! order "strictest" means (`strictness`). Must not: act on the outcome (the policy does).
 
 use super::align::{self, Aligned};
-use super::discover::Walker;
-use super::record::{Applicable, Mode, Role};
+use super::discover::{Policy, Walker};
+use super::record::{Applicable, DmarcRecord, Mode, Role};
 use super::{DmarcInput, DmarcOutcome, DmarcPolicy, DmarcResult};
 use crate::dns::lookup::Resolve;
 
@@ -203,27 +203,30 @@ async fn one<R: Resolve>(
         .iter()
         .map(|n| format!("several DMARC records at _dmarc.{n}"))
         .collect();
-    let failed = found
-        .failed
-        .first()
-        .map(|n| format!("DNS failure at _dmarc.{n}"));
-    let Some((at, record)) = found.found else {
-        let Some(failed) = failed else {
-            return plain(DmarcResult::None, &domain, joined(reasons));
-        };
-        reasons.insert(0, failed);
-        return DmarcOutcome {
-            result: DmarcResult::TempError,
-            policy: DmarcPolicy::Unknown,
-            requested: DmarcPolicy::Unknown,
-            ..plain(DmarcResult::TempError, &domain, joined(reasons))
-        };
-    };
-    let role = if at == domain {
-        Role::Domain
-    } else {
-        Role::Subdomain
-    };
+    match found.policy {
+        Policy::Known(None) => plain(DmarcResult::None, &domain, joined(reasons)),
+        Policy::Known(Some((at, record))) => {
+            known(walker, domain, at, record, ids, retry, reasons).await
+        }
+        Policy::Open { records, failed } => {
+            let name = failed.first().map_or("", String::as_str);
+            reasons.insert(0, format!("DNS failure at _dmarc.{name}"));
+            open(walker, domain, records, ids, reasons).await
+        }
+    }
+}
+
+/// The outcome for `domain` under the record found at `at`.
+async fn known<R: Resolve>(
+    walker: &mut Walker<'_, R>,
+    domain: String,
+    at: String,
+    record: DmarcRecord,
+    ids: &Identifiers,
+    retry: &Identifiers,
+    mut reasons: Vec<String>,
+) -> DmarcOutcome {
+    let role = role(&domain, &at);
     if let Some(fault) = record.fault() {
         reasons.push(if record.rua {
             format!("{fault} at _dmarc.{at}, read as p=none")
@@ -240,12 +243,7 @@ async fn one<R: Resolve>(
 
     let exact = ids.spf.as_deref() == Some(domain.as_str()) || ids.dkim.contains(&domain);
     let mut result = if exact {
-        // Identical domains align in either mode, under any record a failed name may hold.
         DmarcResult::Pass
-    } else if let Some(failed) = failed {
-        // A record at the failed name would come first, and could say anything.
-        reasons.push(failed);
-        DmarcResult::TempError
     } else {
         match relaxed(walker, &domain, ids, record.aspf, record.adkim).await {
             Aligned::Yes => DmarcResult::Pass,
@@ -270,42 +268,127 @@ async fn one<R: Resolve>(
 
     // `np`: only when it would change what a failing message gets.
     if result != DmarcResult::Pass && role == Role::Subdomain {
-        // The record is valid or reads as p=none as a whole: np is a policy like sp.
-        if let Applicable::Policy(missing) = record.applicable(Role::NonExistent)
-            && missing != requested
-        {
-            match walker.exists(&domain).await {
-                Some(true) => {}
-                Some(false) => requested = missing,
-                None => {
-                    requested = stricter(requested, missing);
-                    reasons.push(format!("DNS failure checking whether {domain} exists"));
-                    result = DmarcResult::TempError;
-                }
-            }
+        let (policy, settled) = with_np(walker, &domain, &record, requested).await;
+        requested = policy;
+        if !settled {
+            reasons.push(format!("DNS failure checking whether {domain} exists"));
+            result = DmarcResult::TempError;
         }
     }
 
     let testing = record.lowered();
     if testing && result != DmarcResult::Pass {
-        reasons.push(if record.testing {
-            "t=y".to_string()
-        } else {
-            "pct=0 treated as t=y".to_string()
-        });
+        reasons.push(testing_reason(&record));
     }
     DmarcOutcome {
         result,
         domain,
-        policy: if testing {
-            requested.lowered()
-        } else {
-            requested
-        },
+        policy: applied(&record, requested),
         requested,
         testing,
         reason: joined(reasons),
         record_domain: Some(at),
+    }
+}
+
+/// The outcome for `domain` when failed lookups leave open which record applies: one of
+/// `records`, one at a failed name, or none. `temperror`, with the strictest policy a known
+/// record gives, or `unknown` when none gives one. When one does, an identifier identical to
+/// the author domain still passes: it aligns under any record (strict or relaxed).
+async fn open<R: Resolve>(
+    walker: &mut Walker<'_, R>,
+    domain: String,
+    records: Vec<(String, DmarcRecord)>,
+    ids: &Identifiers,
+    mut reasons: Vec<String>,
+) -> DmarcOutcome {
+    let exact = ids.spf.as_deref() == Some(domain.as_str()) || ids.dkim.contains(&domain);
+    let result = if exact {
+        DmarcResult::Pass
+    } else {
+        DmarcResult::TempError
+    };
+    // (applied, requested, record, where), the first of the strictest.
+    let mut strictest: Option<(DmarcPolicy, DmarcPolicy, &DmarcRecord, &str)> = None;
+    for (at, record) in &records {
+        let role = role(&domain, at);
+        let Applicable::Policy(mut requested) = record.applicable(role) else {
+            continue;
+        };
+        if !exact && role == Role::Subdomain {
+            requested = with_np(walker, &domain, record, requested).await.0;
+        }
+        let policy = applied(record, requested);
+        if strictest.is_none_or(|(best, ..)| stricter(best, policy) != best) {
+            strictest = Some((policy, requested, record, at));
+        }
+    }
+    let Some((policy, requested, record, at)) = strictest else {
+        // No policy known: not even a pass can be told from "no DMARC record".
+        return DmarcOutcome {
+            policy: DmarcPolicy::Unknown,
+            requested: DmarcPolicy::Unknown,
+            ..plain(DmarcResult::TempError, &domain, joined(reasons))
+        };
+    };
+    if record.lowered() && result != DmarcResult::Pass {
+        reasons.push(testing_reason(record));
+    }
+    DmarcOutcome {
+        policy,
+        requested,
+        testing: record.lowered(),
+        record_domain: Some(at.to_string()),
+        ..plain(result, &domain, joined(reasons))
+    }
+}
+
+/// Whether the author domain `domain` is the record's domain `at` or below it.
+fn role(domain: &str, at: &str) -> Role {
+    if domain == at {
+        Role::Domain
+    } else {
+        Role::Subdomain
+    }
+}
+
+/// `requested` as `record` asks it applied: one level lower when testing.
+fn applied(record: &DmarcRecord, requested: DmarcPolicy) -> DmarcPolicy {
+    if record.lowered() {
+        requested.lowered()
+    } else {
+        requested
+    }
+}
+
+fn testing_reason(record: &DmarcRecord) -> String {
+    if record.testing {
+        "t=y".to_string()
+    } else {
+        "pct=0 treated as t=y".to_string()
+    }
+}
+
+/// The policy of `record` for the subdomain `domain`: `sp` (given as `sp`), or `np` when the
+/// domain does not exist (looked up only when the two differ). When the lookup fails, the
+/// stricter of the two and `false`.
+async fn with_np<R: Resolve>(
+    walker: &Walker<'_, R>,
+    domain: &str,
+    record: &DmarcRecord,
+    sp: DmarcPolicy,
+) -> (DmarcPolicy, bool) {
+    // The record is valid or reads as p=none as a whole: np is a policy like sp.
+    let Applicable::Policy(np) = record.applicable(Role::NonExistent) else {
+        return (sp, true);
+    };
+    if np == sp {
+        return (sp, true);
+    }
+    match walker.exists(domain).await {
+        Some(true) => (sp, true),
+        Some(false) => (np, true),
+        None => (stricter(sp, np), false),
     }
 }
 
@@ -515,6 +598,63 @@ mod tests {
         );
         assert_eq!(o.domain, "news.example.org");
         assert_eq!(o.record_domain.as_deref(), Some("example.org"));
+    }
+
+    #[test]
+    fn without_its_own_record_a_domain_gets_its_organizational_domains_policy() {
+        // Not the first record walking up (b.example.org p=none): example.org's sp.
+        let dns = Stub::new()
+            .txt("_dmarc.example.org", "v=DMARC1; p=none; sp=reject")
+            .txt("_dmarc.b.example.org", "v=DMARC1; p=none")
+            .exists("a.b.example.org");
+        let o = from(&["a.b.example.org"]).eval(&dns);
+        assert_eq!(
+            (o.result, o.policy),
+            (DmarcResult::Fail, DmarcPolicy::Reject)
+        );
+        assert_eq!(o.record_domain.as_deref(), Some("example.org"));
+        // b.example.org has its own record.
+        let o = from(&["b.example.org"]).eval(&dns);
+        assert_eq!((o.result, o.policy), (DmarcResult::Fail, DmarcPolicy::None));
+        // No record at the Organizational Domain: the Public Suffix Domain's.
+        let dns = Stub::new()
+            .txt("_dmarc.org", "v=DMARC1; p=none; sp=quarantine; psd=y")
+            .exists("news.example.org");
+        let o = from(&["news.example.org"]).eval(&dns);
+        assert_eq!(
+            (o.result, o.policy),
+            (DmarcResult::Fail, DmarcPolicy::Quarantine)
+        );
+        assert_eq!(o.record_domain.as_deref(), Some("org"));
+    }
+
+    #[test]
+    fn a_failure_that_leaves_the_record_open_gives_the_strictest_known_policy() {
+        // _dmarc.example.org failed: with psd=y there, a.example.org would be the
+        // Organizational Domain (p=none); with no record, `org` the highest (p=reject).
+        let dns = Stub::new()
+            .txt("_dmarc.a.example.org", "v=DMARC1; p=none")
+            .fail("_dmarc.example.org")
+            .txt("_dmarc.org", "v=DMARC1; p=reject")
+            .exists("x.a.example.org");
+        let o = from(&["x.a.example.org"]).eval(&dns);
+        assert_eq!(
+            (o.result, o.policy),
+            (DmarcResult::TempError, DmarcPolicy::Reject)
+        );
+        assert_eq!(
+            o.reason.as_deref(),
+            Some("DNS failure at _dmarc.example.org")
+        );
+        // A known record that would be no policy at all gives none: the policy is unknown.
+        let dns = Stub::new()
+            .txt("_dmarc.example.org", "v=DMARC1; sp=reject")
+            .fail("_dmarc.b.example.org");
+        let o = from(&["a.b.example.org"]).eval(&dns);
+        assert_eq!(
+            (o.result, o.policy),
+            (DmarcResult::TempError, DmarcPolicy::Unknown)
+        );
     }
 
     #[test]
