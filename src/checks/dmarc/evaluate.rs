@@ -414,16 +414,21 @@ async fn relaxed<R: Resolve>(
     aspf: Mode,
     adkim: Mode,
 ) -> Aligned {
+    let may_share = |c: &&str| align::may_share(domain, c);
     let mut candidates: Vec<&str> = Vec::new();
-    if aspf == Mode::Relaxed
-        && let Some(spf) = &ids.spf
-    {
-        candidates.push(spf);
+    if aspf == Mode::Relaxed {
+        candidates.extend(ids.spf.as_deref().filter(may_share));
     }
     if adkim == Mode::Relaxed {
-        candidates.extend(ids.dkim.iter().take(MAX_RELAXED_DKIM).map(String::as_str));
+        // Those that cannot align cost nothing: the bound counts only the others.
+        candidates.extend(
+            ids.dkim
+                .iter()
+                .map(String::as_str)
+                .filter(may_share)
+                .take(MAX_RELAXED_DKIM),
+        );
     }
-    candidates.retain(|c| align::may_share(domain, c));
     if candidates.is_empty() {
         return Aligned::No;
     }
@@ -573,6 +578,26 @@ mod tests {
         let mut msg = from(&["example.org"]);
         msg.dkim_temperror.push("attacker.example".into());
         assert_eq!(msg.eval(&dns).result, DmarcResult::Fail);
+    }
+
+    #[test]
+    fn unrelated_dkim_domains_do_not_push_an_aligned_one_out_of_the_bound() {
+        let dns = reject_at("example.org");
+        let mut msg = from(&["example.org"]);
+        for i in 0..MAX_RELAXED_DKIM + 2 {
+            msg = msg.dkim(&format!("signer{i}.example.net"));
+        }
+        let o = msg.dkim("mail.example.org").eval(&dns);
+        assert_eq!(o.result, DmarcResult::Pass, "{o:?}");
+        // The bound still holds for those that could align: the 11th is not tried.
+        let dns = reject_at("example.org");
+        let mut msg = from(&["example.org"]);
+        for i in 0..MAX_RELAXED_DKIM {
+            msg = msg.dkim(&format!("signer{i}.org"));
+        }
+        let o = msg.dkim("mail.example.org").eval(&dns);
+        assert_eq!(o.result, DmarcResult::Fail, "{o:?}");
+        assert!(!dns.asked().contains(&"_dmarc.mail.example.org".to_string()));
     }
 
     #[test]
