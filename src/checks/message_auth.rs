@@ -134,7 +134,7 @@ impl MessageAuth {
         };
         let dmarc_out = dmarc::evaluate(&*self.dns, &input).await;
         self.emit("dmarc", dmarc_out.result.word(), started.elapsed());
-        facts.extend(dmarc::facts(&dmarc_out, from_domains.len()));
+        facts.extend(dmarc::facts(&dmarc_out));
 
         // RFC 8601 §2.7.1: an unsigned message is reported as dkim=none, not left out.
         if verdicts.is_empty() {

@@ -7,6 +7,8 @@
 //! the answer changes nothing), the bound on author domains (`MAX_AUTHOR_DOMAINS`) and the
 //! order "strictest" means (`strictness`). Must not: act on the outcome (the policy does).
 
+use std::collections::HashSet;
+
 use super::align::{self, Aligned};
 use super::discover::{Policy, Walker};
 use super::record::{Applicable, DmarcRecord, Mode, Role};
@@ -22,18 +24,24 @@ const MAX_RELAXED_DKIM: usize = 10;
 
 /// Evaluates DMARC for the author domains of `input` and returns the strictest outcome.
 pub async fn evaluate(dns: &impl Resolve, input: &DmarcInput<'_>) -> DmarcOutcome {
-    let mut domains: Vec<&str> = Vec::new();
-    for domain in input.from_domains {
-        if !domains.contains(&domain.as_str()) {
-            domains.push(domain);
+    // Each domain once as the DNS knows it (case, a final dot, U-label or A-label make no
+    // difference), counted in one pass however long the list; the first few are evaluated.
+    let mut distinct: HashSet<String> = HashSet::new();
+    let mut domains: Vec<(&str, Option<String>)> = Vec::new();
+    for raw in input.from_domains {
+        let normalized = normalize(raw);
+        let key = normalized.clone().unwrap_or_else(|| raw.clone());
+        if distinct.insert(key) && domains.len() < MAX_AUTHOR_DOMAINS {
+            domains.push((raw, normalized));
         }
     }
+    let count = distinct.len();
     let ids = Identifiers::of(input);
     let retry = tempfailed(input);
     let mut walker = Walker::new(dns);
     let mut strictest: Option<DmarcOutcome> = None;
-    for domain in domains.iter().take(MAX_AUTHOR_DOMAINS) {
-        let outcome = one(&mut walker, domain, &ids, &retry).await;
+    for (raw, domain) in domains {
+        let outcome = one(&mut walker, raw, domain, &ids, &retry).await;
         if strictest
             .as_ref()
             .is_none_or(|s| strictness(&outcome) < strictness(s))
@@ -44,18 +52,18 @@ pub async fn evaluate(dns: &impl Resolve, input: &DmarcInput<'_>) -> DmarcOutcom
     let Some(mut outcome) = strictest else {
         return plain(DmarcResult::None, "", Some("no author domain".into()));
     };
-    if domains.len() > MAX_AUTHOR_DOMAINS {
+    outcome.author_domains = count;
+    if count > MAX_AUTHOR_DOMAINS {
         add_reason(
             &mut outcome,
             format!(
-                "{} author domains, first {MAX_AUTHOR_DOMAINS} evaluated, strictest applied",
-                domains.len()
+                "{count} author domains, first {MAX_AUTHOR_DOMAINS} evaluated, strictest applied"
             ),
         );
-    } else if domains.len() > 1 {
+    } else if count > 1 {
         add_reason(
             &mut outcome,
-            format!("{} author domains, strictest applied", domains.len()),
+            format!("{count} author domains, strictest applied"),
         );
     }
     outcome
@@ -158,6 +166,7 @@ fn plain(result: DmarcResult, domain: &str, reason: Option<String>) -> DmarcOutc
         testing: false,
         reason,
         record_domain: None,
+        author_domains: 0,
     }
 }
 
@@ -187,10 +196,11 @@ fn stricter(a: DmarcPolicy, b: DmarcPolicy) -> DmarcPolicy {
 async fn one<R: Resolve>(
     walker: &mut Walker<'_, R>,
     raw: &str,
+    normalized: Option<String>,
     ids: &Identifiers,
     retry: &Identifiers,
 ) -> DmarcOutcome {
-    let Some(domain) = normalize(raw) else {
+    let Some(domain) = normalized else {
         return plain(
             DmarcResult::None,
             raw,
@@ -281,13 +291,11 @@ async fn known<R: Resolve>(
         reasons.push(testing_reason(&record));
     }
     DmarcOutcome {
-        result,
-        domain,
         policy: applied(&record, requested),
         requested,
         testing,
-        reason: joined(reasons),
         record_domain: Some(at),
+        ..plain(result, &domain, joined(reasons))
     }
 }
 
@@ -915,11 +923,55 @@ mod tests {
         ])
         .eval(&dns);
         assert_eq!(o.result, DmarcResult::None);
+        // Only 5 are evaluated, but the outcome counts all 6 (a built-in rule refuses more
+        // than 5 from this count).
+        assert_eq!(o.author_domains, 6);
         assert!(!dns.asked().contains(&"_dmarc.six.example".to_string()));
         assert!(
             o.reason
                 .unwrap()
                 .contains("6 author domains, first 5 evaluated"),
+        );
+    }
+
+    #[test]
+    fn author_domains_are_counted_once_as_the_dns_knows_them() {
+        let dns = reject_at("example.org").txt("_dmarc.xn--bcher-kva.example", "v=DMARC1; p=none");
+        let o = from(&[
+            "example.org",
+            "Example.ORG.",
+            "bücher.example",
+            "xn--bcher-kva.example",
+            "BÜCHER.example",
+        ])
+        .eval(&dns);
+        assert_eq!(o.author_domains, 2);
+        assert_eq!(
+            (o.domain.as_str(), o.result),
+            ("example.org", DmarcResult::Fail)
+        );
+        assert_eq!(
+            o.reason.as_deref(),
+            Some("no aligned identifier; 2 author domains, strictest applied")
+        );
+        assert_eq!(from(&["example.org"]).eval(&dns).author_domains, 1);
+        assert_eq!(from(&[]).eval(&dns).author_domains, 0);
+        // A long list is counted whole, and only the first 5 distinct domains are looked up.
+        let dns = Stub::new();
+        let many: Vec<String> = (0..20_000)
+            .map(|i| format!("d{}.example", i % 10_000))
+            .collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let o = from(&many).eval(&dns);
+        assert_eq!(o.author_domains, 10_000);
+        let asked = dns.asked();
+        assert!(
+            asked.contains(&"_dmarc.d4.example".to_string()),
+            "{asked:?}"
+        );
+        assert!(
+            !asked.contains(&"_dmarc.d5.example".to_string()),
+            "{asked:?}"
         );
     }
 

@@ -121,18 +121,21 @@ pub struct DmarcOutcome {
     /// Where the record was found: the author domain, or a parent (Organizational or Public
     /// Suffix Domain).
     pub record_domain: Option<String>,
+    /// How many distinct author domains the From field named, as the DNS knows them (case,
+    /// a final dot, U-label or A-label form count once); only `MAX_AUTHOR_DOMAINS` of them
+    /// are evaluated.
+    pub author_domains: usize,
 }
 
-/// Facts for one evaluation; `author_domains` is how many distinct author domains the From
-/// field named (only `MAX_AUTHOR_DOMAINS` of them are evaluated).
-pub fn facts(outcome: &DmarcOutcome, author_domains: usize) -> Vec<Fact> {
+/// Facts for one evaluation.
+pub fn facts(outcome: &DmarcOutcome) -> Vec<Fact> {
     vec![
         Fact::text("dmarc", outcome.result.word()),
         Fact::text("dmarc.policy", outcome.policy.word()),
         Fact::text("dmarc.domain", outcome.domain.as_str()),
         Fact::count(
             "dmarc.author_domains",
-            u64::try_from(author_domains).unwrap_or(u64::MAX),
+            u64::try_from(outcome.author_domains).unwrap_or(u64::MAX),
         ),
     ]
 }
@@ -181,23 +184,16 @@ mod tests {
             testing: false,
             reason: None,
             record_domain: Some("example.org".into()),
+            author_domains: 3,
         };
-        let facts: Vec<(&str, String)> = facts(&outcome, 1)
-            .into_iter()
-            .filter(|f| f.name != "dmarc.author_domains")
-            .map(|f| match f.value {
-                crate::pipeline::outcome::FactValue::Text(t) => (f.name, t),
-                other => panic!("{other:?}"),
-            })
-            .collect();
-        let expected = [
-            ("dmarc", "temperror"),
-            ("dmarc.policy", "reject"),
-            ("dmarc.domain", "example.org"),
-        ];
-        assert_eq!(facts.len(), expected.len());
-        for ((name, value), (n, v)) in facts.iter().zip(expected) {
-            assert_eq!((*name, value.as_str()), (n, v));
-        }
+        assert_eq!(
+            facts(&outcome),
+            [
+                Fact::text("dmarc", "temperror"),
+                Fact::text("dmarc.policy", "reject"),
+                Fact::text("dmarc.domain", "example.org"),
+                Fact::count("dmarc.author_domains", 3),
+            ]
+        );
     }
 }
