@@ -157,7 +157,10 @@ async fn a_record_without_policy_is_none() {
     .await;
     let o = from(&["example.org"]).on(&dns(&fixture)).await;
     assert_eq!(o.result, DmarcResult::None, "{o:?}");
-    assert_eq!(o.record_domain.as_deref(), Some("example.org"));
+    assert_eq!(
+        reason(&o),
+        "no p at _dmarc.example.org, no DMARC processing"
+    );
 }
 
 /// `p=bogus` without `rua`: no DMARC processing (RFC 9989 §4.10.1), so `none`, and the walk
@@ -217,7 +220,6 @@ async fn a_parent_policy_applies_and_aligned_identifiers_pass() {
         (DmarcResult::Fail, DmarcPolicy::Quarantine),
         "{o:?}"
     );
-    assert_eq!(o.record_domain.as_deref(), Some("example.org"));
     let o = from(&["news.example.org"])
         .dkim("example.org")
         .on(&dns)
@@ -271,7 +273,6 @@ async fn the_organizational_domains_record_applies_not_the_first_found() {
         (DmarcResult::Fail, DmarcPolicy::Reject),
         "{o:?}"
     );
-    assert_eq!(o.record_domain.as_deref(), Some("example.org"));
     assert!(fixture.query_count("_dmarc.org", RecordType::TXT) >= 1);
     // b.example.org's own record applies to it.
     let o = from(&["b.example.org"]).on(&dns).await;
@@ -317,7 +318,6 @@ async fn several_records_at_a_subdomain_leave_the_parent_policy() {
         (DmarcResult::Fail, DmarcPolicy::Reject),
         "{o:?}"
     );
-    assert_eq!(o.record_domain.as_deref(), Some("example.org"));
     assert!(reason(&o).contains("several DMARC records at _dmarc.news.example.org"));
 }
 
@@ -472,7 +472,6 @@ async fn cached_policy_then_parents_servfail_keeps_reject() {
         "{o:?}"
     );
     assert_eq!(o.requested, DmarcPolicy::Reject);
-    assert_eq!(o.record_domain.as_deref(), Some("example.org"));
     assert!(reason(&o).contains("DNS failure at _dmarc.org"), "{o:?}");
     assert_eq!(
         fixture.query_count("_dmarc.example.org", RecordType::TXT),
@@ -505,7 +504,6 @@ async fn a_failure_below_the_found_policy_keeps_it() {
         (DmarcResult::TempError, DmarcPolicy::Reject),
         "{o:?}"
     );
-    assert_eq!(o.record_domain.as_deref(), Some("example.org"));
     assert_eq!(reason(&o), "DNS failure at _dmarc.b.example.org");
 }
 

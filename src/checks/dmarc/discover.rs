@@ -95,10 +95,10 @@ impl<'a, R: Resolve> Walker<'a, R> {
         }
         let answer = match self.dns.txt(&format!("_dmarc.{name}")).await {
             Ok(answer) => {
-                let mut records = answer.records().iter().filter(|t| record::is_dmarc(t));
+                let mut records = answer.records().iter().filter_map(|t| record::parse(t));
                 match (records.next(), records.next()) {
                     (None, _) => AtName::Nothing,
-                    (Some(one), None) => record::parse(one).map_or(AtName::Nothing, AtName::One),
+                    (Some(one), None) => AtName::One(one),
                     (Some(_), Some(_)) => AtName::Several,
                 }
             }
@@ -206,6 +206,15 @@ pub(super) mod stub {
 
     use crate::dns::lookup::{Answer, LookupError, LookupResult, MxHost, Resolve};
 
+    /// Runs a future to its end on a runtime of its own (the tests of `discover.rs` and
+    /// `evaluate.rs`).
+    pub fn run<F: Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
     /// Names → TXT records; `fail` names fail; other names are NXDOMAIN. `a` names have an A
     /// record; `a_fail` names' address lookups fail.
     #[derive(Default)]
@@ -305,17 +314,10 @@ pub(super) mod stub {
 
 #[cfg(test)]
 mod tests {
-    use super::stub::Stub;
+    use super::stub::{Stub, run};
     use super::*;
     use crate::checks::dmarc::DmarcPolicy;
     use crate::checks::dmarc::record::PolicyTag;
-
-    fn run<F: Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap()
-            .block_on(f)
-    }
 
     #[test]
     fn the_walk_asks_the_domain_then_each_parent_up_to_the_tld() {

@@ -3,8 +3,8 @@
 //! strictest of their outcomes.
 //!
 //! Owns: what a DNS failure does to a result (a policy found stays known: `temperror` with
-//! that policy; nothing found: `temperror` with policy `unknown`; a failure that cannot change
-//! the answer changes nothing), the bound on author domains (`MAX_AUTHOR_DOMAINS`) and the
+//! the strictest policy of the known records that could apply; none known: `temperror` with
+//! policy `unknown`; a failure that cannot change the answer changes nothing), the bound on author domains (`MAX_AUTHOR_DOMAINS`) and the
 //! order "strictest" means (`strictness`). Must not: act on the outcome (the policy does).
 
 use std::collections::HashSet;
@@ -36,8 +36,8 @@ pub async fn evaluate(dns: &impl Resolve, input: &DmarcInput<'_>) -> DmarcOutcom
         }
     }
     let count = distinct.len();
-    let ids = Identifiers::of(input);
-    let retry = tempfailed(input);
+    let ids = Identifiers::of(input, "pass", input.dkim_pass_domains);
+    let retry = Identifiers::of(input, "temperror", input.dkim_temperror_domains);
     let mut walker = Walker::new(dns);
     let mut strictest: Option<DmarcOutcome> = None;
     for (raw, domain) in domains {
@@ -89,48 +89,35 @@ pub fn strictness(outcome: &DmarcOutcome) -> u8 {
     }
 }
 
-/// The authenticated identifiers: the SPF domain when SPF passed, the DKIM domains that
-/// passed (each once), all normalized.
+/// Identifiers with one SPF or DKIM result: the SPF domain when SPF gave it, the DKIM
+/// domains that did (each once, in order), all normalized.
 struct Identifiers {
     spf: Option<String>,
     dkim: Vec<String>,
 }
 
-/// The identifiers whose check failed temporarily: the SPF domain on `temperror`, the DKIM
-/// domains whose key lookup failed.
-fn tempfailed(input: &DmarcInput<'_>) -> Identifiers {
-    let spf = input
-        .spf_result
-        .eq_ignore_ascii_case("temperror")
-        .then(|| normalize(input.spf_domain))
-        .flatten();
-    let mut dkim: Vec<String> = Vec::new();
-    for domain in input
-        .dkim_temperror_domains
-        .iter()
-        .filter_map(|d| normalize(d))
-    {
-        if !dkim.contains(&domain) {
-            dkim.push(domain);
-        }
-    }
-    Identifiers { spf, dkim }
-}
-
 impl Identifiers {
-    fn of(input: &DmarcInput<'_>) -> Identifiers {
+    /// The SPF domain when SPF's word is `spf_word`, and `dkim`: the passing identifiers
+    /// (`pass` and the passing DKIM domains), or those whose check failed temporarily
+    /// (`temperror` and the DKIM domains whose key lookup failed).
+    fn of(input: &DmarcInput<'_>, spf_word: &str, dkim: &[String]) -> Identifiers {
         let spf = input
             .spf_result
-            .eq_ignore_ascii_case("pass")
+            .eq_ignore_ascii_case(spf_word)
             .then(|| normalize(input.spf_domain))
             .flatten();
-        let mut dkim: Vec<String> = Vec::new();
-        for domain in input.dkim_pass_domains.iter().filter_map(|d| normalize(d)) {
-            if !dkim.contains(&domain) {
-                dkim.push(domain);
-            }
-        }
+        let mut seen = HashSet::new();
+        let dkim = dkim
+            .iter()
+            .filter_map(|d| normalize(d))
+            .filter(|d| seen.insert(d.clone()))
+            .collect();
         Identifiers { spf, dkim }
+    }
+
+    /// Whether one is identical to `domain`: aligned in either mode, under any record.
+    fn exact(&self, domain: &str) -> bool {
+        self.spf.as_deref() == Some(domain) || self.dkim.iter().any(|d| d == domain)
     }
 }
 
@@ -165,7 +152,6 @@ fn plain(result: DmarcResult, domain: &str, reason: Option<String>) -> DmarcOutc
         requested: DmarcPolicy::None,
         testing: false,
         reason,
-        record_domain: None,
         author_domains: 0,
     }
 }
@@ -245,14 +231,10 @@ async fn known<R: Resolve>(
         });
     }
     let Applicable::Policy(mut requested) = record.applicable(role) else {
-        return DmarcOutcome {
-            record_domain: Some(at),
-            ..plain(DmarcResult::None, &domain, joined(reasons))
-        };
+        return plain(DmarcResult::None, &domain, joined(reasons));
     };
 
-    let exact = ids.spf.as_deref() == Some(domain.as_str()) || ids.dkim.contains(&domain);
-    let mut result = if exact {
+    let mut result = if ids.exact(&domain) {
         DmarcResult::Pass
     } else {
         match relaxed(walker, &domain, ids, record.aspf, record.adkim).await {
@@ -294,7 +276,6 @@ async fn known<R: Resolve>(
         policy: applied(&record, requested),
         requested,
         testing,
-        record_domain: Some(at),
         ..plain(result, &domain, joined(reasons))
     }
 }
@@ -310,14 +291,14 @@ async fn open<R: Resolve>(
     ids: &Identifiers,
     mut reasons: Vec<String>,
 ) -> DmarcOutcome {
-    let exact = ids.spf.as_deref() == Some(domain.as_str()) || ids.dkim.contains(&domain);
+    let exact = ids.exact(&domain);
     let result = if exact {
         DmarcResult::Pass
     } else {
         DmarcResult::TempError
     };
-    // (applied, requested, record, where), the first of the strictest.
-    let mut strictest: Option<(DmarcPolicy, DmarcPolicy, &DmarcRecord, &str)> = None;
+    // (applied, requested, record), the first of the strictest.
+    let mut strictest: Option<(DmarcPolicy, DmarcPolicy, &DmarcRecord)> = None;
     for (at, record) in &records {
         let role = role(&domain, at);
         let Applicable::Policy(mut requested) = record.applicable(role) else {
@@ -328,10 +309,10 @@ async fn open<R: Resolve>(
         }
         let policy = applied(record, requested);
         if strictest.is_none_or(|(best, ..)| stricter(best, policy) != best) {
-            strictest = Some((policy, requested, record, at));
+            strictest = Some((policy, requested, record));
         }
     }
-    let Some((policy, requested, record, at)) = strictest else {
+    let Some((policy, requested, record)) = strictest else {
         // No policy known: not even a pass can be told from "no DMARC record".
         return DmarcOutcome {
             policy: DmarcPolicy::Unknown,
@@ -346,7 +327,6 @@ async fn open<R: Resolve>(
         policy,
         requested,
         testing: record.lowered(),
-        record_domain: Some(at.to_string()),
         ..plain(result, &domain, joined(reasons))
     }
 }
@@ -408,10 +388,7 @@ async fn aligns<R: Resolve>(
     aspf: Mode,
     adkim: Mode,
 ) -> bool {
-    if ids.spf.as_deref() == Some(domain) || ids.dkim.iter().any(|d| d == domain) {
-        return true;
-    }
-    relaxed(walker, domain, ids, aspf, adkim).await == Aligned::Yes
+    ids.exact(domain) || relaxed(walker, domain, ids, aspf, adkim).await == Aligned::Yes
 }
 
 /// Relaxed alignment of `domain` with any passing identifier whose mode is relaxed.
@@ -457,15 +434,8 @@ async fn relaxed<R: Resolve>(
 
 #[cfg(test)]
 mod tests {
-    use super::super::discover::stub::Stub;
+    use super::super::discover::stub::{Stub, run};
     use super::*;
-
-    fn run<F: Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap()
-            .block_on(f)
-    }
 
     struct Msg {
         from: Vec<String>,
@@ -534,7 +504,7 @@ mod tests {
         let o = from(&["example.org"]).eval(&Stub::new());
         assert_eq!(o.result, DmarcResult::None);
         assert_eq!(o.policy, DmarcPolicy::None);
-        assert_eq!(o.record_domain, None);
+        assert_eq!(o.reason, None);
     }
 
     #[test]
@@ -558,7 +528,6 @@ mod tests {
             (DmarcResult::Fail, DmarcPolicy::Reject)
         );
         assert_eq!(o.reason.as_deref(), Some("no aligned identifier"));
-        assert_eq!(o.record_domain.as_deref(), Some("example.org"));
         // SPF that did not pass does not count, even for the same domain.
         let mut msg = from(&["example.org"]);
         msg.spf = ("softfail", "example.org");
@@ -630,7 +599,6 @@ mod tests {
             (DmarcResult::Fail, DmarcPolicy::Quarantine)
         );
         assert_eq!(o.domain, "news.example.org");
-        assert_eq!(o.record_domain.as_deref(), Some("example.org"));
     }
 
     #[test]
@@ -645,7 +613,6 @@ mod tests {
             (o.result, o.policy),
             (DmarcResult::Fail, DmarcPolicy::Reject)
         );
-        assert_eq!(o.record_domain.as_deref(), Some("example.org"));
         // b.example.org has its own record.
         let o = from(&["b.example.org"]).eval(&dns);
         assert_eq!((o.result, o.policy), (DmarcResult::Fail, DmarcPolicy::None));
@@ -658,7 +625,6 @@ mod tests {
             (o.result, o.policy),
             (DmarcResult::Fail, DmarcPolicy::Quarantine)
         );
-        assert_eq!(o.record_domain.as_deref(), Some("org"));
     }
 
     #[test]
@@ -842,7 +808,6 @@ mod tests {
             (o.result, o.policy),
             (DmarcResult::TempError, DmarcPolicy::Reject)
         );
-        assert_eq!(o.record_domain.as_deref(), Some("example.org"));
         assert_eq!(
             o.reason.as_deref(),
             Some("DNS failure at _dmarc.b.example.org")

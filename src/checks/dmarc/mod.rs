@@ -118,9 +118,6 @@ pub struct DmarcOutcome {
     pub testing: bool,
     /// A short phrase for the Authentication-Results comment.
     pub reason: Option<String>,
-    /// Where the record was found: the author domain, or a parent (Organizational or Public
-    /// Suffix Domain).
-    pub record_domain: Option<String>,
     /// How many distinct author domains the From field named, as the DNS knows them (case,
     /// a final dot, U-label or A-label form count once); only `MAX_AUTHOR_DOMAINS` of them
     /// are evaluated.
@@ -183,7 +180,6 @@ mod tests {
             requested: DmarcPolicy::Reject,
             testing: false,
             reason: None,
-            record_domain: Some("example.org".into()),
             author_domains: 3,
         };
         assert_eq!(
