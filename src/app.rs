@@ -1,7 +1,9 @@
-//! Start-up and shutdown order: config → metrics → listeners → serve → drain.
+//! Start-up and shutdown order: config → open-file limit → metrics → listeners → serve →
+//! drain.
 //!
-//! Owns: binding every socket (so port 0 works for tests), spawning the accept loops and the
-//! metrics endpoint, and logging the lifecycle phase. Must not: speak SMTP.
+//! Owns: binding every socket (so port 0 works for tests), raising the open-file limit and
+//! sizing the session semaphore by it (`descriptors::plan`), spawning the accept loops and
+//! the metrics endpoint, and logging the lifecycle phase. Must not: speak SMTP.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,8 +12,10 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::accept::Acceptor;
 use crate::config::Config;
 use crate::context::Context;
+use crate::descriptors::{self, Plan};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::shutdown::{Drained, Shutdown};
@@ -34,7 +38,12 @@ pub struct Running {
 /// Binds and starts everything described by `config`.
 pub async fn start(config: Config) -> Result<Running, Error> {
     tracing::info!(phase = "starting", version = env!("CARGO_PKG_VERSION"), backend = %config.backend.url, "portcullis starting");
+    let capacity = session_capacity(&config)?;
     let metrics = Arc::new(Metrics::new());
+    metrics.emit(crate::metrics::Event::Capacity {
+        open_files_limit: capacity.limit,
+        sessions: capacity.sessions,
+    });
     let ctx = Arc::new(Context::new(config, metrics.clone())?);
     let shutdown = Shutdown::default();
     let metrics_stop = CancellationToken::new();
@@ -76,7 +85,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         metrics_stop.clone(),
     )));
 
-    let sessions = Arc::new(Semaphore::new(ctx.config.limits.max_sessions));
+    let sessions = Arc::new(Semaphore::new(capacity.sessions));
     let mut smtp_addrs = Vec::new();
     for addr in &ctx.config.listen {
         let listener = bind(*addr)?;
@@ -84,7 +93,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         tracing::info!(addr = %bound, "SMTP listening");
         smtp_addrs.push(bound);
         tasks.push(tokio::spawn(crate::listener::accept_loop(
-            listener,
+            Acceptor::new(listener, "smtp", metrics.clone()),
             ctx.clone(),
             sessions.clone(),
             shutdown.signals.clone(),
@@ -102,6 +111,36 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         metrics_stop,
         tasks,
     })
+}
+
+/// Raises the open-file limit and sizes the sessions by it: fewer sessions than
+/// `limits.max_sessions` when the limit cannot hold them (a loud warning), none at all is an
+/// error.
+fn session_capacity(config: &Config) -> Result<Plan, Error> {
+    let limit = descriptors::raise_limit();
+    if limit.now != limit.before {
+        tracing::info!(
+            from = limit.before,
+            to = limit.now,
+            "open-file limit raised to the hard limit"
+        );
+    }
+    let plan = descriptors::plan(config, limit.now)?;
+    let wanted = config.limits.max_sessions;
+    if plan.sessions < wanted {
+        tracing::warn!(
+            open_files_limit = plan.limit,
+            per_session = plan.per_session,
+            reserve = plan.reserve,
+            sessions = plan.sessions,
+            max_sessions = wanted,
+            needed = plan.needed(wanted),
+            "the open-file limit cannot hold limits.max_sessions: serving at most `sessions` \
+             at once (the others get 421); raise the hard limit (ulimit -Hn, systemd \
+             LimitNOFILE=) to `needed`, or lower limits.max_sessions"
+        );
+    }
+    Ok(plan)
 }
 
 /// Binds an SMTP listener. IPv6 sockets are v6-only so that `0.0.0.0:25` and `[::]:25` can

@@ -1,5 +1,5 @@
 //! The frozen bundle a session works with: config, accepted domains, pipeline, backend,
-//! TLS and metrics, built once from a validated config.
+//! TLS, metrics and the verification memory budget, built once from a validated config.
 //!
 //! Owns: building that bundle and the EHLO capability list. Must not: do per-session work.
 //! A session holds an `Arc<Context>` for its whole life, so a later config generation never
@@ -36,6 +36,8 @@ pub struct Context {
     pub admission: Arc<crate::admission::Admission>,
     /// Rate-limit counters and greylisting triplets (local or Redis).
     pub state: Arc<crate::state::StateStore>,
+    /// Room for messages read back into memory for verification (`auth.max_verify_memory`).
+    pub verify_budget: crate::verify_budget::VerifyBudget,
 }
 
 impl Context {
@@ -68,9 +70,12 @@ impl Context {
             &config.state,
             metrics.clone(),
         ));
+        let verify_budget =
+            crate::verify_budget::VerifyBudget::new(config.auth.max_verify_memory, metrics.clone());
         Ok(Context {
             admission,
             state,
+            verify_budget,
             config,
             domains,
             pipeline,

@@ -5,11 +5,13 @@
 //! policy turns facts into a verdict, and the session turns the verdict into a reply and, for
 //! accepted mail, a real-time relay to the backend. See docs/design.md.
 
+pub mod accept;
 pub mod admission;
 pub mod app;
 pub mod checks;
 pub mod config;
 pub mod context;
+pub mod descriptors;
 pub mod dns;
 pub mod dryrun;
 pub mod error;
@@ -27,6 +29,7 @@ pub mod smtp;
 pub mod spool;
 pub mod state;
 pub mod tls;
+pub mod verify_budget;
 
 /// Entry points for the fuzz targets in `fuzz/` into parsers that are private to their
 /// module (the SPF record and macro parsers, the DKIM tag-list reader). Not an API: nothing

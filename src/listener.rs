@@ -1,17 +1,22 @@
 //! Accepting connections: the session limit, PROXY protocol, one task per session.
 //!
 //! Owns: the accept loop, the session semaphore, session ids and the per-connection set-up.
-//! Must not: parse SMTP. A connection over `limits.max_sessions` is accepted only to be told
-//! 421 and closed at once: left in the kernel's backlog it would learn nothing and wait.
+//! Must not: parse SMTP. A connection over `limits.max_sessions` (or over the capacity the
+//! open-file limit allows, `descriptors::plan`), or one taken with the spare descriptor
+//! when the table is full (`accept.rs`), is accepted only to be told 421 and closed at
+//! once: left in the kernel's backlog it would learn nothing and wait. Reaching the limit
+//! and leaving it are logged once each, not once per client.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
+use crate::accept::{Accepted, Acceptor};
 use crate::context::Context;
 use crate::metrics::{Event, Limit};
 use crate::session::{Session, Signals};
@@ -20,38 +25,54 @@ use crate::smtp::reply;
 
 /// Accepts connections until shutdown; sessions are spawned on `tracker`.
 pub async fn accept_loop(
-    listener: TcpListener,
+    mut acceptor: Acceptor,
     ctx: Arc<Context>,
     sessions: Arc<Semaphore>,
     signals: Signals,
     tracker: TaskTracker,
 ) {
+    let addr = acceptor.local_addr().ok();
+    // Since when, and how many clients were told 421 at the session limit.
+    let mut full: Option<(Instant, u64)> = None;
     loop {
         // Why select: shutdown must stop accepting even while no client connects.
         let accepted = tokio::select! {
             biased;
             _ = signals.shutdown.cancelled() => break,
-            accepted = listener.accept() => accepted,
+            accepted = acceptor.next() => accepted,
         };
         let (stream, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(e) => {
-                // EMFILE and friends: back off briefly instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            Accepted::Normal(stream, peer) => (stream, peer),
+            Accepted::Reserve(stream, peer) => {
+                // The table is full: the spare descriptor took it, and it goes at once.
+                ctx.metrics.emit(Event::LimitHit(Limit::OpenFiles));
+                too_busy(&stream);
+                tracing::debug!(client = %peer, "open-file limit reached; 421 sent");
                 continue;
             }
         };
         let Ok(permit) = sessions.clone().try_acquire_owned() else {
             ctx.metrics.emit(Event::Session("rejected_capacity"));
             ctx.metrics.emit(Event::LimitHit(Limit::Sessions));
-            let mut out = Vec::new();
-            reply::TOO_BUSY.write_to(&mut out);
-            // Best effort and never blocking: a fresh socket's send buffer takes one line.
-            let _ = stream.try_write(&out);
-            tracing::info!(client = %peer, "session limit reached; 421 sent");
+            too_busy(&stream);
+            match &mut full {
+                Some((_, refused)) => *refused += 1,
+                None => {
+                    tracing::warn!(listener = ?addr, "session limit reached: new clients get 421");
+                    full = Some((Instant::now(), 1));
+                }
+            }
+            tracing::debug!(client = %peer, "session limit reached; 421 sent");
             continue;
         };
+        if let Some((since, refused)) = full.take() {
+            tracing::info!(
+                listener = ?addr,
+                refused,
+                lasted_ms = since.elapsed().as_millis() as u64,
+                "below the session limit again"
+            );
+        }
         ctx.metrics.emit(Event::Session("accepted"));
         let (ctx, signals) = (ctx.clone(), signals.clone());
         tracker.spawn(async move {
@@ -60,6 +81,14 @@ pub async fn accept_loop(
             serve_connection(stream, peer, ctx, signals).await;
         });
     }
+}
+
+/// `421 4.3.2`, best effort and never blocking: a fresh socket's send buffer takes one
+/// line. The stream is closed when the caller drops it.
+fn too_busy(stream: &TcpStream) {
+    let mut out = Vec::new();
+    reply::TOO_BUSY.write_to(&mut out);
+    let _ = stream.try_write(&out);
 }
 
 async fn serve_connection(

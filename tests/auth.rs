@@ -787,7 +787,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 // ---------------------------------------------------------------------------------------
-// 10: the remaining ARC and DMARC results (fail, temperror; none, permerror), each
+// 10: the remaining ARC and DMARC results (fail, temperror; none), each
 // through the real resolver path.
 //
 // ARC: mail-auth validates the chain, src/checks/arc.rs maps its result to RFC 8617 §5.2's
@@ -795,9 +795,9 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 // any lookup), the newest ARC-Message-Signature's body hash not matching (`neutral`) and a
 // sealer key that does not exist (`permerror`) are all `fail` with their reason; a sealer
 // key lookup that fails (SERVFAIL) stays `temperror`. DMARC is ours (src/checks/dmarc/):
-// no record in the whole tree walk → `none`; a DMARC1 record with an invalid `p=` →
-// `permerror`, and the walk stops there; two DMARC1 records at one name → as if there
-// were none.
+// no record in the whole tree walk → `none`; a DMARC1 record with an invalid `p=` and no
+// usable `rua` → `none` (no DMARC processing), and the walk stops there; two DMARC1
+// records at one name → as if there were none.
 
 /// The `portcullis_auth_results_total` series of `method` are 1 for `word`, 0 for every
 /// other result word.
@@ -982,11 +982,13 @@ async fn dmarc_record_without_policy_is_none() {
     assert_counted_once(&gw, "dmarc", "none").await;
 }
 
-/// 10g. A syntactically broken DMARC1 record (`p=bogus`): dmarc=permerror. The walk stops
-/// at that error (`_dmarc.org` is not asked), no policy is known (policy.dmarc=none), so
-/// no DMARC rule applies and the unsigned, SPF-failing message is accepted.
+/// 10g. A DMARC1 record with an invalid `p=` (`p=bogus`) and no usable `rua`: no DMARC
+/// processing (RFC 9989 §4.10.1), dmarc=none with the reason. It is still the record that
+/// applies, so the walk stops there (`_dmarc.org` is not asked); no policy is known
+/// (policy.dmarc=none), no DMARC rule applies and the unsigned, SPF-failing message is
+/// accepted.
 #[tokio::test]
-async fn broken_dmarc_record_is_permerror() {
+async fn broken_dmarc_record_is_none() {
     let dns = DnsFixture::start(vec![zone("bogus")]).await;
     let gw = gateway(&dns).await;
     let msg = message("broken policy", BODY);
@@ -994,7 +996,11 @@ async fn broken_dmarc_record_is_permerror() {
     assert_eq!(code, 250, "{text}");
     let got = delivered_one(&gw);
     let ar = our_auth_results(&got);
-    assert_eq!(result_of(&ar, "dmarc"), "permerror", "{ar}");
+    assert_eq!(result_of(&ar, "dmarc"), "none", "{ar}");
+    assert!(
+        ar.contains("dmarc=none (invalid p at _dmarc.example.org, no DMARC processing)"),
+        "{ar}"
+    );
     assert!(
         ar.contains("header.from=example.org policy.dmarc=none"),
         "{ar}"
@@ -1008,7 +1014,7 @@ async fn broken_dmarc_record_is_permerror() {
         "{:?}",
         dns.queries()
     );
-    assert_counted_once(&gw, "dmarc", "permerror").await;
+    assert_counted_once(&gw, "dmarc", "none").await;
     assert_eq!(
         gw.metric("portcullis_messages_total{verdict=\"accept\"}")
             .await,

@@ -141,9 +141,9 @@ async fn the_walk_of_a_long_name_is_at_most_eight_queries() {
     .iter()
     .map(|n| format!("_dmarc.{n}"))
     .collect();
-    let mut asked = dmarc_queries(&fixture);
-    asked.dedup();
-    // 10 labels: the name itself, then its 7 rightmost labels, 6, ... 1.
+    // 10 labels: the name itself, then its 7 rightmost labels, 6, ... 1; each asked once
+    // (no de-duplication here: a name asked twice in a row would show).
+    let asked = dmarc_queries(&fixture);
     assert_eq!(asked, expected);
     assert_eq!(asked.len(), 8);
 }
@@ -157,20 +157,51 @@ async fn a_record_without_policy_is_none() {
     .await;
     let o = from(&["example.org"]).on(&dns(&fixture)).await;
     assert_eq!(o.result, DmarcResult::None, "{o:?}");
-    assert_eq!(o.record_domain.as_deref(), Some("example.org"));
+    assert_eq!(
+        reason(&o),
+        "no p at _dmarc.example.org, no DMARC processing"
+    );
 }
 
-/// `p=bogus`: permerror, no policy, and the walk stops there (`_dmarc.org` not asked).
+/// `p=bogus` without `rua`: no DMARC processing (RFC 9989 §4.10.1), so `none`, and the walk
+/// stops there (`_dmarc.org` not asked). An invalid `sp` does the same to the whole record,
+/// the domain itself included; with a usable `rua` the record reads as `p=none`.
 #[tokio::test]
-async fn a_broken_record_is_permerror_and_stops_the_walk() {
+async fn a_broken_record_is_none_and_stops_the_walk() {
     let fixture = DnsFixture::start(vec![
-        Zone::root().txt("_dmarc.example.org", "v=DMARC1; p=bogus"),
+        Zone::root()
+            .txt("_dmarc.example.org", "v=DMARC1; p=bogus")
+            .txt("_dmarc.sp.example", "v=DMARC1; p=reject; sp=bogus")
+            .txt(
+                "_dmarc.rua.example",
+                "v=DMARC1; p=reject; sp=bogus; rua=mailto:d@rua.example",
+            ),
     ])
     .await;
-    let o = from(&["example.org"]).on(&dns(&fixture)).await;
-    assert_eq!(o.result, DmarcResult::PermError, "{o:?}");
-    assert_eq!(o.policy, DmarcPolicy::None);
+    let dns = dns(&fixture);
+    let o = from(&["example.org"]).on(&dns).await;
+    assert_eq!(
+        (o.result, o.policy),
+        (DmarcResult::None, DmarcPolicy::None),
+        "{o:?}"
+    );
+    assert_eq!(
+        reason(&o),
+        "invalid p at _dmarc.example.org, no DMARC processing"
+    );
     assert_eq!(fixture.query_count("_dmarc.org", RecordType::TXT), 0);
+    let o = from(&["sp.example"]).on(&dns).await;
+    assert_eq!(
+        (o.result, o.policy),
+        (DmarcResult::None, DmarcPolicy::None),
+        "{o:?}"
+    );
+    let o = from(&["rua.example"]).on(&dns).await;
+    assert_eq!(
+        (o.result, o.policy),
+        (DmarcResult::Fail, DmarcPolicy::None),
+        "{o:?}"
+    );
 }
 
 /// The policy of a parent applies to a subdomain (`sp`), and aligned identifiers pass.
@@ -189,7 +220,6 @@ async fn a_parent_policy_applies_and_aligned_identifiers_pass() {
         (DmarcResult::Fail, DmarcPolicy::Quarantine),
         "{o:?}"
     );
-    assert_eq!(o.record_domain.as_deref(), Some("example.org"));
     let o = from(&["news.example.org"])
         .dkim("example.org")
         .on(&dns)
@@ -200,6 +230,57 @@ async fn a_parent_policy_applies_and_aligned_identifiers_pass() {
         .on(&dns)
         .await;
     assert_eq!(o.result, DmarcResult::Pass, "relaxed SPF alignment: {o:?}");
+}
+
+/// A `psd=y` record at the author domain ends its walk (RFC 9989 §4.10 step 2): it is its
+/// own Organizational Domain, so an SPF domain whose walk reaches `gov` does not align with
+/// it, whatever `_dmarc.gov` says.
+#[tokio::test]
+async fn psd_y_at_the_author_domain_ends_its_walk() {
+    let fixture = DnsFixture::start(vec![
+        Zone::root()
+            .txt("_dmarc.agency.gov", "v=DMARC1; p=reject; psd=y")
+            .txt("_dmarc.other.gov", "v=DMARC1; p=none")
+            .txt("_dmarc.gov", "v=DMARC1; p=none"),
+    ])
+    .await;
+    let o = from(&["agency.gov"])
+        .spf_pass("other.gov")
+        .on(&dns(&fixture))
+        .await;
+    assert_eq!(
+        (o.result, o.policy),
+        (DmarcResult::Fail, DmarcPolicy::Reject),
+        "{o:?}"
+    );
+}
+
+/// Without a record of its own, an author domain gets its Organizational Domain's (the
+/// highest name with a record, RFC 9989 §4.10.1 and B.4.2), not the first record walking up.
+#[tokio::test]
+async fn the_organizational_domains_record_applies_not_the_first_found() {
+    let fixture = DnsFixture::start(vec![
+        Zone::root()
+            .txt("_dmarc.example.org", "v=DMARC1; p=reject")
+            .txt("_dmarc.b.example.org", "v=DMARC1; p=none")
+            .a("a.b.example.org", "192.0.2.1".parse().unwrap()),
+    ])
+    .await;
+    let dns = dns(&fixture);
+    let o = from(&["a.b.example.org"]).on(&dns).await;
+    assert_eq!(
+        (o.result, o.policy),
+        (DmarcResult::Fail, DmarcPolicy::Reject),
+        "{o:?}"
+    );
+    assert!(fixture.query_count("_dmarc.org", RecordType::TXT) >= 1);
+    // b.example.org's own record applies to it.
+    let o = from(&["b.example.org"]).on(&dns).await;
+    assert_eq!(
+        (o.result, o.policy),
+        (DmarcResult::Fail, DmarcPolicy::None),
+        "{o:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -237,7 +318,6 @@ async fn several_records_at_a_subdomain_leave_the_parent_policy() {
         (DmarcResult::Fail, DmarcPolicy::Reject),
         "{o:?}"
     );
-    assert_eq!(o.record_domain.as_deref(), Some("example.org"));
     assert!(reason(&o).contains("several DMARC records at _dmarc.news.example.org"));
 }
 
@@ -323,6 +403,9 @@ async fn at_most_five_author_domains_are_evaluated() {
         reason(&o).contains("7 author domains, first 5 evaluated, strictest applied"),
         "{o:?}"
     );
+    // All 7 are counted (a built-in rule refuses more than 5 from this count); the last two
+    // are never looked up.
+    assert_eq!(o.author_domains, 7);
     assert_eq!(fixture.query_count("_dmarc.e.test", RecordType::TXT), 0);
     assert_eq!(fixture.query_count("_dmarc.f.test", RecordType::TXT), 0);
 }
@@ -389,7 +472,6 @@ async fn cached_policy_then_parents_servfail_keeps_reject() {
         "{o:?}"
     );
     assert_eq!(o.requested, DmarcPolicy::Reject);
-    assert_eq!(o.record_domain.as_deref(), Some("example.org"));
     assert!(reason(&o).contains("DNS failure at _dmarc.org"), "{o:?}");
     assert_eq!(
         fixture.query_count("_dmarc.example.org", RecordType::TXT),
@@ -422,7 +504,6 @@ async fn a_failure_below_the_found_policy_keeps_it() {
         (DmarcResult::TempError, DmarcPolicy::Reject),
         "{o:?}"
     );
-    assert_eq!(o.record_domain.as_deref(), Some("example.org"));
     assert_eq!(reason(&o), "DNS failure at _dmarc.b.example.org");
 }
 
@@ -478,7 +559,8 @@ async fn pct_0_is_treated_as_testing() {
 // ---------------------------------------------------------------------------------------
 // np.
 
-/// `np` applies to a subdomain that has no A, AAAA or MX record; one with an MX exists.
+/// `np` applies to a subdomain that does not exist (NXDOMAIN); one with only an MX or only a
+/// TXT record (NODATA for A) exists, and gets `sp` (here `p`).
 #[tokio::test]
 async fn np_applies_to_non_existent_subdomains() {
     let fixture = DnsFixture::start(vec![
@@ -495,16 +577,29 @@ async fn np_applies_to_non_existent_subdomains() {
         (DmarcResult::Fail, DmarcPolicy::Reject),
         "{o:?}"
     );
-    // NODATA for A, AAAA and MX is non-existent too.
+    // NODATA for A: the name exists (RFC 8020, RFC 9989 §3.2.13).
     let o = from(&["empty.example.org"]).on(&dns).await;
-    assert_eq!(o.policy, DmarcPolicy::Reject, "{o:?}");
+    assert_eq!(
+        (o.result, o.policy),
+        (DmarcResult::Fail, DmarcPolicy::None),
+        "{o:?}"
+    );
     let o = from(&["mail.example.org"]).on(&dns).await;
     assert_eq!(
         (o.result, o.policy),
         (DmarcResult::Fail, DmarcPolicy::None),
         "{o:?}"
     );
-    assert!(fixture.query_count("mail.example.org", RecordType::MX) >= 1);
+    // One A query is the whole existence test.
+    for name in [
+        "invented.example.org",
+        "empty.example.org",
+        "mail.example.org",
+    ] {
+        assert!(fixture.query_count(name, RecordType::A) >= 1, "{name}");
+        assert_eq!(fixture.query_count(name, RecordType::AAAA), 0, "{name}");
+        assert_eq!(fixture.query_count(name, RecordType::MX), 0, "{name}");
+    }
 }
 
 /// Existence cannot be told (the A lookup fails, nothing else exists): temperror, with the

@@ -398,6 +398,10 @@ pub struct AuthConfig {
     /// Messages above this size are not DKIM/ARC/DMARC-verified (they are read into memory).
     #[serde(deserialize_with = "units::size")]
     pub max_verify_size: u64,
+    /// The most bytes of spilled messages read back into memory for verification at once,
+    /// over all sessions; a message that finds no room before the DATA deadline gets 451.
+    #[serde(deserialize_with = "units::size")]
+    pub max_verify_memory: u64,
 }
 
 impl Default for AuthConfig {
@@ -408,6 +412,7 @@ impl Default for AuthConfig {
             dkim_allow_partial_body: true,
             dmarc_dns_failure: DmarcDnsFailure::Defer,
             max_verify_size: 25 * 1024 * 1024,
+            max_verify_memory: 256 * 1024 * 1024,
         }
     }
 }

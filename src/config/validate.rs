@@ -170,6 +170,17 @@ fn dns_and_auth(config: &Config, out: &mut Vec<Problem>) {
             "max_verify_size must be greater than 0",
         ));
     }
+    // The largest message read back must fit on its own, or it could never be verified.
+    let largest = auth.max_verify_size.min(config.limits.max_message_size);
+    if auth.max_verify_memory < largest {
+        out.push(problem(
+            &[Key("auth"), Key("max_verify_memory")],
+            format!(
+                "max_verify_memory must be at least the largest message verified ({largest} \
+                 bytes: the smaller of auth.max_verify_size and limits.max_message_size)"
+            ),
+        ));
+    }
 }
 
 fn dnsbl(config: &Config, out: &mut Vec<Problem>) {
@@ -417,6 +428,21 @@ mod tests {
             "{problems:?}"
         );
         c.auth.enabled = false;
+        assert_eq!(validate(&c), vec![]);
+    }
+
+    #[test]
+    fn verify_memory_must_hold_the_largest_verified_message() {
+        let mut c = Config::default();
+        c.auth.max_verify_memory = 10 * 1024 * 1024;
+        let problems = validate(&c);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].message.contains("(26214400 bytes"),
+            "{problems:?}"
+        );
+        // Only what can be verified counts: smaller messages make a smaller budget enough.
+        c.limits.max_message_size = 10 * 1024 * 1024;
         assert_eq!(validate(&c), vec![]);
     }
 

@@ -37,11 +37,16 @@ pub enum Limit {
     DenyList,
     /// The shared state backend is down and `state.redis.on_failure` is `closed`.
     StateUnavailable,
+    /// The open-file limit was reached: the client was taken with the spare descriptor and
+    /// told 421.
+    OpenFiles,
+    /// No room in `auth.max_verify_memory` before the DATA deadline: the message got 451.
+    VerifyMemory,
 }
 
 impl Limit {
     /// Every limit, for pre-creating series.
-    pub const ALL: [Limit; 13] = [
+    pub const ALL: [Limit; 15] = [
         Limit::LineLength,
         Limit::MessageSize,
         Limit::Recipients,
@@ -55,6 +60,8 @@ impl Limit {
         Limit::ConnectionRate,
         Limit::DenyList,
         Limit::StateUnavailable,
+        Limit::OpenFiles,
+        Limit::VerifyMemory,
     ];
 
     /// The label value.
@@ -73,6 +80,8 @@ impl Limit {
             Limit::ConnectionRate => "connection_rate",
             Limit::DenyList => "deny_list",
             Limit::StateUnavailable => "state_unavailable",
+            Limit::OpenFiles => "open_files",
+            Limit::VerifyMemory => "verify_memory",
         }
     }
 }
@@ -110,6 +119,65 @@ impl BackendErrorKind {
             BackendErrorKind::Protocol => "protocol",
             BackendErrorKind::Tempfail => "tempfail",
             BackendErrorKind::Permfail => "permfail",
+        }
+    }
+}
+
+/// Why an accept failed (label values of `portcullis_accept_errors_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcceptError {
+    /// EMFILE or ENFILE: the process's (or the system's) descriptor table is full.
+    OpenFiles,
+    /// ENOBUFS or ENOMEM.
+    Memory,
+    /// Anything else.
+    Other,
+}
+
+impl AcceptError {
+    /// Every kind, for pre-creating series.
+    pub const ALL: [AcceptError; 3] = [
+        AcceptError::OpenFiles,
+        AcceptError::Memory,
+        AcceptError::Other,
+    ];
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            AcceptError::OpenFiles => "open_files",
+            AcceptError::Memory => "memory",
+            AcceptError::Other => "other",
+        }
+    }
+}
+
+/// How a message waited for `auth.max_verify_memory` (label values of
+/// `portcullis_verify_memory_reservations_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyWait {
+    /// There was room at once.
+    Immediate,
+    /// It waited, then got room.
+    Waited,
+    /// The DATA deadline (or the end of the shutdown grace) came first.
+    TimedOut,
+}
+
+impl VerifyWait {
+    /// Every result, for pre-creating series.
+    pub const ALL: [VerifyWait; 3] = [
+        VerifyWait::Immediate,
+        VerifyWait::Waited,
+        VerifyWait::TimedOut,
+    ];
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            VerifyWait::Immediate => "immediate",
+            VerifyWait::Waited => "waited",
+            VerifyWait::TimedOut => "timed_out",
         }
     }
 }
@@ -283,4 +351,33 @@ pub enum Event {
     /// Greylisting judged a message: new | early | pass | auto_allowed | unchecked | skipped |
     /// unavailable.
     Greylist(&'static str),
+    /// An accept failed on a listener (`smtp` or `metrics`).
+    AcceptError {
+        /// smtp | metrics
+        listener: &'static str,
+        /// Why.
+        kind: AcceptError,
+    },
+    /// The open-file limit and the session capacity it allows (at start-up).
+    Capacity {
+        /// The soft `RLIMIT_NOFILE`.
+        open_files_limit: u64,
+        /// Sessions served at once (`limits.max_sessions`, or fewer).
+        sessions: usize,
+    },
+    /// Descriptors open now and the soft limit now (at each scrape).
+    OpenFiles {
+        /// Open descriptors, when the system tells.
+        open: Option<u64>,
+        /// The soft `RLIMIT_NOFILE`.
+        limit: u64,
+    },
+    /// The verification memory budget (at start-up), in bytes.
+    VerifyMemoryLimit(u64),
+    /// Bytes reserved for verifying one message.
+    VerifyMemoryTaken(u64),
+    /// Bytes given back after verifying one message.
+    VerifyMemoryReturned(u64),
+    /// A message asked for verification memory and got it, or not.
+    VerifyMemoryWait(VerifyWait),
 }

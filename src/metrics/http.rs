@@ -1,8 +1,11 @@
 //! The HTTP endpoint: `/metrics`, `/healthz` (the process runs) and `/readyz` (the backend
 //! answers, so mail can flow).
 //!
-//! Owns: the axum router and its listener. Must not: be reachable from outside by default
-//! (the default address is 127.0.0.1:9465).
+//! Owns: the axum router and its listener, which accepts through `accept::Acceptor`, so a
+//! scrape is still answered when the descriptor table is full (the listener's spare
+//! descriptor takes it) and accept failures back off and are logged once. Each scrape
+//! refreshes the descriptor gauges. Must not: be reachable from outside by default (the
+//! default address is 127.0.0.1:9465).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,7 +19,26 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::{Event, Metrics};
+use crate::accept::{Accepted, Acceptor};
 use crate::relay::Backend;
+
+/// The metrics listener as axum sees it.
+struct Scrapes(Acceptor);
+
+impl axum::serve::Listener for Scrapes {
+    type Io = tokio::net::TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.0.next().await {
+            Accepted::Normal(stream, peer) | Accepted::Reserve(stream, peer) => (stream, peer),
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}
 
 #[derive(Clone)]
 struct Ctx {
@@ -33,6 +55,7 @@ pub async fn bind(
 ) -> std::io::Result<(SocketAddr, impl Future<Output = ()>)> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
+    let listener = Scrapes(Acceptor::new(listener, "metrics", metrics.clone()));
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -50,6 +73,10 @@ pub async fn bind(
 }
 
 async fn metrics_handler(State(ctx): State<Ctx>) -> impl IntoResponse {
+    ctx.metrics.emit(Event::OpenFiles {
+        open: crate::descriptors::open_count(),
+        limit: crate::descriptors::soft_limit(),
+    });
     (
         [(
             header::CONTENT_TYPE,

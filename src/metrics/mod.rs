@@ -8,6 +8,7 @@
 
 pub mod events;
 pub mod http;
+pub mod resources;
 
 use std::time::Duration;
 
@@ -19,7 +20,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-pub use events::{BackendErrorKind, DnsblResult, Event, Limit};
+pub use events::{AcceptError, BackendErrorKind, DnsblResult, Event, Limit, VerifyWait};
 
 type L1 = [(&'static str, &'static str); 1];
 type L2 = [(&'static str, &'static str); 2];
@@ -75,6 +76,7 @@ pub struct Metrics {
     ratelimit: Family<[(&'static str, String); 2], Counter>,
     greylist: Family<L1, Counter>,
     client_findings: Family<L1, Counter>,
+    resources: resources::Resources,
 }
 
 impl Metrics {
@@ -115,6 +117,7 @@ impl Metrics {
             ratelimit: Family::default(),
             greylist: Family::default(),
             client_findings: Family::default(),
+            resources: resources::Resources::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -250,6 +253,7 @@ impl Metrics {
             "Greylisting decisions (new, early, pass, auto_allowed, unchecked, skipped, unavailable)",
             m.greylist.clone(),
         );
+        m.resources.register(r);
         m.precreate();
         Metrics { registry, ..m }
     }
@@ -329,6 +333,9 @@ impl Metrics {
 
     /// Records one event.
     pub fn emit(&self, event: Event) {
+        if self.resources.emit(&event) {
+            return;
+        }
         match event {
             Event::Session(result) => {
                 self.sessions.get_or_create(&[("result", result)]).inc();
@@ -457,6 +464,14 @@ impl Metrics {
                     .get_or_create(&[("zone", zone)])
                     .set(healthy);
             }
+            // Recorded by `resources.emit` above.
+            Event::AcceptError { .. }
+            | Event::Capacity { .. }
+            | Event::OpenFiles { .. }
+            | Event::VerifyMemoryLimit(_)
+            | Event::VerifyMemoryTaken(_)
+            | Event::VerifyMemoryReturned(_)
+            | Event::VerifyMemoryWait(_) => {}
         }
     }
 

@@ -2,8 +2,10 @@
 //!
 //! Owns: streaming content through the decoder into the spool under the size cap (beyond
 //! the cap bytes are read and dropped, and the answer is 552 after the end), the total
-//! DATA deadline, and the end-of-message path shared by DATA and BDAT: DATA checks →
-//! verdict → relay → the backend's reply. Must not: inspect content for policy.
+//! DATA deadline, and the end-of-message path shared by DATA and BDAT: room in
+//! `auth.max_verify_memory` for a spilled message read back for verification (451 when
+//! none is found before the DATA deadline) → DATA checks → verdict → relay → the backend's
+//! reply. Must not: inspect content for policy.
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -18,6 +20,14 @@ use crate::relay::Content;
 use crate::smtp::codec::BodyDecoder;
 use crate::smtp::reply::{self, Reply};
 use crate::spool::Spool;
+use crate::verify_budget::{NoRoom, Reservation};
+
+/// A spilled message read back whole for authentication, with its room in
+/// `auth.max_verify_memory` (given back when this is dropped).
+struct ReadBack {
+    bytes: Vec<u8>,
+    _room: Reservation,
+}
 
 /// A message being received.
 pub(super) struct Body {
@@ -139,25 +149,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     /// The message is complete: DATA checks, verdict, relay, one log line, reset.
     async fn end_of_message(&mut self, mut body: Body) {
-        // Authentication needs the whole message at once; a spilled body is read back only
-        // when it is small enough (`auth.max_verify_size`).
-        let auth = &self.ctx.config.auth;
-        let loaded = if auth.enabled
-            && body.spool.spilled()
-            && body.size <= auth.max_verify_size.min(body.limit)
-        {
-            match body.spool.read_all().await {
-                Ok(bytes) => Some(bytes),
-                Err(e) => {
-                    body.io_error = Some(e);
-                    None
+        let loaded = match self.read_back(&mut body).await {
+            Ok(loaded) => loaded,
+            Err(reply) => {
+                // A 421 (the end of the shutdown grace period) ends the session too.
+                if reply.code == 421 {
+                    self.closing = true;
                 }
+                return self
+                    .finish(&body, &Verdict::accept(), reply, "tempfail")
+                    .await;
             }
-        } else {
-            None
         };
+        let auth = &self.ctx.config.auth;
         let raw = match (&loaded, auth.enabled && body.size <= auth.max_verify_size) {
-            (Some(bytes), _) => Some(&bytes[..]),
+            (Some(read), _) => Some(&read.bytes[..]),
             (None, true) => body.spool.in_memory(),
             (None, false) => None,
         };
@@ -174,6 +180,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             message: Some(view),
         };
         let found = self.ctx.pipeline.run(Stage::Data, ctx).await;
+        // The copy and its room in `auth.max_verify_memory` go as soon as the checks are done.
         drop(loaded);
         let rcpt_facts = std::mem::take(&mut self.env.rcpt_facts);
         self.env.facts.extend(rcpt_facts);
@@ -213,6 +220,61 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     _ => self.relay(&mut body.spool, verdict.action.label()).await,
                 }
             };
+        self.finish(&body, &verdict, reply, outcome).await;
+    }
+
+    /// Authentication needs the whole message at once: a spilled body is read back when it
+    /// is small enough (`auth.max_verify_size`) and, first, room for it is found in
+    /// `auth.max_verify_memory` before the DATA deadline. Without room the message gets
+    /// `Err(451)` (or `421` at the end of the shutdown grace period): it is never passed on
+    /// unverified, since a spoofer could otherwise slip past DMARC by sending many large
+    /// messages at once. `Ok(None)`: nothing to read back (in memory, too large, auth off,
+    /// or a read error, kept in `io_error`).
+    async fn read_back(&mut self, body: &mut Body) -> Result<Option<ReadBack>, Reply> {
+        let auth = &self.ctx.config.auth;
+        if !(auth.enabled
+            && body.spool.spilled()
+            && body.size <= auth.max_verify_size.min(body.limit))
+        {
+            return Ok(None);
+        }
+        let waited = std::time::Instant::now();
+        let room = match self
+            .ctx
+            .verify_budget
+            .reserve(body.size, body.deadline, &self.signals.abort)
+            .await
+        {
+            Ok(room) => room,
+            Err(NoRoom::Deadline) => {
+                self.ctx.metrics.emit(Event::LimitHit(Limit::VerifyMemory));
+                tracing::warn!(
+                    session = %self.info.id,
+                    size = body.size,
+                    waited_ms = waited.elapsed().as_millis() as u64,
+                    "no room in auth.max_verify_memory before the DATA deadline; message deferred"
+                );
+                return Err(reply::VERIFY_BUSY);
+            }
+            Err(NoRoom::Stopped) => return Err(reply::SHUTTING_DOWN),
+        };
+        match body.spool.read_all().await {
+            Ok(bytes) => Ok(Some(ReadBack { bytes, _room: room })),
+            Err(e) => {
+                body.io_error = Some(e);
+                Ok(None)
+            }
+        }
+    }
+
+    /// The message's answer: counted, logged in one line, sent; then the transaction ends.
+    async fn finish(
+        &mut self,
+        body: &Body,
+        verdict: &Verdict,
+        reply: Reply,
+        outcome: &'static str,
+    ) {
         self.messages += 1;
         self.ctx.metrics.emit(Event::Message {
             verdict: outcome,

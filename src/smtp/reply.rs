@@ -223,6 +223,13 @@ pub const BACKEND_UNAVAILABLE: Reply = r(451, (4, 4, 1), "Backend unavailable, t
 pub const BACKEND_FAILED: Reply = r(451, (4, 4, 2), "Backend connection failed, try again later");
 /// A local error (spool I/O): nothing was accepted.
 pub const LOCAL_ERROR: Reply = r(451, (4, 3, 0), "Local error in processing, try again later");
+/// No room in `auth.max_verify_memory` before the DATA deadline: the message was not
+/// verified, so it is not accepted either.
+pub const VERIFY_BUSY: Reply = r(
+    451,
+    (4, 3, 0),
+    "Too busy to check the message now, try again later",
+);
 /// The policy asks the client to retry later.
 pub const TEMPFAIL: Reply = r(
     451,
@@ -350,6 +357,7 @@ pub const ALL: &[&Reply] = &[
     &BACKEND_UNAVAILABLE,
     &BACKEND_FAILED,
     &LOCAL_ERROR,
+    &VERIFY_BUSY,
     &LINE_TOO_LONG,
     &UNKNOWN_COMMAND,
     &SYNTAX_ERROR,

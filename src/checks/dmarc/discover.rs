@@ -1,19 +1,21 @@
 //! The DNS Tree Walk of RFC 9989 §4.10: which names are asked, what each answer means, and
-//! the two questions asked of it: the policy record of an author domain (the first DMARC
-//! record found walking up), and what `align.rs` needs to find an Organizational Domain
-//! (every step of the walk, with the `psd` tag of each record).
+//! the two questions asked of it: the policy record of an author domain (§4.10.1: its own,
+//! else its Organizational Domain's, else its Public Suffix Domain's, as `align.rs` reads the
+//! walk), and what `align.rs` needs to find an Organizational Domain (every step of the walk,
+//! with the `psd` tag of each record).
 //!
 //! Owns: the list of query names (`_dmarc.<name>` for the domain, then its parents up to the
 //! TLD, skipping to the 7 rightmost labels after the first query of a longer name: at most 8
-//! queries), reading an answer (records not starting with `v=DMARC1` are ignored; several
-//! DMARC records at one name are all discarded, as if there were none), and what a failed
-//! query does: it is remembered, never read as "no record", and the walk goes on so a policy
-//! published higher up is still known. Each name is asked once per evaluation (`Walker`
-//! keeps the answers), on top of the shared cache of `Dns`. Must not: decide a result
-//! (`evaluate.rs` does).
+//! queries; the walk stops at a record with `psd=y` or `psd=n`), reading an answer (records
+//! not starting with `v=DMARC1` are ignored; several DMARC records at one name are all
+//! discarded, as if there were none), and what a failed query does: it is remembered, never
+//! read as "no record", and the walk goes on so a policy published higher up is still known.
+//! Each name is asked once per evaluation (`Walker` keeps the answers), on top of the shared
+//! cache of `Dns`. Must not: decide a result (`evaluate.rs` does).
 
 use std::collections::HashMap;
 
+use super::align;
 use super::record::{self, DmarcRecord, Psd};
 use crate::dns::lookup::{Answer, LookupError, Resolve};
 
@@ -56,12 +58,25 @@ pub struct Walker<'a, R> {
 /// The result of policy discovery for one author domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Discovery {
-    /// The first name (walking up) with exactly one DMARC record, and that record.
-    pub found: Option<(String, DmarcRecord)>,
-    /// Names whose lookup failed before `found` (or anywhere, when nothing was found).
-    pub failed: Vec<String>,
-    /// Names whose several DMARC records were discarded.
+    /// The record that applies, and where it was found.
+    pub policy: Policy,
+    /// Names of the walk whose several DMARC records were discarded.
     pub several: Vec<String>,
+}
+
+/// Which record applies to an author domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Policy {
+    /// This one (`None`: no record applies), whatever any failed lookup would have said.
+    Known(Option<(String, DmarcRecord)>),
+    /// Failed lookups leave it open: `records` are the known records that could apply
+    /// (possibly none), and a record at a failed name, or none at all, could too.
+    Open {
+        /// The known records that could apply, in the order of the walk.
+        records: Vec<(String, DmarcRecord)>,
+        /// The failed names of the walk, in order.
+        failed: Vec<String>,
+    },
 }
 
 impl<'a, R: Resolve> Walker<'a, R> {
@@ -80,10 +95,10 @@ impl<'a, R: Resolve> Walker<'a, R> {
         }
         let answer = match self.dns.txt(&format!("_dmarc.{name}")).await {
             Ok(answer) => {
-                let mut records = answer.records().iter().filter(|t| record::is_dmarc(t));
+                let mut records = answer.records().iter().filter_map(|t| record::parse(t));
                 match (records.next(), records.next()) {
                     (None, _) => AtName::Nothing,
-                    (Some(one), None) => record::parse(one).map_or(AtName::Nothing, AtName::One),
+                    (Some(one), None) => AtName::One(one),
                     (Some(_), Some(_)) => AtName::Several,
                 }
             }
@@ -94,31 +109,53 @@ impl<'a, R: Resolve> Walker<'a, R> {
         answer
     }
 
-    /// Policy discovery (RFC 9989 §4.10.1): the walk from the author domain stops at the
-    /// first name holding exactly one DMARC record. A failed name does not stop it.
+    /// Policy discovery (RFC 9989 §4.10.1): the author domain's own record; without one,
+    /// the record of its Organizational Domain, else of its Public Suffix Domain, found by
+    /// the same walk (`steps`) as for alignment. A failed name does not stop the walk; it
+    /// leaves the policy open only when some answer it could have given changes the record
+    /// that applies.
     pub async fn discover(&mut self, domain: &str) -> Discovery {
-        let mut found = Discovery {
-            found: None,
-            failed: Vec::new(),
-            several: Vec::new(),
-        };
-        for name in walk_names(domain) {
-            match self.at(&name).await {
-                AtName::One(record) => {
-                    found.found = Some((name, record));
-                    break;
-                }
-                AtName::Nothing => {}
-                AtName::Several => found.several.push(name),
-                AtName::Failed => found.failed.push(name),
-            }
+        if let AtName::One(record) = self.at(domain).await {
+            return Discovery {
+                policy: Policy::Known(Some((domain.to_string(), record))),
+                several: Vec::new(),
+            };
         }
-        found
+        let steps = self.steps(domain).await;
+        let several = steps
+            .iter()
+            .filter(|(name, _)| self.seen.get(name) == Some(&AtName::Several))
+            .map(|(name, _)| name.clone())
+            .collect();
+        let failed: Vec<String> = steps
+            .iter()
+            .filter(|(_, step)| *step == Step::Failed)
+            .map(|(name, _)| name.clone())
+            .collect();
+        let possible = align::policy_domains(domain, &steps);
+        let record = |name: &str| match self.seen.get(name) {
+            Some(AtName::One(record)) => Some((name.to_string(), record.clone())),
+            _ => None,
+        };
+        let policy = match possible.as_slice() {
+            [None] => Policy::Known(None),
+            [Some(name)] if !failed.contains(name) => Policy::Known(record(name)),
+            _ => Policy::Open {
+                records: possible
+                    .iter()
+                    .flatten()
+                    .filter_map(|n| record(n))
+                    .collect(),
+                failed,
+            },
+        };
+        Discovery { policy, several }
     }
 
     /// Every step of the walk from `domain`, for the Organizational Domain (`align.rs`).
-    /// It stops after a `psd=y` or `psd=n` record (except `psd=y` at `domain` itself, which
-    /// does not end the walk, RFC 9989 §4.10.2).
+    /// It stops after a `psd=y` or `psd=n` record, at `domain` itself too (RFC 9989 §4.10
+    /// steps 2 and 6: "If a single record remains and it contains a "psd=n" or "psd=y" tag,
+    /// stop"). A failed name does not stop it.
     pub async fn steps(&mut self, domain: &str) -> Vec<(String, Step)> {
         let mut steps = Vec::new();
         for name in walk_names(domain) {
@@ -127,41 +164,24 @@ impl<'a, R: Resolve> Walker<'a, R> {
                 AtName::Nothing | AtName::Several => Step::Nothing,
                 AtName::Failed => Step::Failed,
             };
-            let stop = match step {
-                Step::Record(Psd::No) => true,
-                Step::Record(Psd::Yes) => name != domain,
-                _ => false,
-            };
             steps.push((name, step));
-            if stop {
+            if matches!(step, Step::Record(Psd::No | Psd::Yes)) {
                 break;
             }
         }
         steps
     }
 
-    /// Whether `domain` exists for `np` (RFC 9989: it does not when A, AAAA and MX all
-    /// answer NXDOMAIN or NODATA). `None` when a failed lookup leaves it open. An NXDOMAIN
-    /// for A is enough: nothing at all exists at that name.
+    /// Whether `domain` exists for `np` (RFC 9989 §3.2.13 and A.4, after RFC 8020: only an
+    /// NXDOMAIN says a name does not exist; NODATA says it exists without records of the type
+    /// asked). One A query answers it: NXDOMAIN → no, records or NODATA → yes. `None` when
+    /// the lookup failed.
     pub async fn exists(&self, domain: &str) -> Option<bool> {
-        let mut unknown = false;
         match self.dns.a(domain).await {
-            Ok(answer) if !answer.is_void() => return Some(true),
-            Ok(Answer::NxDomain) => return Some(false),
-            Ok(_) | Err(LookupError::InvalidName) => {}
-            Err(LookupError::Failed(_)) => unknown = true,
+            Ok(Answer::NxDomain) | Err(LookupError::InvalidName) => Some(false),
+            Ok(Answer::Records(_) | Answer::NoData) => Some(true),
+            Err(LookupError::Failed(_)) => None,
         }
-        match self.dns.aaaa(domain).await {
-            Ok(answer) if !answer.is_void() => return Some(true),
-            Ok(_) | Err(LookupError::InvalidName) => {}
-            Err(LookupError::Failed(_)) => unknown = true,
-        }
-        match self.dns.mx(domain).await {
-            Ok(answer) if !answer.is_void() => return Some(true),
-            Ok(_) | Err(LookupError::InvalidName) => {}
-            Err(LookupError::Failed(_)) => unknown = true,
-        }
-        (!unknown).then_some(false)
     }
 }
 
@@ -185,6 +205,15 @@ pub(super) mod stub {
     use std::sync::{Arc, Mutex};
 
     use crate::dns::lookup::{Answer, LookupError, LookupResult, MxHost, Resolve};
+
+    /// Runs a future to its end on a runtime of its own (the tests of `discover.rs` and
+    /// `evaluate.rs`).
+    pub fn run<F: Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
 
     /// Names → TXT records; `fail` names fail; other names are NXDOMAIN. `a` names have an A
     /// record; `a_fail` names' address lookups fail.
@@ -217,7 +246,7 @@ pub(super) mod stub {
             self.a.push(name.to_string());
             self
         }
-        /// `name` exists in the DNS but has no A, AAAA or MX record.
+        /// `name` exists in the DNS but has no A, AAAA or MX record (NODATA).
         pub fn empty(mut self, name: &str) -> Stub {
             self.nodata.push(name.to_string());
             self
@@ -285,17 +314,10 @@ pub(super) mod stub {
 
 #[cfg(test)]
 mod tests {
-    use super::stub::Stub;
+    use super::stub::{Stub, run};
     use super::*;
     use crate::checks::dmarc::DmarcPolicy;
     use crate::checks::dmarc::record::PolicyTag;
-
-    fn run<F: Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap()
-            .block_on(f)
-    }
 
     #[test]
     fn the_walk_asks_the_domain_then_each_parent_up_to_the_tld() {
@@ -320,19 +342,74 @@ mod tests {
         assert_eq!(walk_names("1.2.3.4.5.6.7.8")[1], "2.3.4.5.6.7.8");
     }
 
+    fn known(got: &Discovery) -> Option<&str> {
+        match &got.policy {
+            Policy::Known(found) => found.as_ref().map(|(name, _)| name.as_str()),
+            open => panic!("not known: {open:?}"),
+        }
+    }
+
     #[test]
-    fn discovery_stops_at_the_first_record_found() {
+    fn the_author_domains_own_record_comes_first() {
         let dns = Stub::new()
             .txt("_dmarc.b.example.org", "v=DMARC1; p=quarantine")
             .txt("_dmarc.example.org", "v=DMARC1; p=reject");
+        let got = run(Walker::new(&dns).discover("b.example.org"));
+        assert_eq!(known(&got), Some("b.example.org"));
+        assert_eq!(dns.asked(), ["_dmarc.b.example.org"]);
+    }
+
+    #[test]
+    fn without_its_own_record_the_organizational_domains_applies() {
+        // Not the first record walking up (b.example.org): the Organizational Domain's,
+        // the highest name with a record (RFC 9989 §4.10.1, §4.10.2, B.4.2).
+        let dns = Stub::new()
+            .txt("_dmarc.b.example.org", "v=DMARC1; p=none")
+            .txt("_dmarc.example.org", "v=DMARC1; p=reject");
         let got = run(Walker::new(&dns).discover("a.b.example.org"));
-        let (name, record) = got.found.unwrap();
-        assert_eq!(name, "b.example.org");
-        assert_eq!(record.p, PolicyTag::Value(DmarcPolicy::Quarantine));
+        let Policy::Known(Some((name, record))) = got.policy else {
+            panic!("{got:?}")
+        };
+        assert_eq!(name, "example.org");
+        assert_eq!(record.p, PolicyTag::Value(DmarcPolicy::Reject));
         assert_eq!(
             dns.asked(),
-            ["_dmarc.a.b.example.org", "_dmarc.b.example.org"]
+            [
+                "_dmarc.a.b.example.org",
+                "_dmarc.b.example.org",
+                "_dmarc.example.org",
+                "_dmarc.org"
+            ]
         );
+        // psd=n marks the Organizational Domain, and ends the walk.
+        let dns = Stub::new()
+            .txt("_dmarc.b.example.org", "v=DMARC1; p=none; psd=n")
+            .txt("_dmarc.example.org", "v=DMARC1; p=reject");
+        let got = run(Walker::new(&dns).discover("a.b.example.org"));
+        assert_eq!(known(&got), Some("b.example.org"));
+        assert!(!dns.asked().contains(&"_dmarc.example.org".to_string()));
+    }
+
+    #[test]
+    fn without_a_record_at_the_organizational_domain_the_public_suffix_domains_applies() {
+        // psd=y at `org`: example.org is the Organizational Domain; it has no record, and
+        // b.example.org's is neither the author domain's nor the Organizational Domain's.
+        let dns = Stub::new()
+            .txt("_dmarc.b.example.org", "v=DMARC1; p=none")
+            .txt("_dmarc.org", "v=DMARC1; p=reject; psd=y");
+        let got = run(Walker::new(&dns).discover("a.b.example.org"));
+        assert_eq!(known(&got), Some("org"));
+        let got = run(Walker::new(&dns).discover("example.org"));
+        assert_eq!(known(&got), Some("org"));
+        // With a record, the Organizational Domain's applies.
+        let dns = Stub::new()
+            .txt("_dmarc.example.org", "v=DMARC1; p=none")
+            .txt("_dmarc.org", "v=DMARC1; p=reject; psd=y");
+        let got = run(Walker::new(&dns).discover("a.b.example.org"));
+        assert_eq!(known(&got), Some("example.org"));
+        // No record anywhere: none applies.
+        let got = run(Walker::new(&Stub::new()).discover("a.example.org"));
+        assert_eq!(known(&got), None);
     }
 
     #[test]
@@ -344,25 +421,42 @@ mod tests {
             .txt("_dmarc.b.example.org", "v=DMARC1; p=reject");
         // One DMARC record beside another TXT record: it is found.
         let got = run(Walker::new(&dns).discover("example.org"));
-        assert_eq!(got.found.unwrap().0, "example.org");
+        assert_eq!(known(&got), Some("example.org"));
         // Two: both discarded, the walk goes on to the parent.
         let got = run(Walker::new(&dns).discover("b.example.org"));
         assert_eq!(got.several, ["b.example.org"]);
-        assert_eq!(got.found.unwrap().0, "example.org");
+        assert_eq!(known(&got), Some("example.org"));
     }
 
     #[test]
-    fn a_failed_name_is_remembered_and_the_walk_goes_on() {
+    fn a_failed_name_that_could_change_the_record_leaves_it_open() {
+        // _dmarc.b.example.org could hold psd=n (its own record would apply), or psd=y.
         let dns = Stub::new()
             .fail("_dmarc.b.example.org")
             .txt("_dmarc.example.org", "v=DMARC1; p=reject");
         let got = run(Walker::new(&dns).discover("a.b.example.org"));
-        assert_eq!(got.failed, ["b.example.org"]);
-        assert_eq!(got.found.unwrap().0, "example.org");
+        let Policy::Open { records, failed } = got.policy else {
+            panic!("{got:?}")
+        };
+        assert_eq!(failed, ["b.example.org"]);
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].0, "example.org");
+        // The author domain's own lookup failed, nothing above: open, no record known.
         let dns = Stub::new().fail("_dmarc.example.org");
         let got = run(Walker::new(&dns).discover("example.org"));
-        assert_eq!(got.failed, ["example.org"]);
-        assert_eq!(got.found, None);
+        assert_eq!(
+            got.policy,
+            Policy::Open {
+                records: Vec::new(),
+                failed: vec!["example.org".to_string()]
+            }
+        );
+        // A failure the walk never reaches (it stopped at psd=n) changes nothing.
+        let dns = Stub::new()
+            .fail("_dmarc.org")
+            .txt("_dmarc.example.org", "v=DMARC1; p=reject; psd=n");
+        let got = run(Walker::new(&dns).discover("a.example.org"));
+        assert_eq!(known(&got), Some("example.org"));
     }
 
     #[test]
@@ -386,7 +480,7 @@ mod tests {
     }
 
     #[test]
-    fn steps_stop_at_psd_n_and_at_psd_y_above_the_start() {
+    fn steps_stop_at_psd_n_and_at_psd_y_the_start_included() {
         let dns = Stub::new()
             .txt("_dmarc.example.org", "v=DMARC1; p=none; psd=n")
             .txt("_dmarc.gov", "v=DMARC1; p=reject; psd=y")
@@ -399,13 +493,12 @@ mod tests {
                 ("example.org".to_string(), Step::Record(Psd::No))
             ]
         );
+        // psd=y at the start stops the walk too (RFC 9989 §4.10 step 2).
         let steps = run(Walker::new(&dns).steps("agency.gov"));
-        assert_eq!(
-            steps.len(),
-            2,
-            "psd=y at the start does not stop: {steps:?}"
-        );
-        assert_eq!(steps[1], ("gov".to_string(), Step::Record(Psd::Yes)));
+        assert_eq!(steps, [("agency.gov".to_string(), Step::Record(Psd::Yes))]);
+        let steps = run(Walker::new(&dns).steps("x.agency.gov"));
+        assert_eq!(steps.len(), 2, "{steps:?}");
+        assert_eq!(steps[1], ("agency.gov".to_string(), Step::Record(Psd::Yes)));
     }
 
     #[test]
@@ -417,17 +510,18 @@ mod tests {
         let walker = Walker::new(&dns);
         assert_eq!(run(walker.exists("here.example.org")), Some(true));
         assert_eq!(run(walker.exists("gone.example.org")), Some(false));
-        assert_eq!(run(walker.exists("empty.example.org")), Some(false));
+        // NODATA: the name exists, it only has no A record (RFC 8020, RFC 9989 A.4).
+        assert_eq!(run(walker.exists("empty.example.org")), Some(true));
         assert_eq!(run(walker.exists("broken.example.org")), None);
-        let asked = dns.asked();
-        // NXDOMAIN for A settles it; NODATA needs AAAA and MX too.
-        assert!(
-            !asked.contains(&"AAAA gone.example.org".to_string()),
-            "{asked:?}"
-        );
-        assert!(
-            asked.contains(&"MX empty.example.org".to_string()),
-            "{asked:?}"
+        // One A query each, nothing else.
+        assert_eq!(
+            dns.asked(),
+            [
+                "A here.example.org",
+                "A gone.example.org",
+                "A empty.example.org",
+                "A broken.example.org"
+            ]
         );
     }
 }

@@ -3,13 +3,15 @@
 //! strictest of their outcomes.
 //!
 //! Owns: what a DNS failure does to a result (a policy found stays known: `temperror` with
-//! that policy; nothing found: `temperror` with policy `unknown`; a failure that cannot change
-//! the answer changes nothing), the bound on author domains (`MAX_AUTHOR_DOMAINS`) and the
+//! the strictest policy of the known records that could apply; none known: `temperror` with
+//! policy `unknown`; a failure that cannot change the answer changes nothing), the bound on author domains (`MAX_AUTHOR_DOMAINS`) and the
 //! order "strictest" means (`strictness`). Must not: act on the outcome (the policy does).
 
+use std::collections::HashSet;
+
 use super::align::{self, Aligned};
-use super::discover::Walker;
-use super::record::{Applicable, Mode, Role};
+use super::discover::{Policy, Walker};
+use super::record::{Applicable, DmarcRecord, Mode, Role};
 use super::{DmarcInput, DmarcOutcome, DmarcPolicy, DmarcResult};
 use crate::dns::lookup::Resolve;
 
@@ -22,18 +24,24 @@ const MAX_RELAXED_DKIM: usize = 10;
 
 /// Evaluates DMARC for the author domains of `input` and returns the strictest outcome.
 pub async fn evaluate(dns: &impl Resolve, input: &DmarcInput<'_>) -> DmarcOutcome {
-    let mut domains: Vec<&str> = Vec::new();
-    for domain in input.from_domains {
-        if !domains.contains(&domain.as_str()) {
-            domains.push(domain);
+    // Each domain once as the DNS knows it (case, a final dot, U-label or A-label make no
+    // difference), counted in one pass however long the list; the first few are evaluated.
+    let mut distinct: HashSet<String> = HashSet::new();
+    let mut domains: Vec<(&str, Option<String>)> = Vec::new();
+    for raw in input.from_domains {
+        let normalized = normalize(raw);
+        let key = normalized.clone().unwrap_or_else(|| raw.clone());
+        if distinct.insert(key) && domains.len() < MAX_AUTHOR_DOMAINS {
+            domains.push((raw, normalized));
         }
     }
-    let ids = Identifiers::of(input);
-    let retry = tempfailed(input);
+    let count = distinct.len();
+    let ids = Identifiers::of(input, "pass", input.dkim_pass_domains);
+    let retry = Identifiers::of(input, "temperror", input.dkim_temperror_domains);
     let mut walker = Walker::new(dns);
     let mut strictest: Option<DmarcOutcome> = None;
-    for domain in domains.iter().take(MAX_AUTHOR_DOMAINS) {
-        let outcome = one(&mut walker, domain, &ids, &retry).await;
+    for (raw, domain) in domains {
+        let outcome = one(&mut walker, raw, domain, &ids, &retry).await;
         if strictest
             .as_ref()
             .is_none_or(|s| strictness(&outcome) < strictness(s))
@@ -44,18 +52,18 @@ pub async fn evaluate(dns: &impl Resolve, input: &DmarcInput<'_>) -> DmarcOutcom
     let Some(mut outcome) = strictest else {
         return plain(DmarcResult::None, "", Some("no author domain".into()));
     };
-    if domains.len() > MAX_AUTHOR_DOMAINS {
+    outcome.author_domains = count;
+    if count > MAX_AUTHOR_DOMAINS {
         add_reason(
             &mut outcome,
             format!(
-                "{} author domains, first {MAX_AUTHOR_DOMAINS} evaluated, strictest applied",
-                domains.len()
+                "{count} author domains, first {MAX_AUTHOR_DOMAINS} evaluated, strictest applied"
             ),
         );
-    } else if domains.len() > 1 {
+    } else if count > 1 {
         add_reason(
             &mut outcome,
-            format!("{} author domains, strictest applied", domains.len()),
+            format!("{count} author domains, strictest applied"),
         );
     }
     outcome
@@ -81,48 +89,35 @@ pub fn strictness(outcome: &DmarcOutcome) -> u8 {
     }
 }
 
-/// The authenticated identifiers: the SPF domain when SPF passed, the DKIM domains that
-/// passed (each once), all normalized.
+/// Identifiers with one SPF or DKIM result: the SPF domain when SPF gave it, the DKIM
+/// domains that did (each once, in order), all normalized.
 struct Identifiers {
     spf: Option<String>,
     dkim: Vec<String>,
 }
 
-/// The identifiers whose check failed temporarily: the SPF domain on `temperror`, the DKIM
-/// domains whose key lookup failed.
-fn tempfailed(input: &DmarcInput<'_>) -> Identifiers {
-    let spf = input
-        .spf_result
-        .eq_ignore_ascii_case("temperror")
-        .then(|| normalize(input.spf_domain))
-        .flatten();
-    let mut dkim: Vec<String> = Vec::new();
-    for domain in input
-        .dkim_temperror_domains
-        .iter()
-        .filter_map(|d| normalize(d))
-    {
-        if !dkim.contains(&domain) {
-            dkim.push(domain);
-        }
-    }
-    Identifiers { spf, dkim }
-}
-
 impl Identifiers {
-    fn of(input: &DmarcInput<'_>) -> Identifiers {
+    /// The SPF domain when SPF's word is `spf_word`, and `dkim`: the passing identifiers
+    /// (`pass` and the passing DKIM domains), or those whose check failed temporarily
+    /// (`temperror` and the DKIM domains whose key lookup failed).
+    fn of(input: &DmarcInput<'_>, spf_word: &str, dkim: &[String]) -> Identifiers {
         let spf = input
             .spf_result
-            .eq_ignore_ascii_case("pass")
+            .eq_ignore_ascii_case(spf_word)
             .then(|| normalize(input.spf_domain))
             .flatten();
-        let mut dkim: Vec<String> = Vec::new();
-        for domain in input.dkim_pass_domains.iter().filter_map(|d| normalize(d)) {
-            if !dkim.contains(&domain) {
-                dkim.push(domain);
-            }
-        }
+        let mut seen = HashSet::new();
+        let dkim = dkim
+            .iter()
+            .filter_map(|d| normalize(d))
+            .filter(|d| seen.insert(d.clone()))
+            .collect();
         Identifiers { spf, dkim }
+    }
+
+    /// Whether one is identical to `domain`: aligned in either mode, under any record.
+    fn exact(&self, domain: &str) -> bool {
+        self.spf.as_deref() == Some(domain) || self.dkim.iter().any(|d| d == domain)
     }
 }
 
@@ -157,7 +152,7 @@ fn plain(result: DmarcResult, domain: &str, reason: Option<String>) -> DmarcOutc
         requested: DmarcPolicy::None,
         testing: false,
         reason,
-        record_domain: None,
+        author_domains: 0,
     }
 }
 
@@ -187,10 +182,11 @@ fn stricter(a: DmarcPolicy, b: DmarcPolicy) -> DmarcPolicy {
 async fn one<R: Resolve>(
     walker: &mut Walker<'_, R>,
     raw: &str,
+    normalized: Option<String>,
     ids: &Identifiers,
     retry: &Identifiers,
 ) -> DmarcOutcome {
-    let Some(domain) = normalize(raw) else {
+    let Some(domain) = normalized else {
         return plain(
             DmarcResult::None,
             raw,
@@ -203,53 +199,43 @@ async fn one<R: Resolve>(
         .iter()
         .map(|n| format!("several DMARC records at _dmarc.{n}"))
         .collect();
-    let failed = found
-        .failed
-        .first()
-        .map(|n| format!("DNS failure at _dmarc.{n}"));
-    let Some((at, record)) = found.found else {
-        let Some(failed) = failed else {
-            return plain(DmarcResult::None, &domain, joined(reasons));
-        };
-        reasons.insert(0, failed);
-        return DmarcOutcome {
-            result: DmarcResult::TempError,
-            policy: DmarcPolicy::Unknown,
-            requested: DmarcPolicy::Unknown,
-            ..plain(DmarcResult::TempError, &domain, joined(reasons))
-        };
-    };
-    let role = if at == domain {
-        Role::Domain
-    } else {
-        Role::Subdomain
-    };
-    let mut requested = match record.applicable(role) {
-        Applicable::Policy(policy) => policy,
-        Applicable::NotApplicable => {
-            reasons.push(format!("no policy at _dmarc.{at}"));
-            return DmarcOutcome {
-                record_domain: Some(at),
-                ..plain(DmarcResult::None, &domain, joined(reasons))
-            };
+    match found.policy {
+        Policy::Known(None) => plain(DmarcResult::None, &domain, joined(reasons)),
+        Policy::Known(Some((at, record))) => {
+            known(walker, domain, at, record, ids, retry, reasons).await
         }
-        Applicable::Broken => {
-            reasons.push(format!("invalid policy at _dmarc.{at}"));
-            return DmarcOutcome {
-                record_domain: Some(at),
-                ..plain(DmarcResult::PermError, &domain, joined(reasons))
-            };
+        Policy::Open { records, failed } => {
+            let name = failed.first().map_or("", String::as_str);
+            reasons.insert(0, format!("DNS failure at _dmarc.{name}"));
+            open(walker, domain, records, ids, reasons).await
         }
+    }
+}
+
+/// The outcome for `domain` under the record found at `at`.
+async fn known<R: Resolve>(
+    walker: &mut Walker<'_, R>,
+    domain: String,
+    at: String,
+    record: DmarcRecord,
+    ids: &Identifiers,
+    retry: &Identifiers,
+    mut reasons: Vec<String>,
+) -> DmarcOutcome {
+    let role = role(&domain, &at);
+    if let Some(fault) = record.fault() {
+        reasons.push(if record.rua {
+            format!("{fault} at _dmarc.{at}, read as p=none")
+        } else {
+            format!("{fault} at _dmarc.{at}, no DMARC processing")
+        });
+    }
+    let Applicable::Policy(mut requested) = record.applicable(role) else {
+        return plain(DmarcResult::None, &domain, joined(reasons));
     };
 
-    let exact = ids.spf.as_deref() == Some(domain.as_str()) || ids.dkim.contains(&domain);
-    let mut result = if exact {
-        // Identical domains align in either mode, under any record a failed name may hold.
+    let mut result = if ids.exact(&domain) {
         DmarcResult::Pass
-    } else if let Some(failed) = failed {
-        // A record at the failed name would come first, and could say anything.
-        reasons.push(failed);
-        DmarcResult::TempError
     } else {
         match relaxed(walker, &domain, ids, record.aspf, record.adkim).await {
             Aligned::Yes => DmarcResult::Pass,
@@ -274,51 +260,123 @@ async fn one<R: Resolve>(
 
     // `np`: only when it would change what a failing message gets.
     if result != DmarcResult::Pass && role == Role::Subdomain {
-        let missing = record.applicable(Role::NonExistent);
-        if missing != Applicable::Policy(requested) {
-            match walker.exists(&domain).await {
-                Some(true) => {}
-                Some(false) => match missing {
-                    Applicable::Policy(policy) => requested = policy,
-                    _ => {
-                        reasons.push(format!("invalid np at _dmarc.{at}"));
-                        return DmarcOutcome {
-                            record_domain: Some(at),
-                            ..plain(DmarcResult::PermError, &domain, joined(reasons))
-                        };
-                    }
-                },
-                None => {
-                    if let Applicable::Policy(policy) = missing {
-                        requested = stricter(requested, policy);
-                    }
-                    reasons.push(format!("DNS failure checking whether {domain} exists"));
-                    result = DmarcResult::TempError;
-                }
-            }
+        let (policy, settled) = with_np(walker, &domain, &record, requested).await;
+        requested = policy;
+        if !settled {
+            reasons.push(format!("DNS failure checking whether {domain} exists"));
+            result = DmarcResult::TempError;
         }
     }
 
     let testing = record.lowered();
     if testing && result != DmarcResult::Pass {
-        reasons.push(if record.testing {
-            "t=y".to_string()
-        } else {
-            "pct=0 treated as t=y".to_string()
-        });
+        reasons.push(testing_reason(&record));
     }
     DmarcOutcome {
-        result,
-        domain,
-        policy: if testing {
-            requested.lowered()
-        } else {
-            requested
-        },
+        policy: applied(&record, requested),
         requested,
         testing,
-        reason: joined(reasons),
-        record_domain: Some(at),
+        ..plain(result, &domain, joined(reasons))
+    }
+}
+
+/// The outcome for `domain` when failed lookups leave open which record applies: one of
+/// `records`, one at a failed name, or none. `temperror`, with the strictest policy a known
+/// record gives, or `unknown` when none gives one. When one does, an identifier identical to
+/// the author domain still passes: it aligns under any record (strict or relaxed).
+async fn open<R: Resolve>(
+    walker: &mut Walker<'_, R>,
+    domain: String,
+    records: Vec<(String, DmarcRecord)>,
+    ids: &Identifiers,
+    mut reasons: Vec<String>,
+) -> DmarcOutcome {
+    let exact = ids.exact(&domain);
+    let result = if exact {
+        DmarcResult::Pass
+    } else {
+        DmarcResult::TempError
+    };
+    // (applied, requested, record), the first of the strictest.
+    let mut strictest: Option<(DmarcPolicy, DmarcPolicy, &DmarcRecord)> = None;
+    for (at, record) in &records {
+        let role = role(&domain, at);
+        let Applicable::Policy(mut requested) = record.applicable(role) else {
+            continue;
+        };
+        if !exact && role == Role::Subdomain {
+            requested = with_np(walker, &domain, record, requested).await.0;
+        }
+        let policy = applied(record, requested);
+        if strictest.is_none_or(|(best, ..)| stricter(best, policy) != best) {
+            strictest = Some((policy, requested, record));
+        }
+    }
+    let Some((policy, requested, record)) = strictest else {
+        // No policy known: not even a pass can be told from "no DMARC record".
+        return DmarcOutcome {
+            policy: DmarcPolicy::Unknown,
+            requested: DmarcPolicy::Unknown,
+            ..plain(DmarcResult::TempError, &domain, joined(reasons))
+        };
+    };
+    if record.lowered() && result != DmarcResult::Pass {
+        reasons.push(testing_reason(record));
+    }
+    DmarcOutcome {
+        policy,
+        requested,
+        testing: record.lowered(),
+        ..plain(result, &domain, joined(reasons))
+    }
+}
+
+/// Whether the author domain `domain` is the record's domain `at` or below it.
+fn role(domain: &str, at: &str) -> Role {
+    if domain == at {
+        Role::Domain
+    } else {
+        Role::Subdomain
+    }
+}
+
+/// `requested` as `record` asks it applied: one level lower when testing.
+fn applied(record: &DmarcRecord, requested: DmarcPolicy) -> DmarcPolicy {
+    if record.lowered() {
+        requested.lowered()
+    } else {
+        requested
+    }
+}
+
+fn testing_reason(record: &DmarcRecord) -> String {
+    if record.testing {
+        "t=y".to_string()
+    } else {
+        "pct=0 treated as t=y".to_string()
+    }
+}
+
+/// The policy of `record` for the subdomain `domain`: `sp` (given as `sp`), or `np` when the
+/// domain does not exist (looked up only when the two differ). When the lookup fails, the
+/// stricter of the two and `false`.
+async fn with_np<R: Resolve>(
+    walker: &Walker<'_, R>,
+    domain: &str,
+    record: &DmarcRecord,
+    sp: DmarcPolicy,
+) -> (DmarcPolicy, bool) {
+    // The record is valid or reads as p=none as a whole: np is a policy like sp.
+    let Applicable::Policy(np) = record.applicable(Role::NonExistent) else {
+        return (sp, true);
+    };
+    if np == sp {
+        return (sp, true);
+    }
+    match walker.exists(domain).await {
+        Some(true) => (sp, true),
+        Some(false) => (np, true),
+        None => (stricter(sp, np), false),
     }
 }
 
@@ -330,10 +388,7 @@ async fn aligns<R: Resolve>(
     aspf: Mode,
     adkim: Mode,
 ) -> bool {
-    if ids.spf.as_deref() == Some(domain) || ids.dkim.iter().any(|d| d == domain) {
-        return true;
-    }
-    relaxed(walker, domain, ids, aspf, adkim).await == Aligned::Yes
+    ids.exact(domain) || relaxed(walker, domain, ids, aspf, adkim).await == Aligned::Yes
 }
 
 /// Relaxed alignment of `domain` with any passing identifier whose mode is relaxed.
@@ -344,16 +399,21 @@ async fn relaxed<R: Resolve>(
     aspf: Mode,
     adkim: Mode,
 ) -> Aligned {
+    let may_share = |c: &&str| align::may_share(domain, c);
     let mut candidates: Vec<&str> = Vec::new();
-    if aspf == Mode::Relaxed
-        && let Some(spf) = &ids.spf
-    {
-        candidates.push(spf);
+    if aspf == Mode::Relaxed {
+        candidates.extend(ids.spf.as_deref().filter(may_share));
     }
     if adkim == Mode::Relaxed {
-        candidates.extend(ids.dkim.iter().take(MAX_RELAXED_DKIM).map(String::as_str));
+        // Those that cannot align cost nothing: the bound counts only the others.
+        candidates.extend(
+            ids.dkim
+                .iter()
+                .map(String::as_str)
+                .filter(may_share)
+                .take(MAX_RELAXED_DKIM),
+        );
     }
-    candidates.retain(|c| align::may_share(domain, c));
     if candidates.is_empty() {
         return Aligned::No;
     }
@@ -374,15 +434,8 @@ async fn relaxed<R: Resolve>(
 
 #[cfg(test)]
 mod tests {
-    use super::super::discover::stub::Stub;
+    use super::super::discover::stub::{Stub, run};
     use super::*;
-
-    fn run<F: Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap()
-            .block_on(f)
-    }
 
     struct Msg {
         from: Vec<String>,
@@ -451,7 +504,7 @@ mod tests {
         let o = from(&["example.org"]).eval(&Stub::new());
         assert_eq!(o.result, DmarcResult::None);
         assert_eq!(o.policy, DmarcPolicy::None);
-        assert_eq!(o.record_domain, None);
+        assert_eq!(o.reason, None);
     }
 
     #[test]
@@ -475,7 +528,6 @@ mod tests {
             (DmarcResult::Fail, DmarcPolicy::Reject)
         );
         assert_eq!(o.reason.as_deref(), Some("no aligned identifier"));
-        assert_eq!(o.record_domain.as_deref(), Some("example.org"));
         // SPF that did not pass does not count, even for the same domain.
         let mut msg = from(&["example.org"]);
         msg.spf = ("softfail", "example.org");
@@ -506,6 +558,26 @@ mod tests {
     }
 
     #[test]
+    fn unrelated_dkim_domains_do_not_push_an_aligned_one_out_of_the_bound() {
+        let dns = reject_at("example.org");
+        let mut msg = from(&["example.org"]);
+        for i in 0..MAX_RELAXED_DKIM + 2 {
+            msg = msg.dkim(&format!("signer{i}.example.net"));
+        }
+        let o = msg.dkim("mail.example.org").eval(&dns);
+        assert_eq!(o.result, DmarcResult::Pass, "{o:?}");
+        // The bound still holds for those that could align: the 11th is not tried.
+        let dns = reject_at("example.org");
+        let mut msg = from(&["example.org"]);
+        for i in 0..MAX_RELAXED_DKIM {
+            msg = msg.dkim(&format!("signer{i}.org"));
+        }
+        let o = msg.dkim("mail.example.org").eval(&dns);
+        assert_eq!(o.result, DmarcResult::Fail, "{o:?}");
+        assert!(!dns.asked().contains(&"_dmarc.mail.example.org".to_string()));
+    }
+
+    #[test]
     fn strict_modes_need_the_identical_domain() {
         let dns = Stub::new().txt("_dmarc.example.org", "v=DMARC1; p=reject; adkim=s; aspf=s");
         let o = from(&["example.org"])
@@ -527,7 +599,61 @@ mod tests {
             (DmarcResult::Fail, DmarcPolicy::Quarantine)
         );
         assert_eq!(o.domain, "news.example.org");
-        assert_eq!(o.record_domain.as_deref(), Some("example.org"));
+    }
+
+    #[test]
+    fn without_its_own_record_a_domain_gets_its_organizational_domains_policy() {
+        // Not the first record walking up (b.example.org p=none): example.org's sp.
+        let dns = Stub::new()
+            .txt("_dmarc.example.org", "v=DMARC1; p=none; sp=reject")
+            .txt("_dmarc.b.example.org", "v=DMARC1; p=none")
+            .exists("a.b.example.org");
+        let o = from(&["a.b.example.org"]).eval(&dns);
+        assert_eq!(
+            (o.result, o.policy),
+            (DmarcResult::Fail, DmarcPolicy::Reject)
+        );
+        // b.example.org has its own record.
+        let o = from(&["b.example.org"]).eval(&dns);
+        assert_eq!((o.result, o.policy), (DmarcResult::Fail, DmarcPolicy::None));
+        // No record at the Organizational Domain: the Public Suffix Domain's.
+        let dns = Stub::new()
+            .txt("_dmarc.org", "v=DMARC1; p=none; sp=quarantine; psd=y")
+            .exists("news.example.org");
+        let o = from(&["news.example.org"]).eval(&dns);
+        assert_eq!(
+            (o.result, o.policy),
+            (DmarcResult::Fail, DmarcPolicy::Quarantine)
+        );
+    }
+
+    #[test]
+    fn a_failure_that_leaves_the_record_open_gives_the_strictest_known_policy() {
+        // _dmarc.example.org failed: with psd=y there, a.example.org would be the
+        // Organizational Domain (p=none); with no record, `org` the highest (p=reject).
+        let dns = Stub::new()
+            .txt("_dmarc.a.example.org", "v=DMARC1; p=none")
+            .fail("_dmarc.example.org")
+            .txt("_dmarc.org", "v=DMARC1; p=reject")
+            .exists("x.a.example.org");
+        let o = from(&["x.a.example.org"]).eval(&dns);
+        assert_eq!(
+            (o.result, o.policy),
+            (DmarcResult::TempError, DmarcPolicy::Reject)
+        );
+        assert_eq!(
+            o.reason.as_deref(),
+            Some("DNS failure at _dmarc.example.org")
+        );
+        // A known record that would be no policy at all gives none: the policy is unknown.
+        let dns = Stub::new()
+            .txt("_dmarc.example.org", "v=DMARC1; sp=reject")
+            .fail("_dmarc.b.example.org");
+        let o = from(&["a.b.example.org"]).eval(&dns);
+        assert_eq!(
+            (o.result, o.policy),
+            (DmarcResult::TempError, DmarcPolicy::Unknown)
+        );
     }
 
     #[test]
@@ -616,13 +742,50 @@ mod tests {
         let dns = Stub::new().txt("_dmarc.example.org", "v=DMARC1; sp=reject");
         let o = from(&["example.org"]).eval(&dns);
         assert_eq!(o.result, DmarcResult::None);
+        assert_eq!(
+            o.reason.as_deref(),
+            Some("no p at _dmarc.example.org, no DMARC processing")
+        );
+        // An invalid p without rua: no DMARC processing either (RFC 9989 §4.10.1), and the
+        // record still is the one that applies: the walk stops there.
         let dns = Stub::new().txt("_dmarc.example.org", "v=DMARC1; p=bogus");
         let o = from(&["example.org"]).eval(&dns);
-        assert_eq!(
-            (o.result, o.policy),
-            (DmarcResult::PermError, DmarcPolicy::None)
-        );
+        assert_eq!((o.result, o.policy), (DmarcResult::None, DmarcPolicy::None));
         assert_eq!(dns.asked(), ["_dmarc.example.org"], "the walk stops there");
+    }
+
+    #[test]
+    fn an_invalid_sp_or_np_makes_the_whole_record_p_none_or_nothing() {
+        // sp invalid: p=reject does not apply to the domain itself either.
+        let dns = Stub::new().txt("_dmarc.example.org", "v=DMARC1; p=reject; sp=quarantin");
+        for author in ["example.org", "news.example.org"] {
+            let o = from(&[author]).eval(&dns);
+            assert_eq!((o.result, o.policy), (DmarcResult::None, DmarcPolicy::None));
+            assert_eq!(
+                o.reason.as_deref(),
+                Some("invalid sp at _dmarc.example.org, no DMARC processing"),
+                "{author}"
+            );
+        }
+        // np invalid, a usable rua: p=none for every role, and no existence lookup.
+        let dns = Stub::new().txt(
+            "_dmarc.example.org",
+            "v=DMARC1; p=reject; np=rejekt; rua=mailto:d@example.org",
+        );
+        for author in ["example.org", "invented.example.org"] {
+            let o = from(&[author]).eval(&dns);
+            assert_eq!((o.result, o.policy), (DmarcResult::Fail, DmarcPolicy::None));
+            assert!(
+                o.reason
+                    .unwrap()
+                    .contains("invalid np at _dmarc.example.org, read as p=none")
+            );
+        }
+        assert!(
+            dns.asked().iter().all(|q| !q.starts_with("A ")),
+            "{:?}",
+            dns.asked()
+        );
     }
 
     #[test]
@@ -645,7 +808,6 @@ mod tests {
             (o.result, o.policy),
             (DmarcResult::TempError, DmarcPolicy::Reject)
         );
-        assert_eq!(o.record_domain.as_deref(), Some("example.org"));
         assert_eq!(
             o.reason.as_deref(),
             Some("DNS failure at _dmarc.b.example.org")
@@ -726,11 +888,55 @@ mod tests {
         ])
         .eval(&dns);
         assert_eq!(o.result, DmarcResult::None);
+        // Only 5 are evaluated, but the outcome counts all 6 (a built-in rule refuses more
+        // than 5 from this count).
+        assert_eq!(o.author_domains, 6);
         assert!(!dns.asked().contains(&"_dmarc.six.example".to_string()));
         assert!(
             o.reason
                 .unwrap()
                 .contains("6 author domains, first 5 evaluated"),
+        );
+    }
+
+    #[test]
+    fn author_domains_are_counted_once_as_the_dns_knows_them() {
+        let dns = reject_at("example.org").txt("_dmarc.xn--bcher-kva.example", "v=DMARC1; p=none");
+        let o = from(&[
+            "example.org",
+            "Example.ORG.",
+            "bücher.example",
+            "xn--bcher-kva.example",
+            "BÜCHER.example",
+        ])
+        .eval(&dns);
+        assert_eq!(o.author_domains, 2);
+        assert_eq!(
+            (o.domain.as_str(), o.result),
+            ("example.org", DmarcResult::Fail)
+        );
+        assert_eq!(
+            o.reason.as_deref(),
+            Some("no aligned identifier; 2 author domains, strictest applied")
+        );
+        assert_eq!(from(&["example.org"]).eval(&dns).author_domains, 1);
+        assert_eq!(from(&[]).eval(&dns).author_domains, 0);
+        // A long list is counted whole, and only the first 5 distinct domains are looked up.
+        let dns = Stub::new();
+        let many: Vec<String> = (0..20_000)
+            .map(|i| format!("d{}.example", i % 10_000))
+            .collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let o = from(&many).eval(&dns);
+        assert_eq!(o.author_domains, 10_000);
+        let asked = dns.asked();
+        assert!(
+            asked.contains(&"_dmarc.d4.example".to_string()),
+            "{asked:?}"
+        );
+        assert!(
+            !asked.contains(&"_dmarc.d5.example".to_string()),
+            "{asked:?}"
         );
     }
 

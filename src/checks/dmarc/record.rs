@@ -3,10 +3,12 @@
 //!
 //! Owns: telling a DMARC record from any other TXT record (`v=DMARC1` first), the tags that
 //! change an evaluation (`p`, `sp`, `np`, `adkim`, `aspf`, `t`, `psd`, `pct` as far as
-//! `pct=0` goes, and whether `rua` holds a usable URI), and the rule for a record without a
-//! valid policy. Unknown tags are ignored; a known tag with a bad value falls back to its
-//! default (RFC 7489 §6.3), except the policy tags (`Applicable`). Must not: look anything up
-//! (`discover.rs` does).
+//! `pct=0` goes, and whether `rua` holds a usable URI), and the rule for a record whose policy
+//! tags are not usable (RFC 9989 §4.10.1: `p` missing or invalid, or `sp` or `np` invalid,
+//! makes the whole record `p=none` when `rua` is usable, otherwise no DMARC processing).
+//! Unknown tags are ignored; a known tag with a bad value falls back to its default (RFC 9989
+//! §4.8), except the policy tags (`Applicable`). Must not: look anything up (`discover.rs`
+//! does).
 
 use super::DmarcPolicy;
 
@@ -57,12 +59,9 @@ pub enum Role {
 pub enum Applicable {
     /// This policy.
     Policy(DmarcPolicy),
-    /// No valid `p` and no usable `rua`: the record is not a policy record, no DMARC
-    /// processing applies (result `none`).
+    /// The policy tags are not usable (`fault`) and there is no usable `rua`: no DMARC
+    /// processing applies (result `none`), whatever the role.
     NotApplicable,
-    /// The applicable policy tag has an invalid value and there is no usable `rua`
-    /// (result `permerror`).
-    Broken,
 }
 
 /// One parsed DMARC record.
@@ -203,37 +202,47 @@ fn is_uri(uri: &str) -> bool {
 }
 
 impl DmarcRecord {
-    /// What this record asks of an author domain in `role` (RFC 9989 §5.3, and the rule for
-    /// a record without a valid policy: with a usable `rua` it reads as `p=none`, without
-    /// one it is no policy record at all).
-    pub fn applicable(&self, role: Role) -> Applicable {
-        let tag = match self.p {
-            PolicyTag::Value(_) => match role {
-                Role::Domain => self.p,
-                Role::Subdomain => first_present(&[self.sp, self.p]),
-                Role::NonExistent => first_present(&[self.np, self.sp, self.p]),
-            },
-            other => other,
-        };
-        match tag {
-            PolicyTag::Value(policy) => Applicable::Policy(policy),
-            _ if self.rua => Applicable::Policy(DmarcPolicy::None),
-            PolicyTag::Absent => Applicable::NotApplicable,
-            PolicyTag::Invalid => Applicable::Broken,
+    /// What keeps the policy tags from being used as written, checked once for the whole
+    /// record (RFC 9989 §4.10.1: "does not contain a valid "p" tag, or contains an "sp" or
+    /// "np" tag that is not valid"): `no p`, `invalid p`, `invalid sp`, `invalid np`.
+    pub fn fault(&self) -> Option<&'static str> {
+        match (self.p, self.sp, self.np) {
+            (PolicyTag::Absent, _, _) => Some("no p"),
+            (PolicyTag::Invalid, _, _) => Some("invalid p"),
+            (_, PolicyTag::Invalid, _) => Some("invalid sp"),
+            (_, _, PolicyTag::Invalid) => Some("invalid np"),
+            _ => None,
         }
+    }
+
+    /// What this record asks of an author domain in `role` (RFC 9989 §4.10.1). A record with
+    /// a `fault` acts as `p=none` for every role when `rua` has a usable URI, and is no policy
+    /// at all otherwise; only a record without one chooses among `p`, `sp` and `np`.
+    pub fn applicable(&self, role: Role) -> Applicable {
+        if self.fault().is_some() {
+            return if self.rua {
+                Applicable::Policy(DmarcPolicy::None)
+            } else {
+                Applicable::NotApplicable
+            };
+        }
+        let tags: &[PolicyTag] = match role {
+            Role::Domain => &[self.p],
+            Role::Subdomain => &[self.sp, self.p],
+            Role::NonExistent => &[self.np, self.sp, self.p],
+        };
+        tags.iter()
+            .find_map(|t| match t {
+                PolicyTag::Value(policy) => Some(*policy),
+                _ => None,
+            })
+            .map_or(Applicable::NotApplicable, Applicable::Policy)
     }
 
     /// `t=y`, or `pct=0` read as `t=y`.
     pub fn lowered(&self) -> bool {
         self.testing || self.pct_zero
     }
-}
-
-fn first_present(tags: &[PolicyTag]) -> PolicyTag {
-    tags.iter()
-        .copied()
-        .find(|t| *t != PolicyTag::Absent)
-        .unwrap_or(PolicyTag::Absent)
 }
 
 #[cfg(test)]
@@ -361,32 +370,41 @@ mod tests {
     #[test]
     fn a_record_without_a_valid_policy() {
         use Applicable::*;
-        // No p, no rua: not a policy record (RFC 9989), whatever sp says.
-        let r = rec("v=DMARC1; sp=reject");
-        assert_eq!(r.applicable(Role::Domain), NotApplicable);
-        assert_eq!(r.applicable(Role::Subdomain), NotApplicable);
-        // An invalid p without rua: a broken record.
-        assert_eq!(rec("v=DMARC1; p=bogus").applicable(Role::Domain), Broken);
-        assert_eq!(
-            rec("v=DMARC1; p=bogus; sp=reject").applicable(Role::Subdomain),
-            Broken
-        );
-        // With a usable rua, either reads as p=none.
+        let roles = [Role::Domain, Role::Subdomain, Role::NonExistent];
+        // p missing or invalid, or sp or np invalid, without rua: no DMARC processing, for
+        // every role (RFC 9989 §4.10.1), whatever the valid tags say.
+        for (text, fault) in [
+            ("v=DMARC1; sp=reject", "no p"),
+            ("v=DMARC1; p=bogus", "invalid p"),
+            ("v=DMARC1; p=bogus; sp=reject", "invalid p"),
+            ("v=DMARC1; p=reject; sp=quarantin", "invalid sp"),
+            ("v=DMARC1; p=reject; sp=none; np=rejct", "invalid np"),
+            (
+                "v=DMARC1; p=reject; rua=reports@b.example; np=x",
+                "invalid np",
+            ),
+        ] {
+            let r = rec(text);
+            assert_eq!(r.fault(), Some(fault), "{text}");
+            for role in roles {
+                assert_eq!(r.applicable(role), NotApplicable, "{text} {role:?}");
+            }
+        }
+        // With a usable rua, the whole record reads as p=none, for every role.
         for text in [
             "v=DMARC1; rua=mailto:a@b.example",
             "v=DMARC1; p=bogus; rua=mailto:a@b.example",
+            "v=DMARC1; p=reject; sp=quarantin; rua=mailto:a@b.example",
+            "v=DMARC1; p=reject; np=x; rua=mailto:a@b.example",
         ] {
-            assert_eq!(
-                rec(text).applicable(Role::Subdomain),
-                Policy(DmarcPolicy::None),
-                "{text}"
-            );
+            for role in roles {
+                assert_eq!(
+                    rec(text).applicable(role),
+                    Policy(DmarcPolicy::None),
+                    "{text} {role:?}"
+                );
+            }
         }
-        // An invalid sp matters only to subdomains.
-        let r = rec("v=DMARC1; p=reject; sp=quarantin");
-        assert_eq!(r.applicable(Role::Domain), Policy(DmarcPolicy::Reject));
-        assert_eq!(r.applicable(Role::Subdomain), Broken);
-        let r = rec("v=DMARC1; p=reject; sp=quarantin; rua=mailto:a@b.example");
-        assert_eq!(r.applicable(Role::Subdomain), Policy(DmarcPolicy::None));
+        assert_eq!(rec("v=DMARC1; p=reject; sp=none; np=none").fault(), None);
     }
 }
