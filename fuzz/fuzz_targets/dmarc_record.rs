@@ -1,12 +1,13 @@
-//! The DMARC record parser (src/checks/dmarc/record.rs `parse`, `is_dmarc`, `applicable`).
+//! The DMARC record parser (src/checks/dmarc/record.rs `parse`, `is_dmarc`, `fault`,
+//! `applicable`).
 //!
 //! Invariants: never panics; `parse` gives a record exactly when `is_dmarc` says the text
-//! is one; the policy for each role follows the tags: with a valid `p`, the domain gets `p`,
-//! an existing subdomain the first present of `sp`, `p`, a non-existent one the first of
-//! `np`, `sp`, `p`; without a valid `p`, `p` itself decides. A valid tag is that policy; an
-//! invalid or absent one is `none` with a usable `rua`, else broken (invalid) or no policy
-//! at all (absent). `lowered` is `t=y` or `pct=0`; the first occurrence of a tag counts, so
-//! appending another `p=` never changes a `p` already there.
+//! is one; the policy for each role follows the tags (RFC 9989 §4.10.1): a record whose `p`
+//! is missing or invalid, or whose `sp` or `np` is invalid, is `none` for every role with a
+//! usable `rua` and no policy at all without; otherwise the domain gets `p`, an existing
+//! subdomain `sp` or else `p`, a non-existent one `np`, else `sp`, else `p`. `lowered` is
+//! `t=y` or `pct=0`; the first occurrence of a tag counts, so appending another `p=` never
+//! changes a `p` already there.
 
 #![no_main]
 
@@ -20,22 +21,27 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     assert!(is_dmarc(data));
+    let usable = matches!(record.p, PolicyTag::Value(_))
+        && record.sp != PolicyTag::Invalid
+        && record.np != PolicyTag::Invalid;
+    assert_eq!(record.fault().is_none(), usable, "{record:?}");
     for role in [Role::Domain, Role::Subdomain, Role::NonExistent] {
-        let order: &[PolicyTag] = match (record.p, role) {
-            (PolicyTag::Value(_), Role::Subdomain) => &[record.sp, record.p],
-            (PolicyTag::Value(_), Role::NonExistent) => &[record.np, record.sp, record.p],
-            _ => &[record.p],
+        let order: &[PolicyTag] = match role {
+            Role::Domain => &[record.p],
+            Role::Subdomain => &[record.sp, record.p],
+            Role::NonExistent => &[record.np, record.sp, record.p],
         };
-        let tag = order
-            .iter()
-            .copied()
-            .find(|t| *t != PolicyTag::Absent)
-            .unwrap_or(PolicyTag::Absent);
-        let expected = match tag {
-            PolicyTag::Value(p) => Applicable::Policy(p),
-            _ if record.rua => Applicable::Policy(DmarcPolicy::None),
-            PolicyTag::Absent => Applicable::NotApplicable,
-            PolicyTag::Invalid => Applicable::Broken,
+        let expected = if !usable {
+            if record.rua {
+                Applicable::Policy(DmarcPolicy::None)
+            } else {
+                Applicable::NotApplicable
+            }
+        } else {
+            match order.iter().find(|t| **t != PolicyTag::Absent) {
+                Some(PolicyTag::Value(p)) => Applicable::Policy(*p),
+                other => panic!("a usable record without a policy for {role:?}: {other:?}"),
+            }
         };
         assert_eq!(record.applicable(role), expected, "{role:?} of {record:?}");
     }
