@@ -22,7 +22,14 @@ use portcullis::smtp::headers::{HeaderFilter, unfold};
 
 /// The result words the checks report (RFC 8601 §2.7).
 const WORDS: &[&str] = &[
-    "pass", "fail", "softfail", "neutral", "none", "temperror", "permerror", "policy",
+    "pass",
+    "fail",
+    "softfail",
+    "neutral",
+    "none",
+    "temperror",
+    "permerror",
+    "policy",
 ];
 
 #[derive(Debug, Arbitrary)]
@@ -136,6 +143,10 @@ fuzz_target!(|input: Input| {
     filter.push(header.as_bytes(), &mut out);
     filter.push(b"\r\nbody\r\n", &mut out);
     filter.finish(&mut out);
-    assert_eq!(filter.removed(), 1, "our own field is not recognised as ours: {header:?}");
+    assert_eq!(
+        filter.removed(),
+        1,
+        "our own field is not recognised as ours: {header:?}"
+    );
     assert_eq!(out, b"\r\nbody\r\n");
 });

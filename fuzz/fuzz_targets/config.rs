@@ -30,7 +30,10 @@ fuzz_target!(|data: &[u8]| {
                 assert!(d.line >= 1 && d.column >= 1, "{d}");
                 assert!(d.line <= lines + 1, "{d}: the text has {lines} lines");
                 assert!(!d.message.is_empty(), "{d:?}");
-                assert!(d.to_string().starts_with(&format!("{FILE}:{}:{}: ", d.line, d.column)));
+                assert!(
+                    d.to_string()
+                        .starts_with(&format!("{FILE}:{}:{}: ", d.line, d.column))
+                );
             }
         }
     }

@@ -14,7 +14,11 @@ use portcullis::fuzzing::dkim_tags;
 fuzz_target!(|data: &[u8]| {
     let tags = dkim_tags(data);
     let parts = data.iter().filter(|&&b| b == b';').count() + 1;
-    assert!(tags.len() <= parts, "{} tags from {parts} parts", tags.len());
+    assert!(
+        tags.len() <= parts,
+        "{} tags from {parts} parts",
+        tags.len()
+    );
     for (name, value) in &tags {
         assert_eq!(name.trim(), name, "untrimmed name");
         assert!(!name.chars().any(|c| c.is_ascii_uppercase()), "{name:?}");

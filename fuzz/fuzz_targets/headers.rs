@@ -46,7 +46,11 @@ fuzz_target!(|data: &[u8]| {
     }
     if !message.contains(&b'\r') {
         let (head, _) = split(&message);
-        assert_eq!(fields.len(), head.len(), "unfold and the filter disagree on the fields");
+        assert_eq!(
+            fields.len(),
+            head.len(),
+            "unfold and the filter disagree on the fields"
+        );
     }
 });
 
@@ -123,7 +127,11 @@ fn check(id: Option<&str>, input: &[u8], out: &[u8], removed: usize) {
             ),
         }
     }
-    assert_eq!(in_fields.len() - out_fields.len(), removed, "removed() miscounts");
+    assert_eq!(
+        in_fields.len() - out_fields.len(),
+        removed,
+        "removed() miscounts"
+    );
     for field in &out_fields {
         let name = field_name(field);
         assert!(

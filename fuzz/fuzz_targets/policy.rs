@@ -26,10 +26,16 @@ fn dir() -> &'static PathBuf {
     DIR.get_or_init(|| {
         let dir = std::env::temp_dir().join("portcullis-fuzz-policy");
         std::fs::create_dir_all(&dir).expect("list dir");
-        std::fs::write(dir.join("nets.txt"), "# trusted\n192.0.2.0/24\n2001:db8::/32\n198.51.100.7\n")
-            .expect("nets.txt");
-        std::fs::write(dir.join("words.txt"), "spam.example\n# comment\nbad.example  # trailing\n")
-            .expect("words.txt");
+        std::fs::write(
+            dir.join("nets.txt"),
+            "# trusted\n192.0.2.0/24\n2001:db8::/32\n198.51.100.7\n",
+        )
+        .expect("nets.txt");
+        std::fs::write(
+            dir.join("words.txt"),
+            "spam.example\n# comment\nbad.example  # trailing\n",
+        )
+        .expect("words.txt");
         std::fs::write(dir.join("bad-nets.txt"), "10.0.0.300/8\nnot a network\n")
             .expect("bad-nets.txt");
         dir
@@ -66,11 +72,18 @@ fuzz_target!(|data: &[u8]| {
         Ok(compiled) => {
             let mut names = HashSet::new();
             for rule in &compiled.rules {
-                assert!(names.insert(rule.name.clone()), "duplicate rule {:?}", rule.name);
+                assert!(
+                    names.insert(rule.name.clone()),
+                    "duplicate rule {:?}",
+                    rule.name
+                );
                 assert!(in_text(rule.at), "rule {:?} at {:?}", rule.name, rule.at);
             }
             let t = compiled.thresholds;
-            let set: Vec<i64> = [t.tag, t.quarantine, t.reject].into_iter().flatten().collect();
+            let set: Vec<i64> = [t.tag, t.quarantine, t.reject]
+                .into_iter()
+                .flatten()
+                .collect();
             assert!(set.iter().all(|&n| n > 0), "{t:?}");
             assert!(set.windows(2).all(|w| w[0] < w[1]), "{t:?}");
         }
@@ -78,9 +91,15 @@ fuzz_target!(|data: &[u8]| {
             assert!(!diagnostics.is_empty(), "an error without a diagnostic");
             for d in &diagnostics {
                 assert_eq!(d.file, FILE);
-                assert!(in_text((d.line, d.column)), "{d}: the text has {lines} lines");
+                assert!(
+                    in_text((d.line, d.column)),
+                    "{d}: the text has {lines} lines"
+                );
                 assert!(!d.message.is_empty(), "{d:?}");
-                assert!(d.to_string().starts_with(&format!("{FILE}:{}:{}: ", d.line, d.column)));
+                assert!(
+                    d.to_string()
+                        .starts_with(&format!("{FILE}:{}:{}: ", d.line, d.column))
+                );
             }
         }
     }

@@ -46,7 +46,11 @@ fn framer(input: &[u8], max: usize, rng: &mut Rng) {
                 frame => frames.push(frame),
             }
         }
-        assert!(buf.len() < max, "framer holds {} >= {max} octets", buf.len());
+        assert!(
+            buf.len() < max,
+            "framer holds {} >= {max} octets",
+            buf.len()
+        );
     }
     let expected: Vec<Frame> = input
         .split_inclusive(|&b| b == b'\n')

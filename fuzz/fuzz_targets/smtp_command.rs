@@ -19,8 +19,8 @@ use portcullis::smtp::reply;
 
 /// Every verb `Command::verb` may return (smtp-proto's request names and ours).
 const VERBS: &[&str] = &[
-    "EHLO", "HELO", "LHLO", "MAIL", "RCPT", "DATA", "BDAT", "AUTH", "NOOP", "VRFY", "EXPN",
-    "HELP", "ETRN", "ATRN", "BURL", "STARTTLS", "RSET", "QUIT",
+    "EHLO", "HELO", "LHLO", "MAIL", "RCPT", "DATA", "BDAT", "AUTH", "NOOP", "VRFY", "EXPN", "HELP",
+    "ETRN", "ATRN", "BURL", "STARTTLS", "RSET", "QUIT",
 ];
 
 fuzz_target!(|data: &[u8]| {
@@ -42,7 +42,11 @@ fn check(line: &[u8]) {
             return;
         }
     };
-    assert!(VERBS.contains(&cmd.verb()), "unbounded verb {:?}", cmd.verb());
+    assert!(
+        VERBS.contains(&cmd.verb()),
+        "unbounded verb {:?}",
+        cmd.verb()
+    );
     match &cmd {
         Command::Ehlo(host) | Command::Helo(host) => one_line(host),
         Command::Mail(m) => {
@@ -53,9 +57,8 @@ fn check(line: &[u8]) {
                 // the type holds, saturated).
                 let written = numbers_after(line, b"size=");
                 assert!(
-                    written
-                        .iter()
-                        .any(|&w| w == u128::from(size) || (w > u128::from(u64::MAX) && size == u64::MAX)),
+                    written.iter().any(|&w| w == u128::from(size)
+                        || (w > u128::from(u64::MAX) && size == u64::MAX)),
                     "SIZE {size} is not what the client wrote: {written:?} in {:?}",
                     String::from_utf8_lossy(line)
                 );
@@ -114,10 +117,7 @@ fn numbers_after(line: &[u8], key: &[u8]) -> Vec<u128> {
             match b {
                 b'0'..=b'9' => {
                     let v = value.unwrap_or(0);
-                    value = Some(
-                        v.saturating_mul(10)
-                            .saturating_add(u128::from(b - b'0')),
-                    );
+                    value = Some(v.saturating_mul(10).saturating_add(u128::from(b - b'0')));
                 }
                 b'\r' => {}
                 _ => break,

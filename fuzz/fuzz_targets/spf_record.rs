@@ -29,13 +29,18 @@ fuzz_target!(|data: &[u8]| {
         None => (data, &[][..]),
     };
     let records: Vec<Box<[u8]>> = txt.split(|&b| b == b'\n').map(Box::from).collect();
-    let mut fields = rest.split(|&b| b == b'\n').map(|f| String::from_utf8_lossy(f).into_owned());
+    let mut fields = rest
+        .split(|&b| b == b'\n')
+        .map(|f| String::from_utf8_lossy(f).into_owned());
     let mut field = |default: &str| fields.next().unwrap_or_else(|| default.to_string());
     let sender = field("alice@example.org");
     let helo = field("mx.example.org");
     let validated = field("mx.example.org");
     let receiver = field("gw.example.test");
-    let ip: IpAddr = field("192.0.2.1").trim().parse().unwrap_or(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)));
+    let ip: IpAddr = field("192.0.2.1")
+        .trim()
+        .parse()
+        .unwrap_or(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)));
     let explanation = field("%{i} is not one of %{d}'s designated mail servers.");
     let (local, domain) = sender.rsplit_once('@').unwrap_or(("postmaster", &sender));
     let vars = MacroVars {
@@ -75,7 +80,10 @@ fuzz_target!(|data: &[u8]| {
         let mut specs: Vec<&MacroString> = Vec::new();
         for d in &parsed.directives {
             let shown = d.to_string();
-            assert!(terms.contains(&shown.as_str()), "directive {shown:?} is not a term");
+            assert!(
+                terms.contains(&shown.as_str()),
+                "directive {shown:?} is not a term"
+            );
             match &d.mechanism {
                 Mechanism::Ip4(_, len) => assert!(*len <= 32),
                 Mechanism::Ip6(_, len) => assert!(*len <= 128),
@@ -137,5 +145,8 @@ fn check_expansion(spec: &MacroString, text_len: usize, vars: &MacroVars<'_>) {
         domain.len()
     );
     let plain = expanded.strip_suffix('.').unwrap_or(&expanded);
-    assert!(plain.ends_with(&domain), "the query name is not the tail of the expansion");
+    assert!(
+        plain.ends_with(&domain),
+        "the query name is not the tail of the expansion"
+    );
 }
