@@ -3,8 +3,9 @@
 //!
 //! Invariants: never panics; an error is one of our 5xx reply constants; a parsed command
 //! names one of a fixed set of verbs (they become metric labels); names and paths carry no
-//! line ending; a BDAT chunk size and a MAIL SIZE= are the numbers the client wrote
-//! (a number too big for the size type is refused or saturated, never wrapped or cut);
+//! line ending; a BDAT chunk size is the number the client wrote, and a MAIL SIZE= is the
+//! number written after a `SIZE=` or else `u64::MAX` (too big: refused), never smaller
+//! (smtp-proto skips CRs even inside `SIZE`, and garbles numbers beyond 19 digits);
 //! a recipient runs through the relay check (`parse_mailbox`) without panicking, and a
 //! mailbox it accepts has a lower-case LDH domain of at most 253 octets.
 
@@ -53,12 +54,11 @@ fn check(line: &[u8]) {
             one_line(&m.address);
             if let Some(size) = m.size {
                 assert!(size > 0, "SIZE=0 is no declaration");
-                // One of the SIZE= parameters in the line says this number (or more than
-                // the type holds, saturated).
+                // One of the SIZE= parameters in the line says this number, or it is the
+                // largest (refused as too big): never a smaller number than written.
                 let written = numbers_after(line, b"size=");
                 assert!(
-                    written.iter().any(|&w| w == u128::from(size)
-                        || (w > u128::from(u64::MAX) && size == u64::MAX)),
+                    size == u64::MAX || written.iter().any(|&w| w == u128::from(size)),
                     "SIZE {size} is not what the client wrote: {written:?} in {:?}",
                     String::from_utf8_lossy(line)
                 );
