@@ -274,6 +274,11 @@ mod tests {
             mail(b"MAIL FROM:<size=5@b.example> SIZE=1000\r\n"),
             Some(1000)
         );
+        // smtp-proto skips CRs inside the keyword; no literal SIZE= says 1: too big.
+        assert_eq!(
+            mail(b"MAIL FROM:<a@b.example> SIZ\r\rE=1\r\n"),
+            Some(u64::MAX)
+        );
         assert_eq!(
             Command::parse(b"BDAT 18446744073709551614 LAST\r\n"),
             Ok(Command::Bdat {
