@@ -67,11 +67,7 @@ pub fn registry(
     }
     if config.auth.enabled {
         let authserv_id = config.authserv_id().to_string();
-        checks.push(Box::new(spf::SpfCheck::new(
-            dns.clone(),
-            config.hostname.clone(),
-            metrics.clone(),
-        )));
+        checks.push(Box::new(spf::SpfCheck::new(dns.clone(), metrics.clone())));
         checks.push(Box::new(message_auth::MessageAuth::new(
             dns,
             authserv_id,

@@ -3,8 +3,7 @@
 //! Owns: the identity (`<sender>`, its local-part and domain; `postmaster` when there is no
 //! local-part, §4.3; a malformed or single-label domain gives `none`), record lookup and
 //! evaluation in order, `include` (§5.2 result table) and `redirect` (§6.1: only when no
-//! mechanism matched; a target without a record is permerror), `exp` (§6.2: only for
-//! `fail`, every failure silently ignored, never counted), the mechanisms' matching (an IPv4
+//! mechanism matched; a target without a record is permerror), the mechanisms' matching (an IPv4
 //! client, IPv4-mapped ones included, is matched only by IPv4 data, §5), the limits of
 //! §4.6.4 (10 DNS-querying terms, 2 void lookups, 10 MX names, the first 10 PTR names) and
 //! a bound on the time of one evaluation (`EVALUATION_TIMEOUT`, §4.6.4 "at least 20
@@ -16,7 +15,7 @@
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::pin::Pin;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use super::macros::{MacroString, Vars};
 use super::record::{self, DualCidr, Mechanism, Selection};
@@ -45,26 +44,24 @@ pub struct Identity<'a> {
     /// The identity's domain: the first `<domain>`.
     domain: String,
     helo: &'a str,
-    /// Our own host name (`%{r}`).
-    receiver: &'a str,
 }
 
 impl<'a> Identity<'a> {
     /// The MAIL FROM identity; the null sender is `postmaster@<helo>` (RFC 7208 §2.4).
-    pub fn mail_from(ip: IpAddr, helo: &'a str, receiver: &'a str, mail_from: &str) -> Self {
+    pub fn mail_from(ip: IpAddr, helo: &'a str, mail_from: &str) -> Self {
         if mail_from.is_empty() {
-            return Identity::helo(ip, helo, receiver);
+            return Identity::helo(ip, helo);
         }
         let (local, domain) = mail_from.rsplit_once('@').unwrap_or(("", mail_from));
-        Identity::new(ip, helo, receiver, local, domain)
+        Identity::new(ip, helo, local, domain)
     }
 
     /// The HELO identity: `postmaster@<helo>`.
-    pub fn helo(ip: IpAddr, helo: &'a str, receiver: &'a str) -> Self {
-        Identity::new(ip, helo, receiver, "", helo)
+    pub fn helo(ip: IpAddr, helo: &'a str) -> Self {
+        Identity::new(ip, helo, "", helo)
     }
 
-    fn new(ip: IpAddr, helo: &'a str, receiver: &'a str, local: &str, domain: &str) -> Self {
+    fn new(ip: IpAddr, helo: &'a str, local: &str, domain: &str) -> Self {
         let local = if local.is_empty() {
             "postmaster"
         } else {
@@ -77,7 +74,6 @@ impl<'a> Identity<'a> {
             local: local.to_string(),
             domain: domain.to_string(),
             helo,
-            receiver,
         }
     }
 }
@@ -122,18 +118,14 @@ async fn check_host_within<R: Resolve>(
         Ok(Ok(verdict)) => verdict,
         Ok(Err(stop)) => Verdict {
             result: stop.result,
-            explanation: None,
             reason: stop.reason,
         },
         Err(_) => Verdict {
             result: SpfResult::TempError,
-            explanation: None,
             reason: format!("no result within {}s", limit.as_secs()),
         },
     };
-    SpfOutput::new(verdict.result, domain)
-        .with_explanation(verdict.explanation)
-        .with_reason(verdict.reason)
+    SpfOutput::new(verdict.result, domain).with_reason(verdict.reason)
 }
 
 /// A result that ends the whole evaluation: temperror or permerror.
@@ -163,7 +155,6 @@ impl Stop {
 #[derive(Debug)]
 struct Verdict {
     result: SpfResult,
-    explanation: Option<String>,
     reason: String,
 }
 
@@ -209,16 +200,10 @@ impl<'a, R: Resolve> Evaluator<'a, R> {
                 .map_err(|e| Stop::perm(format!("bad SPF record at {domain}: {e}")))?;
             for directive in &parsed.directives {
                 if self.matches(&directive.mechanism, &domain).await? {
-                    let result = directive.qualifier.result();
-                    let explanation = match (&parsed.exp, result) {
-                        (Some(exp), SpfResult::Fail) => self.explain(exp, &domain).await,
-                        _ => None,
-                    };
-                    return Ok(Verdict {
-                        result,
-                        explanation,
-                        reason: format!("{domain} matched {directive}"),
-                    });
+                    return Ok(verdict(
+                        directive.qualifier.result(),
+                        format!("{domain} matched {directive}"),
+                    ));
                 }
             }
             if let Some(redirect) = &parsed.redirect {
@@ -417,25 +402,7 @@ impl<'a, R: Resolve> Evaluator<'a, R> {
             ip: self.id.ip,
             validated,
             helo: self.id.helo,
-            receiver: self.id.receiver,
-            timestamp: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
         }
-    }
-
-    /// The explanation of a `fail` (RFC 7208 §6.2): the one TXT record at the expanded
-    /// `exp=` domain, itself expanded. Any problem: no explanation. Not a counted lookup.
-    async fn explain(&self, exp: &MacroString, domain: &str) -> Option<String> {
-        let target = self.expand_domain(exp, domain).await;
-        let answer = self.dns.txt(&target).await.ok()?;
-        let [text] = answer.records() else {
-            return None;
-        };
-        let text = std::str::from_utf8(text).ok()?;
-        let text = MacroString::parse(text, super::macros::Context::Explanation).ok()?;
-        let validated = self.validated_if_used(&text, domain).await;
-        Some(text.expand(&self.vars(domain, &validated)))
     }
 
     fn count_term(&mut self) -> Result<(), Stop> {
@@ -460,11 +427,7 @@ impl<'a, R: Resolve> Evaluator<'a, R> {
 }
 
 fn verdict(result: SpfResult, reason: String) -> Verdict {
-    Verdict {
-        result,
-        explanation: None,
-        reason,
-    }
+    Verdict { result, reason }
 }
 
 /// An address lookup: whether it found any address, and whether one matched.
@@ -653,12 +616,7 @@ mod tests {
     }
 
     async fn run(dns: &Stub, ip: &str, mail_from: &str) -> SpfOutput {
-        let id = Identity::mail_from(
-            ip.parse().unwrap(),
-            "helo.example.org",
-            "gw.example.test",
-            mail_from,
-        );
+        let id = Identity::mail_from(ip.parse().unwrap(), "helo.example.org", mail_from);
         check_host(dns, &id).await
     }
 
@@ -740,19 +698,30 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn nodata_is_void_too_and_exp_is_never_counted() {
-        let mut dns = Stub::default()
+    async fn nodata_is_void_too_and_exp_is_never_fetched() {
+        let dns = Stub::default()
             .txt(
                 "example.com",
-                "v=spf1 a:e1.example.com a:e2.example.com exp=nx.example.com -all",
+                "v=spf1 a:e1.example.com a:e2.example.com exp=why.example.com -all",
             )
             .txt("e1.example.com", "unrelated")
-            .txt("e2.example.com", "unrelated");
-        dns.exists.push("nx.example.com".into());
+            .txt("e2.example.com", "unrelated")
+            .txt("why.example.com", "You are not %{i}")
+            .txt("inc.example.com", "v=spf1 include:example.com ~all");
         let out = run(&dns, "192.0.2.1", "a@example.com").await;
         assert_eq!(out.result(), SpfResult::Fail);
-        assert_eq!(out.explanation(), None);
-        assert_eq!(dns.count("TXT nx.example.com"), 1);
+        // Nor inside an include, where §6.2 forbids it.
+        assert_eq!(
+            result(&dns, "192.0.2.1", "a@inc.example.com").await,
+            SpfResult::SoftFail
+        );
+        assert_eq!(dns.count("TXT why.example.com"), 0);
+        // A malformed exp= is still a syntax error.
+        let dns = Stub::default().txt("example.com", "v=spf1 -all exp=%{r}.example.com");
+        assert_eq!(
+            result(&dns, "192.0.2.1", "a@example.com").await,
+            SpfResult::PermError
+        );
     }
 
     #[tokio::test]
@@ -948,47 +917,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn explanations_only_for_fail_and_from_the_deciding_record() {
-        let dns = Stub::default()
-            .txt(
-                "example.com",
-                "v=spf1 ip4:192.0.2.9 ?ip4:192.0.2.8 -all exp=why.%{d}",
-            )
-            .txt("why.example.com", "%{i} is not one of %{d}'s; see %{r}")
-            .txt("r.example.com", "v=spf1 exp=why.%{d} redirect=example.com")
-            .txt("why.r.example.com", "not this one")
-            .txt("two.example.com", "v=spf1 -all exp=twice.example.com")
-            .txt("twice.example.com", "one")
-            .txt("twice.example.com", "two")
-            .txt("bad.example.com", "v=spf1 -all exp=badtext.example.com")
-            .txt("badtext.example.com", "The %{x}-files")
-            .txt("err.example.com", "v=spf1 -all exp=broken.example.com")
-            .fail("broken.example.com");
-        let out = run(&dns, "192.0.2.1", "a@example.com").await;
-        assert_eq!(out.result(), SpfResult::Fail);
-        assert_eq!(
-            out.explanation(),
-            Some("192.0.2.1 is not one of example.com's; see gw.example.test")
-        );
-        // The redirect target's exp=, not the redirecting record's.
-        let out = run(&dns, "192.0.2.1", "a@r.example.com").await;
-        assert_eq!(
-            out.explanation(),
-            Some("192.0.2.1 is not one of example.com's; see gw.example.test")
-        );
-        // Not for neutral.
-        assert_eq!(
-            run(&dns, "192.0.2.8", "a@example.com").await.explanation(),
-            None
-        );
-        for domain in ["two", "bad", "err"] {
-            let out = run(&dns, "192.0.2.1", &format!("a@{domain}.example.com")).await;
-            assert_eq!(out.result(), SpfResult::Fail, "{domain}");
-            assert_eq!(out.explanation(), None, "{domain}");
-        }
-    }
-
-    #[tokio::test]
     async fn dns_failures_are_temperror_but_unqueryable_names_just_do_not_match() {
         let long = "x".repeat(64);
         let dns = Stub::default()
@@ -1097,7 +1025,7 @@ mod tests {
             (out.result(), out.domain()),
             (SpfResult::Pass, "helo.example.org")
         );
-        let helo = Identity::helo("192.0.2.1".parse().unwrap(), "helo.example.org", "gw");
+        let helo = Identity::helo("192.0.2.1".parse().unwrap(), "helo.example.org");
         assert_eq!(check_host(&dns, &helo).await.result(), SpfResult::Pass);
     }
 
@@ -1131,12 +1059,7 @@ mod tests {
             hang: true,
             ..Stub::default()
         };
-        let id = Identity::mail_from(
-            "192.0.2.1".parse().unwrap(),
-            "h.example",
-            "gw",
-            "a@example.com",
-        );
+        let id = Identity::mail_from("192.0.2.1".parse().unwrap(), "h.example", "a@example.com");
         let out = check_host(&dns, &id).await;
         assert_eq!(out.result(), SpfResult::TempError);
         assert!(

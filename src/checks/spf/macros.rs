@@ -1,24 +1,16 @@
 //! SPF macros (RFC 7208 §7): parsing a macro-string once, when its record is parsed, and
 //! expanding it for one evaluation.
 //!
-//! Owns: the macro grammar (`%{` letter transformers delimiters `}`, `%%`, `%_`, `%-`; a `%`
-//! followed by anything else is a syntax error), which letters a context allows (`c`, `r`
-//! and `t` only in explanation text), the transformers (keep the N right-hand parts,
-//! reverse, split on `.-+,/_=`), URL escaping for upper-case letters, and the §7.3 rule that
-//! an expanded domain over 253 characters loses labels on its left. Must not: look anything
-//! up (the `p` value is found by `eval.rs` and handed in through `Vars`).
+//! Owns: the macro grammar of a domain-spec (`%{` letter transformers delimiters `}`, `%%`,
+//! `%_`, `%-`; a `%` followed by anything else is a syntax error; `c`, `r` and `t`, the
+//! letters of explanation text, are errors here too, §7.1), the transformers (keep the N
+//! right-hand parts, reverse, split on `.-+,/_=`), URL escaping for upper-case letters, and
+//! the §7.3 rule that an expanded domain over 253 characters loses labels on its left.
+//! Explanation text (§6.2) is never fetched, so never expanded. Must not: look anything up
+//! (the `p` value is found by `eval.rs` and handed in through `Vars`).
 
 use std::borrow::Cow;
 use std::net::IpAddr;
-
-/// Where a macro-string appears: the letters it may use differ (RFC 7208 §7.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Context {
-    /// A domain-spec, or an unknown modifier's value: no `c`, `r`, `t`, no space.
-    Domain,
-    /// The text of an explanation TXT record (§6.2): every letter, and spaces.
-    Explanation,
-}
 
 /// A macro letter (RFC 7208 §7.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,12 +31,6 @@ pub enum Letter {
     Version,
     /// `h`: the HELO/EHLO name.
     Helo,
-    /// `c`: the client IP, readable (explanations only).
-    Client,
-    /// `r`: our own host name (explanations only).
-    Receiver,
-    /// `t`: the current time, seconds since the epoch (explanations only).
-    Timestamp,
 }
 
 impl Letter {
@@ -58,16 +44,14 @@ impl Letter {
             b'p' => Letter::Validated,
             b'v' => Letter::Version,
             b'h' => Letter::Helo,
-            b'c' => Letter::Client,
-            b'r' => Letter::Receiver,
-            b't' => Letter::Timestamp,
             _ => return None,
         })
     }
+}
 
-    fn explanation_only(self) -> bool {
-        matches!(self, Letter::Client | Letter::Receiver | Letter::Timestamp)
-    }
+/// `c`, `r`, `t`: letters of explanation text only (RFC 7208 §7.1).
+fn explanation_only(b: u8) -> bool {
+    matches!(b.to_ascii_lowercase(), b'c' | b'r' | b't')
 }
 
 /// One piece of a parsed macro-string.
@@ -117,18 +101,14 @@ pub struct Vars<'a> {
     pub validated: &'a str,
     /// `h`.
     pub helo: &'a str,
-    /// `r`.
-    pub receiver: &'a str,
-    /// `t`.
-    pub timestamp: u64,
 }
 
 /// The longest domain name a query can carry, in text without the final dot.
 const MAX_NAME: usize = 253;
 
 impl MacroString {
-    /// Parses `text` as a macro-string (as an explain-string for `Context::Explanation`).
-    pub fn parse(text: &str, context: Context) -> Result<MacroString, MacroError> {
+    /// Parses `text` as the macro-string of a domain-spec or of a modifier's value.
+    pub fn parse(text: &str) -> Result<MacroString, MacroError> {
         let bytes = text.as_bytes();
         let mut parts = Vec::new();
         let mut literal = String::new();
@@ -137,9 +117,7 @@ impl MacroString {
         while i < bytes.len() {
             let b = bytes[i];
             if b != b'%' {
-                let allowed =
-                    matches!(b, 0x21..=0x7e) || (b == b' ' && context == Context::Explanation);
-                if !allowed {
+                if !matches!(b, 0x21..=0x7e) {
                     return Err(MacroError(format!(
                         "character {:?} not allowed",
                         char::from(b)
@@ -163,7 +141,7 @@ impl MacroString {
                     if !literal.is_empty() {
                         parts.push(Part::Text(std::mem::take(&mut literal)));
                     }
-                    parts.push(parse_expand(inner, context)?);
+                    parts.push(parse_expand(inner)?);
                     i += 2 + len + 1;
                     continue;
                 }
@@ -245,23 +223,23 @@ impl MacroString {
 }
 
 /// The inside of `%{...}`: letter, digits, `r`, delimiters.
-fn parse_expand(inner: &str, context: Context) -> Result<Part, MacroError> {
+fn parse_expand(inner: &str) -> Result<Part, MacroError> {
     let bytes = inner.as_bytes();
     let Some(&first) = bytes.first() else {
         return Err(MacroError("empty macro".into()));
     };
+    if explanation_only(first) {
+        return Err(MacroError(format!(
+            "macro letter {:?} is only allowed in explanations",
+            char::from(first)
+        )));
+    }
     let Some(letter) = Letter::from_byte(first) else {
         return Err(MacroError(format!(
             "unknown macro letter {:?}",
             char::from(first)
         )));
     };
-    if letter.explanation_only() && context != Context::Explanation {
-        return Err(MacroError(format!(
-            "macro letter {:?} is only allowed in explanations",
-            char::from(first)
-        )));
-    }
     let mut i = 1;
     let digits_end = i + bytes[i..].iter().take_while(|b| b.is_ascii_digit()).count();
     let keep = if digits_end > i {
@@ -302,14 +280,11 @@ fn value<'a>(letter: Letter, vars: &Vars<'a>) -> Cow<'a, str> {
         Letter::Domain => Cow::Borrowed(vars.domain),
         Letter::Validated => Cow::Borrowed(vars.validated),
         Letter::Helo => Cow::Borrowed(vars.helo),
-        Letter::Receiver => Cow::Borrowed(vars.receiver),
         Letter::Ip => Cow::Owned(dotted(vars.ip)),
-        Letter::Client => Cow::Owned(vars.ip.to_string()),
         Letter::Version => Cow::Borrowed(match vars.ip {
             IpAddr::V4(_) => "in-addr",
             IpAddr::V6(_) => "ip6",
         }),
-        Letter::Timestamp => Cow::Owned(vars.timestamp.to_string()),
     }
 }
 
@@ -375,15 +350,11 @@ mod tests {
             ip: ip.parse().unwrap(),
             validated: "mx.example.org",
             helo: "mx.example.org",
-            receiver: "gw.example.test",
-            timestamp: 1_400_000_000,
         }
     }
 
     fn expand(text: &str, ip: &str) -> String {
-        MacroString::parse(text, Context::Domain)
-            .unwrap()
-            .expand(&vars(ip))
+        MacroString::parse(text).unwrap().expand(&vars(ip))
     }
 
     #[test]
@@ -435,7 +406,7 @@ mod tests {
         assert_eq!(expand("a%%b%_c%-d", "192.0.2.3"), "a%b c%20d");
         let mut v = vars("192.0.2.3");
         v.local = "~jack&jill=up-a_b3.c";
-        let m = MacroString::parse("l=%{L}", Context::Domain).unwrap();
+        let m = MacroString::parse("l=%{L}").unwrap();
         assert_eq!(m.expand(&v), "l=~jack%26jill%3Dup-a_b3.c");
         // Upper-case transformers and delimiters work the same.
         assert_eq!(expand("%{D2R}", "192.0.2.3"), "example.email");
@@ -445,7 +416,7 @@ mod tests {
     fn several_delimiters_split_together() {
         let mut v = vars("192.0.2.3");
         v.local = "foo-bar+zip+quux";
-        let m = MacroString::parse("%{l2r+-}", Context::Domain).unwrap();
+        let m = MacroString::parse("%{l2r+-}").unwrap();
         assert_eq!(m.expand(&v), "bar.foo");
     }
 
@@ -467,39 +438,21 @@ mod tests {
             "a b",
             "caf\u{e9}",
         ] {
-            assert!(
-                MacroString::parse(bad, Context::Domain).is_err(),
-                "{bad:?} should not parse"
-            );
+            assert!(MacroString::parse(bad).is_err(), "{bad:?} should not parse");
         }
     }
 
     #[test]
-    fn c_r_t_only_in_explanations() {
-        for letter in ["%{c}", "%{r}", "%{t}", "%{C}"] {
-            assert!(
-                MacroString::parse(letter, Context::Domain).is_err(),
-                "{letter}"
-            );
-            assert!(
-                MacroString::parse(letter, Context::Explanation).is_ok(),
-                "{letter}"
-            );
+    fn c_r_t_are_for_explanations_only() {
+        for letter in ["%{c}", "%{r}", "%{t}", "%{C}", "%{R2r}"] {
+            let err = MacroString::parse(letter).unwrap_err();
+            assert!(err.to_string().contains("explanations"), "{letter}: {err}");
         }
-        let m = MacroString::parse("%{c} at %{r} (%{t})", Context::Explanation).unwrap();
-        assert_eq!(
-            m.expand(&vars("2001:db8::cb01")),
-            "2001:db8::cb01 at gw.example.test (1400000000)"
-        );
     }
 
     #[test]
     fn ends_with_expand_tracks_the_last_token() {
-        let ends = |t: &str| {
-            MacroString::parse(t, Context::Domain)
-                .unwrap()
-                .ends_with_expand()
-        };
+        let ends = |t: &str| MacroString::parse(t).unwrap().ends_with_expand();
         assert!(ends("foo.%{d}"));
         assert!(ends("foo%%"));
         assert!(ends("foo%-"));
@@ -512,7 +465,7 @@ mod tests {
         let mut v = vars("192.0.2.3");
         let long = "a234567890.".repeat(30) + "example.com";
         v.domain = &long;
-        let m = MacroString::parse("%{d}.", Context::Explanation).unwrap();
+        let m = MacroString::parse("%{d}.").unwrap();
         let name = m.expand_domain(&v);
         assert!(name.len() <= 253, "{}", name.len());
         assert!(name.len() > 240, "{}", name.len());
@@ -524,11 +477,7 @@ mod tests {
 
     #[test]
     fn only_p_needs_lookups() {
-        let uses = |t: &str| {
-            MacroString::parse(t, Context::Domain)
-                .unwrap()
-                .uses_validated()
-        };
+        let uses = |t: &str| MacroString::parse(t).unwrap().uses_validated();
         assert!(uses("%{p}.example.com"));
         assert!(uses("x.%{P2}"));
         assert!(!uses("%{d}.example.com"));

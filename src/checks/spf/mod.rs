@@ -43,20 +43,18 @@ pub struct SpfEvaluation {
     pub mail_from_took: Duration,
 }
 
-/// Evaluates both identities, one after the other. `host` is our own name (the `%{r}`
-/// macro). Each is bounded by `EVALUATION_TIMEOUT`.
+/// Evaluates both identities, one after the other. Each is bounded by `EVALUATION_TIMEOUT`.
 pub async fn evaluate(
     dns: &impl Resolve,
     ip: IpAddr,
     helo: &str,
-    host: &str,
     mail_from: &str,
 ) -> SpfEvaluation {
     let started = Instant::now();
-    let helo_out = eval::check_host(dns, &eval::Identity::helo(ip, helo, host)).await;
+    let helo_out = eval::check_host(dns, &eval::Identity::helo(ip, helo)).await;
     let helo_took = started.elapsed();
     let started = Instant::now();
-    let identity = eval::Identity::mail_from(ip, helo, host, mail_from);
+    let identity = eval::Identity::mail_from(ip, helo, mail_from);
     let mail_out = eval::check_host(dns, &identity).await;
     SpfEvaluation {
         helo: helo_out,
@@ -74,14 +72,13 @@ pub fn word(result: SpfResult) -> &'static str {
 /// The SPF check.
 pub struct SpfCheck {
     dns: Arc<Dns>,
-    host: String,
     metrics: Arc<Metrics>,
 }
 
 impl SpfCheck {
-    /// An SPF check on the shared resolver; `host` is our host name.
-    pub fn new(dns: Arc<Dns>, host: String, metrics: Arc<Metrics>) -> Self {
-        SpfCheck { dns, host, metrics }
+    /// An SPF check on the shared resolver.
+    pub fn new(dns: Arc<Dns>, metrics: Arc<Metrics>) -> Self {
+        SpfCheck { dns, metrics }
     }
 }
 
@@ -94,14 +91,7 @@ impl Check for SpfCheck {
         Box::pin(async move {
             let helo = ctx.session.helo.as_deref().unwrap_or_default();
             let ip = ctx.session.client.ip();
-            let spf = evaluate(
-                self.dns.as_ref(),
-                ip,
-                helo,
-                &self.host,
-                &ctx.envelope.mail_from,
-            )
-            .await;
+            let spf = evaluate(self.dns.as_ref(), ip, helo, &ctx.envelope.mail_from).await;
             let (helo_word, mail_word) = (word(spf.helo.result()), word(spf.mail_from.result()));
             self.metrics.emit(Event::AuthResult {
                 method: "spf",

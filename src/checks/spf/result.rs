@@ -1,5 +1,5 @@
-//! The outcome of one SPF evaluation: the RFC 7208 §2.6 result, the domain it is about, the
-//! explanation a failing record gave (§6.2) and a short reason for reports.
+//! The outcome of one SPF evaluation: the RFC 7208 §2.6 result, the domain it is about and a
+//! short reason for reports.
 //!
 //! Owns: `SpfResult` with its RFC 8601 words, and `SpfOutput`. Must not: decide anything
 //! (policy acts on the words).
@@ -58,7 +58,6 @@ impl SpfResult {
 pub struct SpfOutput {
     result: SpfResult,
     domain: String,
-    explanation: Option<String>,
     reason: Option<String>,
 }
 
@@ -68,15 +67,8 @@ impl SpfOutput {
         SpfOutput {
             result,
             domain: domain.into(),
-            explanation: None,
             reason: None,
         }
-    }
-
-    /// With the explanation of a `fail` (the record's `exp=` text).
-    pub fn with_explanation(mut self, explanation: Option<String>) -> Self {
-        self.explanation = explanation;
-        self
     }
 
     /// With a short human reason ("several SPF records", "matched ip4:192.0.2.0/24").
@@ -93,11 +85,6 @@ impl SpfOutput {
     /// The domain whose record was evaluated first: the identity's domain.
     pub fn domain(&self) -> &str {
         &self.domain
-    }
-
-    /// The explanation of a `fail`, when the record had a usable `exp=`.
-    pub fn explanation(&self) -> Option<&str> {
-        self.explanation.as_deref()
     }
 
     /// Why this result, in a few words (for an RFC 8601 comment or a log line).
