@@ -267,7 +267,7 @@ async fn run(addr: std::net::SocketAddr, case: &Case) -> Result<Results, String>
     .await
     .map_err(|_| format!("no uncached result within {CASE_TIMEOUT:?}"))?
     .mail_from;
-    let word = |r| portcullis::checks::spf::word(r).to_string();
+    let word = |r: portcullis::checks::spf::SpfResult| r.word().to_string();
     Ok(Results {
         cold: word(cold.result()),
         warm: word(warm.result()),

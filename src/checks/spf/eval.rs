@@ -23,15 +23,15 @@ use super::result::{SpfOutput, SpfResult};
 use crate::dns::lookup::{Answer, LookupError, LookupResult, Resolve};
 
 /// DNS-querying terms (`include`, `a`, `mx`, `ptr`, `exists`, `redirect`) per evaluation.
-pub const DNS_TERM_LIMIT: usize = 10;
+const DNS_TERM_LIMIT: usize = 10;
 /// Terms whose lookup found nothing (NXDOMAIN or NODATA) per evaluation.
-pub const VOID_LOOKUP_LIMIT: usize = 2;
+const VOID_LOOKUP_LIMIT: usize = 2;
 /// MX names one `mx` may have.
-pub const MX_NAME_LIMIT: usize = 10;
+const MX_NAME_LIMIT: usize = 10;
 /// PTR names considered by `ptr` and `%{p}`.
-pub const PTR_NAME_LIMIT: usize = 10;
+const PTR_NAME_LIMIT: usize = 10;
 /// The longest one identity's evaluation may take: then temperror.
-pub const EVALUATION_TIMEOUT: Duration = Duration::from_secs(20);
+const EVALUATION_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The arguments of `check_host()` that stay the same through includes and redirects.
 #[derive(Debug, Clone)]

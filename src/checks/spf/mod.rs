@@ -19,9 +19,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use eval::{
-    DNS_TERM_LIMIT, EVALUATION_TIMEOUT, MX_NAME_LIMIT, PTR_NAME_LIMIT, VOID_LOOKUP_LIMIT,
-};
 pub use result::{SpfOutput, SpfResult};
 
 use crate::dns::Dns;
@@ -64,11 +61,6 @@ pub async fn evaluate(
     }
 }
 
-/// The RFC 8601 result word.
-pub fn word(result: SpfResult) -> &'static str {
-    result.word()
-}
-
 /// The SPF check.
 pub struct SpfCheck {
     dns: Arc<Dns>,
@@ -92,7 +84,7 @@ impl Check for SpfCheck {
             let helo = ctx.session.helo.as_deref().unwrap_or_default();
             let ip = ctx.session.client.ip();
             let spf = evaluate(self.dns.as_ref(), ip, helo, &ctx.envelope.mail_from).await;
-            let (helo_word, mail_word) = (word(spf.helo.result()), word(spf.mail_from.result()));
+            let (helo_word, mail_word) = (spf.helo.result().word(), spf.mail_from.result().word());
             self.metrics.emit(Event::AuthResult {
                 method: "spf",
                 result: mail_word,

@@ -36,21 +36,6 @@ impl SpfResult {
             SpfResult::PermError => "permerror",
         }
     }
-
-    /// Parses an RFC 8601 word back (any case); anything else is `None`.
-    pub fn parse(word: &str) -> SpfResult {
-        [
-            SpfResult::Pass,
-            SpfResult::Fail,
-            SpfResult::SoftFail,
-            SpfResult::Neutral,
-            SpfResult::TempError,
-            SpfResult::PermError,
-        ]
-        .into_iter()
-        .find(|r| r.word().eq_ignore_ascii_case(word))
-        .unwrap_or(SpfResult::None)
-    }
 }
 
 /// One identity's evaluation.
@@ -90,27 +75,5 @@ impl SpfOutput {
     /// Why this result, in a few words (for an RFC 8601 comment or a log line).
     pub fn reason(&self) -> Option<&str> {
         self.reason.as_deref()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn words_round_trip() {
-        for r in [
-            SpfResult::Pass,
-            SpfResult::Fail,
-            SpfResult::SoftFail,
-            SpfResult::Neutral,
-            SpfResult::None,
-            SpfResult::TempError,
-            SpfResult::PermError,
-        ] {
-            assert_eq!(SpfResult::parse(r.word()), r);
-        }
-        assert_eq!(SpfResult::parse("SoftFail"), SpfResult::SoftFail);
-        assert_eq!(SpfResult::parse("bogus"), SpfResult::None);
     }
 }
