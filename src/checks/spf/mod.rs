@@ -2,7 +2,8 @@
 //! resolver, so that policy can act before DATA.
 //!
 //! Facts: `spf.mailfrom` and `spf.helo` (pass, fail, softfail, neutral, none, temperror,
-//! permerror), `spf.domain` (the domain whose record decided `spf.mailfrom`) and
+//! permerror), `spf.domain` (the MAIL FROM identity's domain, whose record is evaluated
+//! first; the HELO name for the null sender: not the domain of an included record) and
 //! `spf.reason` (why, in words, for the Authentication-Results comment). For the
 //! null sender the MAIL FROM identity is `postmaster@<helo>` (RFC 7208 §2.4).
 //! The evaluator is ours: `record.rs` (record selection and syntax), `macros.rs` (§7),
