@@ -6,21 +6,29 @@
 //! first; the HELO name for the null sender: not the domain of an included record) and
 //! `spf.reason` (why, in words, for the Authentication-Results comment). For the
 //! null sender the MAIL FROM identity is `postmaster@<helo>` (RFC 7208 §2.4).
-//! The evaluator is ours: `record.rs` (record selection and syntax), `macros.rs` (§7),
-//! `eval.rs` (check_host() and its limits), `result.rs` (the result and output types); its
-//! only DNS access is `dns::lookup::Resolve`.
+//! The evaluator is ours, one concept per file: `identity.rs` (who is evaluated, §4.3),
+//! `record.rs` (record selection and syntax), `macros.rs` (§7), `eval.rs` (check_host(),
+//! the mechanisms and the limits), `validated.rs` (the client's validated names, for `ptr`
+//! and `%{p}`), `result.rs` (the result and output types); its only DNS access is
+//! `dns::lookup::Resolve`.
 //! Must not: map results to actions (the policy does).
 
 mod eval;
+mod identity;
 mod macros;
 mod record;
 mod result;
+#[cfg(test)]
+mod stub;
+mod validated;
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use result::{SpfOutput, SpfResult};
+
+use identity::Identity;
 
 use crate::dns::Dns;
 use crate::dns::lookup::Resolve;
@@ -41,6 +49,9 @@ pub struct SpfEvaluation {
     pub mail_from_took: Duration,
 }
 
+/// The longest one identity's evaluation may take: then temperror.
+const EVALUATION_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Evaluates both identities, one after the other. Each is bounded by `EVALUATION_TIMEOUT`.
 pub async fn evaluate(
     dns: &impl Resolve,
@@ -49,11 +60,11 @@ pub async fn evaluate(
     mail_from: &str,
 ) -> SpfEvaluation {
     let started = Instant::now();
-    let helo_out = eval::check_host(dns, &eval::Identity::helo(ip, helo)).await;
+    let helo_out = eval::check_host(dns, &Identity::helo(ip, helo), EVALUATION_TIMEOUT).await;
     let helo_took = started.elapsed();
     let started = Instant::now();
-    let identity = eval::Identity::mail_from(ip, helo, mail_from);
-    let mail_out = eval::check_host(dns, &identity).await;
+    let identity = Identity::mail_from(ip, helo, mail_from);
+    let mail_out = eval::check_host(dns, &identity, EVALUATION_TIMEOUT).await;
     SpfEvaluation {
         helo: helo_out,
         helo_took,
