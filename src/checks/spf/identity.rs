@@ -3,7 +3,9 @@
 //!
 //! Owns: building the MAIL FROM identity (the null sender is `postmaster@<helo>`) and the
 //! HELO identity (`postmaster@<helo>`), `postmaster` for a missing local-part, an
-//! IPv4-mapped client as IPv4, and the §4.3 rule that a domain which is not a multi-label name that can be queried (empty
+//! IPv4-mapped client as IPv4, the domain and the HELO name as A-labels (an SMTPUTF8
+//! sender's U-labels are converted, RFC 5890, before anything is checked or expanded), and
+//! the §4.3 rule that a domain which is not a multi-label name that can be queried (empty
 //! or over-long labels, a numeric top label, an address literal) gives `none` without a
 //! lookup. Must not: look anything up.
 
@@ -20,11 +22,11 @@ pub struct Identity {
     /// `<sender>`: `local@domain`.
     sender: String,
     local: String,
-    /// The identity's domain, the first `<domain>`, without a final dot.
+    /// The identity's domain, the first `<domain>`: A-labels, without a final dot.
     domain: String,
     /// Whether `domain` may be looked up at all (§4.3).
     valid: bool,
-    /// The HELO name (`%{h}`).
+    /// The HELO name (`%{h}`), A-labels.
     helo: String,
 }
 
@@ -49,7 +51,8 @@ impl Identity {
         } else {
             local
         };
-        let valid = valid_domain(domain);
+        let domain = a_labels(domain);
+        let valid = valid_domain(&domain);
         // The final dot is the root's: the one place it is dropped for the identity.
         let domain = domain.strip_suffix('.').unwrap_or(&domain).to_string();
         Identity {
@@ -58,7 +61,7 @@ impl Identity {
             local: local.to_string(),
             domain,
             valid,
-            helo: helo.to_string(),
+            helo: a_labels(helo),
         }
     }
 
@@ -89,6 +92,15 @@ impl Identity {
             helo: &self.helo,
         }
     }
+}
+
+/// `name` with its U-labels as A-labels (IDNA, UTS #46); an ASCII name as it is, and a name
+/// IDNA refuses as it is too (it then fails `valid_domain`, not being ASCII).
+fn a_labels(name: &str) -> String {
+    if name.is_ascii() {
+        return name.to_string();
+    }
+    idna::domain_to_ascii(name).unwrap_or_else(|_| name.to_string())
 }
 
 /// A multi-label domain name that can be looked up (RFC 7208 §4.3), with at most one final
@@ -171,6 +183,38 @@ mod tests {
         assert_eq!(
             check_host(&dns, &helo, LIMIT).await.result(),
             SpfResult::Pass
+        );
+    }
+
+    #[tokio::test]
+    async fn smtputf8_domains_and_helo_names_are_evaluated_as_a_labels() {
+        let dns = Stub::default()
+            .txt("xn--bcher-kva.example", "v=spf1 ip4:192.0.2.1 -all")
+            .txt(
+                "xn--mnchen-3ya.example",
+                "v=spf1 exists:%{h}.helo.example.net -all",
+            )
+            .a("xn--mnchen-3ya.example.helo.example.net", "127.0.0.2");
+        let ip = "192.0.2.1".parse().unwrap();
+        let id = Identity::mail_from(ip, "münchen.example", "jörg@Bücher.example");
+        assert_eq!(id.domain(), "xn--bcher-kva.example");
+        let out = check_host(&dns, &id, LIMIT).await;
+        assert_eq!(
+            (out.result(), out.domain()),
+            (SpfResult::Pass, "xn--bcher-kva.example")
+        );
+        // The HELO identity, and %{h}, are A-labels too.
+        let helo = Identity::helo(ip, "münchen.example");
+        assert_eq!(
+            check_host(&dns, &helo, LIMIT).await.result(),
+            SpfResult::Pass
+        );
+        // A name IDNA refuses stays what it was: not a valid domain.
+        let bad = Identity::mail_from(ip, "h.example", "a@b\u{fffd}x.example");
+        assert_eq!(bad.domain(), "b\u{fffd}x.example");
+        assert_eq!(
+            check_host(&dns, &bad, LIMIT).await.result(),
+            SpfResult::None
         );
     }
 }
