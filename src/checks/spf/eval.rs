@@ -644,6 +644,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_final_dot_is_the_root_but_a_second_is_no_name() {
+        // The record grammar refuses `a:mail.example.com..`; a macro can still make one.
+        let dns = Stub::default()
+            .txt("example.com", "v=spf1 a:%{l} -all")
+            .txt("inc.example.com", "v=spf1 include:example.com. -all")
+            .a("mail.example.com", "192.0.2.1");
+        assert_eq!(
+            result(&dns, "192.0.2.1", "mail.example.com.@example.com").await,
+            SpfResult::Pass
+        );
+        // Not queried as mail.example.com: it matches nothing.
+        assert_eq!(
+            result(&dns, "192.0.2.1", "mail.example.com..@example.com").await,
+            SpfResult::Fail
+        );
+        assert_eq!(dns.asked("A mail.example.com.."), 1);
+        assert_eq!(dns.asked("A mail.example.com"), 0);
+        // An include's target with its final dot: <domain> there is without it.
+        let out = run(&dns, "192.0.2.1", "mail.example.com@inc.example.com").await;
+        assert_eq!(out.result(), SpfResult::Pass);
+        assert_eq!(
+            out.reason(),
+            Some("inc.example.com matched include:example.com.")
+        );
+    }
+
+    #[tokio::test]
     async fn records_are_selected_and_parsed_first() {
         let dns = Stub::default()
             .txt("two.example.com", "v=spf1 +all")

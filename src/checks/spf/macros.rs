@@ -207,18 +207,22 @@ impl MacroString {
         out
     }
 
-    /// The expanded text as a name to query: without its final dot, and cut down to 253
-    /// characters by dropping whole labels from the left (RFC 7208 §7.3).
+    /// The expanded text as a name to query, cut down to 253 characters (not counting a
+    /// final dot) by dropping whole labels from the left (RFC 7208 §7.3). A final dot is
+    /// kept: dropping it is the DNS layer's (`dns::lookup`), once, so that `foo.com..`
+    /// stays a name that cannot be queried instead of becoming `foo.com`.
     pub fn expand_domain(&self, vars: &Vars<'_>) -> String {
-        let expanded = self.expand(vars);
-        let mut name = expanded.strip_suffix('.').unwrap_or(&expanded);
-        while name.len() > MAX_NAME {
-            match name.split_once('.') {
-                Some((_, rest)) => name = rest,
+        let mut name = self.expand(vars);
+        let end = name.len() - usize::from(name.ends_with('.'));
+        let mut start = 0;
+        while end - start > MAX_NAME {
+            match name[start..end].find('.') {
+                Some(dot) => start += dot + 1,
                 None => break,
             }
         }
-        name.to_string()
+        name.drain(..start);
+        name
     }
 }
 
@@ -467,12 +471,19 @@ mod tests {
         v.domain = &long;
         let m = MacroString::parse("%{d}.").unwrap();
         let name = m.expand_domain(&v);
-        assert!(name.len() <= 253, "{}", name.len());
+        assert!(name.len() <= 254, "{}", name.len());
         assert!(name.len() > 240, "{}", name.len());
-        assert!(name.ends_with(".example.com") && name.starts_with("a234567890."));
-        // Short names only lose their final dot.
+        assert!(name.ends_with(".example.com.") && name.starts_with("a234567890."));
+        // Without the final dot, the same cut.
+        let bare = MacroString::parse("%{d}").unwrap().expand_domain(&v);
+        assert_eq!(bare, name.strip_suffix('.').unwrap());
+        // Short names are left alone, final dots and all: the DNS layer drops one, and
+        // refuses a name that still ends in a dot after that.
         v.domain = "example.com";
-        assert_eq!(m.expand_domain(&v), "example.com");
+        assert_eq!(m.expand_domain(&v), "example.com.");
+        let two = MacroString::parse("%{d}..").unwrap().expand_domain(&v);
+        assert_eq!(two, "example.com..");
+        assert!(!crate::dns::lookup::queryable(&two));
     }
 
     #[test]
