@@ -671,6 +671,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_record_full_of_macros_over_a_long_sender_is_evaluated_in_bounds() {
+        // ~60 KB of %{S} and a 2 KB sender: the name queried is the last 253 characters
+        // or so of ~30 MB that are never built (macros.rs keeps a tail of at most 4 KiB).
+        let record = format!("v=spf1 exists:{} -all", "%{S}".repeat(15_000));
+        assert!(record.len() > 60_000);
+        let expected = "a23456789.".repeat(23) + "x%40example.com";
+        let dns = Stub::default()
+            .txt("example.com", &record)
+            .a(&expected, "127.0.0.2");
+        let sender = "a23456789.".repeat(200) + "x@example.com";
+        assert_eq!(result(&dns, "192.0.2.1", &sender).await, SpfResult::Pass);
+        assert_eq!(dns.asked(&format!("A {expected}")), 1);
+        assert_eq!(dns.count("A "), 1);
+    }
+
+    #[tokio::test]
     async fn records_are_selected_and_parsed_first() {
         let dns = Stub::default()
             .txt("two.example.com", "v=spf1 +all")

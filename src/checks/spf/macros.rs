@@ -5,7 +5,9 @@
 //! `%_`, `%-`; a `%` followed by anything else is a syntax error; `c`, `r` and `t`, the
 //! letters of explanation text, are errors here too, §7.1), the transformers (keep the N
 //! right-hand parts, reverse, split on `.-+,/_=`), URL escaping for upper-case letters, and
-//! the §7.3 rule that an expanded domain over 253 characters loses labels on its left.
+//! the §7.3 rule that an expanded domain over 253 characters loses labels on its left, and
+//! the bound that makes it cheap: an expansion is at most `TAIL_MAX` bytes (its tail, when
+//! longer, which gives the same name).
 //! Explanation text (§6.2) is never fetched, so never expanded. Must not: look anything up
 //! (the `p` value is found by `eval.rs` and handed in through `Vars`).
 
@@ -106,6 +108,12 @@ pub struct Vars<'a> {
 /// The longest domain name a query can carry, in text without the final dot.
 const MAX_NAME: usize = 253;
 
+/// The longest expansion kept whole (`MacroString::expand`).
+pub const TAIL_MAX: usize = 4 * 1024;
+
+/// What is kept of a longer one: its tail, far more than the 254 bytes §7.3 can keep.
+const TAIL_KEEP: usize = 1024;
+
 impl MacroString {
     /// Parses `text` as the macro-string of a domain-spec or of a modifier's value.
     pub fn parse(text: &str) -> Result<MacroString, MacroError> {
@@ -181,28 +189,28 @@ impl MacroString {
         })
     }
 
-    /// The expanded text.
+    /// The expanded text, or its last `TAIL_KEEP` bytes or so when it would be longer than
+    /// `TAIL_MAX`: never more than `TAIL_MAX` bytes, however many macros over however
+    /// long a sender. It is built from the right, and once it holds `TAIL_KEEP` bytes the
+    /// parts further left are not even expanded: §7.3 keeps at most the last 254 bytes of
+    /// a name (253 and a final dot), all of them in that tail, so the name is the same.
     pub fn expand(&self, vars: &Vars<'_>) -> String {
-        let mut out = String::new();
-        for part in &self.parts {
-            match part {
-                Part::Text(t) => out.push_str(t),
-                Part::Expand {
-                    letter,
-                    escape,
-                    keep,
-                    reverse,
-                    delimiters,
-                } => {
-                    let value = value(*letter, vars);
-                    let value = transform(&value, *keep, *reverse, delimiters);
-                    if *escape {
-                        url_escape(&value, &mut out);
-                    } else {
-                        out.push_str(&value);
-                    }
-                }
+        let mut pieces = Vec::new();
+        let mut len = 0;
+        for part in self.parts.iter().rev() {
+            if len >= TAIL_KEEP {
+                break;
             }
+            let piece = expand_part(part, vars);
+            len += piece.len();
+            pieces.push(piece);
+        }
+        let mut out = String::with_capacity(len);
+        for piece in pieces.iter().rev() {
+            out.push_str(piece);
+        }
+        if out.len() > TAIL_MAX {
+            keep_tail(&mut out, TAIL_KEEP);
         }
         out
     }
@@ -224,6 +232,38 @@ impl MacroString {
         name.drain(..start);
         name
     }
+}
+
+/// One part's text.
+fn expand_part(part: &Part, vars: &Vars<'_>) -> String {
+    match part {
+        Part::Text(t) => t.clone(),
+        Part::Expand {
+            letter,
+            escape,
+            keep,
+            reverse,
+            delimiters,
+        } => {
+            let value = transform(&value(*letter, vars), *keep, *reverse, delimiters);
+            if *escape {
+                let mut out = String::with_capacity(value.len());
+                url_escape(&value, &mut out);
+                out
+            } else {
+                value
+            }
+        }
+    }
+}
+
+/// Drops the front of `text` to keep about its last `keep` bytes (at a character boundary).
+fn keep_tail(text: &mut String, keep: usize) {
+    let mut start = text.len().saturating_sub(keep);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    text.drain(..start);
 }
 
 /// The inside of `%{...}`: letter, digits, `r`, delimiters.
@@ -484,6 +524,72 @@ mod tests {
         let two = MacroString::parse("%{d}..").unwrap().expand_domain(&v);
         assert_eq!(two, "example.com..");
         assert!(!crate::dns::lookup::queryable(&two));
+    }
+
+    /// The §7.3 cut of a whole expansion, as if it had no bound.
+    fn cut(expanded: &str) -> String {
+        let dot = if expanded.ends_with('.') { "." } else { "" };
+        let mut name = expanded.strip_suffix('.').unwrap_or(expanded);
+        while name.len() > MAX_NAME {
+            match name.split_once('.') {
+                Some((_, rest)) => name = rest,
+                None => break,
+            }
+        }
+        format!("{name}{dot}")
+    }
+
+    #[test]
+    fn a_record_of_macros_over_a_long_sender_stays_within_the_bound() {
+        // ~60 KB of %{S} over a 2 KB sender: unbounded, some 30 MB.
+        let local = "a23456789.".repeat(200) + "x";
+        let sender = format!("{local}@example.com");
+        let mut v = vars("192.0.2.3");
+        v.sender = &sender;
+        let one = MacroString::parse("%{S}").unwrap().expand(&v);
+        assert_eq!(one.len(), 2015);
+        let many = MacroString::parse(&"%{S}".repeat(15_000)).unwrap();
+        let tail = many.expand(&v);
+        assert!(tail.len() <= TAIL_MAX, "{}", tail.len());
+        assert!(tail.len() >= TAIL_KEEP, "{}", tail.len());
+        // The same name as the whole would give: its end is the end of any three copies.
+        let name = many.expand_domain(&v);
+        assert_eq!(name, cut(&one.repeat(3)));
+        assert_eq!(name, "a23456789.".repeat(23) + "x%40example.com");
+    }
+
+    #[test]
+    fn the_tail_gives_the_same_name_as_the_whole() {
+        let long = "jörg.ü-".repeat(300) + "x";
+        for (unit, local) in [
+            ("%{s}.", "a.b"),
+            ("%{S}", "x.y.z"),
+            ("%{l}-%{d}.", long.as_str()),
+            ("%{L}.%{o}", long.as_str()),
+            ("ab.%{l2r-}", long.as_str()),
+        ] {
+            let sender = format!("{local}@email.example.com");
+            let mut v = vars("192.0.2.3");
+            v.sender = &sender;
+            v.local = local;
+            let one = MacroString::parse(unit).unwrap().expand(&v);
+            for n in [1, 2, 10, 100, 1000] {
+                let spec = MacroString::parse(&unit.repeat(n)).unwrap();
+                let bounded = spec.expand(&v);
+                assert!(bounded.len() <= TAIL_MAX, "{unit} x {n}: {}", bounded.len());
+                assert_eq!(spec.expand_domain(&v), cut(&one.repeat(n)), "{unit} x {n}");
+            }
+        }
+    }
+
+    #[test]
+    fn tails_are_cut_at_a_character_boundary() {
+        let mut text = "é".repeat(3000);
+        keep_tail(&mut text, 1001);
+        assert_eq!(text, "é".repeat(500));
+        let mut short = String::from("abc");
+        keep_tail(&mut short, 10);
+        assert_eq!(short, "abc");
     }
 
     #[test]
