@@ -20,7 +20,7 @@ use std::time::Duration;
 use super::identity::Identity;
 use super::macros::MacroString;
 use super::record::{self, DualCidr, Mechanism, Selection};
-use super::result::{SpfOutput, SpfResult};
+use super::result::{SpfOutput, SpfResult, quote};
 use super::validated::Validated;
 use crate::dns::lookup::{Answer, LookupError, LookupResult, Resolve};
 
@@ -73,7 +73,7 @@ impl Stop {
     fn temp(name: &str) -> Self {
         Stop {
             result: SpfResult::TempError,
-            reason: format!("DNS failure looking up {name}"),
+            reason: format!("DNS failure looking up {}", quote(&name)),
         }
     }
 }
@@ -113,7 +113,7 @@ impl<'a, R: Resolve> Evaluator<'a, R> {
                 Err(LookupError::InvalidName) => {
                     return Ok(verdict(
                         SpfResult::None,
-                        format!("{target} is not a valid name"),
+                        format!("{} is not a valid name", quote(&target)),
                     ));
                 }
                 Err(LookupError::Failed(_)) => return Err(Stop::temp(&target)),
@@ -124,21 +124,29 @@ impl<'a, R: Resolve> Evaluator<'a, R> {
                 Selection::None => {
                     return Ok(verdict(
                         SpfResult::None,
-                        format!("no SPF record at {domain}"),
+                        format!("no SPF record at {}", quote(&domain)),
                     ));
                 }
                 Selection::Several => {
-                    return Err(Stop::perm(format!("several SPF records at {domain}")));
+                    return Err(Stop::perm(format!(
+                        "several SPF records at {}",
+                        quote(&domain)
+                    )));
                 }
                 Selection::One(text) => text,
             };
-            let parsed = record::parse(text)
-                .map_err(|e| Stop::perm(format!("bad SPF record at {domain}: {e}")))?;
+            let parsed = record::parse(text).map_err(|e| {
+                Stop::perm(format!(
+                    "bad SPF record at {}: {}",
+                    quote(&domain),
+                    quote(&e)
+                ))
+            })?;
             for directive in &parsed.directives {
                 if self.matches(&directive.mechanism, domain).await? {
                     return Ok(verdict(
                         directive.qualifier.result(),
-                        format!("{domain} matched {directive}"),
+                        format!("{} matched {}", quote(&domain), quote(directive)),
                     ));
                 }
             }
@@ -146,7 +154,7 @@ impl<'a, R: Resolve> Evaluator<'a, R> {
                 Some(redirect) => self.redirect(redirect, domain).await,
                 None => Ok(verdict(
                     SpfResult::Neutral,
-                    format!("nothing matched at {domain}"),
+                    format!("nothing matched at {}", quote(&domain)),
                 )),
             }
         })
@@ -159,7 +167,8 @@ impl<'a, R: Resolve> Evaluator<'a, R> {
         let v = self.record(target.clone()).await?;
         if v.result == SpfResult::None {
             return Err(Stop::perm(format!(
-                "redirect to {target}, which has no SPF record"
+                "redirect to {}, which has no SPF record",
+                quote(&target)
             )));
         }
         Ok(v)
@@ -194,7 +203,8 @@ impl<'a, R: Resolve> Evaluator<'a, R> {
         match v.result {
             SpfResult::Pass => Ok(true),
             SpfResult::None => Err(Stop::perm(format!(
-                "include of {target}, which has no SPF record"
+                "include of {}, which has no SPF record",
+                quote(&target)
             ))),
             _ => Ok(false),
         }
@@ -236,7 +246,8 @@ impl<'a, R: Resolve> Evaluator<'a, R> {
         }
         if hosts.records().len() > MX_NAME_LIMIT {
             return Err(Stop::perm(format!(
-                "more than {MX_NAME_LIMIT} MX names at {target}"
+                "more than {MX_NAME_LIMIT} MX names at {}",
+                quote(&target)
             )));
         }
         for host in hosts.records().iter().filter(|h| !h.exchange.is_empty()) {
@@ -684,6 +695,30 @@ mod tests {
         assert_eq!(result(&dns, "192.0.2.1", &sender).await, SpfResult::Pass);
         assert_eq!(dns.asked(&format!("A {expected}")), 1);
         assert_eq!(dns.count("A "), 1);
+    }
+
+    #[tokio::test]
+    async fn long_terms_and_names_are_cut_in_reasons() {
+        let long = format!("a:{}example.com", "abcdefgh.".repeat(20));
+        let dns = Stub::default()
+            .txt("example.com", &format!("v=spf1 {long} -all"))
+            .txt(
+                "bad.example.com",
+                &format!("v=spf1 {long} moo{}", "o".repeat(300)),
+            )
+            .a(&long[2..], "192.0.2.1");
+        let out = run(&dns, "192.0.2.1", "a@example.com").await;
+        assert_eq!(out.result(), SpfResult::Pass);
+        let reason = out.reason().unwrap();
+        assert!(
+            reason.starts_with("example.com matched a:abcdefgh."),
+            "{reason}"
+        );
+        assert!(reason.ends_with("..."), "{reason}");
+        assert_eq!(reason.chars().count(), "example.com matched ".len() + 100);
+        let out = run(&dns, "192.0.2.1", "a@bad.example.com").await;
+        assert_eq!(out.result(), SpfResult::PermError);
+        assert!(out.reason().unwrap().chars().count() <= 200, "{out:?}");
     }
 
     #[tokio::test]
