@@ -67,7 +67,11 @@ pub fn registry(
     }
     if config.auth.enabled {
         let authserv_id = config.authserv_id().to_string();
-        checks.push(Box::new(spf::SpfCheck::new(dns.clone(), metrics.clone())));
+        checks.push(Box::new(spf::SpfCheck::new(
+            dns.clone(),
+            config.timeouts.spf,
+            metrics.clone(),
+        )));
         checks.push(Box::new(message_auth::MessageAuth::new(
             dns,
             authserv_id,
