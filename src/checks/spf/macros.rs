@@ -4,12 +4,11 @@
 //! Owns: the macro grammar of a domain-spec (`%{` letter transformers delimiters `}`, `%%`,
 //! `%_`, `%-`; a `%` followed by anything else is a syntax error; `c`, `r` and `t`, the
 //! letters of explanation text, are errors here too, §7.1), the transformers (keep the N
-//! right-hand parts, reverse, split on `.-+,/_=`), URL escaping for upper-case letters, and
+//! right-hand parts, reverse, split on `.-+,/_=`), URL escaping for upper-case letters,
 //! the §7.3 rule that an expanded domain over 253 characters loses labels on its left, and
-//! the bound that makes it cheap: an expansion is at most `TAIL_MAX` bytes (its tail, when
-//! longer, which gives the same name).
-//! Explanation text (§6.2) is never fetched, so never expanded. Must not: look anything up
-//! (the `p` value is found by `eval.rs` and handed in through `Vars`).
+//! the bound that makes expanding cheap: at most `TAIL_MAX` bytes (the tail of a longer
+//! expansion, which gives the same name). Explanation text (§6.2) is never fetched, so never expanded. Must not: look anything up
+//! (the `p` value is found by `validated.rs` and handed in through `Vars`).
 
 use std::borrow::Cow;
 use std::net::IpAddr;
