@@ -69,7 +69,7 @@ pub fn registry(
         let authserv_id = config.authserv_id().to_string();
         checks.push(Box::new(spf::SpfCheck::new(
             dns.clone(),
-            config.hostname.clone(),
+            config.timeouts.spf,
             metrics.clone(),
         )));
         checks.push(Box::new(message_auth::MessageAuth::new(

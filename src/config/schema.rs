@@ -226,6 +226,10 @@ pub struct Timeouts {
     /// Budget of each check hook; a check over budget contributes `check.error`.
     #[serde(deserialize_with = "units::duration")]
     pub check: Duration,
+    /// One SPF identity's evaluation (RFC 7208 §4.6.4: at least 20 s); past it, that
+    /// identity is `temperror`. Below `check`, so that SPF ends before its check does.
+    #[serde(deserialize_with = "units::duration")]
+    pub spf: Duration,
     /// How long sessions may run on after shutdown starts before they get 421.
     #[serde(deserialize_with = "units::duration")]
     pub shutdown_grace: Duration,
@@ -243,6 +247,7 @@ impl Default for Timeouts {
             backend_command: Duration::from_secs(60),
             backend_data: Duration::from_secs(600),
             check: Duration::from_secs(30),
+            spf: Duration::from_secs(20),
             shutdown_grace: Duration::from_secs(30),
         }
     }

@@ -134,8 +134,9 @@ fn dns_and_auth(config: &Config, out: &mut Vec<Problem>) {
             "min_ttl must not exceed max_ttl",
         ));
     }
-    // SPF makes up to two lookups in a row (HELO, then MAIL FROM), each of which may use
-    // every try; the check budget must leave room for that or SPF is cut off as check.error.
+    // One SPF evaluation makes its lookups in a row (the record, then a mechanism's), each
+    // of which may use every try; the check budget must leave room for two or SPF is cut
+    // off as check.error.
     let worst = dns.timeout * (dns.attempts.max(1) as u32) * 2;
     if auth.enabled && worst >= config.timeouts.check {
         out.push(problem(
@@ -143,6 +144,18 @@ fn dns_and_auth(config: &Config, out: &mut Vec<Problem>) {
             format!(
                 "timeout x attempts x 2 ({}s) must stay below timeouts.check ({}s)",
                 worst.as_secs_f64(),
+                config.timeouts.check.as_secs_f64()
+            ),
+        ));
+    }
+    // Each identity gives temperror at timeouts.spf; past timeouts.check the whole check is
+    // cut off and gives check.error instead, with no SPF facts at all.
+    if auth.enabled && config.timeouts.spf >= config.timeouts.check {
+        out.push(problem(
+            &[Key("timeouts"), Key("spf")],
+            format!(
+                "spf ({}s) must stay below timeouts.check ({}s), or SPF is cut off as check.error",
+                config.timeouts.spf.as_secs_f64(),
                 config.timeouts.check.as_secs_f64()
             ),
         ));
@@ -363,6 +376,7 @@ fn limits(config: &Config, out: &mut Vec<Problem>) {
         ("backend_command", t.backend_command),
         ("backend_data", t.backend_data),
         ("check", t.check),
+        ("spf", t.spf),
     ] {
         if d.is_zero() {
             out.push(problem(
@@ -410,6 +424,30 @@ mod tests {
         // Only what can be verified counts: smaller messages make a smaller budget enough.
         c.limits.max_message_size = 10 * 1024 * 1024;
         assert_eq!(validate(&c), vec![]);
+    }
+
+    #[test]
+    fn spf_must_end_before_its_check() {
+        let mut c = Config::default();
+        c.timeouts.spf = c.timeouts.check;
+        let problems = validate(&c);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0]
+                .message
+                .contains("must stay below timeouts.check"),
+            "{problems:?}"
+        );
+        c.auth.enabled = false;
+        assert_eq!(validate(&c), vec![]);
+        c.timeouts.spf = std::time::Duration::ZERO;
+        let problems = validate(&c);
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.message == "spf must be greater than 0"),
+            "{problems:?}"
+        );
     }
 
     #[test]
