@@ -256,6 +256,97 @@ async fn too_many_errors_close_with_421() {
     assert_eq!(c.read_reply().await.0, 0, "connection closed");
 }
 
+/// RFC 5321 §4.5.3.1.10: a 452 for recipients over the limit tells the client to go on. A
+/// pipelined batch of 1000 RCPTs under the default limits delivers the first 100 in one
+/// message, and no limit closes the session.
+#[tokio::test]
+async fn recipients_over_the_limit_are_deferred_not_counted_as_errors() {
+    let gw = Gateway::start(|c| assert_eq!(c.limits.max_recipients, 100)).await;
+    let mut c = gw.client().await;
+    assert_eq!(c.cmd("EHLO bulk.example").await.0, 250);
+    let mut batch = b"MAIL FROM:<list@sender.example>\r\n".to_vec();
+    for i in 0..1000 {
+        batch.extend_from_slice(format!("RCPT TO:<r{i}@example.test>\r\n").as_bytes());
+    }
+    batch.extend_from_slice(b"DATA\r\n");
+    c.send(&batch).await;
+    assert_eq!(c.read_reply().await.0, 250, "MAIL");
+    for i in 0..1000 {
+        let (code, text) = c.read_reply().await;
+        let want = if i < 100 { 250 } else { 452 };
+        assert_eq!(code, want, "RCPT {i}: {text}");
+        if i >= 100 {
+            assert!(text.contains("4.5.3"), "RCPT {i}: {text}");
+        }
+    }
+    assert_eq!(c.read_reply().await.0, 354);
+    c.send(b"Subject: many\r\n\r\nto a hundred\r\n.\r\n").await;
+    let (code, text) = c.read_reply().await;
+    assert_eq!(code, 250, "{text}");
+    assert_eq!(c.cmd("QUIT").await.0, 221, "the session is still open");
+    for i in 0..100 {
+        assert_eq!(
+            gw.delivered("example.test", &format!("r{i}")).len(),
+            1,
+            "r{i}"
+        );
+    }
+    assert!(gw.delivered("example.test", "r100").is_empty());
+    assert_eq!(
+        gw.metric("portcullis_messages_total{verdict=\"accept\"}")
+            .await,
+        1.0,
+        "one message"
+    );
+    assert_eq!(
+        gw.metric("portcullis_limit_hits_total{limit=\"errors\"}")
+            .await,
+        0.0
+    );
+}
+
+/// Only protocol errors count towards `max_errors`: deferred recipients and a DATA behind
+/// refused ones do not, garbage commands and relay attempts do.
+#[tokio::test]
+async fn max_errors_counts_protocol_errors_only() {
+    let gw = Gateway::start(|c| {
+        c.limits.max_errors = 3;
+        c.limits.max_recipients = 1;
+    })
+    .await;
+    let mut c = gw.client().await;
+    c.envelope("a@sender.example", &["one@example.test"]).await;
+    for i in 0..5 {
+        assert_eq!(
+            c.cmd(&format!("RCPT TO:<more{i}@example.test>")).await.0,
+            452
+        );
+    }
+    assert_eq!(c.data(b"Subject: x\r\n\r\ny\r\n").await.0, 250);
+    assert_eq!(gw.delivered("example.test", "one").len(), 1);
+    // A transaction whose only recipient was refused, with DATA pipelined behind it.
+    c.send(b"MAIL FROM:<a@sender.example>\r\nRCPT TO:<x@elsewhere.example>\r\nDATA\r\nRSET\r\n")
+        .await;
+    let codes = [
+        c.read_reply().await.0,
+        c.read_reply().await.0,
+        c.read_reply().await.0,
+        c.read_reply().await.0,
+    ];
+    assert_eq!(codes, [250, 550, 554, 250], "one error: the relay attempt");
+    assert_eq!(c.cmd("BOGUS").await.0, 500);
+    c.send(b"BOGUS\r\n").await;
+    assert_eq!(c.read_reply().await.0, 500);
+    let (code, text) = c.read_reply().await;
+    assert_eq!((code, text.contains("4.7.0")), (421, true), "{text}");
+    assert_eq!(c.read_reply().await.0, 0, "connection closed");
+    assert_eq!(
+        gw.metric("portcullis_limit_hits_total{limit=\"errors\"}")
+            .await,
+        1.0
+    );
+}
+
 #[tokio::test]
 async fn too_many_commands_close_with_421() {
     let gw = Gateway::start(|c| c.limits.max_commands = 5).await;

@@ -334,6 +334,10 @@ fn limits(config: &Config, out: &mut Vec<Problem>) {
         ("max_message_size", l.max_message_size),
         ("max_recipients", l.max_recipients as u64),
         ("max_errors", u64::from(l.max_errors)),
+        (
+            "max_unknown_recipients",
+            u64::from(l.max_unknown_recipients),
+        ),
         ("max_commands", u64::from(l.max_commands)),
     ] {
         if value == 0 {
@@ -498,5 +502,16 @@ mod tests {
         assert!(paths.contains(&vec![Key("accepted_domains"), Index(1)]));
         assert!(paths.contains(&vec![Key("limits"), Key("max_recipients")]));
         assert!(paths.contains(&vec![Key("backend"), Key("url")]));
+    }
+
+    #[test]
+    fn session_limits_must_be_positive() {
+        let mut c = Config::default();
+        c.limits.max_unknown_recipients = 0;
+        let paths: Vec<_> = validate(&c).into_iter().map(|p| p.path).collect();
+        assert_eq!(
+            paths,
+            vec![vec![Key("limits"), Key("max_unknown_recipients")],]
+        );
     }
 }

@@ -17,8 +17,10 @@ pub enum Limit {
     MessageSize,
     /// More RCPTs than `limits.max_recipients`.
     Recipients,
-    /// More errors than `limits.max_errors`.
+    /// `limits.max_errors` protocol errors.
     Errors,
+    /// `limits.max_unknown_recipients` recipients refused by the backend.
+    UnknownRecipients,
     /// More commands than `limits.max_commands`.
     Commands,
     /// `timeouts.command` expired.
@@ -46,11 +48,12 @@ pub enum Limit {
 
 impl Limit {
     /// Every limit, for pre-creating series.
-    pub const ALL: [Limit; 15] = [
+    pub const ALL: [Limit; 16] = [
         Limit::LineLength,
         Limit::MessageSize,
         Limit::Recipients,
         Limit::Errors,
+        Limit::UnknownRecipients,
         Limit::Commands,
         Limit::CommandTimeout,
         Limit::DataTimeout,
@@ -71,6 +74,7 @@ impl Limit {
             Limit::MessageSize => "message_size",
             Limit::Recipients => "recipients",
             Limit::Errors => "errors",
+            Limit::UnknownRecipients => "unknown_recipients",
             Limit::Commands => "commands",
             Limit::CommandTimeout => "command_timeout",
             Limit::DataTimeout => "data_timeout",
