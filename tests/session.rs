@@ -370,6 +370,26 @@ async fn idle_client_times_out_with_421() {
     );
 }
 
+/// `timeouts.data` bounds a BDAT message as a whole, the waits for the BDAT commands between
+/// its chunks included (each of which is within `timeouts.command`).
+#[tokio::test]
+async fn bdat_message_is_bounded_by_the_data_deadline() {
+    let gw = Gateway::start(|c| c.timeouts.data = Duration::from_millis(800)).await;
+    let mut c = gw.client().await;
+    c.envelope("a@sender.example", &["chunks@example.test"])
+        .await;
+    c.send(b"BDAT 9\r\nSubject: ").await;
+    assert_eq!(c.read_reply().await.0, 250);
+    let (code, text) = c.read_reply().await;
+    assert_eq!((code, text.contains("4.4.2")), (421, true), "{text}");
+    assert!(gw.delivered("example.test", "chunks").is_empty());
+    assert_eq!(
+        gw.metric("portcullis_limit_hits_total{limit=\"data_timeout\"}")
+            .await,
+        1.0
+    );
+}
+
 #[tokio::test]
 async fn stalled_data_times_out_with_421_and_nothing_is_delivered() {
     let gw = Gateway::start(|c| c.timeouts.data = Duration::from_millis(500)).await;

@@ -242,11 +242,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// The next command line, or `None` when the session must end (the reason already
     /// replied where the client can still hear it).
     async fn next_line(&mut self) -> Option<Vec<u8>> {
-        let deadline = tokio::time::Instant::now() + self.ctx.config.timeouts.command;
+        let command_deadline = tokio::time::Instant::now() + self.ctx.config.timeouts.command;
         loop {
             // Shutdown is seen at every command boundary, pipelined or not.
             if self.signals.shutdown.is_cancelled() {
                 self.reply(reply::SHUTTING_DOWN);
+                return None;
+            }
+            if self
+                .chunk_deadline()
+                .is_some_and(|at| tokio::time::Instant::now() >= at)
+            {
+                self.ctx.metrics.emit(Event::LimitHit(Limit::DataTimeout));
+                self.reply(reply::TIMEOUT);
                 return None;
             }
             match self.framer.next(&mut self.rbuf) {
@@ -261,10 +269,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 }
                 Frame::NeedMore => {}
             }
+            // The wait ends at the command deadline, or earlier when a BDAT message's
+            // deadline runs out (then seen at the top of the loop).
+            let deadline = self
+                .chunk_deadline()
+                .map_or(command_deadline, |at| at.min(command_deadline));
             let stop = self.signals.shutdown.clone();
             match self.fill(deadline, &stop).await {
                 Fill::Data => {}
                 Fill::Eof => return None,
+                Fill::Timeout if deadline < command_deadline => {}
                 Fill::Timeout => {
                     self.ctx
                         .metrics
