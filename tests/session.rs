@@ -370,6 +370,148 @@ async fn idle_client_times_out_with_421() {
     );
 }
 
+/// A client that keeps the session busy with cheap commands is ended by `timeouts.session`
+/// at a command boundary; so is one that waits silently past it.
+#[tokio::test]
+async fn session_deadline_ends_a_busy_client() {
+    let gw = Gateway::start(|c| c.timeouts.session = Duration::from_millis(1500)).await;
+    let mut c = gw.client().await;
+    assert_eq!(c.cmd("EHLO busy.example").await.0, 250);
+    let mut ended = None;
+    for _ in 0..200 {
+        let (code, text) = c.cmd("NOOP").await;
+        if code != 250 {
+            ended = Some((code, text));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (code, text) = ended.expect("the session was never ended");
+    assert_eq!(
+        (
+            code,
+            text.contains("4.4.2"),
+            text.contains("Session too long")
+        ),
+        (421, true, true),
+        "{text}"
+    );
+    assert_eq!(c.read_reply().await.0, 0, "connection closed");
+
+    // Silent past the deadline, well within timeouts.command (10 s).
+    let mut c = gw.client().await;
+    assert_eq!(c.cmd("EHLO quiet.example").await.0, 250);
+    let (code, text) = c.read_reply().await;
+    assert_eq!(
+        (code, text.contains("Session too long")),
+        (421, true),
+        "{text}"
+    );
+    assert_eq!(
+        gw.metric("portcullis_limit_hits_total{limit=\"session_timeout\"}")
+            .await,
+        2.0
+    );
+}
+
+/// The session deadline never interrupts a message: one whose DATA began before it is read
+/// and relayed, and the 421 comes at the next command.
+#[tokio::test]
+async fn session_deadline_waits_for_the_message_in_progress() {
+    let gw = Gateway::start(|c| c.timeouts.session = Duration::from_secs(2)).await;
+    let mut c = gw.client().await;
+    c.envelope("a@sender.example", &["late@example.test"]).await;
+    assert_eq!(c.cmd("DATA").await.0, 354);
+    c.send(b"Subject: begun in time\r\n\r\n").await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    c.send(b"finished after the deadline\r\n.\r\n").await;
+    let (code, text) = c.read_reply().await;
+    assert_eq!(code, 250, "{text}");
+    assert_eq!(gw.delivered("example.test", "late").len(), 1);
+    let (code, text) = c.cmd("MAIL FROM:<a@sender.example>").await;
+    assert_eq!(
+        (code, text.contains("Session too long")),
+        (421, true),
+        "{text}"
+    );
+
+    // Nor between the chunks of a BDAT message.
+    let mut c = gw.client().await;
+    c.envelope("a@sender.example", &["chunked@example.test"])
+        .await;
+    c.send(b"BDAT 24\r\nSubject: begun in time\r\n").await;
+    assert_eq!(c.read_reply().await.0, 250);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    c.send(b"BDAT 8 LAST\r\n\r\nlate\r\n").await;
+    let (code, text) = c.read_reply().await;
+    assert_eq!(code, 250, "{text}");
+    assert_eq!(gw.delivered("example.test", "chunked").len(), 1);
+    let (code, text) = c.cmd("NOOP").await;
+    assert_eq!(
+        (code, text.contains("Session too long")),
+        (421, true),
+        "{text}"
+    );
+}
+
+/// `timeouts.idle` ends a client that sends no mail, however busy it keeps the session.
+#[tokio::test]
+async fn idle_bound_ends_a_client_that_sends_no_mail() {
+    let gw = Gateway::start(|c| c.timeouts.idle = Duration::from_millis(1500)).await;
+    let mut c = gw.client().await;
+    assert_eq!(c.cmd("EHLO loiter.example").await.0, 250);
+    let mut ended = None;
+    for _ in 0..200 {
+        let (code, text) = c.cmd("NOOP").await;
+        if code != 250 {
+            ended = Some((code, text));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (code, text) = ended.expect("the session was never ended");
+    assert_eq!(
+        (code, text.contains("4.4.2"), text.contains("Idle too long")),
+        (421, true, true),
+        "{text}"
+    );
+    assert_eq!(
+        gw.metric("portcullis_limit_hits_total{limit=\"idle_timeout\"}")
+            .await,
+        1.0
+    );
+}
+
+/// The idle clock restarts when a transaction completes and does not run inside one; after
+/// RSET it runs again from the last completed transaction.
+#[tokio::test]
+async fn idle_clock_restarts_after_each_completed_transaction() {
+    let idle = Duration::from_secs(3);
+    let gw = Gateway::start(|c| c.timeouts.idle = idle).await;
+    let mut c = gw.client().await;
+    assert_eq!(c.cmd("EHLO steady.example").await.0, 250);
+    tokio::time::sleep(idle / 2).await;
+    c.envelope("a@sender.example", &["steady@example.test"])
+        .await;
+    assert_eq!(c.data(b"Subject: one\r\n\r\nx\r\n").await.0, 250);
+    tokio::time::sleep(idle / 2).await;
+    // Past the idle bound since connect, within it since the message.
+    assert_eq!(c.cmd("NOOP").await.0, 250);
+    assert_eq!(c.cmd("MAIL FROM:<a@sender.example>").await.0, 250);
+    tokio::time::sleep(idle).await;
+    // Inside a transaction the idle bound does not apply.
+    assert_eq!(c.cmd("RCPT TO:<steady@example.test>").await.0, 250);
+    // RSET leaves the transaction uncompleted: the clock from the last message has run out.
+    assert_eq!(c.cmd("RSET").await.0, 250);
+    let (code, text) = c.read_reply().await;
+    assert_eq!(
+        (code, text.contains("Idle too long")),
+        (421, true),
+        "{text}"
+    );
+    assert_eq!(gw.delivered("example.test", "steady").len(), 1);
+}
+
 /// `timeouts.data` bounds a BDAT message as a whole, the waits for the BDAT commands between
 /// its chunks included (each of which is within `timeouts.command`).
 #[tokio::test]

@@ -234,6 +234,13 @@ pub struct Timeouts {
     /// How long sessions may run on after shutdown starts before they get 421.
     #[serde(deserialize_with = "units::duration")]
     pub shutdown_grace: Duration,
+    /// A session's whole life: past it, 421 at the next command boundary outside a message.
+    #[serde(deserialize_with = "units::duration")]
+    pub session: Duration,
+    /// Time outside a transaction since connect or the last completed transaction: past
+    /// it, 421 at the next command boundary outside a transaction.
+    #[serde(deserialize_with = "units::duration")]
+    pub idle: Duration,
 }
 
 impl Default for Timeouts {
@@ -249,6 +256,8 @@ impl Default for Timeouts {
             backend_data: Duration::from_secs(600),
             check: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
+            session: Duration::from_secs(30 * 60),
+            idle: Duration::from_secs(5 * 60),
         }
     }
 }

@@ -367,6 +367,8 @@ fn limits(config: &Config, out: &mut Vec<Problem>) {
         ("backend_command", t.backend_command),
         ("backend_data", t.backend_data),
         ("check", t.check),
+        ("session", t.session),
+        ("idle", t.idle),
     ] {
         if d.is_zero() {
             out.push(problem(
@@ -508,10 +510,16 @@ mod tests {
     fn session_limits_must_be_positive() {
         let mut c = Config::default();
         c.limits.max_unknown_recipients = 0;
+        c.timeouts.session = std::time::Duration::ZERO;
+        c.timeouts.idle = std::time::Duration::ZERO;
         let paths: Vec<_> = validate(&c).into_iter().map(|p| p.path).collect();
         assert_eq!(
             paths,
-            vec![vec![Key("limits"), Key("max_unknown_recipients")],]
+            vec![
+                vec![Key("limits"), Key("max_unknown_recipients")],
+                vec![Key("timeouts"), Key("session")],
+                vec![Key("timeouts"), Key("idle")],
+            ]
         );
     }
 }

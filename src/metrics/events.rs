@@ -27,6 +27,10 @@ pub enum Limit {
     CommandTimeout,
     /// `timeouts.data` expired.
     DataTimeout,
+    /// `timeouts.session` expired.
+    SessionTimeout,
+    /// `timeouts.idle` expired.
+    IdleTimeout,
     /// `limits.max_sessions` reached.
     Sessions,
     /// `connections.max_per_ip` reached.
@@ -48,7 +52,7 @@ pub enum Limit {
 
 impl Limit {
     /// Every limit, for pre-creating series.
-    pub const ALL: [Limit; 16] = [
+    pub const ALL: [Limit; 18] = [
         Limit::LineLength,
         Limit::MessageSize,
         Limit::Recipients,
@@ -57,6 +61,8 @@ impl Limit {
         Limit::Commands,
         Limit::CommandTimeout,
         Limit::DataTimeout,
+        Limit::SessionTimeout,
+        Limit::IdleTimeout,
         Limit::Sessions,
         Limit::SessionsPerIp,
         Limit::SessionsPerNetwork,
@@ -78,6 +84,8 @@ impl Limit {
             Limit::Commands => "commands",
             Limit::CommandTimeout => "command_timeout",
             Limit::DataTimeout => "data_timeout",
+            Limit::SessionTimeout => "session_timeout",
+            Limit::IdleTimeout => "idle_timeout",
             Limit::Sessions => "sessions",
             Limit::SessionsPerIp => "sessions_per_ip",
             Limit::SessionsPerNetwork => "sessions_per_network",

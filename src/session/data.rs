@@ -301,6 +301,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             "message"
         );
         self.reply(reply);
+        self.transaction_completed();
         self.reset_transaction().await;
     }
 

@@ -1,18 +1,23 @@
 //! The session's own limits: what counts as a client error, recipients the backend refused,
-//! and the command count.
+//! the command count, and the two clocks of the session (its total lifetime and the time it
+//! spends without mail).
 //!
 //! Owns: which replies count towards `limits.max_errors` (the client's protocol errors, see
 //! `Session::client_error`) and which towards `limits.max_unknown_recipients` (the backend's
-//! 5xx to a RCPT), and `limits.max_commands`. Must not: decide policy (a policy refusal
-//! counts towards neither limit), or read and write the socket beyond queueing replies.
+//! 5xx to a RCPT), `limits.max_commands`, and when `timeouts.session` and `timeouts.idle`
+//! end a session: only at a command boundary, never inside a message. Must not: decide
+//! policy (a policy refusal counts towards neither limit), or read and write the socket
+//! beyond queueing replies.
 
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
 
 use super::Session;
+use super::state::State;
 use crate::metrics::{Event, Limit};
 use crate::smtp::reply::{self, Reply, ReplyClass};
 
-/// The counters of one session.
+/// The counters and clocks of one session.
 pub(super) struct Counters {
     /// Protocol errors so far (`limits.max_errors`).
     pub(super) errors: u32,
@@ -20,15 +25,22 @@ pub(super) struct Counters {
     pub(super) unknown_recipients: u32,
     /// Commands so far (`limits.max_commands`).
     pub(super) commands: u32,
+    /// When the session began (`timeouts.session`).
+    started: Instant,
+    /// When the session began or its last transaction completed (`timeouts.idle`).
+    idle_since: Instant,
 }
 
 impl Counters {
-    /// Fresh counters.
+    /// Fresh counters; both clocks start now.
     pub(super) fn new() -> Self {
+        let now = Instant::now();
         Counters {
             errors: 0,
             unknown_recipients: 0,
             commands: 0,
+            started: now,
+            idle_since: now,
         }
     }
 }
@@ -91,5 +103,51 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return false;
         }
         true
+    }
+
+    /// A transaction completed (its message was read to the end and answered, whatever the
+    /// answer): the idle clock starts again.
+    pub(super) fn transaction_completed(&mut self) {
+        self.counters.idle_since = Instant::now();
+    }
+
+    /// The reply that ends the session at this command boundary, if a clock has run out.
+    ///
+    /// `timeouts.session` runs from the start of the session and applies at every command
+    /// boundary except between the chunks of a BDAT message (a message being received is
+    /// finished first, within `timeouts.data`). `timeouts.idle` runs from the start of the
+    /// session and again from the end of each completed transaction, and applies only
+    /// outside a transaction (no MAIL accepted, or after RSET): the time a client spends
+    /// without sending mail.
+    pub(super) fn clock_expired(&self) -> Option<(Reply, Limit)> {
+        let now = Instant::now();
+        match self.clock_deadline() {
+            Some((at, reply, limit)) if now >= at => Some((reply, limit)),
+            _ => None,
+        }
+    }
+
+    /// The earliest deadline of the clocks that apply in the current state, with the reply
+    /// and the limit label it ends the session with.
+    pub(super) fn clock_deadline(&self) -> Option<(Instant, Reply, Limit)> {
+        let t = &self.ctx.config.timeouts;
+        let session = (self.state != State::Chunking).then(|| {
+            (
+                self.counters.started + t.session,
+                reply::SESSION_TOO_LONG,
+                Limit::SessionTimeout,
+            )
+        });
+        let idle = matches!(self.state, State::Connected | State::Greeted).then(|| {
+            (
+                self.counters.idle_since + t.idle,
+                reply::IDLE_TOO_LONG,
+                Limit::IdleTimeout,
+            )
+        });
+        match (session, idle) {
+            (Some(s), Some(i)) => Some(if i.0 < s.0 { i } else { s }),
+            (s, i) => s.or(i),
+        }
     }
 }

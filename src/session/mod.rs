@@ -4,7 +4,7 @@
 //! Owns: the read/write loop, pipelining (replies are queued and flushed before every read
 //! that could block, so a client that sends a whole batch never deadlocks), and what ends a
 //! session at a command boundary: shutdown, and the limits of `limits.rs` (errors, unknown
-//! recipients, commands). Must not: contain check logic
+//! recipients, commands, the session and idle clocks). Must not: contain check logic
 //! (`pipeline`) or parse bytes (`smtp::codec`). Verb handlers live in `greet.rs`,
 //! `transaction.rs` and `data.rs`.
 
@@ -75,7 +75,7 @@ pub struct Session<S> {
     txn_broken: bool,
     idle: Option<Idle>,
     body: Option<Body>,
-    /// Errors, unknown recipients, commands.
+    /// Errors, unknown recipients, commands, and the session and idle clocks.
     counters: Counters,
     messages: u32,
     closing: bool,
@@ -244,9 +244,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     async fn next_line(&mut self) -> Option<Vec<u8>> {
         let command_deadline = tokio::time::Instant::now() + self.ctx.config.timeouts.command;
         loop {
-            // Shutdown is seen at every command boundary, pipelined or not.
+            // Shutdown and the session's clocks are seen at every command boundary,
+            // pipelined or not.
             if self.signals.shutdown.is_cancelled() {
                 self.reply(reply::SHUTTING_DOWN);
+                return None;
+            }
+            if let Some((r, limit)) = self.clock_expired() {
+                self.ctx.metrics.emit(Event::LimitHit(limit));
+                tracing::info!(session = %self.info.id, limit = limit.label(), "session ended by its clock");
+                self.reply(r);
                 return None;
             }
             if self
@@ -269,11 +276,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 }
                 Frame::NeedMore => {}
             }
-            // The wait ends at the command deadline, or earlier when a BDAT message's
-            // deadline runs out (then seen at the top of the loop).
-            let deadline = self
-                .chunk_deadline()
-                .map_or(command_deadline, |at| at.min(command_deadline));
+            // The wait ends at the command deadline, or earlier when a clock or a BDAT
+            // message's deadline runs out (both are then seen at the top of the loop).
+            let deadline = [
+                self.clock_deadline().map(|(at, _, _)| at),
+                self.chunk_deadline(),
+            ]
+            .into_iter()
+            .flatten()
+            .fold(command_deadline, tokio::time::Instant::min);
             let stop = self.signals.shutdown.clone();
             match self.fill(deadline, &stop).await {
                 Fill::Data => {}
