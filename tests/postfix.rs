@@ -21,14 +21,19 @@ async fn setup() -> (Postfix, Gateway) {
 
 async fn setup_with(tweak: impl FnOnce(&mut Config)) -> (Postfix, Gateway) {
     let pf = blocking(Postfix::backend).await;
+    let gw = gateway_for(&pf, tweak).await;
+    (pf, gw)
+}
+
+/// A gateway relaying to `pf` (accepting example.net only).
+async fn gateway_for(pf: &Postfix, tweak: impl FnOnce(&mut Config)) -> Gateway {
     let port = pf.port;
-    let gw = Gateway::start(|c| {
+    Gateway::start(|c| {
         c.backend.url = format!("smtp://127.0.0.1:{port}");
         c.accepted_domains = vec!["example.net".into()];
         tweak(c);
     })
-    .await;
-    (pf, gw)
+    .await
 }
 
 /// Runs a blocking program off the runtime (the in-process gateway keeps serving);
@@ -223,6 +228,90 @@ async fn unknown_user_gets_postfix_550_at_rcpt() {
     })
     .await;
     assert!(line.is_some(), "Postfix did not log the reject");
+}
+
+/// b2. Unknown users have their own limit (`limits.max_unknown_recipients`, 20 by default),
+/// not `max_errors` (10): a message to 40 recipients of which 10 are unknown to Postfix
+/// reaches the other 30, and the session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_recipients_below_their_limit_do_not_end_the_session() {
+    let users: Vec<String> = (0..30).map(|i| format!("user{i}")).collect();
+    let pf = blocking({
+        let users = users.clone();
+        move || Postfix::backend_with_users(&users)
+    })
+    .await;
+    let gw = gateway_for(&pf, |c| assert_eq!(c.limits.max_errors, 10)).await;
+    let mut c = gw.client().await;
+    assert_eq!(c.cmd("EHLO client.example").await.0, 250);
+    assert_eq!(c.cmd("MAIL FROM:<list@example.org>").await.0, 250);
+    let mut known = users.iter();
+    for i in 0..40 {
+        if i % 4 == 3 {
+            let (code, text) = c.cmd(&format!("RCPT TO:<gone{i}@example.net>")).await;
+            assert_eq!((code, text.contains("5.1.1")), (550, true), "{text}");
+        } else {
+            let user = known.next().unwrap();
+            let (code, text) = c.cmd(&format!("RCPT TO:<{user}@example.net>")).await;
+            assert_eq!(code, 250, "{user}: {text}");
+        }
+    }
+    let (code, text) = c.data(b"Subject: to thirty\r\n\r\nhello\r\n").await;
+    assert_eq!(code, 250, "{text}");
+    assert_eq!(c.cmd("QUIT").await.0, 221, "the session is still open");
+    let pf = blocking(move || {
+        for user in &users {
+            pf.wait_for_messages(user, 1, 20);
+        }
+        pf
+    })
+    .await;
+    assert!(pf.maildir_messages("alice").is_empty());
+    for limit in ["errors", "unknown_recipients"] {
+        let series = format!("portcullis_limit_hits_total{{limit=\"{limit}\"}}");
+        assert_eq!(gw.metric(&series).await, 0.0, "{series}");
+    }
+}
+
+/// b3. A dictionary attack still ends: the 20th user unknown to Postfix gets its 550, then
+/// the session gets `421 4.7.0` and is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dictionary_attack_ends_at_the_unknown_recipient_limit() {
+    let (_pf, gw) = setup().await;
+    let mut c = gw.client().await;
+    assert_eq!(c.cmd("EHLO client.example").await.0, 250);
+    assert_eq!(c.cmd("MAIL FROM:<harvest@example.org>").await.0, 250);
+    for i in 1..20 {
+        let (code, text) = c.cmd(&format!("RCPT TO:<guess{i}@example.net>")).await;
+        assert_eq!(
+            (code, text.contains("5.1.1")),
+            (550, true),
+            "guess {i}: {text}"
+        );
+    }
+    let (code, text) = c.cmd("RCPT TO:<guess20@example.net>").await;
+    assert_eq!((code, text.contains("5.1.1")), (550, true), "{text}");
+    let (code, text) = c.read_reply().await;
+    assert_eq!(
+        (
+            code,
+            text.contains("4.7.0"),
+            text.contains("unknown recipients")
+        ),
+        (421, true, true),
+        "{text}"
+    );
+    assert_eq!(c.read_reply().await.0, 0, "connection closed");
+    assert_eq!(
+        gw.metric("portcullis_limit_hits_total{limit=\"unknown_recipients\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        gw.metric("portcullis_limit_hits_total{limit=\"errors\"}")
+            .await,
+        0.0
+    );
 }
 
 /// c. Relaying to a foreign domain: 550 5.7.1 from the gateway; Postfix never sees it.

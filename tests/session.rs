@@ -256,6 +256,97 @@ async fn too_many_errors_close_with_421() {
     assert_eq!(c.read_reply().await.0, 0, "connection closed");
 }
 
+/// RFC 5321 §4.5.3.1.10: a 452 for recipients over the limit tells the client to go on. A
+/// pipelined batch of 1000 RCPTs under the default limits delivers the first 100 in one
+/// message, and no limit closes the session.
+#[tokio::test]
+async fn recipients_over_the_limit_are_deferred_not_counted_as_errors() {
+    let gw = Gateway::start(|c| assert_eq!(c.limits.max_recipients, 100)).await;
+    let mut c = gw.client().await;
+    assert_eq!(c.cmd("EHLO bulk.example").await.0, 250);
+    let mut batch = b"MAIL FROM:<list@sender.example>\r\n".to_vec();
+    for i in 0..1000 {
+        batch.extend_from_slice(format!("RCPT TO:<r{i}@example.test>\r\n").as_bytes());
+    }
+    batch.extend_from_slice(b"DATA\r\n");
+    c.send(&batch).await;
+    assert_eq!(c.read_reply().await.0, 250, "MAIL");
+    for i in 0..1000 {
+        let (code, text) = c.read_reply().await;
+        let want = if i < 100 { 250 } else { 452 };
+        assert_eq!(code, want, "RCPT {i}: {text}");
+        if i >= 100 {
+            assert!(text.contains("4.5.3"), "RCPT {i}: {text}");
+        }
+    }
+    assert_eq!(c.read_reply().await.0, 354);
+    c.send(b"Subject: many\r\n\r\nto a hundred\r\n.\r\n").await;
+    let (code, text) = c.read_reply().await;
+    assert_eq!(code, 250, "{text}");
+    assert_eq!(c.cmd("QUIT").await.0, 221, "the session is still open");
+    for i in 0..100 {
+        assert_eq!(
+            gw.delivered("example.test", &format!("r{i}")).len(),
+            1,
+            "r{i}"
+        );
+    }
+    assert!(gw.delivered("example.test", "r100").is_empty());
+    assert_eq!(
+        gw.metric("portcullis_messages_total{verdict=\"accept\"}")
+            .await,
+        1.0,
+        "one message"
+    );
+    assert_eq!(
+        gw.metric("portcullis_limit_hits_total{limit=\"errors\"}")
+            .await,
+        0.0
+    );
+}
+
+/// Only protocol errors count towards `max_errors`: deferred recipients and a DATA behind
+/// refused ones do not, garbage commands and relay attempts do.
+#[tokio::test]
+async fn max_errors_counts_protocol_errors_only() {
+    let gw = Gateway::start(|c| {
+        c.limits.max_errors = 3;
+        c.limits.max_recipients = 1;
+    })
+    .await;
+    let mut c = gw.client().await;
+    c.envelope("a@sender.example", &["one@example.test"]).await;
+    for i in 0..5 {
+        assert_eq!(
+            c.cmd(&format!("RCPT TO:<more{i}@example.test>")).await.0,
+            452
+        );
+    }
+    assert_eq!(c.data(b"Subject: x\r\n\r\ny\r\n").await.0, 250);
+    assert_eq!(gw.delivered("example.test", "one").len(), 1);
+    // A transaction whose only recipient was refused, with DATA pipelined behind it.
+    c.send(b"MAIL FROM:<a@sender.example>\r\nRCPT TO:<x@elsewhere.example>\r\nDATA\r\nRSET\r\n")
+        .await;
+    let codes = [
+        c.read_reply().await.0,
+        c.read_reply().await.0,
+        c.read_reply().await.0,
+        c.read_reply().await.0,
+    ];
+    assert_eq!(codes, [250, 550, 554, 250], "one error: the relay attempt");
+    assert_eq!(c.cmd("BOGUS").await.0, 500);
+    c.send(b"BOGUS\r\n").await;
+    assert_eq!(c.read_reply().await.0, 500);
+    let (code, text) = c.read_reply().await;
+    assert_eq!((code, text.contains("4.7.0")), (421, true), "{text}");
+    assert_eq!(c.read_reply().await.0, 0, "connection closed");
+    assert_eq!(
+        gw.metric("portcullis_limit_hits_total{limit=\"errors\"}")
+            .await,
+        1.0
+    );
+}
+
 #[tokio::test]
 async fn too_many_commands_close_with_421() {
     let gw = Gateway::start(|c| c.limits.max_commands = 5).await;
@@ -274,6 +365,168 @@ async fn idle_client_times_out_with_421() {
     assert_eq!((code, text.contains("4.4.2")), (421, true), "{text}");
     assert_eq!(
         gw.metric("portcullis_limit_hits_total{limit=\"command_timeout\"}")
+            .await,
+        1.0
+    );
+}
+
+/// A client that keeps the session busy with cheap commands is ended by `timeouts.session`
+/// at a command boundary; so is one that waits silently past it.
+#[tokio::test]
+async fn session_deadline_ends_a_busy_client() {
+    let gw = Gateway::start(|c| c.timeouts.session = Duration::from_millis(1500)).await;
+    let mut c = gw.client().await;
+    assert_eq!(c.cmd("EHLO busy.example").await.0, 250);
+    let mut ended = None;
+    for _ in 0..200 {
+        let (code, text) = c.cmd("NOOP").await;
+        if code != 250 {
+            ended = Some((code, text));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (code, text) = ended.expect("the session was never ended");
+    assert_eq!(
+        (
+            code,
+            text.contains("4.4.2"),
+            text.contains("Session too long")
+        ),
+        (421, true, true),
+        "{text}"
+    );
+    assert_eq!(c.read_reply().await.0, 0, "connection closed");
+
+    // Silent past the deadline, well within timeouts.command (10 s).
+    let mut c = gw.client().await;
+    assert_eq!(c.cmd("EHLO quiet.example").await.0, 250);
+    let (code, text) = c.read_reply().await;
+    assert_eq!(
+        (code, text.contains("Session too long")),
+        (421, true),
+        "{text}"
+    );
+    assert_eq!(
+        gw.metric("portcullis_limit_hits_total{limit=\"session_timeout\"}")
+            .await,
+        2.0
+    );
+}
+
+/// The session deadline never interrupts a message: one whose DATA began before it is read
+/// and relayed, and the 421 comes at the next command.
+#[tokio::test]
+async fn session_deadline_waits_for_the_message_in_progress() {
+    let gw = Gateway::start(|c| c.timeouts.session = Duration::from_secs(2)).await;
+    let mut c = gw.client().await;
+    c.envelope("a@sender.example", &["late@example.test"]).await;
+    assert_eq!(c.cmd("DATA").await.0, 354);
+    c.send(b"Subject: begun in time\r\n\r\n").await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    c.send(b"finished after the deadline\r\n.\r\n").await;
+    let (code, text) = c.read_reply().await;
+    assert_eq!(code, 250, "{text}");
+    assert_eq!(gw.delivered("example.test", "late").len(), 1);
+    let (code, text) = c.cmd("MAIL FROM:<a@sender.example>").await;
+    assert_eq!(
+        (code, text.contains("Session too long")),
+        (421, true),
+        "{text}"
+    );
+
+    // Nor between the chunks of a BDAT message.
+    let mut c = gw.client().await;
+    c.envelope("a@sender.example", &["chunked@example.test"])
+        .await;
+    c.send(b"BDAT 24\r\nSubject: begun in time\r\n").await;
+    assert_eq!(c.read_reply().await.0, 250);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    c.send(b"BDAT 8 LAST\r\n\r\nlate\r\n").await;
+    let (code, text) = c.read_reply().await;
+    assert_eq!(code, 250, "{text}");
+    assert_eq!(gw.delivered("example.test", "chunked").len(), 1);
+    let (code, text) = c.cmd("NOOP").await;
+    assert_eq!(
+        (code, text.contains("Session too long")),
+        (421, true),
+        "{text}"
+    );
+}
+
+/// `timeouts.idle` ends a client that sends no mail, however busy it keeps the session.
+#[tokio::test]
+async fn idle_bound_ends_a_client_that_sends_no_mail() {
+    let gw = Gateway::start(|c| c.timeouts.idle = Duration::from_millis(1500)).await;
+    let mut c = gw.client().await;
+    assert_eq!(c.cmd("EHLO loiter.example").await.0, 250);
+    let mut ended = None;
+    for _ in 0..200 {
+        let (code, text) = c.cmd("NOOP").await;
+        if code != 250 {
+            ended = Some((code, text));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (code, text) = ended.expect("the session was never ended");
+    assert_eq!(
+        (code, text.contains("4.4.2"), text.contains("Idle too long")),
+        (421, true, true),
+        "{text}"
+    );
+    assert_eq!(
+        gw.metric("portcullis_limit_hits_total{limit=\"idle_timeout\"}")
+            .await,
+        1.0
+    );
+}
+
+/// The idle clock restarts when a transaction completes and does not run inside one; after
+/// RSET it runs again from the last completed transaction.
+#[tokio::test]
+async fn idle_clock_restarts_after_each_completed_transaction() {
+    let idle = Duration::from_secs(3);
+    let gw = Gateway::start(|c| c.timeouts.idle = idle).await;
+    let mut c = gw.client().await;
+    assert_eq!(c.cmd("EHLO steady.example").await.0, 250);
+    tokio::time::sleep(idle / 2).await;
+    c.envelope("a@sender.example", &["steady@example.test"])
+        .await;
+    assert_eq!(c.data(b"Subject: one\r\n\r\nx\r\n").await.0, 250);
+    tokio::time::sleep(idle / 2).await;
+    // Past the idle bound since connect, within it since the message.
+    assert_eq!(c.cmd("NOOP").await.0, 250);
+    assert_eq!(c.cmd("MAIL FROM:<a@sender.example>").await.0, 250);
+    tokio::time::sleep(idle).await;
+    // Inside a transaction the idle bound does not apply.
+    assert_eq!(c.cmd("RCPT TO:<steady@example.test>").await.0, 250);
+    // RSET leaves the transaction uncompleted: the clock from the last message has run out.
+    assert_eq!(c.cmd("RSET").await.0, 250);
+    let (code, text) = c.read_reply().await;
+    assert_eq!(
+        (code, text.contains("Idle too long")),
+        (421, true),
+        "{text}"
+    );
+    assert_eq!(gw.delivered("example.test", "steady").len(), 1);
+}
+
+/// `timeouts.data` bounds a BDAT message as a whole, the waits for the BDAT commands between
+/// its chunks included (each of which is within `timeouts.command`).
+#[tokio::test]
+async fn bdat_message_is_bounded_by_the_data_deadline() {
+    let gw = Gateway::start(|c| c.timeouts.data = Duration::from_millis(800)).await;
+    let mut c = gw.client().await;
+    c.envelope("a@sender.example", &["chunks@example.test"])
+        .await;
+    c.send(b"BDAT 9\r\nSubject: ").await;
+    assert_eq!(c.read_reply().await.0, 250);
+    let (code, text) = c.read_reply().await;
+    assert_eq!((code, text.contains("4.4.2")), (421, true), "{text}");
+    assert!(gw.delivered("example.test", "chunks").is_empty());
+    assert_eq!(
+        gw.metric("portcullis_limit_hits_total{limit=\"data_timeout\"}")
             .await,
         1.0
     );

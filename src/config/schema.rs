@@ -176,8 +176,12 @@ pub struct Limits {
     pub max_recipients: usize,
     /// Longest command line in bytes, CRLF included (RFC 5321 §4.5.3.1.4: at least 512).
     pub max_line_length: usize,
-    /// Errors (4xx/5xx replies) per session before 421 and close.
+    /// Protocol errors per session (unknown commands, syntax, sequence, relay attempts)
+    /// before 421 and close; which replies count: `session/limits.rs`.
     pub max_errors: u32,
+    /// Recipients the backend refused with 5xx (unknown users) per session before 421 and
+    /// close.
+    pub max_unknown_recipients: u32,
     /// Commands per session before 421 and close.
     pub max_commands: u32,
 }
@@ -190,7 +194,8 @@ impl Default for Limits {
             max_recipients: 100,
             max_line_length: 2048,
             max_errors: 10,
-            max_commands: 1000,
+            max_unknown_recipients: 20,
+            max_commands: 10_000,
         }
     }
 }
@@ -233,6 +238,13 @@ pub struct Timeouts {
     /// How long sessions may run on after shutdown starts before they get 421.
     #[serde(deserialize_with = "units::duration")]
     pub shutdown_grace: Duration,
+    /// A session's whole life: past it, 421 at the next command boundary outside a message.
+    #[serde(deserialize_with = "units::duration")]
+    pub session: Duration,
+    /// Time outside a transaction since connect or the last completed transaction: past
+    /// it, 421 at the next command boundary outside a transaction.
+    #[serde(deserialize_with = "units::duration")]
+    pub idle: Duration,
 }
 
 impl Default for Timeouts {
@@ -249,6 +261,8 @@ impl Default for Timeouts {
             check: Duration::from_secs(30),
             spf: Duration::from_secs(20),
             shutdown_grace: Duration::from_secs(30),
+            session: Duration::from_secs(30 * 60),
+            idle: Duration::from_secs(5 * 60),
         }
     }
 }

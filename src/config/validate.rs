@@ -347,6 +347,10 @@ fn limits(config: &Config, out: &mut Vec<Problem>) {
         ("max_message_size", l.max_message_size),
         ("max_recipients", l.max_recipients as u64),
         ("max_errors", u64::from(l.max_errors)),
+        (
+            "max_unknown_recipients",
+            u64::from(l.max_unknown_recipients),
+        ),
         ("max_commands", u64::from(l.max_commands)),
     ] {
         if value == 0 {
@@ -377,6 +381,8 @@ fn limits(config: &Config, out: &mut Vec<Problem>) {
         ("backend_data", t.backend_data),
         ("check", t.check),
         ("spf", t.spf),
+        ("session", t.session),
+        ("idle", t.idle),
     ] {
         if d.is_zero() {
             out.push(problem(
@@ -536,5 +542,22 @@ mod tests {
         assert!(paths.contains(&vec![Key("accepted_domains"), Index(1)]));
         assert!(paths.contains(&vec![Key("limits"), Key("max_recipients")]));
         assert!(paths.contains(&vec![Key("backend"), Key("url")]));
+    }
+
+    #[test]
+    fn session_limits_must_be_positive() {
+        let mut c = Config::default();
+        c.limits.max_unknown_recipients = 0;
+        c.timeouts.session = std::time::Duration::ZERO;
+        c.timeouts.idle = std::time::Duration::ZERO;
+        let paths: Vec<_> = validate(&c).into_iter().map(|p| p.path).collect();
+        assert_eq!(
+            paths,
+            vec![
+                vec![Key("limits"), Key("max_unknown_recipients")],
+                vec![Key("timeouts"), Key("session")],
+                vec![Key("timeouts"), Key("idle")],
+            ]
+        );
     }
 }

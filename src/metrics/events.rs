@@ -17,14 +17,20 @@ pub enum Limit {
     MessageSize,
     /// More RCPTs than `limits.max_recipients`.
     Recipients,
-    /// More errors than `limits.max_errors`.
+    /// `limits.max_errors` protocol errors.
     Errors,
+    /// `limits.max_unknown_recipients` recipients refused by the backend.
+    UnknownRecipients,
     /// More commands than `limits.max_commands`.
     Commands,
     /// `timeouts.command` expired.
     CommandTimeout,
     /// `timeouts.data` expired.
     DataTimeout,
+    /// `timeouts.session` expired.
+    SessionTimeout,
+    /// `timeouts.idle` expired.
+    IdleTimeout,
     /// `limits.max_sessions` reached.
     Sessions,
     /// `connections.max_per_ip` reached.
@@ -46,14 +52,17 @@ pub enum Limit {
 
 impl Limit {
     /// Every limit, for pre-creating series.
-    pub const ALL: [Limit; 15] = [
+    pub const ALL: [Limit; 18] = [
         Limit::LineLength,
         Limit::MessageSize,
         Limit::Recipients,
         Limit::Errors,
+        Limit::UnknownRecipients,
         Limit::Commands,
         Limit::CommandTimeout,
         Limit::DataTimeout,
+        Limit::SessionTimeout,
+        Limit::IdleTimeout,
         Limit::Sessions,
         Limit::SessionsPerIp,
         Limit::SessionsPerNetwork,
@@ -71,9 +80,12 @@ impl Limit {
             Limit::MessageSize => "message_size",
             Limit::Recipients => "recipients",
             Limit::Errors => "errors",
+            Limit::UnknownRecipients => "unknown_recipients",
             Limit::Commands => "commands",
             Limit::CommandTimeout => "command_timeout",
             Limit::DataTimeout => "data_timeout",
+            Limit::SessionTimeout => "session_timeout",
+            Limit::IdleTimeout => "idle_timeout",
             Limit::Sessions => "sessions",
             Limit::SessionsPerIp => "sessions_per_ip",
             Limit::SessionsPerNetwork => "sessions_per_network",

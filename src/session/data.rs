@@ -117,6 +117,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
+    /// The deadline of a BDAT message whose LAST chunk has not come yet: `timeouts.data`
+    /// bounds the whole sequence, the waits for the BDAT commands between chunks included.
+    pub(super) fn chunk_deadline(&self) -> Option<tokio::time::Instant> {
+        self.body.as_ref().map(|b| b.deadline)
+    }
+
     /// BDAT: read exactly `size` octets; at LAST decide and relay (RFC 3030).
     pub(super) async fn bdat(&mut self, size: usize, last: bool) {
         let mut body = match self.body.take() {
@@ -295,6 +301,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             "message"
         );
         self.reply(reply);
+        self.transaction_completed();
         self.reset_transaction().await;
     }
 

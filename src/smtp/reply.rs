@@ -209,6 +209,20 @@ pub const TIMEOUT: Reply = r(421, (4, 4, 2), "Timeout exceeded, closing connecti
 pub const TOO_MANY_ERRORS: Reply = r(421, (4, 7, 0), "Too many errors, closing connection");
 /// The client sent too many commands in one session.
 pub const TOO_MANY_COMMANDS: Reply = r(421, (4, 7, 0), "Too many commands, closing connection");
+/// The backend refused too many of the client's recipients (a dictionary attack).
+pub const TOO_MANY_UNKNOWN_RECIPIENTS: Reply = r(
+    421,
+    (4, 7, 0),
+    "Too many unknown recipients, closing connection",
+);
+/// The session outlived `timeouts.session`.
+pub const SESSION_TOO_LONG: Reply = r(421, (4, 4, 2), "Session too long, closing connection");
+/// The client sent no mail within `timeouts.idle`.
+pub const IDLE_TOO_LONG: Reply = r(
+    421,
+    (4, 4, 2),
+    "Idle too long without mail, closing connection",
+);
 /// Too many recipients in this transaction (RFC 5321 §4.5.3.1.10: 452, not 5xx).
 pub const TOO_MANY_RECIPIENTS: Reply = r(452, (4, 5, 3), "Too many recipients");
 /// A recipient under another policy scope than the transaction's (send it separately).
@@ -352,6 +366,9 @@ pub const ALL: &[&Reply] = &[
     &TIMEOUT,
     &TOO_MANY_ERRORS,
     &TOO_MANY_COMMANDS,
+    &TOO_MANY_UNKNOWN_RECIPIENTS,
+    &SESSION_TOO_LONG,
+    &IDLE_TOO_LONG,
     &TOO_MANY_RECIPIENTS,
     &OTHER_SCOPE,
     &BACKEND_UNAVAILABLE,

@@ -48,13 +48,18 @@ impl Postfix {
     /// A backend on a free port, started: example.net with alice and bob (Maildir),
     /// XCLIENT from 127.0.0.0/8, unknown users get 550 5.1.1 at RCPT.
     pub fn backend() -> Postfix {
-        Self::create(Role::Backend, None)
+        Self::create(Role::Backend, None, &[])
+    }
+
+    /// A backend like `backend()` whose example.net also has the users in `extra`.
+    pub fn backend_with_users(extra: &[String]) -> Postfix {
+        Self::create(Role::Backend, None, extra)
     }
 
     /// A client instance, started, that relays everything to `relayhost` with
     /// `smtp_helo_name = client.test`; its own smtpd (on `port`) accepts injection.
     pub fn client(relayhost: SocketAddr) -> Postfix {
-        Self::create(Role::Client, Some(relayhost))
+        Self::create(Role::Client, Some(relayhost), &[])
     }
 
     /// `myhostname`: `<name>.test` (Postfix's Received header says `by <this> (Postfix)`).
@@ -67,7 +72,7 @@ impl Postfix {
         self.dir.join("etc")
     }
 
-    fn create(role: Role, relayhost: Option<SocketAddr>) -> Postfix {
+    fn create(role: Role, relayhost: Option<SocketAddr>, extra_users: &[String]) -> Postfix {
         ensure_installed();
         CLEAN_STALE.call_once(clean_stale_instances);
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
@@ -98,6 +103,8 @@ impl Postfix {
             std::os::unix::fs::chown(&mail, Some(65534), Some(65534)).expect("chown mail dir");
             let map: String = USERS
                 .iter()
+                .copied()
+                .chain(extra_users.iter().map(String::as_str))
                 .map(|u| format!("{u}@example.net example.net/{u}/\n"))
                 .collect();
             std::fs::write(pf.etc().join("vmailbox"), map).expect("vmailbox");
