@@ -207,6 +207,13 @@ pub const SHUTTING_DOWN: Reply = r(421, (4, 3, 2), "Service shutting down, try a
 pub const TIMEOUT: Reply = r(421, (4, 4, 2), "Timeout exceeded, closing connection");
 /// The client made too many errors.
 pub const TOO_MANY_ERRORS: Reply = r(421, (4, 7, 0), "Too many errors, closing connection");
+/// After a BDAT whose chunk size could not be read: the chunk's end cannot be found, so
+/// the bytes that follow cannot be trusted to be commands.
+pub const LOST_SYNC: Reply = r(
+    421,
+    (4, 5, 0),
+    "Cannot find the end of the BDAT chunk, closing connection",
+);
 /// The client sent too many commands in one session.
 pub const TOO_MANY_COMMANDS: Reply = r(421, (4, 7, 0), "Too many commands, closing connection");
 /// Too many recipients in this transaction (RFC 5321 §4.5.3.1.10: 452, not 5xx).
@@ -239,6 +246,28 @@ pub const UNKNOWN_COMMAND: Reply = r(500, (5, 5, 2), "Command unrecognized");
 pub const SYNTAX_ERROR: Reply = r(501, (5, 5, 4), "Syntax error in parameters or arguments");
 /// The sender address does not parse.
 pub const BAD_SENDER_SYNTAX: Reply = r(501, (5, 1, 7), "Bad sender address syntax");
+/// DATA, RSET, QUIT or STARTTLS with parameters (RFC 5321 §4.1.1, RFC 3207 §4).
+pub const NO_PARAMETERS: Reply = r(
+    501,
+    (5, 5, 4),
+    "Syntax error: this command takes no parameters",
+);
+/// A BDAT line that is not `BDAT chunk-size [LAST]` (RFC 3030 §2).
+pub const BDAT_SYNTAX: Reply = r(501, (5, 5, 4), "Syntax: BDAT chunk-size [LAST]");
+/// A BDAT chunk size beyond 18446744073709551615 (u64): refused, never read as another number.
+pub const CHUNK_SIZE_OUT_OF_RANGE: Reply = r(
+    501,
+    (5, 5, 4),
+    "BDAT chunk size out of range: at most 18446744073709551615",
+);
+/// A MAIL `SIZE=` value that is not a number (RFC 1870).
+pub const BAD_SIZE_SYNTAX: Reply = r(501, (5, 5, 4), "Bad SIZE value: digits expected");
+/// A MAIL `SIZE=` value beyond 18446744073709551615 (u64): refused, never read as another number.
+pub const SIZE_OUT_OF_RANGE: Reply = r(
+    501,
+    (5, 5, 4),
+    "SIZE value out of range: at most 18446744073709551615",
+);
 /// The recipient address does not parse.
 pub const BAD_RECIPIENT_SYNTAX: Reply = r(501, (5, 1, 3), "Bad recipient address syntax");
 /// The command exists but is not offered here (AUTH, EXPN, ETRN, ...).
@@ -338,6 +367,7 @@ pub const ALL: &[&Reply] = &[
     &TIMEOUT,
     &TOO_MANY_ERRORS,
     &TOO_MANY_COMMANDS,
+    &LOST_SYNC,
     &TOO_MANY_RECIPIENTS,
     &OTHER_SCOPE,
     &BACKEND_UNAVAILABLE,
@@ -346,6 +376,11 @@ pub const ALL: &[&Reply] = &[
     &LINE_TOO_LONG,
     &UNKNOWN_COMMAND,
     &SYNTAX_ERROR,
+    &NO_PARAMETERS,
+    &BDAT_SYNTAX,
+    &CHUNK_SIZE_OUT_OF_RANGE,
+    &BAD_SIZE_SYNTAX,
+    &SIZE_OUT_OF_RANGE,
     &BAD_SENDER_SYNTAX,
     &BAD_RECIPIENT_SYNTAX,
     &NOT_IMPLEMENTED,
@@ -383,7 +418,7 @@ pub fn queued(id: &str) -> Reply {
 }
 
 /// A BDAT chunk of `n` octets received.
-pub fn chunk_received(n: usize) -> Reply {
+pub fn chunk_received(n: u64) -> Reply {
     Reply::new(250, Some(Enhanced(2, 0, 0)), format!("{n} octets received"))
 }
 
