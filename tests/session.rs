@@ -567,3 +567,13 @@ async fn verbs_without_parameters_refuse_them() {
     assert_eq!(gw.delivered("example.test", "plain").len(), 1);
     assert_eq!(c.cmd("QUIT").await.0, 221);
 }
+
+#[tokio::test]
+async fn help_names_only_what_ehlo_offers() {
+    let gw = Gateway::start(|_| {}).await;
+    let mut c = gw.client().await;
+    let (code, text) = c.cmd("HELP").await;
+    assert_eq!(code, 214);
+    assert!(text.contains("BDAT"), "{text}");
+    assert!(!text.contains("STARTTLS"), "no tls: configured: {text}");
+}

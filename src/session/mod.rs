@@ -338,13 +338,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
             Command::Noop => self.reply(reply::OK),
             Command::Vrfy => self.reply(reply::CANNOT_VRFY),
-            Command::Help => self.reply(reply::HELP),
+            Command::Help => self.help(),
             Command::Quit => {
                 self.reply(reply::BYE);
                 self.closing = true;
             }
             Command::NotOffered(_) => self.reply(reply::NOT_IMPLEMENTED),
         }
+    }
+
+    /// HELP names the commands of the EHLO reply: STARTTLS only when EHLO offers it.
+    fn help(&mut self) {
+        let caps = self.ctx.capabilities(self.io.is_tls());
+        self.reply(match caps.iter().any(|c| c == "STARTTLS") {
+            true => reply::HELP_WITH_STARTTLS,
+            false => reply::HELP,
+        });
     }
 
     /// Answers a command line that did not parse, and deals with what follows it: a refused

@@ -163,8 +163,15 @@ pub const CANNOT_VRFY: Reply = r(
     (2, 5, 0),
     "Cannot VRFY user, but will accept message and attempt delivery",
 );
-/// Answer to HELP.
+/// Answer to HELP when STARTTLS is not offered (no `tls:`, or TLS already active): HELP
+/// names only what EHLO advertises.
 pub const HELP: Reply = r(
+    214,
+    (2, 0, 0),
+    "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP",
+);
+/// Answer to HELP when EHLO advertises STARTTLS.
+pub const HELP_WITH_STARTTLS: Reply = r(
     214,
     (2, 0, 0),
     "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS",
@@ -355,6 +362,7 @@ pub const ALL: &[&Reply] = &[
     &RESET_OK,
     &CANNOT_VRFY,
     &HELP,
+    &HELP_WITH_STARTTLS,
     &BYE,
     &READY_TLS,
     &CHUNK_OK,
