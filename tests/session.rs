@@ -318,6 +318,78 @@ async fn bare_lf_is_rejected_by_default_and_fixed_on_request() {
 }
 
 #[tokio::test]
+async fn nul_bytes_are_rejected_by_default_and_stripped_on_request() {
+    let gw = Gateway::start(|_| {}).await;
+    let mut c = gw.client().await;
+    c.envelope("a@sender.example", &["n@example.test"]).await;
+    // The whole message is read (the line after the NUL is content, not a command), then
+    // refused: never acknowledged.
+    let (code, text) = c
+        .data(b"Subject: n\r\n\r\nhel\0lo\r\nRSET\r\nbye\r\n")
+        .await;
+    assert_eq!((code, text.contains("5.6.0")), (550, true), "{text}");
+    assert!(text.contains("NUL"), "{text}");
+    // The same through BDAT.
+    c.envelope("a@sender.example", &["n@example.test"]).await;
+    c.send(b"BDAT 9 LAST\r\nx: \0y\r\n\r\n").await;
+    let (code, text) = c.read_reply().await;
+    assert_eq!((code, text.contains("5.6.0")), (550, true), "{text}");
+    assert_eq!(c.cmd("NOOP").await.0, 250);
+    assert!(gw.delivered("example.test", "n").is_empty());
+    assert_eq!(
+        gw.metric("portcullis_policy_rule_hits_total{rule=\"nul-bytes\"}")
+            .await,
+        2.0
+    );
+
+    let gw =
+        Gateway::start(|c| c.smtp.nul_bytes = portcullis::config::schema::NulBytes::Strip).await;
+    let mut c = gw.client().await;
+    c.envelope("a@sender.example", &["n@example.test"]).await;
+    let (code, text) = c.data(b"Subject: n\r\n\r\nhel\0lo\0\r\n.\0\r\n").await;
+    assert_eq!(code, 250, "{text}");
+    let m = gw.delivered("example.test", "n");
+    assert!(!m[0].contains(&0), "{:?}", String::from_utf8_lossy(&m[0]));
+    // `.` NUL was a line of content: its dot was stuffing, its NUL is gone.
+    assert!(
+        m[0].ends_with(b"Subject: n\r\n\r\nhello\r\n\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&m[0])
+    );
+}
+
+#[tokio::test]
+async fn long_lines_pass_by_default_and_are_rejected_on_request() {
+    let line = |n: usize| {
+        let mut body = b"Subject: l\r\n\r\n".to_vec();
+        body.extend(std::iter::repeat_n(b'x', n));
+        body.extend_from_slice(b"\r\n");
+        body
+    };
+    // As Postfix: relayed unchanged, neither cut nor folded.
+    let gw = Gateway::start(|_| {}).await;
+    let mut c = gw.client().await;
+    c.envelope("a@sender.example", &["l@example.test"]).await;
+    assert_eq!(c.data(&line(5000)).await.0, 250);
+    let m = gw.delivered("example.test", "l");
+    assert!(m[0].ends_with(&line(5000)), "the long line was changed");
+
+    let gw =
+        Gateway::start(|c| c.smtp.long_lines = portcullis::config::schema::LongLines::Reject).await;
+    let mut c = gw.client().await;
+    c.envelope("a@sender.example", &["l@example.test"]).await;
+    let (code, text) = c.data(&line(999)).await;
+    assert_eq!((code, text.contains("5.6.0")), (550, true), "{text}");
+    assert!(text.contains("998"), "{text}");
+    // 998 characters is the limit itself (RFC 5322 §2.1.1), and the session went on.
+    c.envelope("a@sender.example", &["l@example.test"]).await;
+    assert_eq!(c.data(&line(998)).await.0, 250);
+    let m = gw.delivered("example.test", "l");
+    assert_eq!(m.len(), 1);
+    assert!(m[0].ends_with(&line(998)));
+}
+
+#[tokio::test]
 async fn bdat_chunks_are_assembled_and_refused_chunks_are_consumed() {
     let gw = Gateway::start(|_| {}).await;
     let mut c = gw.client().await;

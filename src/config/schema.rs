@@ -276,18 +276,44 @@ pub enum BareLineEndings {
     Fix,
 }
 
+/// What to do with NUL bytes in message content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NulBytes {
+    /// Refuse the message with 550 5.6.0 after reading it.
+    Reject,
+    /// Remove them and relay the rest.
+    Strip,
+}
+
+/// What to do with message lines over 998 characters (RFC 5322 §2.1.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LongLines {
+    /// Relay them unchanged, as Postfix accepts them.
+    Pass,
+    /// Refuse the message with 550 5.6.0 after reading it.
+    Reject,
+}
+
 /// SMTP protocol options.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SmtpOptions {
     /// Handling of bare CR / LF in message content.
     pub bare_line_endings: BareLineEndings,
+    /// Handling of NUL bytes in message content.
+    pub nul_bytes: NulBytes,
+    /// Handling of lines over 998 characters in message content.
+    pub long_lines: LongLines,
 }
 
 impl Default for SmtpOptions {
     fn default() -> Self {
         SmtpOptions {
             bare_line_endings: BareLineEndings::Reject,
+            nul_bytes: NulBytes::Reject,
+            long_lines: LongLines::Pass,
         }
     }
 }

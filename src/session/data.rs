@@ -168,6 +168,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             size: body.size,
             head: body.spool.head(),
             bare_line_endings: body.decoder.saw_bare_line_ending(),
+            nul_bytes: body.decoder.saw_nul(),
+            longest_line: body.decoder.longest_line(),
             raw,
         };
         let ctx = CheckContext {

@@ -325,6 +325,18 @@ pub const BARE_LINE_ENDING: Reply = r(
     (5, 6, 0),
     "Message contains bare CR or LF; use CRLF line endings",
 );
+/// A message with NUL bytes (`smtp.nul_bytes: reject`): mail must not carry them.
+pub const NUL_BYTES: Reply = r(
+    550,
+    (5, 6, 0),
+    "Message contains NUL bytes, which mail must not carry",
+);
+/// A message with a line over 998 characters (`smtp.long_lines: reject`).
+pub const LONG_LINES: Reply = r(
+    550,
+    (5, 6, 0),
+    "Message has a line longer than 998 characters (RFC 5322 2.1.1)",
+);
 /// A non-ASCII address in a transaction without SMTPUTF8 (RFC 6531 §3.5).
 pub const NEEDS_SMTPUTF8: Reply = r(553, (5, 6, 7), "Non-ASCII address requires SMTPUTF8");
 /// SMTPUTF8 or 8BITMIME parameter misuse.
@@ -405,6 +417,8 @@ pub const ALL: &[&Reply] = &[
     &DMARC_REJECT,
     &AUTH_TEMPFAIL,
     &BARE_LINE_ENDING,
+    &NUL_BYTES,
+    &LONG_LINES,
     &NEEDS_SMTPUTF8,
     &BAD_BODY_PARAM,
     &POLICY_REJECT,
