@@ -820,3 +820,36 @@ async fn transaction(c: &mut common::LineClient, from: &str, rcpt: &str) {
     let r = c.cmd(&format!("RCPT TO:<{rcpt}>")).await;
     assert_eq!(r.0, 250, "{r:?}");
 }
+
+/// o. Postfix answers the final dot after `timeouts.backend_data`: the client hears
+/// `451 4.4.2`, never a 250 the backend has not given, and its session goes on. The backend
+/// did take the message in the end, so the client's retry will deliver it twice: a late
+/// 250 becomes a duplicate, never a loss (docs/design.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_final_reply_is_451_and_at_worst_a_duplicate() {
+    let (pf, gw) = setup_with(|c| c.timeouts.backend_data = Duration::from_secs(1)).await;
+    let pf = blocking(move || {
+        let mut pf = pf;
+        pf.set(&["smtpd_end_of_data_restrictions = sleep 3"]);
+        pf
+    })
+    .await;
+    let mut c = gw.client().await;
+    c.envelope("sender@example.org", &["alice@example.net"])
+        .await;
+    let (code, text) = c.data(b"Subject: slow backend\r\n\r\nx\r\n").await;
+    assert_eq!((code, text.contains("4.4.2")), (451, true), "{text}");
+    assert_eq!(c.cmd("NOOP").await.0, 250, "the session goes on");
+    assert_eq!(
+        gw.metric("portcullis_backend_errors_total{kind=\"timeout\"}")
+            .await,
+        1.0
+    );
+    let (pf, msgs) = blocking(move || {
+        let m = pf.wait_for_messages("alice", 1, 15);
+        (pf, m)
+    })
+    .await;
+    assert!(msgs[0].contains("Subject: slow backend"), "{}", msgs[0]);
+    drop(pf);
+}

@@ -220,7 +220,10 @@ pub struct Timeouts {
     /// Each backend command reply (greeting, EHLO, XCLIENT, MAIL, RCPT, DATA's 354).
     #[serde(deserialize_with = "units::duration")]
     pub backend_command: Duration,
-    /// The backend's reply after the end of the message.
+    /// Sending the message to the backend, and then its reply after the final dot. A reply
+    /// later than this becomes a duplicate (the client was told 451 and retries), never a
+    /// loss; 10 minutes is how long the client itself waits (RFC 5321 §4.5.3.2.6) and
+    /// Postfix's `smtp_data_done_timeout`.
     #[serde(deserialize_with = "units::duration")]
     pub backend_data: Duration,
     /// Budget of each check hook; a check over budget contributes `check.error`.
