@@ -208,19 +208,28 @@ fn without_line_ending(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
-/// A decimal number that must fit in a u64: `Ok(None)` if `digits` is not all digits,
-/// `Err(())` if it is but the value is larger than `u64::MAX`. Leading zeros are allowed.
-fn number(digits: &[u8]) -> Result<Option<u64>, ()> {
+/// A parameter read as a decimal number.
+enum Number {
+    /// Digits whose value fits in a u64 (leading zeros allowed).
+    Fits(u64),
+    /// Digits whose value is above `u64::MAX`.
+    TooLarge,
+    /// Empty, or not only digits.
+    NotDigits,
+}
+
+/// Reads `digits` as a decimal number that must fit in a u64, without ever saturating or
+/// wrapping.
+fn number(digits: &[u8]) -> Number {
     if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return Ok(None);
+        return Number::NotDigits;
     }
     digits
         .iter()
         .try_fold(0u64, |n, d| {
             n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
         })
-        .map(Some)
-        .ok_or(())
+        .map_or(Number::TooLarge, Number::Fits)
 }
 
 /// `BDAT chunk-size [LAST]` (RFC 3030 §2): exactly one number and an optional `LAST`.
@@ -233,9 +242,9 @@ fn parse_bdat(args: &[u8]) -> Result<Command, Invalid> {
         trailing: Trailing::Unknown,
     };
     let size = match words.next().map(number) {
-        Some(Ok(Some(size))) => size,
-        Some(Err(())) => return Err(unknown(reply::CHUNK_SIZE_OUT_OF_RANGE)),
-        Some(Ok(None)) | None => return Err(unknown(reply::BDAT_SYNTAX)),
+        Some(Number::Fits(size)) => size,
+        Some(Number::TooLarge) => return Err(unknown(reply::CHUNK_SIZE_OUT_OF_RANGE)),
+        Some(Number::NotDigits) | None => return Err(unknown(reply::BDAT_SYNTAX)),
     };
     let last = match (words.next(), words.next()) {
         (None, _) => false,
@@ -276,9 +285,9 @@ fn declared_size(line: &[u8]) -> Result<(Option<u64>, Vec<u8>), Reply> {
             return Err(reply::SYNTAX_ERROR);
         }
         size = match number(value) {
-            Ok(Some(n)) => Some(n),
-            Ok(None) => return Err(reply::BAD_SIZE_SYNTAX),
-            Err(()) => return Err(reply::SIZE_OUT_OF_RANGE),
+            Number::Fits(n) => Some(n),
+            Number::NotDigits => return Err(reply::BAD_SIZE_SYNTAX),
+            Number::TooLarge => return Err(reply::SIZE_OUT_OF_RANGE),
         };
     }
     rest.extend_from_slice(b"\r\n");
