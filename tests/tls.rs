@@ -76,3 +76,20 @@ async fn failed_handshake_closes_and_is_counted() {
     }
     assert_eq!(counted, 1.0);
 }
+
+#[tokio::test]
+async fn help_names_starttls_only_while_ehlo_offers_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = cert(dir.path());
+    let gw = Gateway::start(|c| c.tls = Some(tls)).await;
+    let mut c = gw.client().await;
+    let (code, text) = c.cmd("HELP").await;
+    assert!(code == 214 && text.contains("STARTTLS"), "{text}");
+    assert_eq!(c.cmd("EHLO tls.example").await.0, 250);
+    assert_eq!(c.cmd("STARTTLS").await.0, 220);
+    let mut c = c.starttls("gw.example.test").await;
+    let (code, text) = c.cmd("EHLO tls.example").await;
+    assert!(code == 250 && !text.contains("STARTTLS"), "{text}");
+    let (code, text) = c.cmd("HELP").await;
+    assert!(code == 214 && !text.contains("STARTTLS"), "{text}");
+}

@@ -13,7 +13,9 @@ pub mod envelope;
 pub mod headers;
 pub mod helo;
 pub mod line_endings;
+pub mod long_lines;
 pub mod message_auth;
+pub mod nul_bytes;
 pub mod rdns;
 pub mod recipients;
 pub mod size;
@@ -43,6 +45,8 @@ pub fn registry(
             config.limits.max_recipients,
         )),
         Box::new(line_endings::LineEndings),
+        Box::new(nul_bytes::NulBytes),
+        Box::new(long_lines::LongLines),
         Box::new(headers::HeaderFacts),
         Box::new(helo::HeloCheck::new(
             &config.hostname,

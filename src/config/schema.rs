@@ -225,7 +225,10 @@ pub struct Timeouts {
     /// Each backend command reply (greeting, EHLO, XCLIENT, MAIL, RCPT, DATA's 354).
     #[serde(deserialize_with = "units::duration")]
     pub backend_command: Duration,
-    /// The backend's reply after the end of the message.
+    /// Sending the message to the backend, and then its reply after the final dot. A reply
+    /// later than this becomes a duplicate (the client was told 451 and retries), never a
+    /// loss; 10 minutes is how long the client itself waits (RFC 5321 §4.5.3.2.6) and
+    /// Postfix's `smtp_data_done_timeout`.
     #[serde(deserialize_with = "units::duration")]
     pub backend_data: Duration,
     /// Budget of each check hook; a check over budget contributes `check.error`.
@@ -295,18 +298,44 @@ pub enum BareLineEndings {
     Fix,
 }
 
+/// What to do with NUL bytes in message content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NulBytes {
+    /// Refuse the message with 550 5.6.0 after reading it.
+    Reject,
+    /// Remove them and relay the rest.
+    Strip,
+}
+
+/// What to do with message lines over 998 characters (RFC 5322 §2.1.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LongLines {
+    /// Relay them unchanged, as Postfix accepts them.
+    Pass,
+    /// Refuse the message with 550 5.6.0 after reading it.
+    Reject,
+}
+
 /// SMTP protocol options.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SmtpOptions {
     /// Handling of bare CR / LF in message content.
     pub bare_line_endings: BareLineEndings,
+    /// Handling of NUL bytes in message content.
+    pub nul_bytes: NulBytes,
+    /// Handling of lines over 998 characters in message content.
+    pub long_lines: LongLines,
 }
 
 impl Default for SmtpOptions {
     fn default() -> Self {
         SmtpOptions {
             bare_line_endings: BareLineEndings::Reject,
+            nul_bytes: NulBytes::Reject,
+            long_lines: LongLines::Pass,
         }
     }
 }

@@ -124,7 +124,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     /// BDAT: read exactly `size` octets; at LAST decide and relay (RFC 3030).
-    pub(super) async fn bdat(&mut self, size: usize, last: bool) {
+    pub(super) async fn bdat(&mut self, size: u64, last: bool) {
         let mut body = match self.body.take() {
             Some(body) => body,
             None => Body::new(self, BodyDecoder::bdat()),
@@ -132,10 +132,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.state = State::Chunking;
         let mut left = size;
         loop {
-            let take = left.min(self.rbuf.len());
+            let take = self
+                .rbuf
+                .len()
+                .min(usize::try_from(left).unwrap_or(usize::MAX));
             body.push(&self.rbuf[..take]).await;
             self.rbuf.drain(..take);
-            left -= take;
+            left -= take as u64;
             if left == 0 {
                 break;
             }
@@ -177,6 +180,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             size: body.size,
             head: body.spool.head(),
             bare_line_endings: body.decoder.saw_bare_line_ending(),
+            nul_bytes: body.decoder.saw_nul(),
+            longest_line: body.decoder.longest_line(),
             raw,
         };
         let ctx = CheckContext {

@@ -31,7 +31,7 @@ use crate::pipeline::{CheckContext, Stage};
 use crate::policy::set::{PolicySet, ScopeId};
 use crate::relay::{Idle, Transaction};
 use crate::smtp::codec::{Frame, LineFramer};
-use crate::smtp::command::{Command, MailParams};
+use crate::smtp::command::{Command, Invalid, MailParams, Trailing};
 use crate::smtp::envelope::{Envelope, SessionInfo};
 use crate::smtp::reply::{self, Reply};
 use crate::tls::MaybeTls;
@@ -312,9 +312,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         let cmd = match Command::parse(&line) {
             Ok(cmd) => cmd,
-            Err(r) => {
+            Err(invalid) => {
                 self.ctx.metrics.emit(Event::Command("invalid"));
-                self.client_error(r);
+                self.refuse_line(invalid).await;
                 return;
             }
         };
@@ -369,12 +369,46 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
             Command::Noop => self.reply(reply::OK),
             Command::Vrfy => self.reply(reply::CANNOT_VRFY),
-            Command::Help => self.reply(reply::HELP),
+            Command::Help => self.help(),
             Command::Quit => {
                 self.reply(reply::BYE);
                 self.closing = true;
             }
             Command::NotOffered(_) => self.client_error(reply::NOT_IMPLEMENTED),
+        }
+    }
+
+    /// HELP names the commands of the EHLO reply: STARTTLS only when EHLO offers it.
+    fn help(&mut self) {
+        let caps = self.ctx.capabilities(self.io.is_tls());
+        self.reply(match caps.iter().any(|c| c == "STARTTLS") {
+            true => reply::HELP_WITH_STARTTLS,
+            false => reply::HELP,
+        });
+    }
+
+    /// Answers a command line that did not parse, and deals with what follows it: a refused
+    /// BDAT's chunk is read and dropped (and ends the BDAT sequence, RFC 3030 §2); after a
+    /// BDAT whose size could not be read nothing that follows can be trusted to be a
+    /// command, so the session ends.
+    async fn refuse_line(&mut self, invalid: Invalid) {
+        match invalid.trailing {
+            Trailing::Nothing => self.client_error(invalid.reply),
+            Trailing::Chunk(size) => {
+                self.discard(size).await;
+                if self.state == State::Chunking {
+                    self.reset_transaction().await;
+                }
+                self.client_error(invalid.reply);
+            }
+            Trailing::Unknown => {
+                tracing::info!(session = %self.info.id, "BDAT chunk size unreadable; closing");
+                self.client_error(invalid.reply);
+                if !self.closing {
+                    self.reply(reply::LOST_SYNC);
+                }
+                self.closing = true;
+            }
         }
     }
 
@@ -435,13 +469,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     /// Reads and drops `n` bytes (a refused BDAT chunk).
-    async fn discard(&mut self, mut n: usize) {
+    async fn discard(&mut self, mut n: u64) {
         let deadline = tokio::time::Instant::now() + self.ctx.config.timeouts.data;
         let stop = self.signals.abort.clone();
         loop {
-            let take = n.min(self.rbuf.len());
+            let take = self
+                .rbuf
+                .len()
+                .min(usize::try_from(n).unwrap_or(usize::MAX));
             self.rbuf.drain(..take);
-            n -= take;
+            n -= take as u64;
             if n == 0 {
                 return;
             }
