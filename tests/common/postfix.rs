@@ -509,6 +509,8 @@ impl Drop for Postfix {
             eprintln!("{}: {e}", self.name);
             return; // keep the directory of an instance that may still run
         }
+        // What `postfix stop` cannot reach: children orphaned by `Crash::KillMaster`.
+        kill_leftovers(&self.etc());
         if std::env::var_os("PFX_KEEP").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
@@ -564,6 +566,29 @@ fn run_ok(cmd: &mut Command) -> Output {
         text(&out)
     );
     out
+}
+
+/// SIGKILL to every process of the instance at `etc` that is still alive: those whose
+/// environment has `MAIL_CONFIG=<etc>` (master passes it to every child). After
+/// `postfix stop` these are only children of an earlier master killed with SIGKILL,
+/// which are in that master's process group, not in the running one's.
+pub fn kill_leftovers(etc: &Path) {
+    let want = format!("MAIL_CONFIG={}", etc.display());
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(env) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if env.split(|b| *b == 0).any(|v| v == want.as_bytes()) {
+            signal("-KILL", &name);
+        }
+    }
 }
 
 /// `kill SIGNAL -- TARGET` (TARGET `-<pgid>` for a process group); a target that is already
