@@ -632,31 +632,54 @@ fn backdate_config(etc: &Path) {
     }
 }
 
-fn status_running(etc: &Path) -> bool {
-    Command::new(sbin("postfix"))
+/// Runs `postfix -c ETC VERB` for at most `secs` seconds: its exit status, or `None` when
+/// it did not finish (then it and every process of the instance are killed). `postfix stop`
+/// and `status` run `master -t`, which logs through the instance's postlogd; a postlogd
+/// left over by a start that failed half-way can block on its own socket, and the command
+/// with it (seen here: `unix_wait_for_peer`), so no call may wait unbounded.
+fn postfix_bounded(etc: &Path, verb: &str, secs: u64) -> Option<std::process::ExitStatus> {
+    let mut child = Command::new(sbin("postfix"))
         .arg("-c")
         .arg(etc)
-        .arg("status")
+        .arg(verb)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+        .spawn()
+        .ok()?;
+    let end = Instant::now() + Duration::from_secs(secs);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if Instant::now() < end => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                eprintln!(
+                    "postfix -c {} {verb} hung; killing the instance",
+                    etc.display()
+                );
+                kill_leftovers(etc);
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+}
+
+fn status_running(etc: &Path) -> bool {
+    postfix_bounded(etc, "status", 10).is_some_and(|s| s.success())
 }
 
 /// `postfix stop`, then wait until `postfix status` fails (P5: no kill -0 on master.pid).
+/// Bounded: an instance that does not stop within 10 s is killed (`kill_leftovers`).
 fn stop_instance(etc: &Path) -> Result<(), String> {
-    let _ = Command::new(sbin("postfix"))
-        .arg("-c")
-        .arg(etc)
-        .arg("stop")
-        .stdin(Stdio::null())
-        .output();
+    let _ = postfix_bounded(etc, "stop", 15);
     let end = Instant::now() + Duration::from_secs(10);
     while status_running(etc) {
         if Instant::now() > end {
+            kill_leftovers(etc);
             return Err(format!(
-                "postfix -c {} did not stop within 10 s",
+                "postfix -c {} did not stop within 10 s; its processes were killed",
                 etc.display()
             ));
         }
