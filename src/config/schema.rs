@@ -271,9 +271,9 @@ impl Default for Timeouts {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
-    /// PEM certificate chain.
+    /// PEM certificate chain, leaf first. Reloaded on SIGHUP and when it changes.
     pub cert: PathBuf,
-    /// PEM private key.
+    /// PEM private key. Reloaded with the certificate.
     pub key: PathBuf,
 }
 
