@@ -1,5 +1,5 @@
 //! The frozen bundle a session works with: config, accepted domains, pipeline, backend,
-//! TLS (the acceptor and the reloadable certificate), metrics and the
+//! TLS (the acceptor, the reloadable certificate, `tls.require`), metrics and the
 //! verification memory budget, built once from a validated config.
 //!
 //! Owns: building that bundle (the certificate read at start-up, an expired one served with
@@ -22,6 +22,7 @@ use crate::pipeline::runner::Pipeline;
 use crate::policy::set::PolicySet;
 use crate::relay::Backend;
 use crate::tls::cert::{self, ServedCert};
+use crate::tls::require::Required;
 
 /// Everything a session needs that is shared between sessions.
 pub struct Context {
@@ -39,6 +40,8 @@ pub struct Context {
     pub tls: Option<TlsAcceptor>,
     /// The certificate pair the acceptor presents, which a reload swaps (`reload::reload_tls`).
     pub tls_cert: Option<Arc<ServedCert>>,
+    /// `tls.require`: the clients and recipient domains that must use STARTTLS.
+    pub tls_require: Required,
     /// Connection admission (lists, per-address limits, connection rate).
     pub admission: Arc<crate::admission::Admission>,
     /// Rate-limit counters and greylisting triplets (local or Redis).
@@ -60,6 +63,8 @@ impl Context {
             Some(c) => Some(TlsAcceptor::from(crate::tls::server_config(c.clone())?)),
             None => None,
         };
+        let tls_require =
+            Required::new(config.tls.as_ref()).map_err(crate::error::Error::Config)?;
         let backend = Arc::new(Backend::new(&config).map_err(crate::error::Error::Config)?);
         let dns = match checks::needs_dns(&config) {
             true => Some(Arc::new(Dns::new(&config.dns, metrics.clone())?)),
@@ -94,6 +99,7 @@ impl Context {
             metrics,
             tls,
             tls_cert,
+            tls_require,
         })
     }
 

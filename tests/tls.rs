@@ -1,6 +1,7 @@
 //! STARTTLS (RFC 3207) with certificates generated at test time: the upgrade, the reset of
 //! state after it, the dropping of commands injected before the handshake, the certificate
-//! reloaded without a restart (SIGHUP's path, the poll, the real binary's SIGHUP) or refused.
+//! reloaded without a restart (SIGHUP's path, the poll, the real binary's SIGHUP) or refused,
+//! and `tls.require`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -15,7 +16,11 @@ fn cert(dir: &std::path::Path) -> TlsConfig {
     let (cert, keyfile) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert, key.cert.pem()).unwrap();
     std::fs::write(&keyfile, key.signing_key.serialize_pem()).unwrap();
-    TlsConfig { cert, key: keyfile }
+    TlsConfig {
+        cert,
+        key: keyfile,
+        require: Default::default(),
+    }
 }
 
 #[tokio::test]
@@ -117,6 +122,7 @@ fn files_in(dir: &std::path::Path, p: &Pair) -> TlsConfig {
     let tls = TlsConfig {
         cert: dir.join("cert.pem"),
         key: dir.join("key.pem"),
+        require: Default::default(),
     };
     install(&tls, &p.cert, &p.key);
     tls
@@ -331,4 +337,95 @@ impl Drop for Child {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// A gateway with `tls.require` as given, the client 127.0.0.9 and the domain
+/// secure.corp.example among the candidates.
+async fn requiring(networks: &[&str], domains: &[&str], dir: &std::path::Path) -> Gateway {
+    let mut tls = cert(dir);
+    tls.require.client_networks = networks.iter().map(|n| n.parse().unwrap()).collect();
+    tls.require.recipient_domains = domains.iter().map(|d| d.to_string()).collect();
+    Gateway::start(|c| {
+        c.tls = Some(tls);
+        // 530s are not protocol errors: three of them must not end the session.
+        c.limits.max_errors = 2;
+    })
+    .await
+}
+
+async fn greeted_from(gw: &Gateway, source: &str) -> LineClient {
+    let mut c = LineClient::connect_from(gw.addr, source.parse().unwrap()).await;
+    assert_eq!(c.read_reply().await.0, 220);
+    assert_eq!(c.cmd("EHLO client.example").await.0, 250);
+    c
+}
+
+#[tokio::test]
+async fn a_required_client_network_must_starttls_before_mail() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = requiring(&["127.0.0.9/32"], &[], dir.path()).await;
+    let mut c = greeted_from(&gw, "127.0.0.9").await;
+    for _ in 0..3 {
+        let r = c.cmd("MAIL FROM:<a@sender.example>").await;
+        assert_eq!(
+            r,
+            (530, "530 5.7.0 Must issue a STARTTLS command first".into())
+        );
+    }
+    // Nothing was opened: a RCPT still lacks its MAIL.
+    assert_eq!(c.cmd("RCPT TO:<x@example.test>").await.0, 503);
+    assert_eq!(c.cmd("STARTTLS").await.0, 220);
+    let mut c = c.starttls("gw.example.test").await;
+    c.envelope("a@sender.example", &["tls@example.test"]).await;
+    assert_eq!(c.data(b"Subject: t\r\n\r\nbody\r\n").await.0, 250);
+    assert_eq!(gw.delivered("example.test", "tls").len(), 1);
+    assert_eq!(
+        gw.metric("portcullis_tls_required_refusals_total{stage=\"mail\"}")
+            .await,
+        3.0
+    );
+
+    // A client outside the listed network needs no TLS on the same gateway.
+    let mut other = greeted_from(&gw, "127.0.0.1").await;
+    let r = other.cmd("MAIL FROM:<a@sender.example>").await;
+    assert_eq!(r.0, 250, "{r:?}");
+    assert_eq!(other.cmd("RCPT TO:<plain@example.test>").await.0, 250);
+    assert_eq!(other.data(b"Subject: p\r\n\r\nbody\r\n").await.0, 250);
+    assert_eq!(gw.delivered("example.test", "plain").len(), 1);
+}
+
+#[tokio::test]
+async fn a_required_recipient_domain_must_be_named_inside_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = requiring(&[], &["secure.corp.example"], dir.path()).await;
+    let mut c = greeted_from(&gw, "127.0.0.1").await;
+    assert_eq!(c.cmd("MAIL FROM:<a@sender.example>").await.0, 250);
+    for _ in 0..3 {
+        let r = c.cmd("RCPT TO:<vault@secure.corp.example>").await;
+        assert_eq!(
+            r,
+            (530, "530 5.7.0 Must issue a STARTTLS command first".into())
+        );
+    }
+    // Other recipients, a sibling domain included, go on in plain text in the same
+    // transaction, and the message reaches only them.
+    assert_eq!(c.cmd("RCPT TO:<open@example.test>").await.0, 250);
+    assert_eq!(c.cmd("RCPT TO:<b@other.corp.example>").await.0, 250);
+    assert_eq!(c.data(b"Subject: p\r\n\r\nbody\r\n").await.0, 250);
+    assert_eq!(gw.delivered("example.test", "open").len(), 1);
+    assert!(gw.delivered("secure.corp.example", "vault").is_empty());
+    assert_eq!(
+        gw.metric("portcullis_tls_required_refusals_total{stage=\"rcpt\"}")
+            .await,
+        3.0
+    );
+
+    // Inside TLS the same recipient is accepted.
+    let mut c = greeted_from(&gw, "127.0.0.1").await;
+    assert_eq!(c.cmd("STARTTLS").await.0, 220);
+    let mut c = c.starttls("gw.example.test").await;
+    c.envelope("a@sender.example", &["vault@secure.corp.example"])
+        .await;
+    assert_eq!(c.data(b"Subject: s\r\n\r\nbody\r\n").await.0, 250);
+    assert_eq!(gw.delivered("secure.corp.example", "vault").len(), 1);
 }

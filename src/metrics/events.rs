@@ -338,6 +338,9 @@ pub enum Event {
         /// Its leaf's `notAfter`, in Unix seconds.
         not_after: i64,
     },
+    /// `tls.require` refused a command sent without TLS (`530 5.7.0`): MAIL from a required
+    /// client network, or RCPT to a required recipient domain.
+    TlsRequired(Stage),
     /// A DNSBL/DNSWL zone is configured (at start-up): its series are created, the zone
     /// counted healthy until a lookup says otherwise. Zone names come from the config: a
     /// bounded set.

@@ -477,7 +477,7 @@ impl Metrics {
             | Event::VerifyMemoryReturned(_)
             | Event::VerifyMemoryWait(_) => {}
             // Recorded by `tls.emit` above.
-            Event::TlsReload { .. } | Event::TlsCertificate { .. } => {}
+            Event::TlsReload { .. } | Event::TlsCertificate { .. } | Event::TlsRequired(_) => {}
         }
     }
 

@@ -1,5 +1,5 @@
-//! The metrics of the inbound TLS certificate: reloads by result and the expiry of the
-//! certificate in force.
+//! The metrics of the inbound TLS certificate and of `tls.require`: certificate reloads by
+//! result, the expiry of the certificate in force, and the commands refused for lack of TLS.
 //!
 //! Owns: those metric names, their registration and their `Event` arms. Must not: read
 //! certificates (`tls/cert.rs` does, `reload.rs` and `context.rs` report).
@@ -10,6 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use super::events::Event;
+use crate::pipeline::Stage;
 
 /// The TLS metrics of one process.
 #[derive(Default)]
@@ -18,6 +19,7 @@ pub struct TlsMetrics {
     /// No labels; the one series exists only once a certificate is loaded, so that a gateway
     /// without `tls:` shows none rather than a 0 an expiry alert would take for 1970.
     expiry: Family<[(&'static str, &'static str); 0], Gauge>,
+    required: Family<[(&'static str, &'static str); 1], Counter>,
 }
 
 impl TlsMetrics {
@@ -33,8 +35,16 @@ impl TlsMetrics {
             "notAfter of the STARTTLS certificate in force, as Unix time",
             self.expiry.clone(),
         );
+        r.register(
+            "tls_required_refusals",
+            "Commands refused with 530 5.7.0 by tls.require, by stage (mail, rcpt)",
+            self.required.clone(),
+        );
         for result in ["ok", "error"] {
             drop(self.reloads.get_or_create(&[("result", result)]));
+        }
+        for stage in [Stage::Mail, Stage::Rcpt] {
+            drop(self.required.get_or_create(&[("stage", stage.label())]));
         }
     }
 
@@ -47,6 +57,11 @@ impl TlsMetrics {
             }
             Event::TlsCertificate { not_after } => {
                 self.expiry.get_or_create(&[]).set(*not_after);
+            }
+            Event::TlsRequired(stage) => {
+                self.required
+                    .get_or_create(&[("stage", stage.label())])
+                    .inc();
             }
             _ => return false,
         }

@@ -134,7 +134,11 @@ mod tests {
         let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
         std::fs::write(&c, cert).unwrap();
         std::fs::write(&k, key).unwrap();
-        TlsConfig { cert: c, key: k }
+        TlsConfig {
+            cert: c,
+            key: k,
+            require: Default::default(),
+        }
     }
 
     fn generated() -> rcgen::CertifiedKey<rcgen::KeyPair> {
@@ -184,6 +188,7 @@ mod tests {
         let tls = TlsConfig {
             cert: dir.path().join("missing.pem"),
             key: dir.path().join("key.pem"),
+            require: Default::default(),
         };
         let err = Pair::load(&tls).err().expect("refused").to_string();
         assert!(err.contains("missing.pem"), "{err}");

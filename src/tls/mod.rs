@@ -3,9 +3,11 @@
 //!
 //! Owns: rustls configuration (aws-lc-rs provider named explicitly, TLS 1.2+) and
 //! `MaybeTls`; `cert.rs` the certificate pair and the resolver a reload swaps it in,
-//! `validity.rs` reading a certificate's `notAfter`. Must not: speak SMTP.
+//! `validity.rs` reading a certificate's `notAfter`, `require.rs` `tls.require`. Must not:
+//! speak SMTP.
 
 pub mod cert;
+pub mod require;
 mod validity;
 
 use std::io;
