@@ -722,7 +722,11 @@ async fn starttls_then_relay() {
     std::fs::write(&cert, ck.cert.pem()).unwrap();
     std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
     let (pf, gw) = setup_with(move |c| {
-        c.tls = Some(portcullis::config::schema::TlsConfig { cert, key });
+        c.tls = Some(portcullis::config::schema::TlsConfig {
+            cert,
+            key,
+            require: Default::default(),
+        });
     })
     .await;
     let (rc, out) = python(PY_STARTTLS, gw.addr).await;

@@ -270,14 +270,32 @@ impl Default for Timeouts {
     }
 }
 
-/// Certificate and key for STARTTLS (PEM).
+/// Certificate and key for STARTTLS (PEM), and who must use it.
+///
+/// `cert` and `key` are required; they default to the empty path only so that their absence
+/// is reported by `validate.rs`, with its position and, beside a `tls.require`, its reason.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
-    /// PEM certificate chain.
+    /// PEM certificate chain, leaf first. Reloaded on SIGHUP and when it changes.
+    #[serde(default)]
     pub cert: PathBuf,
-    /// PEM private key.
+    /// PEM private key. Reloaded with the certificate.
+    #[serde(default)]
     pub key: PathBuf,
+    /// Clients and recipient domains for which STARTTLS is not optional.
+    #[serde(default)]
+    pub require: TlsRequire,
+}
+
+/// `tls.require`: STARTTLS before MAIL for some clients, before RCPT for some domains.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsRequire {
+    /// Clients in these networks get `530 5.7.0` to a MAIL sent without TLS.
+    pub client_networks: Vec<IpNet>,
+    /// A RCPT to these domains (exact or `*.domain`) sent without TLS gets `530 5.7.0`.
+    pub recipient_domains: Vec<String>,
 }
 
 /// PROXY protocol settings.

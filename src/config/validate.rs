@@ -1,6 +1,7 @@
 //! Cross-field validation: every rule runs and every failure is collected with its YAML path.
 //!
-//! Owns: the semantic rules (ranges, domain syntax, backend URL, TLS files readable).
+//! Owns: the semantic rules (ranges, domain syntax, backend URL, TLS files readable,
+//! `tls.require` domains).
 //! Must not: do I/O beyond checking that referenced files can be read.
 
 use super::domains::AcceptedDomains;
@@ -95,17 +96,63 @@ pub fn validate(config: &Config) -> Vec<Problem> {
             format!("{name:?} is not a valid host name"),
         ));
     }
-    if let Some(tls) = &config.tls {
-        for (key, path) in [("cert", &tls.cert), ("key", &tls.key)] {
-            if let Err(e) = std::fs::metadata(path) {
-                out.push(problem(
-                    &[Key("tls"), Key(key)],
-                    format!("cannot read {}: {e}", path.display()),
-                ));
-            }
+    tls(config, &mut out);
+    out
+}
+
+/// `tls.cert` and `tls.key` are given and exist (a `tls.require` without them is told why
+/// it cannot work), and `tls.require`'s domains are domains or `*.domain` patterns.
+fn tls(config: &Config, out: &mut Vec<Problem>) {
+    let Some(tls) = &config.tls else {
+        return;
+    };
+    let files = [("tls.cert", &tls.cert), ("tls.key", &tls.key)];
+    let missing: Vec<&str> = files
+        .iter()
+        .filter(|(_, path)| path.as_os_str().is_empty())
+        .map(|(key, _)| *key)
+        .collect();
+    let require = &tls.require;
+    let requires = !require.client_networks.is_empty() || !require.recipient_domains.is_empty();
+    if !missing.is_empty() && requires {
+        out.push(problem(
+            &[Key("tls"), Key("require")],
+            format!(
+                "tls.require needs {}: without a certificate STARTTLS is not offered, and no \
+                 client could meet the requirement",
+                missing.join(" and ")
+            ),
+        ));
+    } else if !missing.is_empty() {
+        let verb = if missing.len() > 1 { "are" } else { "is" };
+        out.push(problem(
+            &[Key("tls")],
+            format!("{} {verb} required", missing.join(" and ")),
+        ));
+    }
+    for (key, path) in files {
+        if path.as_os_str().is_empty() {
+            continue;
+        }
+        if let Err(e) = std::fs::metadata(path) {
+            let key = key.trim_start_matches("tls.");
+            out.push(problem(
+                &[Key("tls"), Key(key)],
+                format!("cannot read {}: {e}", path.display()),
+            ));
         }
     }
-    out
+    for (i, d) in tls.require.recipient_domains.iter().enumerate() {
+        if let Err(e) = AcceptedDomains::new(std::slice::from_ref(d)) {
+            let path = [
+                Key("tls"),
+                Key("require"),
+                Key("recipient_domains"),
+                Index(i),
+            ];
+            out.push(problem(&path, e));
+        }
+    }
 }
 
 fn dns_and_auth(config: &Config, out: &mut Vec<Problem>) {

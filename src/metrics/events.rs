@@ -327,6 +327,20 @@ pub enum Event {
         /// False when the new policy was refused.
         ok: bool,
     },
+    /// A reload of the STARTTLS certificate and key finished (SIGHUP, or a change of
+    /// `tls.cert` or `tls.key`).
+    TlsReload {
+        /// False when the new pair was refused and the old one kept serving.
+        ok: bool,
+    },
+    /// A certificate was put in force (at start-up, and at each reload that took).
+    TlsCertificate {
+        /// Its leaf's `notAfter`, in Unix seconds.
+        not_after: i64,
+    },
+    /// `tls.require` refused a command sent without TLS (`530 5.7.0`): MAIL from a required
+    /// client network, or RCPT to a required recipient domain.
+    TlsRequired(Stage),
     /// A DNSBL/DNSWL zone is configured (at start-up): its series are created, the zone
     /// counted healthy until a lookup says otherwise. Zone names come from the config: a
     /// bounded set.

@@ -58,7 +58,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// no error limit: the recipient limit's `452 4.5.3` and the scope deferral's (RFC 5321
     /// §4.5.3.1.10 asks the client to go on), the `554 5.5.1` to a DATA after recipients
     /// were all refused (RFC 2920: a pipelined DATA cannot know), policy refusals (a rule
-    /// that wants the session closed answers `421`), size and content refusals, the
+    /// that wants the session closed answers `421`), `tls.require`'s `530 5.7.0` (one per
+    /// recipient of a listed domain, pipelined), size and content refusals, the
     /// backend's refusals of a sender or a message, and our own failures (`451 4.4.x`,
     /// `451 4.3.0`). The backend's refusals of recipients have their own limit
     /// (`refused_recipient`).

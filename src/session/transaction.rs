@@ -1,7 +1,8 @@
 //! MAIL and RCPT: the envelope, relay protection, and the backend transaction.
 //!
 //! Owns: refusing recipients outside the accepted domains (550 5.7.1, never policy's to
-//! loosen), running MAIL/RCPT checks, opening the backend transaction at the first
+//! loosen), `tls.require` before any check (530 5.7.0 to a MAIL from a listed client, then
+//! to a RCPT to a listed domain, without TLS), running MAIL/RCPT checks, opening the backend transaction at the first
 //! recipient that passes, and passing the backend's RCPT reply back as ours (its 5xx
 //! counted as an unknown recipient, a failure to reach it as ours).
 
@@ -20,6 +21,12 @@ use crate::smtp::reply::{self, Reply};
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// MAIL FROM: a new envelope, MAIL checks, 250 or the policy's refusal.
     pub(super) async fn mail(&mut self, params: MailParams) {
+        if !self.info.tls && self.ctx.tls_require.client(self.info.client.ip()) {
+            tracing::info!(session = %self.info.id, from = %params.address, reply = %reply::MUST_STARTTLS, "MAIL refused: tls.require lists this client");
+            self.ctx.metrics.emit(Event::TlsRequired(Stage::Mail));
+            self.reply(reply::MUST_STARTTLS);
+            return;
+        }
         if !params.smtputf8 && !params.address.is_ascii() {
             self.client_error(reply::NEEDS_SMTPUTF8);
             return;
@@ -65,6 +72,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if let Some(refusal) = self.relay_protection(&address) {
             tracing::info!(session = %self.info.id, rcpt = %address, reply = %refusal, "RCPT refused");
             self.client_error(refusal);
+            return;
+        }
+        if !self.info.tls && self.tls_required_for(&address) {
+            tracing::info!(session = %self.info.id, rcpt = %address, reply = %reply::MUST_STARTTLS, "RCPT refused: tls.require lists its domain");
+            self.ctx.metrics.emit(Event::TlsRequired(Stage::Rcpt));
+            self.reply(reply::MUST_STARTTLS);
             return;
         }
         // One transaction, one policy: a recipient under another scope's policy is deferred
@@ -131,6 +144,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Err(AddressError::Syntax) => Some(reply::BAD_RECIPIENT_SYNTAX),
             Err(AddressError::NeedsSmtpUtf8) => Some(reply::NEEDS_SMTPUTF8),
         }
+    }
+
+    /// True when `tls.require` lists the domain of this forward path (`<postmaster>`
+    /// without a domain never is).
+    fn tls_required_for(&self, address: &str) -> bool {
+        parse_mailbox(address, self.env.smtputf8)
+            .is_ok_and(|m| self.ctx.tls_require.recipient(&m.domain))
     }
 
     /// Opens the backend transaction if needed and relays RCPT. `Ok` is the backend's own

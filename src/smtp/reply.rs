@@ -320,6 +320,10 @@ pub const NEED_RCPT: Reply = r(503, (5, 5, 1), "Need RCPT command first");
 pub const NO_VALID_RECIPIENTS: Reply = r(554, (5, 5, 1), "No valid recipients");
 /// STARTTLS when already under TLS.
 pub const ALREADY_TLS: Reply = r(503, (5, 5, 1), "TLS already active");
+/// `tls.require`: MAIL from a required client network, or RCPT to a required recipient
+/// domain, without TLS (RFC 3207 §4's reply; the same as Postfix's
+/// `smtpd_tls_security_level = encrypt`).
+pub const MUST_STARTTLS: Reply = r(530, (5, 7, 0), "Must issue a STARTTLS command first");
 /// The recipient's domain is not one we accept mail for: we are not an open relay.
 pub const RELAY_DENIED: Reply = r(550, (5, 7, 1), "Relay access denied");
 /// Declared (SIZE=) or actual message size above the limit (RFC 1870).
@@ -444,6 +448,7 @@ pub const ALL: &[&Reply] = &[
     &NEED_RCPT,
     &NO_VALID_RECIPIENTS,
     &ALREADY_TLS,
+    &MUST_STARTTLS,
     &RELAY_DENIED,
     &MESSAGE_TOO_BIG,
     &DMARC_REJECT,
