@@ -30,3 +30,20 @@ pub mod spool;
 pub mod state;
 pub mod tls;
 pub mod verify_budget;
+
+/// Entry points for the fuzz targets in `fuzz/` into parsers that are private to their
+/// module (the SPF record and macro parsers, the DKIM tag-list reader). Not an API: nothing
+/// but `fuzz/` uses it, and it follows the parsers wherever they change.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::checks::spf::macros::{MacroString, TAIL_MAX as MACRO_TAIL_MAX, Vars as MacroVars};
+    pub use crate::checks::spf::record::{
+        DualCidr, Mechanism, Qualifier, Record as SpfRecord, Selection as SpfSelection,
+        parse as parse_spf_record, select as select_spf_record,
+    };
+
+    /// The DKIM tag-list reader (`checks::dkim`), names lowercased, values without spaces.
+    pub fn dkim_tags(raw: &[u8]) -> Vec<(String, String)> {
+        crate::checks::dkim::tags(raw)
+    }
+}

@@ -13,6 +13,9 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 /// Longest header we read (v1 is at most 107 bytes; v2 with TLVs stays far below this).
 const MAX_HEADER: usize = 4096;
 
+/// Longest v1 header line, CRLF included (the PROXY protocol spec, section 2.1).
+const MAX_V1: usize = 107;
+
 /// What the PROXY header said.
 #[derive(Debug)]
 pub struct Proxied {
@@ -36,6 +39,12 @@ pub async fn read_header<S: AsyncRead + Unpin>(
     let read = async {
         loop {
             match ProxyHeader::parse(&buf, config) {
+                // proxy-header refuses a v1 line that is still open after 107 bytes, but
+                // takes a longer one that arrived whole: refuse it too, or the verdict would
+                // depend on how the bytes were cut into reads.
+                Ok((_, used)) if buf.starts_with(b"PROXY") && used > MAX_V1 => {
+                    return Err(format!("invalid PROXY header: v1 line of {used} bytes"));
+                }
                 Ok((header, used)) => {
                     return Ok(Proxied {
                         source: header.proxied_address().map(|a| a.source),
@@ -90,6 +99,34 @@ mod tests {
             .await
             .expect("header");
         assert_eq!(p.source, Some("198.51.100.9:5555".parse().expect("addr")));
+    }
+
+    /// Found by fuzz/proxy_header: a v1 line over 107 bytes was accepted when it arrived in
+    /// one read and refused when it arrived in pieces.
+    #[tokio::test]
+    async fn an_over_long_v1_line_is_refused_however_it_arrives() {
+        let mut line = b"PROXY UNKNOWN ".to_vec();
+        line.resize(145, b'x');
+        line.extend_from_slice(b"\r\nEHLO x\r\n");
+        for cut in [line.len(), 60, 110, 146] {
+            let (a, b) = line.split_at(cut);
+            let mut input = a.chain(b);
+            assert!(
+                read_header(&mut input, Duration::from_secs(1))
+                    .await
+                    .is_err(),
+                "cut at {cut}"
+            );
+        }
+        // The longest valid line still passes.
+        let mut line = b"PROXY UNKNOWN ".to_vec();
+        line.resize(105, b'x');
+        line.extend_from_slice(b"\r\n");
+        let mut input: &[u8] = &line;
+        let p = read_header(&mut input, Duration::from_secs(1))
+            .await
+            .expect("107 bytes");
+        assert_eq!(p.source, None);
     }
 
     #[tokio::test]

@@ -87,7 +87,9 @@ impl AuthResults {
         self.entries.push(entry);
     }
 
-    /// The whole field, folded, ending in CRLF.
+    /// The whole field, folded, ending in CRLF: one line per method, and an entry that
+    /// would make its line longer than RFC 5322's 998 octets folded again between its parts
+    /// (the spaces between the result, the comment and the properties are CFWS).
     pub fn to_header(&self) -> String {
         let mut out = format!("Authentication-Results: {}", self.authserv_id);
         if self.entries.is_empty() {
@@ -95,11 +97,52 @@ impl AuthResults {
         }
         for entry in &self.entries {
             out.push_str(";\r\n\t");
-            out.push_str(entry);
+            // The line so far holds the TAB; the ';' or CRLF after the entry ends it.
+            let mut line = 1;
+            for (i, part) in parts(entry).into_iter().enumerate() {
+                if i > 0 {
+                    if line + 1 + part.len() + 1 > MAX_LINE {
+                        out.push_str("\r\n\t");
+                        line = 1;
+                    } else {
+                        out.push(' ');
+                        line += 1;
+                    }
+                }
+                out.push_str(part);
+                line += part.len();
+            }
         }
         out.push_str("\r\n");
         out
     }
+}
+
+/// RFC 5322 §2.1.1: a line is at most 998 octets, CRLF not counted.
+const MAX_LINE: usize = 998;
+
+/// An entry's parts: split at the spaces outside comments and quoted strings (the ones
+/// `push_comment` and `pvalue` write, with their backslash escapes).
+fn parts(entry: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut depth, mut quoted, mut escaped) = (0usize, false, false);
+    let mut start = 0;
+    for (i, c) in entry.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if depth > 0 || quoted => escaped = true,
+            '"' if depth == 0 => quoted = !quoted,
+            '(' if !quoted => depth += 1,
+            ')' if !quoted && depth > 0 => depth -= 1,
+            ' ' if depth == 0 && !quoted => {
+                out.push(&entry[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&entry[start..]);
+    out
 }
 
 /// The longest comment, in characters: a reason may quote a record or a name the sender
@@ -265,6 +308,35 @@ mod tests {
         assert_eq!(pvalue("ü@exämple.org"), "\"?@ex?mple.org\"");
         // A domain part that is not a domain name is quoted.
         assert_eq!(pvalue("a@b=c"), "\"a@b=c\"");
+    }
+
+    /// The fuzz/auth_results oracle's 998-octet rule, on a hand-built verdict: a DKIM
+    /// signature's own d=, s= and a= (the sender writes them) quoted and escaped, plus a
+    /// long reason, made one line of the field 3027 octets long. Long entries are now folded
+    /// between their parts.
+    #[test]
+    fn no_line_is_longer_than_998_octets() {
+        let quotes = "\"".repeat(400);
+        let mut ar = AuthResults::new("gw.example.test");
+        ar.dkim(&DkimVerdict {
+            result: "permerror",
+            reason: Some("(".repeat(400)),
+            domain: Some(quotes.clone()),
+            selector: Some(quotes.clone()),
+            algorithm: Some(quotes.clone()),
+            b_prefix: Some(quotes.clone()),
+            body_length: None,
+        });
+        ar.spf("fail", Some(&"\\".repeat(300)), &quotes, "mx.example.org");
+        let header = ar.to_header();
+        for line in header.split("\r\n") {
+            assert!(line.len() <= 998, "a line of {} octets", line.len());
+        }
+        // Folding adds line breaks only: unfolded, the parts are as before.
+        let unfolded = header.replace("\r\n\t", " ");
+        assert!(unfolded.contains(&format!(" header.d={}", pvalue(&quotes))));
+        assert!(unfolded.contains(&format!(" header.s={} header.a=", pvalue(&quotes))));
+        assert_eq!(crate::smtp::headers::unfold(header.as_bytes()).len(), 1);
     }
 
     #[test]

@@ -270,7 +270,7 @@ pub(crate) fn describe(err: &Error) -> String {
 
 /// The tags of a raw tag list (RFC 6376 §3.2): names lowercased, folding whitespace
 /// removed from values. Good enough to name a field that does not parse.
-fn tags(raw: &[u8]) -> Vec<(String, String)> {
+pub(crate) fn tags(raw: &[u8]) -> Vec<(String, String)> {
     String::from_utf8_lossy(raw)
         .split(';')
         .filter_map(|spec| {

@@ -207,13 +207,21 @@ fn dns_and_auth(config: &Config, out: &mut Vec<Problem>) {
             ),
         ));
     }
+    // We write it bare, so it must be an RFC 2045 token (RFC 8601 §2.2): printable ASCII
+    // without spaces or tspecials. A control character or a non-ASCII letter would go
+    // into every Authentication-Results field we write.
     if let Some(id) = &auth.authserv_id
         && (id.is_empty()
-            || id.contains(|c: char| c.is_whitespace() || c == ';' || c == '(' || c == ')'))
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_graphic() && !"()<>@,;:\\\"/[]?=".contains(c)))
     {
         out.push(problem(
             &[Key("auth"), Key("authserv_id")],
-            format!("{id:?} is not a valid authserv-id (one token)"),
+            format!(
+                "{id:?} is not a valid authserv-id (one token: printable ASCII, no spaces \
+                 or ()<>@,;:\\\"/[]?=)"
+            ),
         ));
     }
     if auth.max_verify_size == 0 {
@@ -447,6 +455,32 @@ mod tests {
     #[test]
     fn default_is_valid() {
         assert_eq!(validate(&Config::default()), vec![]);
+    }
+
+    /// Found by fuzz/auth_results: an authserv-id with a NUL or other control character
+    /// (or non-ASCII) was accepted and then written into every Authentication-Results field.
+    #[test]
+    fn authserv_id_is_one_ascii_token() {
+        let mut c = Config::default();
+        for bad in [
+            "",
+            "gw example",
+            "gw;x",
+            "gw\0x",
+            "gw\u{1}",
+            "gw.ex\u{e4}mple",
+            "a@b",
+            "\"gw\"",
+        ] {
+            c.auth.authserv_id = Some(bad.into());
+            let problems = validate(&c);
+            assert_eq!(problems.len(), 1, "{bad:?}: {problems:?}");
+            assert_eq!(problems[0].path, vec![Key("auth"), Key("authserv_id")]);
+        }
+        for good in ["mx.example.com", "gw-1.example.test", "example_gw"] {
+            c.auth.authserv_id = Some(good.into());
+            assert_eq!(validate(&c), vec![], "{good:?}");
+        }
     }
 
     #[test]

@@ -87,11 +87,15 @@ impl HeaderFilter {
         }
     }
 
-    /// Emits whatever is held (a message that ended inside its header block).
+    /// Emits whatever is held (a message that ended inside its header block). A last line
+    /// without its CRLF is a line like the others: the relay ends the content with CRLF, so
+    /// it reaches the backend as a field and is filtered as one.
     pub fn finish(&mut self, out: &mut Vec<u8>) {
         let line = std::mem::take(&mut self.line);
+        if !line.is_empty() {
+            self.start_line(&line, out);
+        }
         self.end_field(out);
-        out.extend_from_slice(&line);
         self.in_body = true;
     }
 
@@ -149,14 +153,20 @@ impl HeaderFilter {
     }
 
     /// Turns a held field into Keep or Drop: `Authentication-Results: [CFWS] <our id>
-    /// [CFWS [version]] ;` — comments and folding around the id do not hide it.
+    /// [CFWS [version]] ;` — comments, folding and quotes around the id do not hide it.
+    /// Only the first `MAX_FIELD` bytes count, however many are held, so that the verdict
+    /// does not depend on how the message was cut into chunks; a field whose id is not
+    /// settled within them is dropped when we have an id to protect.
     fn decide(&mut self) {
-        let colon = memchr::memchr(b':', &self.held).unwrap_or(0);
-        let value = without_comments(&String::from_utf8_lossy(&self.held[colon + 1..]))
-            .to_ascii_lowercase();
-        let id = value.split(';').next().unwrap_or("");
-        let ours = self.authserv_id.is_some()
-            && id.split_whitespace().next() == self.authserv_id.as_deref();
+        let cut = self.held.len() > MAX_FIELD;
+        let field = &self.held[..self.held.len().min(MAX_FIELD)];
+        let colon = memchr::memchr(b':', field).unwrap_or(0);
+        let ours = match (&self.authserv_id, authserv_id(&field[colon + 1..], cut)) {
+            (None, _) => false,
+            (Some(_), Id::Unknown) => true,
+            (Some(ours), Id::Is(id)) => id.eq_ignore_ascii_case(ours.as_bytes()),
+            (Some(_), Id::Absent) => false,
+        };
         if ours {
             self.removed += 1;
             self.fate = Fate::Drop;
@@ -166,24 +176,65 @@ impl HeaderFilter {
     }
 }
 
-/// Replaces RFC 5322 comments (nested parentheses, with `\` quoting) by a space.
-fn without_comments(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    let (mut depth, mut escaped) = (0usize, false);
-    for c in value.chars() {
-        match (depth, escaped, c) {
-            (_, true, _) => escaped = false,
-            (d, false, '\\') if d > 0 => escaped = true,
-            (_, false, '(') => {
-                depth += 1;
-                out.push(' ');
-            }
-            (d, false, ')') if d > 0 => depth -= 1,
-            (0, false, c) => out.push(c),
-            _ => {}
+/// The authserv-id at the start of an Authentication-Results value.
+#[derive(Debug, PartialEq, Eq)]
+enum Id {
+    /// This one (unquoted, quoted pairs resolved).
+    Is(Vec<u8>),
+    /// The value has none (nothing but CFWS).
+    Absent,
+    /// The value was cut before the id was complete.
+    Unknown,
+}
+
+/// Reads the authserv-id (RFC 8601 §2.2: after CFWS, a `value`, i.e. an RFC 2045 token or
+/// a quoted string). A token ends at the first octet that is not a token character, so a
+/// stray octet after our id does not make it someone else's. `cut`: the value goes on past
+/// what is given, so CFWS or an id that reaches its end is `Unknown`.
+fn authserv_id(value: &[u8], cut: bool) -> Id {
+    let open_end = if cut { Id::Unknown } else { Id::Absent };
+    let mut i = 0;
+    let mut depth = 0usize;
+    while let Some(&b) = value.get(i) {
+        match b {
+            b'\\' if depth > 0 => i += 1,
+            b'(' => depth += 1,
+            b')' if depth > 0 => depth -= 1,
+            _ if depth > 0 || b.is_ascii_whitespace() => {}
+            _ => break,
         }
+        i += 1;
     }
-    out
+    if i >= value.len() {
+        return open_end;
+    }
+    let mut id = Vec::new();
+    if value[i] == b'"' {
+        i += 1;
+        loop {
+            match value.get(i) {
+                None if cut => return Id::Unknown,
+                None | Some(b'"') => break,
+                Some(b'\\') => {
+                    i += 1;
+                    id.extend(value.get(i));
+                }
+                Some(b'\r' | b'\n') => {}
+                Some(&b) => id.push(b),
+            }
+            i += 1;
+        }
+    } else {
+        let token = value[i..]
+            .iter()
+            .take_while(|&&b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?=".contains(&b))
+            .count();
+        if cut && i + token == value.len() {
+            return Id::Unknown;
+        }
+        id.extend_from_slice(&value[i..i + token]);
+    }
+    if id.is_empty() { open_end } else { Id::Is(id) }
 }
 
 /// The header fields of a message, unfolded (`Name: value`), up to the first empty line.
@@ -209,7 +260,10 @@ fn is_ours(line: &[u8]) -> bool {
     line.len() > 13 && line[..13].eq_ignore_ascii_case(b"x-portcullis-")
 }
 
+/// Looks at the first `MAX_FIELD` bytes only: an over-long line is classified by the same
+/// start however it arrived.
 fn is_auth_results(line: &[u8]) -> bool {
+    let line = &line[..line.len().min(MAX_FIELD)];
     memchr::memchr(b':', line).is_some_and(|colon| {
         line[..colon]
             .trim_ascii()
@@ -275,6 +329,121 @@ mod tests {
             "X-Portcullisfoo: kept\r\n\r\nX-Portcullis-Verdict: in body\r\n"
         );
         assert_eq!(removed, 2);
+    }
+
+    /// Found by fuzz/headers: a message that ends inside its header block without a final
+    /// CRLF (BDAT allows it; the relay adds the CRLF) had its last line emitted unfiltered,
+    /// so a forged Authentication-Results or X-Portcullis field reached the backend.
+    #[test]
+    fn an_unterminated_last_line_is_filtered_too() {
+        for (input, expected, removed) in [
+            (
+                &b"Subject: s\r\nAuthentication-Results: gw.example.test; dkim=pass"[..],
+                &b"Subject: s\r\n"[..],
+                1,
+            ),
+            (
+                b"Subject: s\r\nx-portcullis-envelope-to: <a@evil.example>",
+                b"Subject: s\r\n",
+                1,
+            ),
+            (
+                b"Authentication-Results: gw.example.test; x\r\n\tmore",
+                b"",
+                1,
+            ),
+            (
+                b"Authentication-Results: other.example; x\r\n\tmore",
+                b"Authentication-Results: other.example; x\r\n\tmore",
+                0,
+            ),
+            (
+                b"Subject: s\r\nX-Last: kept",
+                b"Subject: s\r\nX-Last: kept",
+                0,
+            ),
+        ] {
+            for split in 0..input.len() {
+                let (out, n) = run(input, split);
+                assert_eq!(
+                    String::from_utf8_lossy(&out),
+                    String::from_utf8_lossy(expected),
+                    "split {split}"
+                );
+                assert_eq!(n, removed);
+            }
+        }
+    }
+
+    /// Caught by the fuzz/headers oracle: an authserv-id written as a quoted string (RFC 8601 allows a
+    /// `value` there) was not recognised as ours.
+    #[test]
+    fn a_quoted_id_is_ours_too() {
+        for forged in [
+            &b"Authentication-Results: \"gw.example.test\"; dkim=pass\r\n"[..],
+            b"Authentication-Results: (c) \"GW.example\\.test\" 1; spf=pass\r\n",
+            b"Authentication-Results:\r\n \"gw.example.test\"\r\n ; spf=pass\r\n",
+        ] {
+            let mut input = forged.to_vec();
+            input.extend_from_slice(b"Subject: s\r\n\r\nb");
+            for split in 0..input.len() {
+                let (out, removed) = run(&input, split);
+                assert_eq!(
+                    String::from_utf8_lossy(&out),
+                    "Subject: s\r\n\r\nb",
+                    "{} split {split}",
+                    String::from_utf8_lossy(forged)
+                );
+                assert_eq!(removed, 1);
+            }
+        }
+        let kept = b"Authentication-Results: \"gw.example.test.evil\"; x\r\n\r\nb";
+        assert_eq!(run(kept, 3).0, kept.to_vec());
+    }
+
+    /// Caught by the fuzz/headers oracle: with over 64 KiB of white space or comment before the id, the
+    /// field was decided on what was held when the limit was reached, which showed no id:
+    /// kept when the bytes arrived in pieces, dropped when they arrived whole. Now only the
+    /// first `MAX_FIELD` bytes count, and a field whose id is not settled in them is dropped.
+    #[test]
+    fn padding_before_the_id_cannot_hide_it() {
+        let pad = |p: &[u8]| {
+            let mut v = b"Authentication-Results:".to_vec();
+            v.extend_from_slice(p);
+            v
+        };
+        let mut spaces = pad(&vec![b' '; MAX_FIELD + 10]);
+        spaces.extend_from_slice(b"gw.example.test; dkim=pass\r\nSubject: s\r\n\r\nb");
+        let mut folded = pad(b"");
+        for _ in 0..(MAX_FIELD / 3 + 10) {
+            folded.extend_from_slice(b"\r\n ");
+        }
+        folded.extend_from_slice(b"gw.example.test; dkim=pass\r\nSubject: s\r\n\r\nb");
+        let mut comment = pad(b" (");
+        comment.extend(std::iter::repeat_n(b'x', MAX_FIELD + 10));
+        comment.extend_from_slice(b") gw.example.test; dkim=pass\r\nSubject: s\r\n\r\nb");
+        // Someone else's, but not settled in time: dropped all the same.
+        let mut foreign = pad(b" (");
+        foreign.extend(std::iter::repeat_n(b'x', MAX_FIELD + 10));
+        foreign.extend_from_slice(b") other.example; dkim=pass\r\nSubject: s\r\n\r\nb");
+        for input in [spaces, folded, comment, foreign] {
+            for split in [0, 1, 30, MAX_FIELD - 1, MAX_FIELD + 5, input.len() - 3] {
+                let (out, removed) = run(&input, split);
+                assert_eq!(
+                    String::from_utf8_lossy(&out),
+                    "Subject: s\r\n\r\nb",
+                    "split {split}"
+                );
+                assert_eq!(removed, 1);
+            }
+        }
+        // An id settled early in a huge field decides it, whole or in pieces.
+        let mut other = b"Authentication-Results: other.example; ".to_vec();
+        other.extend(std::iter::repeat_n(b'x', 2 * MAX_FIELD));
+        other.extend_from_slice(b"\r\n\r\nb");
+        for split in [0, 1, MAX_FIELD + 5] {
+            assert!(run(&other, split).0 == other, "split {split}");
+        }
     }
 
     #[test]

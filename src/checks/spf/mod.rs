@@ -17,8 +17,8 @@
 
 mod eval;
 mod identity;
-mod macros;
-mod record;
+pub(crate) mod macros;
+pub(crate) mod record;
 mod result;
 #[cfg(test)]
 mod stub;
