@@ -213,6 +213,12 @@ impl Running {
         crate::reload::reload(&self.ctx)
     }
 
+    /// Reads the STARTTLS certificate and key again and serves them to new handshakes, unless
+    /// the pair is refused (SIGHUP, after the policy).
+    pub fn reload_tls(&self) -> Result<(), Error> {
+        crate::reload::reload_tls(&self.ctx)
+    }
+
     /// A handle that starts the drain from elsewhere (e.g. a signal handler or a test).
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.signals.shutdown.clone()

@@ -1,9 +1,12 @@
 //! The frozen bundle a session works with: config, accepted domains, pipeline, backend,
-//! TLS, metrics and the verification memory budget, built once from a validated config.
+//! TLS (the acceptor, the reloadable certificate, `tls.require`), metrics and the
+//! verification memory budget, built once from a validated config.
 //!
-//! Owns: building that bundle and the EHLO capability list. Must not: do per-session work.
-//! A session holds an `Arc<Context>` for its whole life, so a later config generation never
-//! changes a session in flight.
+//! Owns: building that bundle (the certificate read at start-up, an expired one served with
+//! a warning) and the EHLO capability list. Must not: do per-session work. A session holds
+//! an `Arc<Context>` for its whole life, so a later config generation never changes a
+//! session in flight; what a reload swaps (the policy set, the certificate pair) sits behind
+//! its own `ArcSwap` inside.
 
 use std::sync::Arc;
 
@@ -12,11 +15,14 @@ use tokio_rustls::TlsAcceptor;
 use crate::checks;
 use crate::config::Config;
 use crate::config::domains::AcceptedDomains;
+use crate::config::schema::TlsConfig;
 use crate::dns::Dns;
 use crate::metrics::Metrics;
 use crate::pipeline::runner::Pipeline;
 use crate::policy::set::PolicySet;
 use crate::relay::Backend;
+use crate::tls::cert::{self, ServedCert};
+use crate::tls::require::Required;
 
 /// Everything a session needs that is shared between sessions.
 pub struct Context {
@@ -32,6 +38,10 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// STARTTLS acceptor, when a certificate is configured.
     pub tls: Option<TlsAcceptor>,
+    /// The certificate pair the acceptor presents, which a reload swaps (`reload::reload_tls`).
+    pub tls_cert: Option<Arc<ServedCert>>,
+    /// `tls.require`: the clients and recipient domains that must use STARTTLS.
+    pub tls_require: Required,
     /// Connection admission (lists, per-address limits, connection rate).
     pub admission: Arc<crate::admission::Admission>,
     /// Rate-limit counters and greylisting triplets (local or Redis).
@@ -45,10 +55,16 @@ impl Context {
     pub fn new(config: Config, metrics: Arc<Metrics>) -> Result<Self, crate::error::Error> {
         let domains =
             AcceptedDomains::new(&config.accepted_domains).map_err(crate::error::Error::Config)?;
-        let tls = match &config.tls {
-            Some(t) => Some(TlsAcceptor::from(crate::tls::server_config(t)?)),
+        let tls_cert = match &config.tls {
+            Some(t) => Some(Arc::new(served_cert(t, &metrics)?)),
             None => None,
         };
+        let tls = match &tls_cert {
+            Some(c) => Some(TlsAcceptor::from(crate::tls::server_config(c.clone())?)),
+            None => None,
+        };
+        let tls_require =
+            Required::new(config.tls.as_ref()).map_err(crate::error::Error::Config)?;
         let backend = Arc::new(Backend::new(&config).map_err(crate::error::Error::Config)?);
         let dns = match checks::needs_dns(&config) {
             true => Some(Arc::new(Dns::new(&config.dns, metrics.clone())?)),
@@ -82,6 +98,8 @@ impl Context {
             backend,
             metrics,
             tls,
+            tls_cert,
+            tls_require,
         })
     }
 
@@ -100,4 +118,22 @@ impl Context {
         }
         caps
     }
+}
+
+/// The pair `tls` names, read at start-up. An expired certificate is served all the same,
+/// with a warning: refusing to start would stop all mail over a certificate that
+/// opportunistic senders do not verify (a reload, which has a pair to keep, refuses one).
+fn served_cert(tls: &TlsConfig, metrics: &Metrics) -> Result<ServedCert, crate::error::Error> {
+    let read = crate::reload::stamps(&cert::files(tls));
+    let pair = cert::Pair::load(tls)?;
+    let days_left = (pair.not_after - cert::unix_now()) / 86_400;
+    if pair.expired() {
+        tracing::warn!(cert = %tls.cert.display(), not_after = pair.not_after, "the TLS certificate has expired; serving it until a valid one is loaded");
+    } else {
+        tracing::info!(cert = %tls.cert.display(), not_after = pair.not_after, days_left, "TLS certificate loaded");
+    }
+    metrics.emit(crate::metrics::Event::TlsCertificate {
+        not_after: pair.not_after,
+    });
+    Ok(ServedCert::new(pair, read))
 }

@@ -171,6 +171,8 @@ impl DryRun {
             size: content.len() as u64,
             head: &content[..content.len().min(crate::spool::HEAD_LIMIT)],
             bare_line_endings: decoder.saw_bare_line_ending() && message.contains(&b'\r'),
+            nul_bytes: decoder.saw_nul(),
+            longest_line: decoder.longest_line(),
             raw: Some(&content),
         };
         let ctx = CheckContext {

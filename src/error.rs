@@ -62,6 +62,15 @@ pub enum Error {
         /// The backend's reply.
         reply: Reply,
     },
+    /// The backend answered 421: it is closing its connection (RFC 5321 §3.8). That ends
+    /// the backend leg, never the client's session.
+    #[error("backend closing its connection at {step}: {reply}")]
+    BackendClosing {
+        /// The step it answered.
+        step: &'static str,
+        /// The backend's 421.
+        reply: Reply,
+    },
     /// Local I/O failed (spool, maildir).
     #[error("local I/O error: {0}")]
     Io(#[from] io::Error),
@@ -80,7 +89,8 @@ impl Error {
             Error::BackendConnect { .. }
             | Error::BackendTimeout { .. }
             | Error::BackendProtocol { .. }
-            | Error::BackendRefused { .. } => Source::Upstream,
+            | Error::BackendRefused { .. }
+            | Error::BackendClosing { .. } => Source::Upstream,
             Error::Io(_) | Error::Tls(_) | Error::Config(_) => Source::Internal,
         }
     }
@@ -101,6 +111,10 @@ impl Error {
     pub fn reply(&self) -> Reply {
         match (self, self.permanence()) {
             (Error::BackendRefused { reply, .. }, Permanence::Permanent) => reply.clone(),
+            // RFC 3463: a connection that closes before a transaction began is X.4.1 (no
+            // answer: the backend is busy or will not take us); one that closes inside a
+            // transaction it had begun is X.4.2 (bad connection).
+            (Error::BackendClosing { step, .. }, _) if !is_setup(step) => reply::BACKEND_FAILED,
             (_, _) if self.source_kind() == Source::Upstream => reply::BACKEND_UNAVAILABLE,
             _ => reply::LOCAL_ERROR,
         }
@@ -123,10 +137,17 @@ impl Error {
             Error::BackendRefused { reply, .. } if reply.code >= 500 => {
                 Some(BackendErrorKind::Permfail)
             }
-            Error::BackendRefused { .. } => Some(BackendErrorKind::Tempfail),
+            Error::BackendRefused { .. } | Error::BackendClosing { .. } => {
+                Some(BackendErrorKind::Tempfail)
+            }
             _ => None,
         }
     }
+}
+
+/// The steps of opening a backend connection, before any transaction on it.
+fn is_setup(step: &str) -> bool {
+    matches!(step, "greeting" | "EHLO" | "STARTTLS" | "XCLIENT")
 }
 
 #[cfg(test)]
@@ -157,5 +178,23 @@ mod tests {
             Error::Io(io::Error::other("disk")).reply(),
             reply::LOCAL_ERROR
         );
+    }
+
+    #[test]
+    fn a_backend_421_is_the_backend_legs_end_not_the_clients() {
+        let closing = |step| Error::BackendClosing {
+            step,
+            reply: Reply::new(421, Some(reply::Enhanced(4, 3, 2)), "closing"),
+        };
+        for step in ["MAIL", "RCPT", "DATA", "end of data"] {
+            let e = closing(step);
+            assert_eq!(e.permanence(), Permanence::Transient);
+            assert_eq!(e.reply(), reply::BACKEND_FAILED, "{step}");
+            assert_eq!(e.data_reply(), reply::BACKEND_FAILED, "{step}");
+            assert_eq!(e.backend_kind(), Some(BackendErrorKind::Tempfail));
+        }
+        for step in ["greeting", "EHLO", "XCLIENT"] {
+            assert_eq!(closing(step).reply(), reply::BACKEND_UNAVAILABLE, "{step}");
+        }
     }
 }

@@ -279,9 +279,11 @@ fn serve(config: Config) -> anyhow::Result<()> {
             .await
             .context("start-up failed")?;
         let mut signals = Signals::new()?;
-        // SIGHUP reloads the policy (the old one stays if the new one is refused).
+        // SIGHUP reloads the policy and the TLS certificate (each old one stays if its
+        // replacement is refused).
         while signals.next().await == Sig::Reload {
             let _ = running.reload();
+            let _ = running.reload_tls();
         }
         // A second SIGTERM/SIGINT during the drain exits at once.
         tokio::spawn(async move {
@@ -328,7 +330,7 @@ impl Signals {
                 Sig::Stop
             }
             _ = self.hup.recv() => {
-                tracing::info!(signal = "SIGHUP", "policy reload requested");
+                tracing::info!(signal = "SIGHUP", "reload requested");
                 Sig::Reload
             }
         }

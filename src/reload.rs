@@ -1,12 +1,16 @@
-//! Policy hot reload: on SIGHUP and when the policy file changes on disk.
+//! Hot reload without a restart: the policy files, and the STARTTLS certificate and key.
+//! Both on SIGHUP and when their files change on disk (polled every 2 s).
 //!
 //! Owns: compiling the new policy beside the old one and swapping it in atomically; a file
 //! that does not compile is refused, logged with every problem, counted as
 //! `portcullis_config_reloads_total{result="error"}`, and the old policy keeps serving.
-//! Sessions already running keep the policy they started with. Must not: touch sockets,
-//! limits or anything else in the config (those need a restart).
+//! Sessions already running keep the policy they started with. Likewise the certificate
+//! pair: read and checked beside the one in force (`tls::cert::Pair::load`), refused when
+//! bad or expired (`portcullis_tls_reloads_total{result="error"}`, the old pair keeps
+//! serving), otherwise swapped in for the next handshakes. Must not: touch sockets, limits
+//! or anything else in the config (those need a restart).
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -14,10 +18,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ConfigErrors;
 use crate::context::Context;
+use crate::error::Error;
 use crate::metrics::Event;
 use crate::policy::set::PolicySet;
+use crate::tls::cert::{self, Pair};
 
-/// How often the policy file's modification time is checked.
+/// How often the watched files' modification times and sizes are checked.
 pub const WATCH_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Recompiles the policy and puts it in force. Returns how long that took.
@@ -40,23 +46,70 @@ pub fn reload(ctx: &Context) -> Result<Duration, ConfigErrors> {
     }
 }
 
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
+/// The state of some files when they were read: modification time and size of each, `None`
+/// for one that could not be examined.
+pub type Stamps = Vec<Option<(SystemTime, u64)>>;
+
+/// The stamps of `paths`, now.
+pub fn stamps(paths: &[PathBuf]) -> Stamps {
+    paths
+        .iter()
+        .map(|p| {
+            let meta = std::fs::metadata(p).ok()?;
+            Some((meta.modified().ok()?, meta.len()))
+        })
+        .collect()
 }
 
-fn stamps(paths: &[std::path::PathBuf]) -> Vec<Option<(SystemTime, u64)>> {
-    paths.iter().map(|p| stamp(p)).collect()
+/// Reads the certificate and key again and puts the pair in force for new handshakes.
+/// Does nothing without `tls:`. A pair that cannot be read, does not match, or whose
+/// certificate has expired is refused: logged, counted, and the pair in force keeps serving.
+pub fn reload_tls(ctx: &Context) -> Result<(), Error> {
+    let (Some(tls), Some(served)) = (&ctx.config.tls, &ctx.tls_cert) else {
+        return Ok(());
+    };
+    // The files' state before reading them: a change made while they are read is seen at
+    // the next poll.
+    served.set_read(stamps(&cert::files(tls)));
+    let pair = Pair::load(tls).and_then(|pair| match pair.expired() {
+        true => Err(Error::Tls(format!(
+            "{}: the certificate expired at {} (Unix time)",
+            tls.cert.display(),
+            pair.not_after
+        ))),
+        false => Ok(pair),
+    });
+    match pair {
+        Ok(pair) => {
+            let not_after = pair.not_after;
+            served.swap(pair);
+            ctx.metrics.emit(Event::TlsReload { ok: true });
+            ctx.metrics.emit(Event::TlsCertificate { not_after });
+            let days_left = (not_after - cert::unix_now()) / 86_400;
+            tracing::info!(cert = %tls.cert.display(), not_after, days_left, "TLS certificate reloaded");
+            Ok(())
+        }
+        Err(e) => {
+            ctx.metrics.emit(Event::TlsReload { ok: false });
+            tracing::error!(error = %e, "TLS certificate reload refused; the previous certificate stays in force");
+            Err(e)
+        }
+    }
 }
 
-/// Reloads whenever a policy file's modification time or size changes. The file's current
-/// state is taken now, not when the task first runs, so a change made right after start-up
-/// is not mistaken for the starting point.
+/// Reloads the policy whenever a policy file's modification time or size changes, and the
+/// certificate pair when one of its files has changed since it was last read and then stayed
+/// as it is for one poll: a certificate and its key are two files, and a pair caught between
+/// the two writes would be refused as a mismatch. The files' current state is taken now, not
+/// when the task first runs, so a change made right after start-up is not mistaken for the
+/// starting point.
 pub fn watch(ctx: Arc<Context>, stop: CancellationToken) -> impl Future<Output = ()> + Send {
     let paths = PolicySet::files(&ctx.config);
     let mut last = stamps(&paths);
+    let tls_files = ctx.config.tls.as_ref().map(cert::files).unwrap_or_default();
+    let mut tls_seen = stamps(&tls_files);
     async move {
-        if paths.is_empty() {
+        if paths.is_empty() && tls_files.is_empty() {
             return;
         }
         loop {
@@ -69,6 +122,13 @@ pub fn watch(ctx: Arc<Context>, stop: CancellationToken) -> impl Future<Output =
             if now != last {
                 last = now;
                 let _ = reload(&ctx);
+            }
+            if let Some(served) = &ctx.tls_cert {
+                let now = stamps(&tls_files);
+                if now == tls_seen && now != served.last_read() {
+                    let _ = reload_tls(&ctx);
+                }
+                tls_seen = now;
             }
         }
     }

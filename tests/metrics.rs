@@ -143,8 +143,9 @@ fn used_metrics(text: &str) -> BTreeSet<String> {
 
 #[tokio::test]
 async fn dashboards_and_alerts_use_only_exposed_metrics() {
-    // Rate-limit series exist once a limit has counted, and the state backend gauge with
-    // `state.backend: redis` (here a Redis nobody listens on: the gateway falls back).
+    // Rate-limit series exist once a limit has counted, the state backend gauge with
+    // `state.backend: redis` (here a Redis nobody listens on: the gateway falls back), and
+    // the certificate expiry gauge with `tls:`.
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("limits.yaml");
     std::fs::write(
@@ -152,10 +153,19 @@ async fn dashboards_and_alerts_use_only_exposed_metrics() {
         "rules:\n  - name: per-sender\n    limit: { key: mail_from.domain, rate: 1000/hour }\n",
     )
     .unwrap();
+    let pair = rcgen::generate_simple_self_signed(vec!["gw.example.test".into()]).unwrap();
+    let tls = portcullis::config::schema::TlsConfig {
+        cert: dir.path().join("cert.pem"),
+        key: dir.path().join("key.pem"),
+        require: Default::default(),
+    };
+    std::fs::write(&tls.cert, pair.cert.pem()).unwrap();
+    std::fs::write(&tls.key, pair.signing_key.serialize_pem()).unwrap();
     let gw = Gateway::start(|c| {
         c.policy = Some(policy.clone());
         c.state.backend = portcullis::config::schema::StateBackend::Redis;
         c.state.redis.urls = vec![format!("redis://127.0.0.1:{}/0", common::free_port())];
+        c.tls = Some(tls);
     })
     .await;
     // Families labelled by command or check exist once the first command has run.

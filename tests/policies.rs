@@ -769,7 +769,11 @@ async fn bug_client_ip_survives_starttls() {
          \x20     mail_from.domain: blocked.test\n\
          \x20   action: reject\n",
         |c| {
-            c.tls = Some(portcullis::config::schema::TlsConfig { cert, key: keyfile });
+            c.tls = Some(portcullis::config::schema::TlsConfig {
+                cert,
+                key: keyfile,
+                require: Default::default(),
+            });
         },
     )
     .await;

@@ -21,14 +21,19 @@ async fn setup() -> (Postfix, Gateway) {
 
 async fn setup_with(tweak: impl FnOnce(&mut Config)) -> (Postfix, Gateway) {
     let pf = blocking(Postfix::backend).await;
+    let gw = gateway_for(&pf, tweak).await;
+    (pf, gw)
+}
+
+/// A gateway relaying to `pf` (accepting example.net only).
+async fn gateway_for(pf: &Postfix, tweak: impl FnOnce(&mut Config)) -> Gateway {
     let port = pf.port;
-    let gw = Gateway::start(|c| {
+    Gateway::start(|c| {
         c.backend.url = format!("smtp://127.0.0.1:{port}");
         c.accepted_domains = vec!["example.net".into()];
         tweak(c);
     })
-    .await;
-    (pf, gw)
+    .await
 }
 
 /// Runs a blocking program off the runtime (the in-process gateway keeps serving);
@@ -223,6 +228,90 @@ async fn unknown_user_gets_postfix_550_at_rcpt() {
     })
     .await;
     assert!(line.is_some(), "Postfix did not log the reject");
+}
+
+/// b2. Unknown users have their own limit (`limits.max_unknown_recipients`, 20 by default),
+/// not `max_errors` (10): a message to 40 recipients of which 10 are unknown to Postfix
+/// reaches the other 30, and the session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_recipients_below_their_limit_do_not_end_the_session() {
+    let users: Vec<String> = (0..30).map(|i| format!("user{i}")).collect();
+    let pf = blocking({
+        let users = users.clone();
+        move || Postfix::backend_with_users(&users)
+    })
+    .await;
+    let gw = gateway_for(&pf, |c| assert_eq!(c.limits.max_errors, 10)).await;
+    let mut c = gw.client().await;
+    assert_eq!(c.cmd("EHLO client.example").await.0, 250);
+    assert_eq!(c.cmd("MAIL FROM:<list@example.org>").await.0, 250);
+    let mut known = users.iter();
+    for i in 0..40 {
+        if i % 4 == 3 {
+            let (code, text) = c.cmd(&format!("RCPT TO:<gone{i}@example.net>")).await;
+            assert_eq!((code, text.contains("5.1.1")), (550, true), "{text}");
+        } else {
+            let user = known.next().unwrap();
+            let (code, text) = c.cmd(&format!("RCPT TO:<{user}@example.net>")).await;
+            assert_eq!(code, 250, "{user}: {text}");
+        }
+    }
+    let (code, text) = c.data(b"Subject: to thirty\r\n\r\nhello\r\n").await;
+    assert_eq!(code, 250, "{text}");
+    assert_eq!(c.cmd("QUIT").await.0, 221, "the session is still open");
+    let pf = blocking(move || {
+        for user in &users {
+            pf.wait_for_messages(user, 1, 20);
+        }
+        pf
+    })
+    .await;
+    assert!(pf.maildir_messages("alice").is_empty());
+    for limit in ["errors", "unknown_recipients"] {
+        let series = format!("portcullis_limit_hits_total{{limit=\"{limit}\"}}");
+        assert_eq!(gw.metric(&series).await, 0.0, "{series}");
+    }
+}
+
+/// b3. A dictionary attack still ends: the 20th user unknown to Postfix gets its 550, then
+/// the session gets `421 4.7.0` and is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dictionary_attack_ends_at_the_unknown_recipient_limit() {
+    let (_pf, gw) = setup().await;
+    let mut c = gw.client().await;
+    assert_eq!(c.cmd("EHLO client.example").await.0, 250);
+    assert_eq!(c.cmd("MAIL FROM:<harvest@example.org>").await.0, 250);
+    for i in 1..20 {
+        let (code, text) = c.cmd(&format!("RCPT TO:<guess{i}@example.net>")).await;
+        assert_eq!(
+            (code, text.contains("5.1.1")),
+            (550, true),
+            "guess {i}: {text}"
+        );
+    }
+    let (code, text) = c.cmd("RCPT TO:<guess20@example.net>").await;
+    assert_eq!((code, text.contains("5.1.1")), (550, true), "{text}");
+    let (code, text) = c.read_reply().await;
+    assert_eq!(
+        (
+            code,
+            text.contains("4.7.0"),
+            text.contains("unknown recipients")
+        ),
+        (421, true, true),
+        "{text}"
+    );
+    assert_eq!(c.read_reply().await.0, 0, "connection closed");
+    assert_eq!(
+        gw.metric("portcullis_limit_hits_total{limit=\"unknown_recipients\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        gw.metric("portcullis_limit_hits_total{limit=\"errors\"}")
+            .await,
+        0.0
+    );
 }
 
 /// c. Relaying to a foreign domain: 550 5.7.1 from the gateway; Postfix never sees it.
@@ -633,7 +722,11 @@ async fn starttls_then_relay() {
     std::fs::write(&cert, ck.cert.pem()).unwrap();
     std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
     let (pf, gw) = setup_with(move |c| {
-        c.tls = Some(portcullis::config::schema::TlsConfig { cert, key });
+        c.tls = Some(portcullis::config::schema::TlsConfig {
+            cert,
+            key,
+            require: Default::default(),
+        });
     })
     .await;
     let (rc, out) = python(PY_STARTTLS, gw.addr).await;
@@ -726,4 +819,130 @@ async fn client_identity_changes_reach_postfix() {
         first.starts_with("Received: from client.example ") && first.contains(" with ESMTP id "),
         "{first}"
     );
+}
+
+/// n. Postfix answers 421 (and hangs up) at MAIL, RCPT, DATA and the final dot, through
+/// access maps. Each is the backend connection ending, not the client's: the client gets
+/// `451 4.4.2`, its session goes on, and the next transaction opens a new backend
+/// connection. Nothing is delivered but the messages whose transaction saw no 421.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_421_is_451_and_the_client_session_goes_on() {
+    let (pf, gw) = setup().await;
+    let pf = blocking(move || {
+        let mut pf = pf;
+        let etc = pf.etc();
+        for (map, key, stage) in [
+            ("rcpt421", "gone@example.net", "RCPT"),
+            ("mail421", "mail421@example.org", "MAIL"),
+            ("data421", "data421@example.org", "DATA"),
+            ("eod421", "eod421@example.org", "end of data"),
+        ] {
+            std::fs::write(etc.join(map), format!("{key} 421 4.3.2 Closing at {stage}\n"))
+                .unwrap();
+        }
+        let e = etc.display();
+        pf.set(&[
+            "smtpd_delay_reject = no",
+            &format!("smtpd_sender_restrictions = check_sender_access texthash:{e}/mail421"),
+            &format!(
+                "smtpd_recipient_restrictions = check_recipient_access texthash:{e}/rcpt421, reject_unlisted_recipient"
+            ),
+            &format!("smtpd_data_restrictions = check_sender_access texthash:{e}/data421"),
+            &format!("smtpd_end_of_data_restrictions = check_sender_access texthash:{e}/eod421"),
+        ]);
+        pf
+    })
+    .await;
+    let failed = |(code, text): (u16, String)| {
+        assert_eq!((code, text.contains("4.4.2")), (451, true), "{text}");
+    };
+    let mut c = gw.client().await;
+    assert_eq!(c.cmd("EHLO client.example").await.0, 250);
+
+    // RCPT: a 421 after an accepted recipient breaks the transaction, so DATA gets 451 too.
+    assert_eq!(c.cmd("MAIL FROM:<sender@example.org>").await.0, 250);
+    assert_eq!(c.cmd("RCPT TO:<alice@example.net>").await.0, 250);
+    failed(c.cmd("RCPT TO:<gone@example.net>").await);
+    failed(c.cmd("DATA").await);
+    // A 421 to the first recipient: the next recipient opens a new backend connection.
+    assert_eq!(c.cmd("MAIL FROM:<sender@example.org>").await.0, 250);
+    failed(c.cmd("RCPT TO:<gone@example.net>").await);
+    assert_eq!(c.cmd("RCPT TO:<bob@example.net>").await.0, 250);
+    assert_eq!(c.data(b"Subject: after rcpt 421\r\n\r\nx\r\n").await.0, 250);
+
+    // MAIL: the backend's 421 comes with the first recipient (the kept connection, then a
+    // fresh one, both say 421).
+    assert_eq!(c.cmd("MAIL FROM:<mail421@example.org>").await.0, 250);
+    failed(c.cmd("RCPT TO:<alice@example.net>").await);
+    assert_eq!(c.cmd("RSET").await.0, 250);
+
+    // DATA and the final dot: the message is not accepted, the client keeps it.
+    for sender in ["data421@example.org", "eod421@example.org"] {
+        transaction(&mut c, sender, "alice@example.net").await;
+        failed(c.data(b"Subject: refused\r\n\r\nx\r\n").await);
+        assert_eq!(c.cmd("NOOP").await.0, 250, "{sender}: the session goes on");
+    }
+
+    // And the session still delivers.
+    transaction(&mut c, "sender@example.org", "alice@example.net").await;
+    assert_eq!(c.data(b"Subject: last\r\n\r\nx\r\n").await.0, 250);
+    assert_eq!(c.cmd("QUIT").await.0, 221);
+    let (pf, bob, alice) = blocking(move || {
+        let bob = pf.wait_for_messages("bob", 1, 10);
+        let alice = pf.wait_for_messages("alice", 1, 10);
+        (pf, bob, alice)
+    })
+    .await;
+    assert!(bob[0].contains("Subject: after rcpt 421"), "{}", bob[0]);
+    assert_eq!(alice.len(), 1, "{alice:?}");
+    assert!(alice[0].contains("Subject: last"), "{}", alice[0]);
+    assert_eq!(
+        gw.metric("portcullis_backend_errors_total{kind=\"tempfail\"}")
+            .await,
+        // RCPT twice, MAIL (on the fresh connection: the kept one's failure is retried),
+        // DATA, the final dot.
+        5.0
+    );
+    drop(pf);
+}
+
+/// MAIL and one RCPT in an open session, each answered 250.
+async fn transaction(c: &mut common::LineClient, from: &str, rcpt: &str) {
+    let r = c.cmd(&format!("MAIL FROM:<{from}>")).await;
+    assert_eq!(r.0, 250, "{r:?}");
+    let r = c.cmd(&format!("RCPT TO:<{rcpt}>")).await;
+    assert_eq!(r.0, 250, "{r:?}");
+}
+
+/// o. Postfix answers the final dot after `timeouts.backend_data`: the client hears
+/// `451 4.4.2`, never a 250 the backend has not given, and its session goes on. The backend
+/// did take the message in the end, so the client's retry will deliver it twice: a late
+/// 250 becomes a duplicate, never a loss (docs/design.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_final_reply_is_451_and_at_worst_a_duplicate() {
+    let (pf, gw) = setup_with(|c| c.timeouts.backend_data = Duration::from_secs(1)).await;
+    let pf = blocking(move || {
+        let mut pf = pf;
+        pf.set(&["smtpd_end_of_data_restrictions = sleep 3"]);
+        pf
+    })
+    .await;
+    let mut c = gw.client().await;
+    c.envelope("sender@example.org", &["alice@example.net"])
+        .await;
+    let (code, text) = c.data(b"Subject: slow backend\r\n\r\nx\r\n").await;
+    assert_eq!((code, text.contains("4.4.2")), (451, true), "{text}");
+    assert_eq!(c.cmd("NOOP").await.0, 250, "the session goes on");
+    assert_eq!(
+        gw.metric("portcullis_backend_errors_total{kind=\"timeout\"}")
+            .await,
+        1.0
+    );
+    let (pf, msgs) = blocking(move || {
+        let m = pf.wait_for_messages("alice", 1, 15);
+        (pf, m)
+    })
+    .await;
+    assert!(msgs[0].contains("Subject: slow backend"), "{}", msgs[0]);
+    drop(pf);
 }

@@ -256,6 +256,97 @@ async fn too_many_errors_close_with_421() {
     assert_eq!(c.read_reply().await.0, 0, "connection closed");
 }
 
+/// RFC 5321 §4.5.3.1.10: a 452 for recipients over the limit tells the client to go on. A
+/// pipelined batch of 1000 RCPTs under the default limits delivers the first 100 in one
+/// message, and no limit closes the session.
+#[tokio::test]
+async fn recipients_over_the_limit_are_deferred_not_counted_as_errors() {
+    let gw = Gateway::start(|c| assert_eq!(c.limits.max_recipients, 100)).await;
+    let mut c = gw.client().await;
+    assert_eq!(c.cmd("EHLO bulk.example").await.0, 250);
+    let mut batch = b"MAIL FROM:<list@sender.example>\r\n".to_vec();
+    for i in 0..1000 {
+        batch.extend_from_slice(format!("RCPT TO:<r{i}@example.test>\r\n").as_bytes());
+    }
+    batch.extend_from_slice(b"DATA\r\n");
+    c.send(&batch).await;
+    assert_eq!(c.read_reply().await.0, 250, "MAIL");
+    for i in 0..1000 {
+        let (code, text) = c.read_reply().await;
+        let want = if i < 100 { 250 } else { 452 };
+        assert_eq!(code, want, "RCPT {i}: {text}");
+        if i >= 100 {
+            assert!(text.contains("4.5.3"), "RCPT {i}: {text}");
+        }
+    }
+    assert_eq!(c.read_reply().await.0, 354);
+    c.send(b"Subject: many\r\n\r\nto a hundred\r\n.\r\n").await;
+    let (code, text) = c.read_reply().await;
+    assert_eq!(code, 250, "{text}");
+    assert_eq!(c.cmd("QUIT").await.0, 221, "the session is still open");
+    for i in 0..100 {
+        assert_eq!(
+            gw.delivered("example.test", &format!("r{i}")).len(),
+            1,
+            "r{i}"
+        );
+    }
+    assert!(gw.delivered("example.test", "r100").is_empty());
+    assert_eq!(
+        gw.metric("portcullis_messages_total{verdict=\"accept\"}")
+            .await,
+        1.0,
+        "one message"
+    );
+    assert_eq!(
+        gw.metric("portcullis_limit_hits_total{limit=\"errors\"}")
+            .await,
+        0.0
+    );
+}
+
+/// Only protocol errors count towards `max_errors`: deferred recipients and a DATA behind
+/// refused ones do not, garbage commands and relay attempts do.
+#[tokio::test]
+async fn max_errors_counts_protocol_errors_only() {
+    let gw = Gateway::start(|c| {
+        c.limits.max_errors = 3;
+        c.limits.max_recipients = 1;
+    })
+    .await;
+    let mut c = gw.client().await;
+    c.envelope("a@sender.example", &["one@example.test"]).await;
+    for i in 0..5 {
+        assert_eq!(
+            c.cmd(&format!("RCPT TO:<more{i}@example.test>")).await.0,
+            452
+        );
+    }
+    assert_eq!(c.data(b"Subject: x\r\n\r\ny\r\n").await.0, 250);
+    assert_eq!(gw.delivered("example.test", "one").len(), 1);
+    // A transaction whose only recipient was refused, with DATA pipelined behind it.
+    c.send(b"MAIL FROM:<a@sender.example>\r\nRCPT TO:<x@elsewhere.example>\r\nDATA\r\nRSET\r\n")
+        .await;
+    let codes = [
+        c.read_reply().await.0,
+        c.read_reply().await.0,
+        c.read_reply().await.0,
+        c.read_reply().await.0,
+    ];
+    assert_eq!(codes, [250, 550, 554, 250], "one error: the relay attempt");
+    assert_eq!(c.cmd("BOGUS").await.0, 500);
+    c.send(b"BOGUS\r\n").await;
+    assert_eq!(c.read_reply().await.0, 500);
+    let (code, text) = c.read_reply().await;
+    assert_eq!((code, text.contains("4.7.0")), (421, true), "{text}");
+    assert_eq!(c.read_reply().await.0, 0, "connection closed");
+    assert_eq!(
+        gw.metric("portcullis_limit_hits_total{limit=\"errors\"}")
+            .await,
+        1.0
+    );
+}
+
 #[tokio::test]
 async fn too_many_commands_close_with_421() {
     let gw = Gateway::start(|c| c.limits.max_commands = 5).await;
@@ -274,6 +365,168 @@ async fn idle_client_times_out_with_421() {
     assert_eq!((code, text.contains("4.4.2")), (421, true), "{text}");
     assert_eq!(
         gw.metric("portcullis_limit_hits_total{limit=\"command_timeout\"}")
+            .await,
+        1.0
+    );
+}
+
+/// A client that keeps the session busy with cheap commands is ended by `timeouts.session`
+/// at a command boundary; so is one that waits silently past it.
+#[tokio::test]
+async fn session_deadline_ends_a_busy_client() {
+    let gw = Gateway::start(|c| c.timeouts.session = Duration::from_millis(1500)).await;
+    let mut c = gw.client().await;
+    assert_eq!(c.cmd("EHLO busy.example").await.0, 250);
+    let mut ended = None;
+    for _ in 0..200 {
+        let (code, text) = c.cmd("NOOP").await;
+        if code != 250 {
+            ended = Some((code, text));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (code, text) = ended.expect("the session was never ended");
+    assert_eq!(
+        (
+            code,
+            text.contains("4.4.2"),
+            text.contains("Session too long")
+        ),
+        (421, true, true),
+        "{text}"
+    );
+    assert_eq!(c.read_reply().await.0, 0, "connection closed");
+
+    // Silent past the deadline, well within timeouts.command (10 s).
+    let mut c = gw.client().await;
+    assert_eq!(c.cmd("EHLO quiet.example").await.0, 250);
+    let (code, text) = c.read_reply().await;
+    assert_eq!(
+        (code, text.contains("Session too long")),
+        (421, true),
+        "{text}"
+    );
+    assert_eq!(
+        gw.metric("portcullis_limit_hits_total{limit=\"session_timeout\"}")
+            .await,
+        2.0
+    );
+}
+
+/// The session deadline never interrupts a message: one whose DATA began before it is read
+/// and relayed, and the 421 comes at the next command.
+#[tokio::test]
+async fn session_deadline_waits_for_the_message_in_progress() {
+    let gw = Gateway::start(|c| c.timeouts.session = Duration::from_secs(2)).await;
+    let mut c = gw.client().await;
+    c.envelope("a@sender.example", &["late@example.test"]).await;
+    assert_eq!(c.cmd("DATA").await.0, 354);
+    c.send(b"Subject: begun in time\r\n\r\n").await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    c.send(b"finished after the deadline\r\n.\r\n").await;
+    let (code, text) = c.read_reply().await;
+    assert_eq!(code, 250, "{text}");
+    assert_eq!(gw.delivered("example.test", "late").len(), 1);
+    let (code, text) = c.cmd("MAIL FROM:<a@sender.example>").await;
+    assert_eq!(
+        (code, text.contains("Session too long")),
+        (421, true),
+        "{text}"
+    );
+
+    // Nor between the chunks of a BDAT message.
+    let mut c = gw.client().await;
+    c.envelope("a@sender.example", &["chunked@example.test"])
+        .await;
+    c.send(b"BDAT 24\r\nSubject: begun in time\r\n").await;
+    assert_eq!(c.read_reply().await.0, 250);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    c.send(b"BDAT 8 LAST\r\n\r\nlate\r\n").await;
+    let (code, text) = c.read_reply().await;
+    assert_eq!(code, 250, "{text}");
+    assert_eq!(gw.delivered("example.test", "chunked").len(), 1);
+    let (code, text) = c.cmd("NOOP").await;
+    assert_eq!(
+        (code, text.contains("Session too long")),
+        (421, true),
+        "{text}"
+    );
+}
+
+/// `timeouts.idle` ends a client that sends no mail, however busy it keeps the session.
+#[tokio::test]
+async fn idle_bound_ends_a_client_that_sends_no_mail() {
+    let gw = Gateway::start(|c| c.timeouts.idle = Duration::from_millis(1500)).await;
+    let mut c = gw.client().await;
+    assert_eq!(c.cmd("EHLO loiter.example").await.0, 250);
+    let mut ended = None;
+    for _ in 0..200 {
+        let (code, text) = c.cmd("NOOP").await;
+        if code != 250 {
+            ended = Some((code, text));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (code, text) = ended.expect("the session was never ended");
+    assert_eq!(
+        (code, text.contains("4.4.2"), text.contains("Idle too long")),
+        (421, true, true),
+        "{text}"
+    );
+    assert_eq!(
+        gw.metric("portcullis_limit_hits_total{limit=\"idle_timeout\"}")
+            .await,
+        1.0
+    );
+}
+
+/// The idle clock restarts when a transaction completes and does not run inside one; after
+/// RSET it runs again from the last completed transaction.
+#[tokio::test]
+async fn idle_clock_restarts_after_each_completed_transaction() {
+    let idle = Duration::from_secs(3);
+    let gw = Gateway::start(|c| c.timeouts.idle = idle).await;
+    let mut c = gw.client().await;
+    assert_eq!(c.cmd("EHLO steady.example").await.0, 250);
+    tokio::time::sleep(idle / 2).await;
+    c.envelope("a@sender.example", &["steady@example.test"])
+        .await;
+    assert_eq!(c.data(b"Subject: one\r\n\r\nx\r\n").await.0, 250);
+    tokio::time::sleep(idle / 2).await;
+    // Past the idle bound since connect, within it since the message.
+    assert_eq!(c.cmd("NOOP").await.0, 250);
+    assert_eq!(c.cmd("MAIL FROM:<a@sender.example>").await.0, 250);
+    tokio::time::sleep(idle).await;
+    // Inside a transaction the idle bound does not apply.
+    assert_eq!(c.cmd("RCPT TO:<steady@example.test>").await.0, 250);
+    // RSET leaves the transaction uncompleted: the clock from the last message has run out.
+    assert_eq!(c.cmd("RSET").await.0, 250);
+    let (code, text) = c.read_reply().await;
+    assert_eq!(
+        (code, text.contains("Idle too long")),
+        (421, true),
+        "{text}"
+    );
+    assert_eq!(gw.delivered("example.test", "steady").len(), 1);
+}
+
+/// `timeouts.data` bounds a BDAT message as a whole, the waits for the BDAT commands between
+/// its chunks included (each of which is within `timeouts.command`).
+#[tokio::test]
+async fn bdat_message_is_bounded_by_the_data_deadline() {
+    let gw = Gateway::start(|c| c.timeouts.data = Duration::from_millis(800)).await;
+    let mut c = gw.client().await;
+    c.envelope("a@sender.example", &["chunks@example.test"])
+        .await;
+    c.send(b"BDAT 9\r\nSubject: ").await;
+    assert_eq!(c.read_reply().await.0, 250);
+    let (code, text) = c.read_reply().await;
+    assert_eq!((code, text.contains("4.4.2")), (421, true), "{text}");
+    assert!(gw.delivered("example.test", "chunks").is_empty());
+    assert_eq!(
+        gw.metric("portcullis_limit_hits_total{limit=\"data_timeout\"}")
             .await,
         1.0
     );
@@ -315,6 +568,78 @@ async fn bare_lf_is_rejected_by_default_and_fixed_on_request() {
         "{:?}",
         String::from_utf8_lossy(&m[0])
     );
+}
+
+#[tokio::test]
+async fn nul_bytes_are_rejected_by_default_and_stripped_on_request() {
+    let gw = Gateway::start(|_| {}).await;
+    let mut c = gw.client().await;
+    c.envelope("a@sender.example", &["n@example.test"]).await;
+    // The whole message is read (the line after the NUL is content, not a command), then
+    // refused: never acknowledged.
+    let (code, text) = c
+        .data(b"Subject: n\r\n\r\nhel\0lo\r\nRSET\r\nbye\r\n")
+        .await;
+    assert_eq!((code, text.contains("5.6.0")), (550, true), "{text}");
+    assert!(text.contains("NUL"), "{text}");
+    // The same through BDAT.
+    c.envelope("a@sender.example", &["n@example.test"]).await;
+    c.send(b"BDAT 9 LAST\r\nx: \0y\r\n\r\n").await;
+    let (code, text) = c.read_reply().await;
+    assert_eq!((code, text.contains("5.6.0")), (550, true), "{text}");
+    assert_eq!(c.cmd("NOOP").await.0, 250);
+    assert!(gw.delivered("example.test", "n").is_empty());
+    assert_eq!(
+        gw.metric("portcullis_policy_rule_hits_total{rule=\"nul-bytes\"}")
+            .await,
+        2.0
+    );
+
+    let gw =
+        Gateway::start(|c| c.smtp.nul_bytes = portcullis::config::schema::NulBytes::Strip).await;
+    let mut c = gw.client().await;
+    c.envelope("a@sender.example", &["n@example.test"]).await;
+    let (code, text) = c.data(b"Subject: n\r\n\r\nhel\0lo\0\r\n.\0\r\n").await;
+    assert_eq!(code, 250, "{text}");
+    let m = gw.delivered("example.test", "n");
+    assert!(!m[0].contains(&0), "{:?}", String::from_utf8_lossy(&m[0]));
+    // `.` NUL was a line of content: its dot was stuffing, its NUL is gone.
+    assert!(
+        m[0].ends_with(b"Subject: n\r\n\r\nhello\r\n\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&m[0])
+    );
+}
+
+#[tokio::test]
+async fn long_lines_pass_by_default_and_are_rejected_on_request() {
+    let line = |n: usize| {
+        let mut body = b"Subject: l\r\n\r\n".to_vec();
+        body.extend(std::iter::repeat_n(b'x', n));
+        body.extend_from_slice(b"\r\n");
+        body
+    };
+    // As Postfix: relayed unchanged, neither cut nor folded.
+    let gw = Gateway::start(|_| {}).await;
+    let mut c = gw.client().await;
+    c.envelope("a@sender.example", &["l@example.test"]).await;
+    assert_eq!(c.data(&line(5000)).await.0, 250);
+    let m = gw.delivered("example.test", "l");
+    assert!(m[0].ends_with(&line(5000)), "the long line was changed");
+
+    let gw =
+        Gateway::start(|c| c.smtp.long_lines = portcullis::config::schema::LongLines::Reject).await;
+    let mut c = gw.client().await;
+    c.envelope("a@sender.example", &["l@example.test"]).await;
+    let (code, text) = c.data(&line(999)).await;
+    assert_eq!((code, text.contains("5.6.0")), (550, true), "{text}");
+    assert!(text.contains("998"), "{text}");
+    // 998 characters is the limit itself (RFC 5322 §2.1.1), and the session went on.
+    c.envelope("a@sender.example", &["l@example.test"]).await;
+    assert_eq!(c.data(&line(998)).await.0, 250);
+    let m = gw.delivered("example.test", "l");
+    assert_eq!(m.len(), 1);
+    assert!(m[0].ends_with(&line(998)));
 }
 
 #[tokio::test]
@@ -430,4 +755,150 @@ async fn ipv4_and_ipv6_listeners_share_a_port() {
         msgs.iter()
             .any(|m| String::from_utf8_lossy(m).contains("([IPv6:::1])"))
     );
+}
+
+/// Every reply code until the gateway closes the connection.
+async fn codes_until_close(c: &mut LineClient) -> Vec<(u16, String)> {
+    let mut replies = Vec::new();
+    loop {
+        let reply = c.read_reply().await;
+        if reply.0 == 0 {
+            return replies;
+        }
+        replies.push(reply);
+    }
+}
+
+/// The bytes a smuggler hides behind a chunk size the parser cannot hold: if any of it ran as
+/// commands, a second message would reach `victim`.
+const SMUGGLED: &[u8] = b"Subject: first\r\n\r\nx\r\n\r\nRSET\r\nMAIL FROM:<evil@smuggler.example>\r\nRCPT TO:<victim@example.test>\r\nDATA\r\nSubject: smuggled\r\n\r\nboo\r\n.\r\n";
+
+#[tokio::test]
+async fn bdat_size_beyond_u64_is_refused_and_nothing_after_it_runs() {
+    let gw = Gateway::start(|_| {}).await;
+    // 10000000000000000000024 used to wrap to 24 (a 24-byte chunk, the rest as commands);
+    // 100000000000000000000000 to 0 (an empty message relayed and acknowledged).
+    for size in ["10000000000000000000024", "100000000000000000000000"] {
+        let mut c = gw.client().await;
+        c.envelope("a@sender.example", &["big@example.test"]).await;
+        let mut line = format!("BDAT {size} LAST\r\n").into_bytes();
+        line.extend_from_slice(SMUGGLED);
+        c.send(&line).await;
+        let replies = codes_until_close(&mut c).await;
+        let codes: Vec<u16> = replies.iter().map(|r| r.0).collect();
+        assert_eq!(codes, vec![501, 421], "{size}: {replies:?}");
+        assert!(
+            replies[0].1.contains("5.5.4") && replies[0].1.contains("out of range"),
+            "{replies:?}"
+        );
+    }
+    assert!(gw.delivered("example.test", "big").is_empty());
+    assert!(gw.delivered("example.test", "victim").is_empty());
+    // One MAIL per session, the envelope's: none of the smuggled lines ran.
+    assert_eq!(
+        gw.metric("portcullis_commands_total{command=\"MAIL\"}")
+            .await,
+        2.0
+    );
+}
+
+#[tokio::test]
+async fn mail_size_beyond_u64_is_refused_not_wrapped() {
+    let gw = Gateway::start(|c| c.limits.max_message_size = 1000).await;
+    let mut c = gw.client().await;
+    assert_eq!(c.cmd("EHLO client.example").await.0, 250);
+    for size in ["100000000000000000000000", "18446744073709551616"] {
+        let (code, text) = c
+            .cmd(&format!("MAIL FROM:<a@sender.example> SIZE={size}"))
+            .await;
+        assert_eq!(code, 501, "{size}: {text}");
+        assert!(
+            text.contains("5.5.4") && text.contains("out of range"),
+            "{text}"
+        );
+        // No transaction started.
+        assert_eq!(c.cmd("RCPT TO:<s@example.test>").await.0, 503);
+    }
+    // The largest number that fits is read as itself, and is over the limit.
+    let (code, text) = c
+        .cmd("MAIL FROM:<a@sender.example> SIZE=18446744073709551615")
+        .await;
+    assert_eq!((code, text.contains("5.3.4")), (552, true), "{text}");
+    let (code, text) = c.cmd("MAIL FROM:<a@sender.example> SIZE=x").await;
+    assert_eq!((code, text.contains("5.5.4")), (501, true), "{text}");
+    assert_eq!(c.cmd("NOOP").await.0, 250, "the session goes on");
+    assert!(gw.delivered("example.test", "s").is_empty());
+}
+
+#[tokio::test]
+async fn bdat_with_extra_words_is_refused_and_its_chunk_dropped() {
+    let gw = Gateway::start(|_| {}).await;
+    let mut c = gw.client().await;
+    c.envelope("a@sender.example", &["words@example.test"])
+        .await;
+    // The chunk is "QUIT\n": read and dropped, never a command.
+    c.send(b"BDAT 5 LAST extra\r\nQUIT\n").await;
+    let (code, text) = c.read_reply().await;
+    assert_eq!((code, text.contains("5.5.4")), (501, true), "{text}");
+    assert_eq!(c.cmd("NOOP").await.0, 250, "QUIT in the chunk ran");
+    // In a BDAT sequence, a refused chunk ends the transaction (RFC 3030 §2).
+    c.send(b"BDAT 4\r\nab\r\n").await;
+    assert_eq!(c.read_reply().await.0, 250);
+    c.send(b"BDAT 4 LAST now\r\ncd\r\n").await;
+    assert_eq!(c.read_reply().await.0, 501);
+    assert_eq!(c.cmd("BDAT 0 LAST").await.0, 503, "the transaction is over");
+    assert!(gw.delivered("example.test", "words").is_empty());
+}
+
+#[tokio::test]
+async fn bdat_chunk_over_the_size_limit_is_read_then_552() {
+    let gw = Gateway::start(|c| c.limits.max_message_size = 100).await;
+    let mut c = gw.client().await;
+    c.envelope("a@sender.example", &["huge@example.test"]).await;
+    // A chunk over the limit is read to its end (its bytes are no commands) and dropped.
+    let mut chunk = b"BDAT 300\r\n".to_vec();
+    chunk.extend(std::iter::repeat_n(b'Q', 294));
+    chunk.extend_from_slice(b"QUIT\r\n");
+    c.send(&chunk).await;
+    assert_eq!(c.read_reply().await.0, 250);
+    let (code, text) = c.cmd("BDAT 0 LAST").await;
+    assert_eq!((code, text.contains("5.3.4")), (552, true), "{text}");
+    assert_eq!(c.cmd("NOOP").await.0, 250, "the stream is in sync");
+    assert!(gw.delivered("example.test", "huge").is_empty());
+}
+
+#[tokio::test]
+async fn verbs_without_parameters_refuse_them() {
+    let gw = Gateway::start(|c| c.limits.max_errors = 100).await;
+    let mut c = gw.client().await;
+    assert_eq!(c.cmd("EHLO client.example").await.0, 250);
+    let (code, text) = c.cmd("STARTTLS now").await;
+    assert_eq!((code, text.contains("5.5.4")), (501, true), "{text}");
+    c.envelope("a@sender.example", &["plain@example.test"])
+        .await;
+    for line in ["DATA x", "RSET x", "QUIT x"] {
+        let (code, text) = c.cmd(line).await;
+        assert_eq!(
+            (code, text.contains("5.5.4")),
+            (501, true),
+            "{line}: {text}"
+        );
+    }
+    // NOOP and HELP take an argument (RFC 5321 §4.1.1.8, §4.1.1.9).
+    assert_eq!(c.cmd("NOOP x").await.0, 250);
+    assert_eq!(c.cmd("HELP MAIL").await.0, 214);
+    // RSET x reset nothing and QUIT x closed nothing: the transaction goes on.
+    assert_eq!(c.data(b"Subject: p\r\n\r\nx\r\n").await.0, 250);
+    assert_eq!(gw.delivered("example.test", "plain").len(), 1);
+    assert_eq!(c.cmd("QUIT").await.0, 221);
+}
+
+#[tokio::test]
+async fn help_names_only_what_ehlo_offers() {
+    let gw = Gateway::start(|_| {}).await;
+    let mut c = gw.client().await;
+    let (code, text) = c.cmd("HELP").await;
+    assert_eq!(code, 214);
+    assert!(text.contains("BDAT"), "{text}");
+    assert!(!text.contains("STARTTLS"), "no tls: configured: {text}");
 }

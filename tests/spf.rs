@@ -235,9 +235,10 @@ async fn dns_that_never_answers_does_not_hang_mail() {
     let took = started.elapsed();
     println!("MAIL answered in {took:?} (timeout {timeout:?} x {attempts} attempts)");
     assert_eq!(mail.0, 250, "{mail:?}");
-    // Two identities (HELO, then MAIL FROM), evaluated one after the other, each one TXT
-    // lookup that times out. hickory's `attempts` (which `dns.attempts` is passed to) counts
-    // retries: a lookup is tried attempts + 1 times, each try bounded by `timeout`.
+    // Two identities (HELO and MAIL FROM), evaluated at the same time, each one TXT lookup
+    // that times out; the bound allows them one after the other too. hickory's `attempts`
+    // (which `dns.attempts` is passed to) counts retries: a lookup is tried attempts + 1
+    // times, each try bounded by `timeout`.
     let per_lookup = timeout * (attempts as u32 + 1);
     let bound = per_lookup * 2 + Duration::from_secs(2);
     assert!(took < bound, "MAIL took {took:?}, bound {bound:?}");

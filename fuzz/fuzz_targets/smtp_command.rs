@@ -3,9 +3,9 @@
 //!
 //! Invariants: never panics; an error is one of our 5xx reply constants; a parsed command
 //! names one of a fixed set of verbs (they become metric labels); names and paths carry no
-//! line ending; a BDAT chunk size is the number the client wrote, and a MAIL SIZE= is the
-//! number written after a `SIZE=` or else `u64::MAX` (too big: refused), never smaller
-//! (smtp-proto skips CRs even inside `SIZE`, and garbles numbers beyond 19 digits);
+//! line ending; a BDAT chunk size and a MAIL SIZE= are the numbers the client wrote
+//! (a number too big for u64 is refused, never saturated, wrapped or cut), and a refused
+//! BDAT's chunk is the size written;
 //! a recipient runs through the relay check (`parse_mailbox`) without panicking, and a
 //! mailbox it accepts has a lower-case LDH domain of at most 253 octets.
 
@@ -15,7 +15,7 @@ mod common;
 
 use libfuzzer_sys::fuzz_target;
 use portcullis::smtp::address::parse_mailbox;
-use portcullis::smtp::command::Command;
+use portcullis::smtp::command::{Command, Trailing};
 use portcullis::smtp::reply;
 
 /// Every verb `Command::verb` may return (smtp-proto's request names and ours).
@@ -34,12 +34,24 @@ fuzz_target!(|data: &[u8]| {
 fn check(line: &[u8]) {
     let cmd = match Command::parse(line) {
         Ok(cmd) => cmd,
-        Err(r) => {
+        Err(invalid) => {
+            let r = invalid.reply;
             assert!(
                 reply::ALL.contains(&&r),
                 "error reply is not one of ours: {r:?}"
             );
             assert!((500..600).contains(&r.code), "{r:?}");
+            // A refused BDAT says what follows it: its chunk, of the size the client wrote,
+            // or (no readable size) nothing that can be trusted.
+            match invalid.trailing {
+                Trailing::Chunk(size) => assert_eq!(
+                    numbers_after(line, b"bdat").first().copied(),
+                    Some(u128::from(size)),
+                    "refused BDAT chunk {size} is not what the client wrote: {:?}",
+                    String::from_utf8_lossy(line)
+                ),
+                Trailing::Unknown | Trailing::Nothing => {}
+            }
             return;
         }
     };
@@ -54,11 +66,11 @@ fn check(line: &[u8]) {
             one_line(&m.address);
             if let Some(size) = m.size {
                 assert!(size > 0, "SIZE=0 is no declaration");
-                // One of the SIZE= parameters in the line says this number, or it is the
-                // largest (refused as too big): never a smaller number than written.
+                // One of the SIZE= parameters in the line says exactly this number (one
+                // beyond u64 is refused, never saturated or wrapped).
                 let written = numbers_after(line, b"size=");
                 assert!(
-                    size == u64::MAX || written.iter().any(|&w| w == u128::from(size)),
+                    written.iter().any(|&w| w == u128::from(size)),
                     "SIZE {size} is not what the client wrote: {written:?} in {:?}",
                     String::from_utf8_lossy(line)
                 );

@@ -13,7 +13,9 @@ pub mod envelope;
 pub mod headers;
 pub mod helo;
 pub mod line_endings;
+pub mod long_lines;
 pub mod message_auth;
+pub mod nul_bytes;
 pub mod rdns;
 pub mod recipients;
 pub mod size;
@@ -43,6 +45,8 @@ pub fn registry(
             config.limits.max_recipients,
         )),
         Box::new(line_endings::LineEndings),
+        Box::new(nul_bytes::NulBytes),
+        Box::new(long_lines::LongLines),
         Box::new(headers::HeaderFacts),
         Box::new(helo::HeloCheck::new(
             &config.hostname,
@@ -69,7 +73,7 @@ pub fn registry(
         let authserv_id = config.authserv_id().to_string();
         checks.push(Box::new(spf::SpfCheck::new(
             dns.clone(),
-            config.hostname.clone(),
+            config.timeouts.spf,
             metrics.clone(),
         )));
         checks.push(Box::new(message_auth::MessageAuth::new(

@@ -161,6 +161,44 @@ mod tests {
     }
 
     #[test]
+    fn tls_require_needs_a_certificate_and_every_entry_is_placed() {
+        let msg = |text: &str| parse("c.yaml", text).unwrap_err().to_string();
+        let e = msg("tls:\n  require:\n    client_networks: [192.0.2.0/24]\n");
+        assert_eq!(
+            e,
+            "c.yaml:2:3: tls.require needs tls.cert and tls.key: without a certificate \
+             STARTTLS is not offered, and no client could meet the requirement"
+        );
+        assert_eq!(
+            msg("tls:\n  key: /dev/null\n"),
+            "c.yaml:1:1: tls.cert is required"
+        );
+        let tls = "tls:\n  cert: /dev/null\n  key: /dev/null\n  require:\n";
+        let e = msg(&format!("{tls}    client_networks: [192.0.2.0/33]\n"));
+        assert!(
+            e.starts_with("c.yaml:5:23: tls.require.client_networks[0]: invalid IP"),
+            "{e}"
+        );
+        let e = msg(&format!(
+            "{tls}    recipient_domains: [ok.test, 'bad domain']\n"
+        ));
+        assert!(
+            e.starts_with("c.yaml:5:34: \"bad domain\" is not a valid"),
+            "{e}"
+        );
+        let c = parse(
+            "c.yaml",
+            &format!(
+                "{tls}    client_networks: [192.0.2.0/24]\n    recipient_domains: [bank.test]\n"
+            ),
+        )
+        .expect("valid");
+        let require = c.tls.expect("tls").require;
+        assert_eq!(require.recipient_domains, ["bank.test"]);
+        assert_eq!(require.client_networks.len(), 1);
+    }
+
+    #[test]
     fn units_parse_in_yaml() {
         let c = parse(
             "c.yaml",

@@ -176,8 +176,12 @@ pub struct Limits {
     pub max_recipients: usize,
     /// Longest command line in bytes, CRLF included (RFC 5321 §4.5.3.1.4: at least 512).
     pub max_line_length: usize,
-    /// Errors (4xx/5xx replies) per session before 421 and close.
+    /// Protocol errors per session (unknown commands, syntax, sequence, relay attempts)
+    /// before 421 and close; which replies count: `session/limits.rs`.
     pub max_errors: u32,
+    /// Recipients the backend refused with 5xx (unknown users) per session before 421 and
+    /// close.
+    pub max_unknown_recipients: u32,
     /// Commands per session before 421 and close.
     pub max_commands: u32,
 }
@@ -190,7 +194,8 @@ impl Default for Limits {
             max_recipients: 100,
             max_line_length: 2048,
             max_errors: 10,
-            max_commands: 1000,
+            max_unknown_recipients: 20,
+            max_commands: 10_000,
         }
     }
 }
@@ -220,15 +225,29 @@ pub struct Timeouts {
     /// Each backend command reply (greeting, EHLO, XCLIENT, MAIL, RCPT, DATA's 354).
     #[serde(deserialize_with = "units::duration")]
     pub backend_command: Duration,
-    /// The backend's reply after the end of the message.
+    /// Sending the message to the backend, and then its reply after the final dot. A reply
+    /// later than this becomes a duplicate (the client was told 451 and retries), never a
+    /// loss; 10 minutes is how long the client itself waits (RFC 5321 §4.5.3.2.6) and
+    /// Postfix's `smtp_data_done_timeout`.
     #[serde(deserialize_with = "units::duration")]
     pub backend_data: Duration,
     /// Budget of each check hook; a check over budget contributes `check.error`.
     #[serde(deserialize_with = "units::duration")]
     pub check: Duration,
+    /// One SPF identity's evaluation (RFC 7208 §4.6.4: at least 20 s); past it, that
+    /// identity is `temperror`. Below `check`, so that SPF ends before its check does.
+    #[serde(deserialize_with = "units::duration")]
+    pub spf: Duration,
     /// How long sessions may run on after shutdown starts before they get 421.
     #[serde(deserialize_with = "units::duration")]
     pub shutdown_grace: Duration,
+    /// A session's whole life: past it, 421 at the next command boundary outside a message.
+    #[serde(deserialize_with = "units::duration")]
+    pub session: Duration,
+    /// Time outside a transaction since connect or the last completed transaction: past
+    /// it, 421 at the next command boundary outside a transaction.
+    #[serde(deserialize_with = "units::duration")]
+    pub idle: Duration,
 }
 
 impl Default for Timeouts {
@@ -243,19 +262,40 @@ impl Default for Timeouts {
             backend_command: Duration::from_secs(60),
             backend_data: Duration::from_secs(600),
             check: Duration::from_secs(30),
+            spf: Duration::from_secs(20),
             shutdown_grace: Duration::from_secs(30),
+            session: Duration::from_secs(30 * 60),
+            idle: Duration::from_secs(5 * 60),
         }
     }
 }
 
-/// Certificate and key for STARTTLS (PEM).
+/// Certificate and key for STARTTLS (PEM), and who must use it.
+///
+/// `cert` and `key` are required; they default to the empty path only so that their absence
+/// is reported by `validate.rs`, with its position and, beside a `tls.require`, its reason.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
-    /// PEM certificate chain.
+    /// PEM certificate chain, leaf first. Reloaded on SIGHUP and when it changes.
+    #[serde(default)]
     pub cert: PathBuf,
-    /// PEM private key.
+    /// PEM private key. Reloaded with the certificate.
+    #[serde(default)]
     pub key: PathBuf,
+    /// Clients and recipient domains for which STARTTLS is not optional.
+    #[serde(default)]
+    pub require: TlsRequire,
+}
+
+/// `tls.require`: STARTTLS before MAIL for some clients, before RCPT for some domains.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsRequire {
+    /// Clients in these networks get `530 5.7.0` to a MAIL sent without TLS.
+    pub client_networks: Vec<IpNet>,
+    /// A RCPT to these domains (exact or `*.domain`) sent without TLS gets `530 5.7.0`.
+    pub recipient_domains: Vec<String>,
 }
 
 /// PROXY protocol settings.
@@ -276,18 +316,44 @@ pub enum BareLineEndings {
     Fix,
 }
 
+/// What to do with NUL bytes in message content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NulBytes {
+    /// Refuse the message with 550 5.6.0 after reading it.
+    Reject,
+    /// Remove them and relay the rest.
+    Strip,
+}
+
+/// What to do with message lines over 998 characters (RFC 5322 §2.1.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LongLines {
+    /// Relay them unchanged, as Postfix accepts them.
+    Pass,
+    /// Refuse the message with 550 5.6.0 after reading it.
+    Reject,
+}
+
 /// SMTP protocol options.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SmtpOptions {
     /// Handling of bare CR / LF in message content.
     pub bare_line_endings: BareLineEndings,
+    /// Handling of NUL bytes in message content.
+    pub nul_bytes: NulBytes,
+    /// Handling of lines over 998 characters in message content.
+    pub long_lines: LongLines,
 }
 
 impl Default for SmtpOptions {
     fn default() -> Self {
         SmtpOptions {
             bare_line_endings: BareLineEndings::Reject,
+            nul_bytes: NulBytes::Reject,
+            long_lines: LongLines::Pass,
         }
     }
 }

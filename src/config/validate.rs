@@ -1,6 +1,7 @@
 //! Cross-field validation: every rule runs and every failure is collected with its YAML path.
 //!
-//! Owns: the semantic rules (ranges, domain syntax, backend URL, TLS files readable).
+//! Owns: the semantic rules (ranges, domain syntax, backend URL, TLS files readable,
+//! `tls.require` domains).
 //! Must not: do I/O beyond checking that referenced files can be read.
 
 use super::domains::AcceptedDomains;
@@ -95,17 +96,63 @@ pub fn validate(config: &Config) -> Vec<Problem> {
             format!("{name:?} is not a valid host name"),
         ));
     }
-    if let Some(tls) = &config.tls {
-        for (key, path) in [("cert", &tls.cert), ("key", &tls.key)] {
-            if let Err(e) = std::fs::metadata(path) {
-                out.push(problem(
-                    &[Key("tls"), Key(key)],
-                    format!("cannot read {}: {e}", path.display()),
-                ));
-            }
+    tls(config, &mut out);
+    out
+}
+
+/// `tls.cert` and `tls.key` are given and exist (a `tls.require` without them is told why
+/// it cannot work), and `tls.require`'s domains are domains or `*.domain` patterns.
+fn tls(config: &Config, out: &mut Vec<Problem>) {
+    let Some(tls) = &config.tls else {
+        return;
+    };
+    let files = [("tls.cert", &tls.cert), ("tls.key", &tls.key)];
+    let missing: Vec<&str> = files
+        .iter()
+        .filter(|(_, path)| path.as_os_str().is_empty())
+        .map(|(key, _)| *key)
+        .collect();
+    let require = &tls.require;
+    let requires = !require.client_networks.is_empty() || !require.recipient_domains.is_empty();
+    if !missing.is_empty() && requires {
+        out.push(problem(
+            &[Key("tls"), Key("require")],
+            format!(
+                "tls.require needs {}: without a certificate STARTTLS is not offered, and no \
+                 client could meet the requirement",
+                missing.join(" and ")
+            ),
+        ));
+    } else if !missing.is_empty() {
+        let verb = if missing.len() > 1 { "are" } else { "is" };
+        out.push(problem(
+            &[Key("tls")],
+            format!("{} {verb} required", missing.join(" and ")),
+        ));
+    }
+    for (key, path) in files {
+        if path.as_os_str().is_empty() {
+            continue;
+        }
+        if let Err(e) = std::fs::metadata(path) {
+            let key = key.trim_start_matches("tls.");
+            out.push(problem(
+                &[Key("tls"), Key(key)],
+                format!("cannot read {}: {e}", path.display()),
+            ));
         }
     }
-    out
+    for (i, d) in tls.require.recipient_domains.iter().enumerate() {
+        if let Err(e) = AcceptedDomains::new(std::slice::from_ref(d)) {
+            let path = [
+                Key("tls"),
+                Key("require"),
+                Key("recipient_domains"),
+                Index(i),
+            ];
+            out.push(problem(&path, e));
+        }
+    }
 }
 
 fn dns_and_auth(config: &Config, out: &mut Vec<Problem>) {
@@ -134,8 +181,9 @@ fn dns_and_auth(config: &Config, out: &mut Vec<Problem>) {
             "min_ttl must not exceed max_ttl",
         ));
     }
-    // SPF makes up to two lookups in a row (HELO, then MAIL FROM), each of which may use
-    // every try; the check budget must leave room for that or SPF is cut off as check.error.
+    // One SPF evaluation makes its lookups in a row (the record, then a mechanism's), each
+    // of which may use every try; the check budget must leave room for two or SPF is cut
+    // off as check.error.
     let worst = dns.timeout * (dns.attempts.max(1) as u32) * 2;
     if auth.enabled && worst >= config.timeouts.check {
         out.push(problem(
@@ -143,6 +191,18 @@ fn dns_and_auth(config: &Config, out: &mut Vec<Problem>) {
             format!(
                 "timeout x attempts x 2 ({}s) must stay below timeouts.check ({}s)",
                 worst.as_secs_f64(),
+                config.timeouts.check.as_secs_f64()
+            ),
+        ));
+    }
+    // Each identity gives temperror at timeouts.spf; past timeouts.check the whole check is
+    // cut off and gives check.error instead, with no SPF facts at all.
+    if auth.enabled && config.timeouts.spf >= config.timeouts.check {
+        out.push(problem(
+            &[Key("timeouts"), Key("spf")],
+            format!(
+                "spf ({}s) must stay below timeouts.check ({}s), or SPF is cut off as check.error",
+                config.timeouts.spf.as_secs_f64(),
                 config.timeouts.check.as_secs_f64()
             ),
         ));
@@ -342,6 +402,10 @@ fn limits(config: &Config, out: &mut Vec<Problem>) {
         ("max_message_size", l.max_message_size),
         ("max_recipients", l.max_recipients as u64),
         ("max_errors", u64::from(l.max_errors)),
+        (
+            "max_unknown_recipients",
+            u64::from(l.max_unknown_recipients),
+        ),
         ("max_commands", u64::from(l.max_commands)),
     ] {
         if value == 0 {
@@ -371,6 +435,9 @@ fn limits(config: &Config, out: &mut Vec<Problem>) {
         ("backend_command", t.backend_command),
         ("backend_data", t.backend_data),
         ("check", t.check),
+        ("spf", t.spf),
+        ("session", t.session),
+        ("idle", t.idle),
     ] {
         if d.is_zero() {
             out.push(problem(
@@ -444,6 +511,30 @@ mod tests {
         // Only what can be verified counts: smaller messages make a smaller budget enough.
         c.limits.max_message_size = 10 * 1024 * 1024;
         assert_eq!(validate(&c), vec![]);
+    }
+
+    #[test]
+    fn spf_must_end_before_its_check() {
+        let mut c = Config::default();
+        c.timeouts.spf = c.timeouts.check;
+        let problems = validate(&c);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0]
+                .message
+                .contains("must stay below timeouts.check"),
+            "{problems:?}"
+        );
+        c.auth.enabled = false;
+        assert_eq!(validate(&c), vec![]);
+        c.timeouts.spf = std::time::Duration::ZERO;
+        let problems = validate(&c);
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.message == "spf must be greater than 0"),
+            "{problems:?}"
+        );
     }
 
     #[test]
@@ -532,5 +623,22 @@ mod tests {
         assert!(paths.contains(&vec![Key("accepted_domains"), Index(1)]));
         assert!(paths.contains(&vec![Key("limits"), Key("max_recipients")]));
         assert!(paths.contains(&vec![Key("backend"), Key("url")]));
+    }
+
+    #[test]
+    fn session_limits_must_be_positive() {
+        let mut c = Config::default();
+        c.limits.max_unknown_recipients = 0;
+        c.timeouts.session = std::time::Duration::ZERO;
+        c.timeouts.idle = std::time::Duration::ZERO;
+        let paths: Vec<_> = validate(&c).into_iter().map(|p| p.path).collect();
+        assert_eq!(
+            paths,
+            vec![
+                vec![Key("limits"), Key("max_unknown_recipients")],
+                vec![Key("timeouts"), Key("session")],
+                vec![Key("timeouts"), Key("idle")],
+            ]
+        );
     }
 }

@@ -1,11 +1,17 @@
-//! The DNS record cache handed to mail-auth, with the metrics of every lookup.
+//! The DNS record cache of the process, with the metrics of every lookup: the one handed to
+//! mail-auth (DKIM and ARC keys) and the one our own lookups use (`lookup.rs`: SPF, DMARC).
 //!
 //! Owns: bounded per-type caches (mail-auth's parsed TXT; raw TXT, MX, A, AAAA, PTR for our
-//! own lookups in `lookup.rs`) of records with their
-//! expiry clamped to `dns.min_ttl`..`dns.max_ttl`, and the counters
-//! `portcullis_dns_cache_lookups_total{type,result=hit|miss}` (a miss is a query on the wire)
-//! and `portcullis_dns_answers_total{type,outcome=ok|nxdomain|nodata}`. A miss without an
-//! answer is a query that failed (timeout, SERVFAIL): mail-auth reports it as `temperror`.
+//! own lookups) of records with their expiry clamped to `dns.min_ttl`..`dns.max_ttl`, and a
+//! negative answer's never past `dns.negative_max_ttl` (not even when `min_ttl` is longer);
+//! an expiry too far off to be represented is left as the answer gave it. The bounds are in
+//! entries (`dns.cache_size` per type) and, for the raw TXT answers, in bytes too: an
+//! answer whose records hold more than `MAX_CACHED_TXT_BYTES` (4 KiB) in all is counted but
+//! not kept, so that the raw TXT cache stays near `cache_size` × 4 KiB (a TXT answer can
+//! be 64 KiB). The counters: `portcullis_dns_cache_lookups_total{type,result=hit|miss}` (a
+//! miss is a query on the wire) and `portcullis_dns_answers_total{type,outcome=ok|nxdomain|
+//! nodata}`. A miss without an answer is a query that failed (timeout, SERVFAIL), which
+//! the check that asked (ours or mail-auth) reports as `temperror`. Must not: query.
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
@@ -21,6 +27,11 @@ use crate::config::schema::DnsConfig;
 use crate::dns::lookup::{Answer, MxHost};
 use crate::metrics::{Event, Metrics};
 
+/// The most bytes of records (each TXT record's strings joined) one raw TXT answer may
+/// hold to be cached. SPF and DMARC records are far shorter; a larger answer is looked up
+/// again each time it is needed.
+pub const MAX_CACHED_TXT_BYTES: usize = 4096;
+
 /// One record type's cache.
 pub struct TypeCache<K, V> {
     kind: &'static str,
@@ -28,6 +39,9 @@ pub struct TypeCache<K, V> {
     capacity: usize,
     min_ttl: Duration,
     max_ttl: Duration,
+    negative_max_ttl: Duration,
+    /// An answer too large to keep.
+    too_big: fn(&V) -> bool,
     metrics: Arc<Metrics>,
 }
 
@@ -35,6 +49,20 @@ pub struct TypeCache<K, V> {
 pub trait Outcome {
     /// `ok`, `nxdomain` or `nodata`.
     fn outcome(&self) -> &'static str;
+
+    /// True for NXDOMAIN and NODATA: kept at most `dns.negative_max_ttl`.
+    fn is_negative(&self) -> bool {
+        self.outcome() != "ok"
+    }
+}
+
+fn never<V>(_: &V) -> bool {
+    false
+}
+
+/// A raw TXT answer over `MAX_CACHED_TXT_BYTES`.
+fn txt_over_bound(answer: &Answer<Box<[u8]>>) -> bool {
+    answer.records().iter().map(|r| r.len()).sum::<usize>() > MAX_CACHED_TXT_BYTES
 }
 
 fn negative(code: ResponseCode) -> &'static str {
@@ -98,8 +126,11 @@ impl<K: Hash + Eq, V: Clone + Outcome> ResolverCache<K, V> for TypeCache<K, V> {
             kind: self.kind,
             outcome: value.outcome(),
         });
+        if (self.too_big)(&value) {
+            return;
+        }
+        let until = self.expiry(valid_until, value.is_negative());
         let now = Instant::now();
-        let until = valid_until.clamp(now + self.min_ttl, now + self.max_ttl);
         let Ok(mut map) = self.map.lock() else { return };
         if map.len() >= self.capacity {
             // Bounded: drop what has expired, and if that is not enough, start afresh.
@@ -109,6 +140,25 @@ impl<K: Hash + Eq, V: Clone + Outcome> ResolverCache<K, V> for TypeCache<K, V> {
             }
         }
         map.insert(key, (value, until));
+    }
+}
+
+impl<K, V> TypeCache<K, V> {
+    /// `valid_until` clamped to `min_ttl`..`max_ttl` from now, and for a negative answer to
+    /// `negative_max_ttl` after that. A bound past what an `Instant` holds does not apply.
+    fn expiry(&self, valid_until: Instant, negative: bool) -> Instant {
+        let now = Instant::now();
+        let mut until = valid_until;
+        if let Some(ceiling) = now.checked_add(self.max_ttl) {
+            until = until.min(ceiling);
+        }
+        if let Some(floor) = now.checked_add(self.min_ttl) {
+            until = until.max(floor);
+        }
+        if negative && let Some(ceiling) = now.checked_add(self.negative_max_ttl) {
+            until = until.min(ceiling);
+        }
+        until
     }
 }
 
@@ -137,12 +187,17 @@ impl Cache {
                 capacity: config.cache_size.max(1),
                 min_ttl: config.min_ttl,
                 max_ttl: config.max_ttl.max(config.min_ttl),
+                negative_max_ttl: config.negative_max_ttl.min(config.max_ttl),
+                too_big: never,
                 metrics: metrics.clone(),
             }
         }
         Cache {
             txt: cache("TXT", config, &metrics),
-            raw_txt: cache("TXT", config, &metrics),
+            raw_txt: TypeCache {
+                too_big: txt_over_bound,
+                ..cache("TXT", config, &metrics)
+            },
             a: cache("A", config, &metrics),
             aaaa: cache("AAAA", config, &metrics),
             mx: cache("MX", config, &metrics),
@@ -150,7 +205,7 @@ impl Cache {
         }
     }
 
-    /// Raw TXT answers (`lookup.rs`).
+    /// Raw TXT answers (`lookup.rs`); one over `MAX_CACHED_TXT_BYTES` is not kept.
     pub fn raw_txt(&self) -> &TypeCache<Box<str>, Answer<Box<[u8]>>> {
         &self.raw_txt
     }
@@ -205,5 +260,90 @@ impl DnsCache for Cache {
 
     fn ptr(&self) -> Option<&Self::Ptr> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caches(config: &DnsConfig) -> Cache {
+        Cache::new(config, Arc::new(Metrics::new()))
+    }
+
+    fn txt(bytes: &[usize]) -> Answer<Box<[u8]>> {
+        Answer::Records(bytes.iter().map(|&n| vec![b'x'; n].into()).collect())
+    }
+
+    fn until<K: Hash + Eq, V>(cache: &TypeCache<K, V>, key: &K) -> Option<Instant> {
+        cache.map.lock().unwrap().get(key).map(|(_, t)| *t)
+    }
+
+    #[test]
+    fn raw_txt_answers_over_4_kib_are_not_kept() {
+        let cache = caches(&DnsConfig::default());
+        let raw = cache.raw_txt();
+        let later = Instant::now() + Duration::from_secs(60);
+        raw.insert("small".into(), txt(&[100, 200]), later);
+        raw.insert("exact".into(), txt(&[MAX_CACHED_TXT_BYTES - 10, 10]), later);
+        // Over the bound in all, though each record is under it.
+        raw.insert("large".into(), txt(&[3000, 3000]), later);
+        raw.insert("huge".into(), txt(&[65_000]), later);
+        assert!(raw.get("small").is_some());
+        assert!(raw.get("exact").is_some());
+        assert!(raw.get("large").is_none());
+        assert!(raw.get("huge").is_none());
+        // Negative answers have no records: always kept.
+        raw.insert("nx".into(), Answer::NxDomain, later);
+        assert_eq!(raw.get("nx"), Some(Answer::NxDomain));
+    }
+
+    #[test]
+    fn absurd_ttls_do_not_panic() {
+        let config = DnsConfig {
+            min_ttl: Duration::MAX,
+            max_ttl: Duration::MAX,
+            negative_max_ttl: Duration::MAX,
+            ..DnsConfig::default()
+        };
+        let cache = caches(&config);
+        let later = Instant::now() + Duration::from_secs(60);
+        cache.a().insert("a".into(), Answer::NoData, later);
+        cache.a().insert(
+            "b".into(),
+            Answer::Records(Arc::from(vec![Ipv4Addr::LOCALHOST])),
+            later,
+        );
+        // The bounds cannot be represented: the answer's own expiry stands.
+        assert_eq!(until(cache.a(), &"a".into()), Some(later));
+        assert_eq!(until(cache.a(), &"b".into()), Some(later));
+    }
+
+    #[test]
+    fn min_ttl_never_lifts_a_negative_answer_past_negative_max_ttl() {
+        let config = DnsConfig {
+            min_ttl: Duration::from_secs(3600),
+            max_ttl: Duration::from_secs(7200),
+            negative_max_ttl: Duration::from_secs(300),
+            ..DnsConfig::default()
+        };
+        let cache = caches(&config);
+        let soon = Instant::now() + Duration::from_secs(1);
+        cache.a().insert("nx".into(), Answer::NxDomain, soon);
+        cache.a().insert("nodata".into(), Answer::NoData, soon);
+        let ok = Answer::Records(Arc::from(vec![Ipv4Addr::LOCALHOST]));
+        cache.a().insert("ok".into(), ok, soon);
+        let bound = Instant::now() + Duration::from_secs(300);
+        for negative in ["nx", "nodata"] {
+            let t = until(cache.a(), &negative.into()).unwrap();
+            assert!(t <= bound, "{negative}");
+            assert!(
+                t > soon,
+                "{negative}: min_ttl still lifts it up to negative_max_ttl"
+            );
+        }
+        // A positive answer is lifted to min_ttl.
+        let t = until(cache.a(), &"ok".into()).unwrap();
+        assert!(t > Instant::now() + Duration::from_secs(3500));
     }
 }

@@ -3,23 +3,27 @@
 //! kept apart from a failure.
 //!
 //! Owns: the `Resolve` interface (one async method per record type, answering `Answer` or
-//! `LookupError`), its cached implementation on `Dns` (the per-type caches of `cache.rs`, so
-//! the DNS metrics count these lookups too) and an uncached one (`Uncached`, for tests that
-//! check the cache changes nothing). Names are queried fully qualified (a final dot is added),
-//! so the resolver's search list never applies. Must not: interpret records (the checks do).
+//! `LookupError`), implemented once (`lookup`) for `Dns` through the per-type caches of
+//! `cache.rs` (so the DNS metrics count these lookups too) and for `Uncached` without them
+//! (for tests that check the cache changes nothing); `queryable`, the one rule for which
+//! names can be put in a query. Names are queried fully qualified (one final dot is dropped
+//! and the root added), so the resolver's search list never applies. MX answers are sorted
+//! by preference once, before they are cached. Must not: interpret records (the checks do),
+//! or decide how long an answer is kept (`cache.rs`).
 
+use std::hash::Hash;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mail_auth::dns::ResolverCache;
-use mail_auth::hickory_resolver::lookup::Lookup;
 use mail_auth::hickory_resolver::net::{DnsError, NetError};
 use mail_auth::hickory_resolver::proto::op::ResponseCode;
-use mail_auth::hickory_resolver::proto::rr::{Name, RData};
+use mail_auth::hickory_resolver::proto::rr::{Name, RData, RecordType};
 
 use crate::dns::Dns;
-use crate::dns::cache::{Outcome, TypeCache};
+use crate::dns::cache::{Cache, Outcome, TypeCache};
+use sealed::Via;
 
 /// What the DNS answered for one name and type.
 #[derive(Debug, PartialEq, Eq)]
@@ -70,7 +74,7 @@ impl<T> Outcome for Answer<T> {
 /// Why a lookup has no answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LookupError {
-    /// The name cannot be put in a query (an empty or over-long label, over 253 bytes).
+    /// The name cannot be put in a query (see `queryable`).
     #[error("not a valid DNS name")]
     InvalidName,
     /// The query failed: timeout, SERVFAIL, REFUSED, a malformed answer.
@@ -90,7 +94,8 @@ pub struct MxHost {
     pub exchange: Box<str>,
 }
 
-/// The lookups a check can make. `Dns` answers from its cache; `Uncached` always asks.
+/// The lookups a check can make. `Dns` answers from its cache; `Uncached` always asks. A
+/// name that is not `queryable` is `LookupError::InvalidName`, without a query.
 pub trait Resolve: Sync {
     /// The TXT records of `name`, each record's character-strings concatenated.
     fn txt(&self, name: &str) -> impl Future<Output = LookupResult<Box<[u8]>>> + Send;
@@ -104,17 +109,23 @@ pub trait Resolve: Sync {
     fn ptr(&self, ip: IpAddr) -> impl Future<Output = LookupResult<Box<str>>> + Send;
 }
 
+/// Whether `name` can be put in a query: once one final dot (the root) is dropped, 1 to 253
+/// bytes of labels that are each 1 to 63 bytes long. So `foo.com.`, but not `foo.com..`
+/// (its last label is empty), `a..b` or `.`. Every check that asks itself whether a name
+/// can be looked up asks this.
+pub fn queryable(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    !name.is_empty() && name.len() <= 253 && name.split('.').all(|l| !l.is_empty() && l.len() <= 63)
+}
+
 /// The fully qualified query name, or `InvalidName`. An ASCII name's labels go on the wire
 /// as they are, whatever their bytes (RFC 2181 §11: SPF targets may hold `:`, `/`, `%` or
 /// spaces, RFC 7208 §7.1); a non-ASCII one is IDNA-encoded.
 fn query_name(name: &str) -> Result<Name, LookupError> {
-    let name = name.strip_suffix('.').unwrap_or(name);
-    let valid = !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|l| !l.is_empty() && l.len() <= 63);
-    if !valid {
+    if !queryable(name) {
         return Err(LookupError::InvalidName);
     }
+    let name = name.strip_suffix('.').unwrap_or(name);
     let parsed = if name.is_ascii() {
         Name::from_labels(name.split('.').map(str::as_bytes))
     } else {
@@ -133,6 +144,109 @@ fn answer_name(name: &Name) -> Box<str> {
     labels.join(".").into()
 }
 
+/// The cache key of a name: lowercased, without the final dot.
+fn key(name: &str) -> Box<str> {
+    name.strip_suffix('.')
+        .unwrap_or(name)
+        .to_ascii_lowercase()
+        .into()
+}
+
+/// One record type of ours: what is asked, how an answer's records are read, where they
+/// are cached.
+trait Kind: Sized + Send + Sync + 'static {
+    /// The query type.
+    const TYPE: RecordType;
+    /// What the cache is keyed by: the name (`key`), or the address of a PTR lookup.
+    type Key: Hash + Eq + Send;
+    /// This type's record in an answer (`None` for other types, CNAMEs among them).
+    fn pick(data: &RData) -> Option<Self>;
+    /// This type's cache.
+    fn cache(cache: &Cache) -> &TypeCache<Self::Key, Answer<Self>>;
+    /// Puts the records in their order, once, before they are cached (MX: by preference).
+    fn order(_records: &mut [Self]) {}
+}
+
+impl Kind for Box<[u8]> {
+    const TYPE: RecordType = RecordType::TXT;
+    type Key = Box<str>;
+    fn pick(data: &RData) -> Option<Self> {
+        let RData::TXT(txt) = data else { return None };
+        Some(
+            txt.txt_data
+                .iter()
+                .flat_map(|s| s.iter().copied())
+                .collect(),
+        )
+    }
+    fn cache(cache: &Cache) -> &TypeCache<Box<str>, Answer<Self>> {
+        cache.raw_txt()
+    }
+}
+
+impl Kind for Ipv4Addr {
+    const TYPE: RecordType = RecordType::A;
+    type Key = Box<str>;
+    fn pick(data: &RData) -> Option<Self> {
+        match data {
+            RData::A(a) => Some(a.0),
+            _ => None,
+        }
+    }
+    fn cache(cache: &Cache) -> &TypeCache<Box<str>, Answer<Self>> {
+        cache.a()
+    }
+}
+
+impl Kind for Ipv6Addr {
+    const TYPE: RecordType = RecordType::AAAA;
+    type Key = Box<str>;
+    fn pick(data: &RData) -> Option<Self> {
+        match data {
+            RData::AAAA(a) => Some(a.0),
+            _ => None,
+        }
+    }
+    fn cache(cache: &Cache) -> &TypeCache<Box<str>, Answer<Self>> {
+        cache.aaaa()
+    }
+}
+
+impl Kind for MxHost {
+    const TYPE: RecordType = RecordType::MX;
+    type Key = Box<str>;
+    fn pick(data: &RData) -> Option<Self> {
+        match data {
+            RData::MX(mx) => Some(MxHost {
+                preference: mx.preference,
+                exchange: answer_name(&mx.exchange),
+            }),
+            _ => None,
+        }
+    }
+    fn cache(cache: &Cache) -> &TypeCache<Box<str>, Answer<Self>> {
+        cache.mx()
+    }
+    /// Stable: the DNS order stays within one preference.
+    fn order(records: &mut [Self]) {
+        records.sort_by_key(|m| m.preference);
+    }
+}
+
+impl Kind for Box<str> {
+    const TYPE: RecordType = RecordType::PTR;
+    type Key = IpAddr;
+    fn pick(data: &RData) -> Option<Self> {
+        match data {
+            RData::PTR(p) if !p.0.is_root() => Some(answer_name(&p.0)),
+            _ => None,
+        }
+    }
+    fn cache(cache: &Cache) -> &TypeCache<IpAddr, Answer<Self>> {
+        cache.ptr_names()
+    }
+}
+
 /// A negative answer, with how long it may be cached (None: not at all).
 type Negative = (ResponseCode, Option<Duration>);
 
@@ -147,18 +261,26 @@ fn classify(err: NetError) -> Result<Negative, LookupError> {
     }
 }
 
-/// One query on the wire, its records mapped by `pick`, with the time it may be kept.
-async fn query<T>(
-    run: impl Future<Output = Result<Lookup, NetError>>,
-    pick: fn(&RData) -> Option<T>,
+/// When a negative answer kept for `ttl` expires; `None` (not cached) without an SOA, or
+/// when the time cannot be represented.
+fn negative_expiry(ttl: Option<Duration>) -> Option<Instant> {
+    ttl.and_then(|t| Instant::now().checked_add(t))
+}
+
+/// One query of `T` for `name` on the wire, with the time its answer may be kept (`None`:
+/// not at all). The cache clamps that time (`cache.rs`).
+async fn query<T: Kind>(
+    dns: &Dns,
+    name: Name,
 ) -> Result<(Answer<T>, Option<Instant>), LookupError> {
-    match run.await {
+    match dns.authenticator().resolver().lookup(name, T::TYPE).await {
         Ok(lookup) => {
-            let records: Vec<T> = lookup
+            let mut records: Vec<T> = lookup
                 .answers()
                 .iter()
-                .filter_map(|r| pick(&r.data))
+                .filter_map(|r| T::pick(&r.data))
                 .collect();
+            T::order(&mut records);
             let answer = if records.is_empty() {
                 Answer::NoData
             } else {
@@ -173,200 +295,73 @@ async fn query<T>(
             } else {
                 Answer::NoData
             };
-            Ok((answer, ttl.map(|t| Instant::now() + t)))
+            Ok((answer, negative_expiry(ttl)))
         }
     }
 }
 
-fn pick_txt(data: &RData) -> Option<Box<[u8]>> {
-    let RData::TXT(txt) = data else { return None };
-    Some(
-        txt.txt_data
-            .iter()
-            .flat_map(|s| s.iter().copied())
-            .collect(),
-    )
-}
-
-fn pick_a(data: &RData) -> Option<Ipv4Addr> {
-    match data {
-        RData::A(a) => Some(a.0),
-        _ => None,
-    }
-}
-
-fn pick_aaaa(data: &RData) -> Option<Ipv6Addr> {
-    match data {
-        RData::AAAA(a) => Some(a.0),
-        _ => None,
-    }
-}
-
-fn pick_mx(data: &RData) -> Option<MxHost> {
-    match data {
-        RData::MX(mx) => Some(MxHost {
-            preference: mx.preference,
-            exchange: answer_name(&mx.exchange),
-        }),
-        _ => None,
-    }
-}
-
-fn pick_ptr(data: &RData) -> Option<Box<str>> {
-    match data {
-        RData::PTR(p) if !p.0.is_root() => Some(answer_name(&p.0)),
-        _ => None,
-    }
-}
-
-/// MX answers sorted by preference (stable: the DNS order within one preference).
-fn sort_mx(answer: Answer<MxHost>) -> Answer<MxHost> {
-    match answer {
-        Answer::Records(r) => {
-            let mut v = r.to_vec();
-            v.sort_by_key(|m| m.preference);
-            Answer::Records(v.into())
-        }
-        other => other,
-    }
-}
-
-/// Looks `key` up in `cache`, or queries with `run` and stores the answer (a negative one only
-/// when it came with an SOA, for its negative TTL capped at `negative_max`).
-async fn cached<K, T, F>(
-    cache: Option<&TypeCache<K, Answer<T>>>,
-    key: K,
-    negative_max: Duration,
-    run: F,
-) -> LookupResult<T>
-where
-    K: std::hash::Hash + Eq,
-    F: Future<Output = Result<(Answer<T>, Option<Instant>), LookupError>>,
-{
+/// The one lookup: `key` in `T`'s cache of `dns` when `cached`, else a query for `name`,
+/// whose answer is then stored (a negative one only when it came with an SOA).
+async fn lookup<T: Kind>(dns: &Dns, cached: bool, key: T::Key, name: Name) -> LookupResult<T> {
+    let cache = cached.then(|| T::cache(dns.cache()));
     if let Some(hit) = cache.and_then(|c| c.get(&key)) {
         return Ok(hit);
     }
-    let (answer, until) = run.await?;
+    let (answer, until) = query::<T>(dns, name).await?;
     if let (Some(cache), Some(until)) = (cache, until) {
-        let until = match answer {
-            Answer::Records(_) => until,
-            _ => until.min(Instant::now() + negative_max),
-        };
         cache.insert(key, answer.clone(), until);
     }
     Ok(answer)
 }
 
-/// The lookups of `dns`, through its cache or not.
-async fn txt(dns: &Dns, name: &str, use_cache: bool) -> LookupResult<Box<[u8]>> {
-    let query_name = query_name(name)?;
-    let resolver = dns.authenticator().resolver();
-    let cache = use_cache.then(|| dns.cache().raw_txt());
-    cached(
-        cache,
-        key(name),
-        dns.negative_max_ttl(),
-        query(resolver.txt_lookup(query_name), pick_txt),
-    )
-    .await
+/// `lookup` of a name (not queried at all when it is not `queryable`).
+async fn by_name<T: Kind<Key = Box<str>>>(via: &impl Via, name: &str) -> LookupResult<T> {
+    let (dns, cached) = via.via();
+    lookup(dns, cached, key(name), query_name(name)?).await
 }
 
-async fn a(dns: &Dns, name: &str, use_cache: bool) -> LookupResult<Ipv4Addr> {
-    let query_name = query_name(name)?;
-    let resolver = dns.authenticator().resolver();
-    let cache = use_cache.then(|| dns.cache().a());
-    cached(
-        cache,
-        key(name),
-        dns.negative_max_ttl(),
-        query(resolver.ipv4_lookup(query_name), pick_a),
-    )
-    .await
-}
+mod sealed {
+    use crate::dns::Dns;
 
-async fn aaaa(dns: &Dns, name: &str, use_cache: bool) -> LookupResult<Ipv6Addr> {
-    let query_name = query_name(name)?;
-    let resolver = dns.authenticator().resolver();
-    let cache = use_cache.then(|| dns.cache().aaaa());
-    cached(
-        cache,
-        key(name),
-        dns.negative_max_ttl(),
-        query(resolver.ipv6_lookup(query_name), pick_aaaa),
-    )
-    .await
-}
-
-async fn mx(dns: &Dns, name: &str, use_cache: bool) -> LookupResult<MxHost> {
-    let query_name = query_name(name)?;
-    let resolver = dns.authenticator().resolver();
-    let cache = use_cache.then(|| dns.cache().mx());
-    cached(
-        cache,
-        key(name),
-        dns.negative_max_ttl(),
-        query(resolver.mx_lookup(query_name), pick_mx),
-    )
-    .await
-    .map(sort_mx)
-}
-
-async fn ptr(dns: &Dns, ip: IpAddr, use_cache: bool) -> LookupResult<Box<str>> {
-    let resolver = dns.authenticator().resolver();
-    let cache = use_cache.then(|| dns.cache().ptr_names());
-    cached(
-        cache,
-        ip,
-        dns.negative_max_ttl(),
-        query(resolver.reverse_lookup(Name::from(ip)), pick_ptr),
-    )
-    .await
-}
-
-/// The cache key of a name: lowercased, without the final dot.
-fn key(name: &str) -> Box<str> {
-    name.strip_suffix('.')
-        .unwrap_or(name)
-        .to_ascii_lowercase()
-        .into()
-}
-
-impl Resolve for Dns {
-    async fn txt(&self, name: &str) -> LookupResult<Box<[u8]>> {
-        txt(self, name, true).await
-    }
-    async fn a(&self, name: &str) -> LookupResult<Ipv4Addr> {
-        a(self, name, true).await
-    }
-    async fn aaaa(&self, name: &str) -> LookupResult<Ipv6Addr> {
-        aaaa(self, name, true).await
-    }
-    async fn mx(&self, name: &str) -> LookupResult<MxHost> {
-        mx(self, name, true).await
-    }
-    async fn ptr(&self, ip: IpAddr) -> LookupResult<Box<str>> {
-        ptr(self, ip, true).await
+    /// What the lookups of a `Resolve` go to: a `Dns`, and whether through its cache.
+    /// Sealed: `Dns` and `Uncached` are the only two.
+    pub trait Via: Sync {
+        /// The resolver, and whether its cache is used.
+        fn via(&self) -> (&Dns, bool);
     }
 }
 
-/// The same lookups with no cache at all (every call is a query).
+/// The same lookups as `Dns` with no cache at all (every call is a query).
 pub struct Uncached<'a>(pub &'a Dns);
 
-impl Resolve for Uncached<'_> {
+impl Via for Dns {
+    fn via(&self) -> (&Dns, bool) {
+        (self, true)
+    }
+}
+
+impl Via for Uncached<'_> {
+    fn via(&self) -> (&Dns, bool) {
+        (self.0, false)
+    }
+}
+
+impl<V: Via> Resolve for V {
     async fn txt(&self, name: &str) -> LookupResult<Box<[u8]>> {
-        txt(self.0, name, false).await
+        by_name(self, name).await
     }
     async fn a(&self, name: &str) -> LookupResult<Ipv4Addr> {
-        a(self.0, name, false).await
+        by_name(self, name).await
     }
     async fn aaaa(&self, name: &str) -> LookupResult<Ipv6Addr> {
-        aaaa(self.0, name, false).await
+        by_name(self, name).await
     }
     async fn mx(&self, name: &str) -> LookupResult<MxHost> {
-        mx(self.0, name, false).await
+        by_name(self, name).await
     }
     async fn ptr(&self, ip: IpAddr) -> LookupResult<Box<str>> {
-        ptr(self.0, ip, false).await
+        let (dns, cached) = self.via();
+        lookup(dns, cached, ip, Name::from(ip)).await
     }
 }
 
@@ -383,16 +378,42 @@ mod tests {
         for bad in [
             "",
             ".",
+            "..",
             "a..b",
+            ".example.com",
+            // One final dot is the root; a second leaves an empty last label. It is not
+            // stripped too, as if `foo.com..` were `foo.com`.
+            "foo.com..",
             &format!("{}.com", "x".repeat(64)),
             &format!("{}a", "a.".repeat(127)),
         ] {
+            assert!(!queryable(bad), "{bad:?}");
             assert_eq!(
                 query_name(bad).err(),
                 Some(LookupError::InvalidName),
                 "{bad:?}"
             );
         }
+        assert!(queryable("foo.com.") && queryable("a") && queryable("_spf.x%20y.example"));
+    }
+
+    #[test]
+    fn a_negative_ttl_past_what_an_instant_can_hold_is_not_cached() {
+        assert!(negative_expiry(None).is_none());
+        assert!(negative_expiry(Some(Duration::MAX)).is_none());
+        assert!(negative_expiry(Some(Duration::from_secs(300))).is_some());
+    }
+
+    #[test]
+    fn mx_records_are_ordered_by_preference_keeping_the_dns_order() {
+        let mx = |preference, exchange: &str| MxHost {
+            preference,
+            exchange: exchange.into(),
+        };
+        let mut records = vec![mx(20, "b"), mx(10, "c"), mx(20, "a"), mx(10, "d")];
+        MxHost::order(&mut records);
+        let order: Vec<&str> = records.iter().map(|m| &*m.exchange).collect();
+        assert_eq!(order, ["c", "d", "b", "a"]);
     }
 
     #[test]

@@ -2,8 +2,11 @@
 //!
 //! Owns: building the hickory resolver from `dns:` (system resolv.conf, or explicit name
 //! servers over UDP and TCP; timeout, attempts) inside mail-auth's `MessageAuthenticator`,
-//! and the record cache with its metrics (`cache.rs`). Must not: be bypassed: no other module
-//! opens DNS sockets; later checks (DNSBL, rDNS) use `Dns::authenticator().resolver()`.
+//! the record cache with its metrics (`cache.rs`), and our own lookups (`lookup.rs`). Who
+//! uses what: SPF and DMARC use `lookup::Resolve` (cached); DKIM and ARC go through
+//! mail-auth with the cache handed to it; the client checks (DNSBL, rDNS, the HELO name)
+//! use `Dns::authenticator().resolver()`. Must not: be bypassed: no other module opens DNS
+//! sockets.
 
 pub mod cache;
 pub mod lookup;
@@ -23,7 +26,6 @@ pub use cache::Cache;
 pub struct Dns {
     authenticator: MessageAuthenticator,
     cache: Cache,
-    negative_max_ttl: std::time::Duration,
 }
 
 impl Dns {
@@ -51,18 +53,12 @@ impl Dns {
         Ok(Dns {
             authenticator,
             cache: Cache::new(config, metrics),
-            negative_max_ttl,
         })
     }
 
-    /// The mail-auth authenticator (SPF, DKIM, DMARC, ARC) on the shared resolver.
+    /// The mail-auth authenticator (DKIM, ARC) on the shared resolver, and the resolver.
     pub fn authenticator(&self) -> &MessageAuthenticator {
         &self.authenticator
-    }
-
-    /// How long a negative answer (NXDOMAIN, NODATA) is kept at most.
-    pub fn negative_max_ttl(&self) -> std::time::Duration {
-        self.negative_max_ttl
     }
 
     /// The record cache, to pass to mail-auth with `Parameters::with_cache`.

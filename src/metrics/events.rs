@@ -17,14 +17,20 @@ pub enum Limit {
     MessageSize,
     /// More RCPTs than `limits.max_recipients`.
     Recipients,
-    /// More errors than `limits.max_errors`.
+    /// `limits.max_errors` protocol errors.
     Errors,
+    /// `limits.max_unknown_recipients` recipients refused by the backend.
+    UnknownRecipients,
     /// More commands than `limits.max_commands`.
     Commands,
     /// `timeouts.command` expired.
     CommandTimeout,
     /// `timeouts.data` expired.
     DataTimeout,
+    /// `timeouts.session` expired.
+    SessionTimeout,
+    /// `timeouts.idle` expired.
+    IdleTimeout,
     /// `limits.max_sessions` reached.
     Sessions,
     /// `connections.max_per_ip` reached.
@@ -46,14 +52,17 @@ pub enum Limit {
 
 impl Limit {
     /// Every limit, for pre-creating series.
-    pub const ALL: [Limit; 15] = [
+    pub const ALL: [Limit; 18] = [
         Limit::LineLength,
         Limit::MessageSize,
         Limit::Recipients,
         Limit::Errors,
+        Limit::UnknownRecipients,
         Limit::Commands,
         Limit::CommandTimeout,
         Limit::DataTimeout,
+        Limit::SessionTimeout,
+        Limit::IdleTimeout,
         Limit::Sessions,
         Limit::SessionsPerIp,
         Limit::SessionsPerNetwork,
@@ -71,9 +80,12 @@ impl Limit {
             Limit::MessageSize => "message_size",
             Limit::Recipients => "recipients",
             Limit::Errors => "errors",
+            Limit::UnknownRecipients => "unknown_recipients",
             Limit::Commands => "commands",
             Limit::CommandTimeout => "command_timeout",
             Limit::DataTimeout => "data_timeout",
+            Limit::SessionTimeout => "session_timeout",
+            Limit::IdleTimeout => "idle_timeout",
             Limit::Sessions => "sessions",
             Limit::SessionsPerIp => "sessions_per_ip",
             Limit::SessionsPerNetwork => "sessions_per_network",
@@ -315,6 +327,20 @@ pub enum Event {
         /// False when the new policy was refused.
         ok: bool,
     },
+    /// A reload of the STARTTLS certificate and key finished (SIGHUP, or a change of
+    /// `tls.cert` or `tls.key`).
+    TlsReload {
+        /// False when the new pair was refused and the old one kept serving.
+        ok: bool,
+    },
+    /// A certificate was put in force (at start-up, and at each reload that took).
+    TlsCertificate {
+        /// Its leaf's `notAfter`, in Unix seconds.
+        not_after: i64,
+    },
+    /// `tls.require` refused a command sent without TLS (`530 5.7.0`): MAIL from a required
+    /// client network, or RCPT to a required recipient domain.
+    TlsRequired(Stage),
     /// A DNSBL/DNSWL zone is configured (at start-up): its series are created, the zone
     /// counted healthy until a lookup says otherwise. Zone names come from the config: a
     /// bounded set.

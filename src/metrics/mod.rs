@@ -9,6 +9,7 @@
 pub mod events;
 pub mod http;
 pub mod resources;
+pub mod tls;
 
 use std::time::Duration;
 
@@ -77,6 +78,7 @@ pub struct Metrics {
     greylist: Family<L1, Counter>,
     client_findings: Family<L1, Counter>,
     resources: resources::Resources,
+    tls: tls::TlsMetrics,
 }
 
 impl Metrics {
@@ -118,6 +120,7 @@ impl Metrics {
             greylist: Family::default(),
             client_findings: Family::default(),
             resources: resources::Resources::default(),
+            tls: tls::TlsMetrics::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -254,6 +257,7 @@ impl Metrics {
             m.greylist.clone(),
         );
         m.resources.register(r);
+        m.tls.register(r);
         m.precreate();
         Metrics { registry, ..m }
     }
@@ -333,7 +337,7 @@ impl Metrics {
 
     /// Records one event.
     pub fn emit(&self, event: Event) {
-        if self.resources.emit(&event) {
+        if self.resources.emit(&event) || self.tls.emit(&event) {
             return;
         }
         match event {
@@ -472,6 +476,8 @@ impl Metrics {
             | Event::VerifyMemoryTaken(_)
             | Event::VerifyMemoryReturned(_)
             | Event::VerifyMemoryWait(_) => {}
+            // Recorded by `tls.emit` above.
+            Event::TlsReload { .. } | Event::TlsCertificate { .. } | Event::TlsRequired(_) => {}
         }
     }
 

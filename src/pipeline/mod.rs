@@ -51,6 +51,10 @@ pub struct MessageView<'a> {
     pub head: &'a [u8],
     /// True if bare CR or LF were seen in the content.
     pub bare_line_endings: bool,
+    /// True if NUL bytes were seen in the content (they are not in the spool).
+    pub nul_bytes: bool,
+    /// The longest content line, in octets without its CRLF.
+    pub longest_line: u64,
     /// The whole message, when it was loaded for content checks (authentication); `None`
     /// above `auth.max_verify_size` or when no check needs it.
     pub raw: Option<&'a [u8]>,

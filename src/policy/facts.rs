@@ -42,6 +42,8 @@ pub const KNOWN: &[(&str, Stage)] = &[
     ("size.actual", Stage::Data),
     ("size.exceeds_limit", Stage::Data),
     ("body.bare_line_endings", Stage::Data),
+    ("body.nul_bytes", Stage::Data),
+    ("body.long_lines", Stage::Data),
     ("header", Stage::Data),
     ("dkim", Stage::Data),
     ("dkim.signature", Stage::Data),

@@ -15,7 +15,7 @@ pub mod set;
 use std::path::Path;
 
 use crate::config::Diagnostic;
-use crate::config::schema::{BareLineEndings, Config, DmarcDnsFailure};
+use crate::config::schema::{BareLineEndings, Config, DmarcDnsFailure, LongLines, NulBytes};
 use crate::pipeline::Stage;
 use crate::pipeline::outcome::{Action, Fact, Verdict};
 use crate::smtp::reply;
@@ -113,6 +113,20 @@ impl Policy {
                 name: "bare-line-endings",
                 when: Condition::Flag("body.bare_line_endings"),
                 action: Action::Reject(reply::BARE_LINE_ENDING),
+            });
+        }
+        if config.smtp.nul_bytes == NulBytes::Reject {
+            rules.push(Rule {
+                name: "nul-bytes",
+                when: Condition::Flag("body.nul_bytes"),
+                action: Action::Reject(reply::NUL_BYTES),
+            });
+        }
+        if config.smtp.long_lines == LongLines::Reject {
+            rules.push(Rule {
+                name: "long-lines",
+                when: Condition::Flag("body.long_lines"),
+                action: Action::Reject(reply::LONG_LINES),
             });
         }
         Policy {
@@ -528,5 +542,27 @@ mod tests {
             Policy::builtin(&c).decide(Stage::Data, &facts).action,
             Action::Accept
         );
+    }
+
+    #[test]
+    fn nul_bytes_and_long_lines_follow_config() {
+        let nul = [Fact::flag("body.nul_bytes", true)];
+        let long = [Fact::flag("body.long_lines", true)];
+        let mut c = Config::default();
+        let v = Policy::builtin(&c).decide(Stage::Data, &nul);
+        assert_eq!(v.action, Action::Reject(reply::NUL_BYTES));
+        assert_eq!(v.rules, vec!["nul-bytes"]);
+        // Long lines pass by default, as Postfix lets them.
+        assert_eq!(
+            Policy::builtin(&c).decide(Stage::Data, &long).action,
+            Action::Accept
+        );
+        c.smtp.nul_bytes = NulBytes::Strip;
+        c.smtp.long_lines = LongLines::Reject;
+        let p = Policy::builtin(&c);
+        assert_eq!(p.decide(Stage::Data, &nul).action, Action::Accept);
+        let v = p.decide(Stage::Data, &long);
+        assert_eq!(v.action, Action::Reject(reply::LONG_LINES));
+        assert_eq!(v.rules, vec!["long-lines"]);
     }
 }

@@ -3,7 +3,9 @@
 //!
 //! Owns: connect, greeting, EHLO, STARTTLS, XCLIENT, MAIL/RCPT/DATA/RSET/QUIT, reading
 //! replies with smtp-proto, and dot-stuffing the body on the way out.
-//! Must not: retry (there is no queue: a failure is the client's 4xx) or decide policy.
+//! Must not: retry (there is no queue: a failure is the client's 4xx), pass a backend's 421
+//! on as a reply (it ends the backend connection, not the client's session), or decide
+//! policy.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -295,7 +297,9 @@ impl SmtpConnection {
         Ok(reply)
     }
 
-    /// Sends `line` (if any) and reads one reply within `deadline`.
+    /// Sends `line` (if any) and reads one reply within `deadline`. A 421 is never a reply
+    /// to pass on: the backend is closing this connection (RFC 5321 §3.8), whatever the
+    /// step, so it is an error of the backend leg and the connection is not used again.
     async fn command(
         &mut self,
         step: &'static str,
@@ -309,13 +313,17 @@ impl SmtpConnection {
             }
             self.read_reply().await
         };
-        timeout(deadline, io)
+        let reply = timeout(deadline, io)
             .await
             .map_err(|_| Error::BackendTimeout { step })?
             .map_err(|e| Error::BackendProtocol {
                 step,
                 detail: e.to_string(),
-            })
+            })?;
+        if reply.code == 421 {
+            return Err(Error::BackendClosing { step, reply });
+        }
+        Ok(reply)
     }
 
     async fn read_reply(&mut self) -> std::io::Result<Reply> {

@@ -117,8 +117,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
+    /// The deadline of a BDAT message whose LAST chunk has not come yet: `timeouts.data`
+    /// bounds the whole sequence, the waits for the BDAT commands between chunks included.
+    pub(super) fn chunk_deadline(&self) -> Option<tokio::time::Instant> {
+        self.body.as_ref().map(|b| b.deadline)
+    }
+
     /// BDAT: read exactly `size` octets; at LAST decide and relay (RFC 3030).
-    pub(super) async fn bdat(&mut self, size: usize, last: bool) {
+    pub(super) async fn bdat(&mut self, size: u64, last: bool) {
         let mut body = match self.body.take() {
             Some(body) => body,
             None => Body::new(self, BodyDecoder::bdat()),
@@ -126,10 +132,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.state = State::Chunking;
         let mut left = size;
         loop {
-            let take = left.min(self.rbuf.len());
+            let take = self
+                .rbuf
+                .len()
+                .min(usize::try_from(left).unwrap_or(usize::MAX));
             body.push(&self.rbuf[..take]).await;
             self.rbuf.drain(..take);
-            left -= take;
+            left -= take as u64;
             if left == 0 {
                 break;
             }
@@ -171,6 +180,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             size: body.size,
             head: body.spool.head(),
             bare_line_endings: body.decoder.saw_bare_line_ending(),
+            nul_bytes: body.decoder.saw_nul(),
+            longest_line: body.decoder.longest_line(),
             raw,
         };
         let ctx = CheckContext {
@@ -295,6 +306,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             "message"
         );
         self.reply(reply);
+        self.transaction_completed();
         self.reset_transaction().await;
     }
 

@@ -55,11 +55,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// STARTTLS: 220, then the handshake within `timeouts.tls_handshake`.
     pub(super) async fn starttls(&mut self) {
         let Some(acceptor) = self.ctx.tls.clone() else {
-            self.reply(reply::NOT_IMPLEMENTED);
+            self.client_error(reply::NOT_IMPLEMENTED);
             return;
         };
         if self.io.is_tls() {
-            self.reply(reply::ALREADY_TLS);
+            self.client_error(reply::ALREADY_TLS);
             return;
         }
         self.reply(reply::READY_TLS);

@@ -2,14 +2,16 @@
 //! replies in order.
 //!
 //! Owns: the read/write loop, pipelining (replies are queued and flushed before every read
-//! that could block, so a client that sends a whole batch never deadlocks), the error and
-//! command limits, and shutdown at command boundaries. Must not: contain check logic
+//! that could block, so a client that sends a whole batch never deadlocks), and what ends a
+//! session at a command boundary: shutdown, and the limits of `limits.rs` (errors, unknown
+//! recipients, commands, the session and idle clocks). Must not: contain check logic
 //! (`pipeline`) or parse bytes (`smtp::codec`). Verb handlers live in `greet.rs`,
 //! `transaction.rs` and `data.rs`.
 
 mod controls;
 mod data;
 mod greet;
+mod limits;
 pub mod state;
 mod trace;
 mod transaction;
@@ -29,11 +31,12 @@ use crate::pipeline::{CheckContext, Stage};
 use crate::policy::set::{PolicySet, ScopeId};
 use crate::relay::{Idle, Transaction};
 use crate::smtp::codec::{Frame, LineFramer};
-use crate::smtp::command::{Command, MailParams};
+use crate::smtp::command::{Command, Invalid, MailParams, Trailing};
 use crate::smtp::envelope::{Envelope, SessionInfo};
-use crate::smtp::reply::{self, Reply, ReplyClass};
+use crate::smtp::reply::{self, Reply};
 use crate::tls::MaybeTls;
 use data::Body;
+use limits::Counters;
 use state::State;
 
 /// The two shutdown signals a session watches.
@@ -72,8 +75,8 @@ pub struct Session<S> {
     txn_broken: bool,
     idle: Option<Idle>,
     body: Option<Body>,
-    errors: u32,
-    commands: u32,
+    /// Errors, unknown recipients, commands, and the session and idle clocks.
+    counters: Counters,
     messages: u32,
     closing: bool,
     /// The first line of a multi-line banner went out (`connections.multiline_banner`).
@@ -115,8 +118,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             txn_broken: false,
             idle: None,
             body: None,
-            errors: 0,
-            commands: 0,
+            counters: Counters::new(),
             messages: 0,
             closing: false,
             banner_started: false,
@@ -152,8 +154,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             session = %self.info.id,
             client = %self.info.client,
             duration_ms = started.elapsed().as_millis() as u64,
-            commands = self.commands,
-            errors = self.errors,
+            commands = self.counters.commands,
+            errors = self.counters.errors,
+            unknown_recipients = self.counters.unknown_recipients,
             messages = self.messages,
             tls = self.info.tls,
             "session closed"
@@ -239,18 +242,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// The next command line, or `None` when the session must end (the reason already
     /// replied where the client can still hear it).
     async fn next_line(&mut self) -> Option<Vec<u8>> {
-        let deadline = tokio::time::Instant::now() + self.ctx.config.timeouts.command;
+        let command_deadline = tokio::time::Instant::now() + self.ctx.config.timeouts.command;
         loop {
-            // Shutdown is seen at every command boundary, pipelined or not.
+            // Shutdown and the session's clocks are seen at every command boundary,
+            // pipelined or not.
             if self.signals.shutdown.is_cancelled() {
                 self.reply(reply::SHUTTING_DOWN);
+                return None;
+            }
+            if let Some((r, limit)) = self.clock_expired() {
+                self.ctx.metrics.emit(Event::LimitHit(limit));
+                tracing::info!(session = %self.info.id, limit = limit.label(), "session ended by its clock");
+                self.reply(r);
+                return None;
+            }
+            if self
+                .chunk_deadline()
+                .is_some_and(|at| tokio::time::Instant::now() >= at)
+            {
+                self.ctx.metrics.emit(Event::LimitHit(Limit::DataTimeout));
+                self.reply(reply::TIMEOUT);
                 return None;
             }
             match self.framer.next(&mut self.rbuf) {
                 Frame::Line(line) => return Some(line),
                 Frame::TooLong => {
                     self.ctx.metrics.emit(Event::LimitHit(Limit::LineLength));
-                    self.reply(reply::LINE_TOO_LONG);
+                    self.client_error(reply::LINE_TOO_LONG);
                     if self.closing {
                         return None;
                     }
@@ -258,10 +276,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 }
                 Frame::NeedMore => {}
             }
+            // The wait ends at the command deadline, or earlier when a clock or a BDAT
+            // message's deadline runs out (both are then seen at the top of the loop).
+            let deadline = [
+                self.clock_deadline().map(|(at, _, _)| at),
+                self.chunk_deadline(),
+            ]
+            .into_iter()
+            .flatten()
+            .fold(command_deadline, tokio::time::Instant::min);
             let stop = self.signals.shutdown.clone();
             match self.fill(deadline, &stop).await {
                 Fill::Data => {}
                 Fill::Eof => return None,
+                Fill::Timeout if deadline < command_deadline => {}
                 Fill::Timeout => {
                     self.ctx
                         .metrics
@@ -279,18 +307,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     /// Dispatches one command line.
     async fn handle(&mut self, line: Vec<u8>) {
-        self.commands += 1;
-        if self.commands > self.ctx.config.limits.max_commands {
-            self.ctx.metrics.emit(Event::LimitHit(Limit::Commands));
-            self.reply(reply::TOO_MANY_COMMANDS);
-            self.closing = true;
+        if !self.count_command() {
             return;
         }
         let cmd = match Command::parse(&line) {
             Ok(cmd) => cmd,
-            Err(r) => {
+            Err(invalid) => {
                 self.ctx.metrics.emit(Event::Command("invalid"));
-                self.reply(r);
+                self.refuse_line(invalid).await;
                 return;
             }
         };
@@ -301,7 +325,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             if let Command::Bdat { size, .. } = cmd {
                 self.discard(size).await;
             }
-            self.reply(refusal);
+            // Nothing can succeed in this session: every command but QUIT is an error.
+            self.client_error(refusal);
             return;
         }
         if let Err(r) = state::check(self.state, &cmd) {
@@ -312,7 +337,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             if self.state == State::Chunking {
                 self.reset_transaction().await;
             }
-            self.reply(r);
+            if r == reply::NO_VALID_RECIPIENTS {
+                // A DATA pipelined behind recipients that were all refused (RFC 2920 §3.1):
+                // the refusals were counted, the DATA is no error of its own.
+                self.reply(r);
+            } else {
+                self.client_error(r);
+            }
             return;
         }
         // RFC 2920: EHLO ends a group of commands, and without PIPELINING advertised (a HELO
@@ -338,35 +369,56 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
             Command::Noop => self.reply(reply::OK),
             Command::Vrfy => self.reply(reply::CANNOT_VRFY),
-            Command::Help => self.reply(reply::HELP),
+            Command::Help => self.help(),
             Command::Quit => {
                 self.reply(reply::BYE);
                 self.closing = true;
             }
-            Command::NotOffered(_) => self.reply(reply::NOT_IMPLEMENTED),
+            Command::NotOffered(_) => self.client_error(reply::NOT_IMPLEMENTED),
         }
     }
 
-    /// Queues a reply; counts it; enforces the error limit.
+    /// HELP names the commands of the EHLO reply: STARTTLS only when EHLO offers it.
+    fn help(&mut self) {
+        let caps = self.ctx.capabilities(self.io.is_tls());
+        self.reply(match caps.iter().any(|c| c == "STARTTLS") {
+            true => reply::HELP_WITH_STARTTLS,
+            false => reply::HELP,
+        });
+    }
+
+    /// Answers a command line that did not parse, and deals with what follows it: a refused
+    /// BDAT's chunk is read and dropped (and ends the BDAT sequence, RFC 3030 §2); after a
+    /// BDAT whose size could not be read nothing that follows can be trusted to be a
+    /// command, so the session ends.
+    async fn refuse_line(&mut self, invalid: Invalid) {
+        match invalid.trailing {
+            Trailing::Nothing => self.client_error(invalid.reply),
+            Trailing::Chunk(size) => {
+                self.discard(size).await;
+                if self.state == State::Chunking {
+                    self.reset_transaction().await;
+                }
+                self.client_error(invalid.reply);
+            }
+            Trailing::Unknown => {
+                tracing::info!(session = %self.info.id, "BDAT chunk size unreadable; closing");
+                self.client_error(invalid.reply);
+                if !self.closing {
+                    self.reply(reply::LOST_SYNC);
+                }
+                self.closing = true;
+            }
+        }
+    }
+
+    /// Queues a reply and counts it in the metrics; a 421 ends the session. Replies that
+    /// count towards a limit go through `client_error` or `refused_recipient` (`limits.rs`).
     fn reply(&mut self, r: Reply) {
         r.write_to(&mut self.wbuf);
         self.ctx.metrics.emit(Event::Reply(r.class()));
         if r.code == 421 {
             self.closing = true;
-            return;
-        }
-        // A recipient deferred to another transaction for its policy scope is our doing, not
-        // a client error.
-        if matches!(r.class(), ReplyClass::Transient | ReplyClass::Permanent)
-            && r != reply::OTHER_SCOPE
-        {
-            self.errors += 1;
-            if self.errors >= self.ctx.config.limits.max_errors && !self.closing {
-                self.ctx.metrics.emit(Event::LimitHit(Limit::Errors));
-                reply::TOO_MANY_ERRORS.write_to(&mut self.wbuf);
-                self.ctx.metrics.emit(Event::Reply(ReplyClass::Transient));
-                self.closing = true;
-            }
         }
     }
 
@@ -417,13 +469,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     /// Reads and drops `n` bytes (a refused BDAT chunk).
-    async fn discard(&mut self, mut n: usize) {
+    async fn discard(&mut self, mut n: u64) {
         let deadline = tokio::time::Instant::now() + self.ctx.config.timeouts.data;
         let stop = self.signals.abort.clone();
         loop {
-            let take = n.min(self.rbuf.len());
+            let take = self
+                .rbuf
+                .len()
+                .min(usize::try_from(n).unwrap_or(usize::MAX));
             self.rbuf.drain(..take);
-            n -= take;
+            n -= take as u64;
             if n == 0 {
                 return;
             }

@@ -1,8 +1,10 @@
 //! MAIL and RCPT: the envelope, relay protection, and the backend transaction.
 //!
 //! Owns: refusing recipients outside the accepted domains (550 5.7.1, never policy's to
-//! loosen), running MAIL/RCPT checks, opening the backend transaction at the first
-//! recipient that passes, and passing the backend's RCPT reply back as ours.
+//! loosen), `tls.require` before any check (530 5.7.0 to a MAIL from a listed client, then
+//! to a RCPT to a listed domain, without TLS), running MAIL/RCPT checks, opening the backend transaction at the first
+//! recipient that passes, and passing the backend's RCPT reply back as ours (its 5xx
+//! counted as an unknown recipient, a failure to reach it as ours).
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -19,8 +21,14 @@ use crate::smtp::reply::{self, Reply};
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// MAIL FROM: a new envelope, MAIL checks, 250 or the policy's refusal.
     pub(super) async fn mail(&mut self, params: MailParams) {
+        if !self.info.tls && self.ctx.tls_require.client(self.info.client.ip()) {
+            tracing::info!(session = %self.info.id, from = %params.address, reply = %reply::MUST_STARTTLS, "MAIL refused: tls.require lists this client");
+            self.ctx.metrics.emit(Event::TlsRequired(Stage::Mail));
+            self.reply(reply::MUST_STARTTLS);
+            return;
+        }
         if !params.smtputf8 && !params.address.is_ascii() {
-            self.reply(reply::NEEDS_SMTPUTF8);
+            self.client_error(reply::NEEDS_SMTPUTF8);
             return;
         }
         self.settle(Stage::Mail, 0).await;
@@ -63,7 +71,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.env.rcpt_attempts += 1;
         if let Some(refusal) = self.relay_protection(&address) {
             tracing::info!(session = %self.info.id, rcpt = %address, reply = %refusal, "RCPT refused");
-            self.reply(refusal);
+            self.client_error(refusal);
+            return;
+        }
+        if !self.info.tls && self.tls_required_for(&address) {
+            tracing::info!(session = %self.info.id, rcpt = %address, reply = %reply::MUST_STARTTLS, "RCPT refused: tls.require lists its domain");
+            self.ctx.metrics.emit(Event::TlsRequired(Stage::Rcpt));
+            self.reply(reply::MUST_STARTTLS);
             return;
         }
         // One transaction, one policy: a recipient under another scope's policy is deferred
@@ -103,15 +117,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             self.reply(refusal.clone());
             return;
         }
-        let r = self.relay_rcpt(&address).await;
-        if r.is_positive() {
-            self.env.rcpts.push(address);
-            self.env.rcpt_facts.extend(found);
-            self.env.rcpt_facts.extend(added);
-            self.state = State::Rcpt;
-            self.scope = Some(scope);
+        match self.relay_rcpt(&address).await {
+            Ok(r) if r.is_positive() => {
+                self.env.rcpts.push(address);
+                self.env.rcpt_facts.extend(found);
+                self.env.rcpt_facts.extend(added);
+                self.state = State::Rcpt;
+                self.scope = Some(scope);
+                self.reply(r);
+            }
+            Ok(r) => self.refused_recipient(r),
+            // Our failure to reach the backend is not the client's doing.
+            Err(r) => self.reply(r),
         }
-        self.reply(r);
     }
 
     /// The accepted-domain decision for one forward path; `None` when it may proceed.
@@ -128,14 +146,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
-    /// Opens the backend transaction if needed and relays RCPT; returns the client's reply.
-    async fn relay_rcpt(&mut self, address: &str) -> Reply {
+    /// True when `tls.require` lists the domain of this forward path (`<postmaster>`
+    /// without a domain never is).
+    fn tls_required_for(&self, address: &str) -> bool {
+        parse_mailbox(address, self.env.smtputf8)
+            .is_ok_and(|m| self.ctx.tls_require.recipient(&m.domain))
+    }
+
+    /// Opens the backend transaction if needed and relays RCPT. `Ok` is the backend's own
+    /// reply to the RCPT; `Err` ours, when the backend could not be asked (or refused the
+    /// transaction before any recipient: its reply to MAIL).
+    async fn relay_rcpt(&mut self, address: &str) -> Result<Reply, Reply> {
         if self.txn_broken {
-            return reply::BACKEND_FAILED;
+            return Err(reply::BACKEND_FAILED);
         }
         if self.txn.is_none() {
             let Some(mail) = self.mail.clone() else {
-                return reply::NEED_MAIL;
+                return Err(reply::NEED_MAIL);
             };
             let client = ClientIdentity {
                 addr: self.info.client,
@@ -154,15 +181,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         self.ctx.metrics.emit(Event::BackendError(kind));
                     }
                     tracing::warn!(session = %self.info.id, error = %e, "backend transaction could not start");
-                    return e.reply();
+                    return Err(e.reply());
                 }
             }
         }
         let Some(txn) = self.txn.as_mut() else {
-            return reply::BACKEND_UNAVAILABLE;
+            return Err(reply::BACKEND_UNAVAILABLE);
         };
         match txn.rcpt(address).await {
-            Ok(r) => r,
+            Ok(r) => Ok(r),
             Err(e) => {
                 if let Some(kind) = e.backend_kind() {
                     self.ctx.metrics.emit(Event::BackendError(kind));
@@ -172,7 +199,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 // rest of this transaction can only end in 4xx.
                 self.txn = None;
                 self.txn_broken = !self.env.rcpts.is_empty();
-                e.reply()
+                Err(e.reply())
             }
         }
     }

@@ -1,7 +1,9 @@
 //! Bytes to frames: command lines with a length limit, and the DATA / BDAT content decoder.
 //!
-//! Owns: line framing (`LineFramer`), dot-unstuffing and the end-of-data marker, and the
-//! detection of bare CR / bare LF (`BodyDecoder`). Must not: decide replies or policy.
+//! Owns: line framing (`LineFramer`), dot-unstuffing and the end-of-data marker, the
+//! detection of bare CR / bare LF, the removal of NUL bytes and the length of the longest
+//! content line (`BodyDecoder`). Must not: decide replies or policy (what a bare line ending,
+//! a NUL or a long line costs is the built-in rules' business).
 //!
 //! Why our own DATA decoder rather than smtp-proto's `DataReceiver`: it must report bare
 //! line endings (the 2023 SMTP smuggling class of bugs) and hand out content incrementally so
@@ -84,11 +86,19 @@ enum St {
 
 /// Decodes message content: DATA (dot-unstuffing, end marker) or BDAT chunks (raw).
 /// Output always has CRLF line endings; bare CR and bare LF are recorded and normalised.
+/// NUL bytes are recorded and left out of the output: mail never carries them (no
+/// BINARYMIME), and a NUL is content like any other byte until then, so dropping it can
+/// never make an end of data appear. The longest output line is measured as it goes.
 #[derive(Debug)]
 pub struct BodyDecoder {
     st: St,
     dot_mode: bool,
     bare_line_endings: bool,
+    nul_bytes: bool,
+    /// Octets of the output line in progress (its CRLF not yet seen).
+    line: u64,
+    /// The longest output line so far, in octets without its CRLF.
+    longest: u64,
 }
 
 impl BodyDecoder {
@@ -98,6 +108,9 @@ impl BodyDecoder {
             st: St::LineStart { strict: true },
             dot_mode: true,
             bare_line_endings: false,
+            nul_bytes: false,
+            line: 0,
+            longest: 0,
         }
     }
 
@@ -107,6 +120,9 @@ impl BodyDecoder {
             st: St::Text,
             dot_mode: false,
             bare_line_endings: false,
+            nul_bytes: false,
+            line: 0,
+            longest: 0,
         }
     }
 
@@ -115,24 +131,56 @@ impl BodyDecoder {
         self.bare_line_endings
     }
 
+    /// True once any NUL byte was seen (and left out).
+    pub fn saw_nul(&self) -> bool {
+        self.nul_bytes
+    }
+
+    /// The longest content line so far, in octets without its CRLF (RFC 5322 §2.1.1 counts
+    /// them so), as relayed: after unstuffing, without NULs.
+    pub fn longest_line(&self) -> u64 {
+        self.longest
+    }
+
     /// For BDAT: a CR held back at the end of the last chunk is emitted as a bare CR.
     pub fn finish(&mut self, out: &mut Vec<u8>) {
         if self.st == St::Cr {
             self.bare_line_endings = true;
             out.extend_from_slice(b"\r\n");
             self.st = St::Text;
+            self.measure(b"\r\n");
         }
     }
 
     /// Decodes `input`, appending content to `out`. Returns how many input bytes were
     /// consumed and whether the end-of-data marker was reached (bytes after it are left).
     pub fn decode(&mut self, input: &[u8], out: &mut Vec<u8>) -> (usize, bool) {
+        let start = out.len();
+        let result = self.decode_into(input, out);
+        self.measure(&out[start..]);
+        result
+    }
+
+    /// Line lengths in freshly decoded output. Output lines end in CRLF, and a CR is only
+    /// ever written together with its LF, so the byte before each LF is its CR.
+    fn measure(&mut self, mut new: &[u8]) {
+        while let Some(lf) = memchr::memchr(b'\n', new) {
+            let line = self.line + (lf as u64).saturating_sub(1);
+            self.longest = self.longest.max(line);
+            self.line = 0;
+            new = &new[lf + 1..];
+        }
+        self.line += new.len() as u64;
+        self.longest = self.longest.max(self.line);
+    }
+
+    fn decode_into(&mut self, input: &[u8], out: &mut Vec<u8>) -> (usize, bool) {
         let mut i = 0;
         while i < input.len() {
             if self.st == St::Text {
-                // Fast path: copy the run up to the next CR or LF in one go.
+                // Fast path: copy the run up to the next CR, LF or NUL in one go.
                 let rest = &input[i..];
-                let n = memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len());
+                let n = memchr::memchr3(b'\r', b'\n', 0, rest).unwrap_or(rest.len());
                 out.extend_from_slice(&rest[..n]);
                 i += n;
                 if i == input.len() {
@@ -202,6 +250,7 @@ impl BodyDecoder {
 
     fn text(&mut self, b: u8, out: &mut Vec<u8>) {
         match b {
+            0 => self.nul_bytes = true,
             b'\r' => self.st = St::Cr,
             b'\n' => {
                 self.bare_line_endings = true;
@@ -303,6 +352,54 @@ mod tests {
     }
 
     #[test]
+    fn nul_bytes_are_flagged_and_left_out_without_ending_data() {
+        // `.` NUL CRLF is a line of content (its dot is stuffing), never the end.
+        let input = b"a\0b\r\n\0\r\n.\0\r\n\0.x\r\n.\r\n";
+        for split in 0..input.len() {
+            let mut d = BodyDecoder::data();
+            let mut out = Vec::new();
+            let (a, done_a) = d.decode(&input[..split], &mut out);
+            let (b, done) = match done_a {
+                true => (0, true),
+                false => d.decode(&input[split..], &mut out),
+            };
+            assert!(done && a + b == input.len(), "split {split}");
+            assert_eq!(out, b"ab\r\n\r\n\r\n.x\r\n", "split {split}");
+            assert!(d.saw_nul() && !d.saw_bare_line_ending());
+        }
+        let mut d = BodyDecoder::bdat();
+        let mut out = Vec::new();
+        d.decode(b"plain\r\n", &mut out);
+        assert!(!d.saw_nul());
+    }
+
+    #[test]
+    fn longest_line_counts_content_octets_without_crlf() {
+        let mut d = BodyDecoder::data();
+        let mut out = Vec::new();
+        let long = vec![b'x'; 998];
+        d.decode(b"short\r\n", &mut out);
+        d.decode(&long, &mut out);
+        assert_eq!(d.longest_line(), 998);
+        d.decode(b"\r\n..\0y\r\n", &mut out);
+        assert_eq!(
+            d.longest_line(),
+            998,
+            "CRLF, the stuffing dot and NUL are not content"
+        );
+        d.decode(&long[..500], &mut out);
+        d.decode(&long[..499], &mut out);
+        d.decode(b"\r", &mut out);
+        d.decode(b"\n.\r\n", &mut out);
+        assert_eq!(d.longest_line(), 999, "a line across chunks is one line");
+        // A last BDAT line without CRLF counts too.
+        let mut d = BodyDecoder::bdat();
+        d.decode(b"ab\r\ncdef", &mut out);
+        d.finish(&mut out);
+        assert_eq!(d.longest_line(), 4);
+    }
+
+    #[test]
     fn dot_stuffing_round_trips() {
         let content = b".a\r\nb\r\n.\r\n..c\r\n";
         let mut stuffed = Vec::new();
@@ -325,8 +422,8 @@ mod tests {
 
     #[test]
     fn random_inputs_keep_every_invariant_at_every_split() {
-        // Bytes weighted towards the ones that matter: CR, LF and dots.
-        const ALPHABET: &[u8] = b"\r\n.\r\n.a";
+        // Bytes weighted towards the ones that matter: CR, LF, dots and NUL.
+        const ALPHABET: &[u8] = b"\r\n.\r\n.a\0";
         let mut seed = 0x9e37_79b9_7f4a_7c15;
         for _ in 0..20_000 {
             let len = (next(&mut seed) % 24) as usize;
@@ -341,6 +438,19 @@ mod tests {
                 "split {split} changed the result for {input:?}"
             );
             let (out, done, bare, used) = whole;
+            assert!(!out.contains(&0), "NUL relayed for {input:?}");
+            // The longest line measured across the split is the longest line of the output.
+            let mut d = BodyDecoder::data();
+            let mut again = Vec::new();
+            if !d.decode(&input[..split], &mut again).1 {
+                d.decode(&input[split..], &mut again);
+            }
+            let longest = out
+                .split(|b| *b == b'\n')
+                .map(|l| l.strip_suffix(b"\r").unwrap_or(l).len() as u64)
+                .max()
+                .unwrap_or(0);
+            assert_eq!(d.longest_line(), longest, "{input:?} split {split}");
             // Output is always CRLF-normalised: every CR followed by LF, every LF after a CR.
             for (i, b) in out.iter().enumerate() {
                 if *b == b'\r' {

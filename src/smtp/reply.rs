@@ -163,8 +163,15 @@ pub const CANNOT_VRFY: Reply = r(
     (2, 5, 0),
     "Cannot VRFY user, but will accept message and attempt delivery",
 );
-/// Answer to HELP.
+/// Answer to HELP when STARTTLS is not offered (no `tls:`, or TLS already active): HELP
+/// names only what EHLO advertises.
 pub const HELP: Reply = r(
+    214,
+    (2, 0, 0),
+    "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP",
+);
+/// Answer to HELP when EHLO advertises STARTTLS.
+pub const HELP_WITH_STARTTLS: Reply = r(
     214,
     (2, 0, 0),
     "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS",
@@ -207,8 +214,29 @@ pub const SHUTTING_DOWN: Reply = r(421, (4, 3, 2), "Service shutting down, try a
 pub const TIMEOUT: Reply = r(421, (4, 4, 2), "Timeout exceeded, closing connection");
 /// The client made too many errors.
 pub const TOO_MANY_ERRORS: Reply = r(421, (4, 7, 0), "Too many errors, closing connection");
+/// After a BDAT whose chunk size could not be read: the chunk's end cannot be found, so
+/// the bytes that follow cannot be trusted to be commands.
+pub const LOST_SYNC: Reply = r(
+    421,
+    (4, 5, 0),
+    "Cannot find the end of the BDAT chunk, closing connection",
+);
 /// The client sent too many commands in one session.
 pub const TOO_MANY_COMMANDS: Reply = r(421, (4, 7, 0), "Too many commands, closing connection");
+/// The backend refused too many of the client's recipients (a dictionary attack).
+pub const TOO_MANY_UNKNOWN_RECIPIENTS: Reply = r(
+    421,
+    (4, 7, 0),
+    "Too many unknown recipients, closing connection",
+);
+/// The session outlived `timeouts.session`.
+pub const SESSION_TOO_LONG: Reply = r(421, (4, 4, 2), "Session too long, closing connection");
+/// The client sent no mail within `timeouts.idle`.
+pub const IDLE_TOO_LONG: Reply = r(
+    421,
+    (4, 4, 2),
+    "Idle too long without mail, closing connection",
+);
 /// Too many recipients in this transaction (RFC 5321 §4.5.3.1.10: 452, not 5xx).
 pub const TOO_MANY_RECIPIENTS: Reply = r(452, (4, 5, 3), "Too many recipients");
 /// A recipient under another policy scope than the transaction's (send it separately).
@@ -246,6 +274,28 @@ pub const UNKNOWN_COMMAND: Reply = r(500, (5, 5, 2), "Command unrecognized");
 pub const SYNTAX_ERROR: Reply = r(501, (5, 5, 4), "Syntax error in parameters or arguments");
 /// The sender address does not parse.
 pub const BAD_SENDER_SYNTAX: Reply = r(501, (5, 1, 7), "Bad sender address syntax");
+/// DATA, RSET, QUIT or STARTTLS with parameters (RFC 5321 §4.1.1, RFC 3207 §4).
+pub const NO_PARAMETERS: Reply = r(
+    501,
+    (5, 5, 4),
+    "Syntax error: this command takes no parameters",
+);
+/// A BDAT line that is not `BDAT chunk-size [LAST]` (RFC 3030 §2).
+pub const BDAT_SYNTAX: Reply = r(501, (5, 5, 4), "Syntax: BDAT chunk-size [LAST]");
+/// A BDAT chunk size beyond 18446744073709551615 (u64): refused, never read as another number.
+pub const CHUNK_SIZE_OUT_OF_RANGE: Reply = r(
+    501,
+    (5, 5, 4),
+    "BDAT chunk size out of range: at most 18446744073709551615",
+);
+/// A MAIL `SIZE=` value that is not a number (RFC 1870).
+pub const BAD_SIZE_SYNTAX: Reply = r(501, (5, 5, 4), "Bad SIZE value: digits expected");
+/// A MAIL `SIZE=` value beyond 18446744073709551615 (u64): refused, never read as another number.
+pub const SIZE_OUT_OF_RANGE: Reply = r(
+    501,
+    (5, 5, 4),
+    "SIZE value out of range: at most 18446744073709551615",
+);
 /// The recipient address does not parse.
 pub const BAD_RECIPIENT_SYNTAX: Reply = r(501, (5, 1, 3), "Bad recipient address syntax");
 /// The command exists but is not offered here (AUTH, EXPN, ETRN, ...).
@@ -270,6 +320,10 @@ pub const NEED_RCPT: Reply = r(503, (5, 5, 1), "Need RCPT command first");
 pub const NO_VALID_RECIPIENTS: Reply = r(554, (5, 5, 1), "No valid recipients");
 /// STARTTLS when already under TLS.
 pub const ALREADY_TLS: Reply = r(503, (5, 5, 1), "TLS already active");
+/// `tls.require`: MAIL from a required client network, or RCPT to a required recipient
+/// domain, without TLS (RFC 3207 §4's reply; the same as Postfix's
+/// `smtpd_tls_security_level = encrypt`).
+pub const MUST_STARTTLS: Reply = r(530, (5, 7, 0), "Must issue a STARTTLS command first");
 /// The recipient's domain is not one we accept mail for: we are not an open relay.
 pub const RELAY_DENIED: Reply = r(550, (5, 7, 1), "Relay access denied");
 /// Declared (SIZE=) or actual message size above the limit (RFC 1870).
@@ -302,6 +356,18 @@ pub const BARE_LINE_ENDING: Reply = r(
     550,
     (5, 6, 0),
     "Message contains bare CR or LF; use CRLF line endings",
+);
+/// A message with NUL bytes (`smtp.nul_bytes: reject`): mail must not carry them.
+pub const NUL_BYTES: Reply = r(
+    550,
+    (5, 6, 0),
+    "Message contains NUL bytes, which mail must not carry",
+);
+/// A message with a line over 998 characters (`smtp.long_lines: reject`).
+pub const LONG_LINES: Reply = r(
+    550,
+    (5, 6, 0),
+    "Message has a line longer than 998 characters (RFC 5322 2.1.1)",
 );
 /// A non-ASCII address in a transaction without SMTPUTF8 (RFC 6531 §3.5).
 pub const NEEDS_SMTPUTF8: Reply = r(553, (5, 6, 7), "Non-ASCII address requires SMTPUTF8");
@@ -340,6 +406,7 @@ pub const ALL: &[&Reply] = &[
     &RESET_OK,
     &CANNOT_VRFY,
     &HELP,
+    &HELP_WITH_STARTTLS,
     &BYE,
     &READY_TLS,
     &CHUNK_OK,
@@ -352,6 +419,10 @@ pub const ALL: &[&Reply] = &[
     &TIMEOUT,
     &TOO_MANY_ERRORS,
     &TOO_MANY_COMMANDS,
+    &TOO_MANY_UNKNOWN_RECIPIENTS,
+    &SESSION_TOO_LONG,
+    &IDLE_TOO_LONG,
+    &LOST_SYNC,
     &TOO_MANY_RECIPIENTS,
     &OTHER_SCOPE,
     &BACKEND_UNAVAILABLE,
@@ -361,6 +432,11 @@ pub const ALL: &[&Reply] = &[
     &LINE_TOO_LONG,
     &UNKNOWN_COMMAND,
     &SYNTAX_ERROR,
+    &NO_PARAMETERS,
+    &BDAT_SYNTAX,
+    &CHUNK_SIZE_OUT_OF_RANGE,
+    &BAD_SIZE_SYNTAX,
+    &SIZE_OUT_OF_RANGE,
     &BAD_SENDER_SYNTAX,
     &BAD_RECIPIENT_SYNTAX,
     &NOT_IMPLEMENTED,
@@ -372,12 +448,15 @@ pub const ALL: &[&Reply] = &[
     &NEED_RCPT,
     &NO_VALID_RECIPIENTS,
     &ALREADY_TLS,
+    &MUST_STARTTLS,
     &RELAY_DENIED,
     &MESSAGE_TOO_BIG,
     &DMARC_REJECT,
     &AUTH_TEMPFAIL,
     &AMBIGUOUS_FROM,
     &BARE_LINE_ENDING,
+    &NUL_BYTES,
+    &LONG_LINES,
     &NEEDS_SMTPUTF8,
     &BAD_BODY_PARAM,
     &POLICY_REJECT,
@@ -399,7 +478,7 @@ pub fn queued(id: &str) -> Reply {
 }
 
 /// A BDAT chunk of `n` octets received.
-pub fn chunk_received(n: usize) -> Reply {
+pub fn chunk_received(n: u64) -> Reply {
     Reply::new(250, Some(Enhanced(2, 0, 0)), format!("{n} octets received"))
 }
 

@@ -186,6 +186,12 @@ impl LineClient {
     /// The TLS handshake after a `220` to STARTTLS (the certificate is not verified: test
     /// certificates are self-signed). Nothing read ahead is kept, as RFC 3207 requires.
     pub async fn starttls(self, server_name: &str) -> LineClient {
+        self.starttls_certificate(server_name).await.0
+    }
+
+    /// As `starttls`, and the leaf certificate the server presented (DER). Each call has a
+    /// client config of its own, so no session is resumed: every handshake is a full one.
+    pub async fn starttls_certificate(self, server_name: &str) -> (LineClient, Vec<u8>) {
         let connector =
             tokio_rustls::TlsConnector::from(portcullis::tls::backend_client_config().unwrap());
         let name = rustls::pki_types::ServerName::try_from(server_name.to_string()).unwrap();
@@ -193,9 +199,17 @@ impl LineClient {
             .connect(name, self.io.into_inner())
             .await
             .expect("handshake");
-        LineClient {
+        let leaf = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .expect("the server presented a certificate")
+            .to_vec();
+        let c = LineClient {
             io: BufReader::new(Box::new(tls)),
-        }
+        };
+        (c, leaf)
     }
 
     pub async fn send(&mut self, data: &[u8]) {

@@ -32,6 +32,22 @@ pub enum Role {
     Client,
 }
 
+/// How `Postfix::crash` brings an instance down: abruptly, never with `postfix stop`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Crash {
+    /// `postfix abort`: SIGTERM to master, which terminates its children at once (sessions
+    /// in the middle of a transaction break) and exits without waiting for them.
+    Abort,
+    /// SIGKILL to master alone: its children are orphaned. An smtpd in a session may still
+    /// finish it (its queue file then waits in `incoming/` for the next start), and it keeps
+    /// the old listening socket open until it exits.
+    KillMaster,
+    /// SIGKILL to master's whole process group: every process of the instance dies at once
+    /// (smtpd, cleanup in the middle of a queue file, qmgr, virtual in the middle of a
+    /// delivery).
+    KillAll,
+}
+
 /// One running (or stopped) Postfix instance.
 pub struct Postfix {
     /// `pfx-<pid>-<n>`; also the first label of `myhostname` (see `hostname()`).
@@ -48,13 +64,18 @@ impl Postfix {
     /// A backend on a free port, started: example.net with alice and bob (Maildir),
     /// XCLIENT from 127.0.0.0/8, unknown users get 550 5.1.1 at RCPT.
     pub fn backend() -> Postfix {
-        Self::create(Role::Backend, None)
+        Self::create(Role::Backend, None, &[])
+    }
+
+    /// A backend like `backend()` whose example.net also has the users in `extra`.
+    pub fn backend_with_users(extra: &[String]) -> Postfix {
+        Self::create(Role::Backend, None, extra)
     }
 
     /// A client instance, started, that relays everything to `relayhost` with
     /// `smtp_helo_name = client.test`; its own smtpd (on `port`) accepts injection.
     pub fn client(relayhost: SocketAddr) -> Postfix {
-        Self::create(Role::Client, Some(relayhost))
+        Self::create(Role::Client, Some(relayhost), &[])
     }
 
     /// `myhostname`: `<name>.test` (Postfix's Received header says `by <this> (Postfix)`).
@@ -67,7 +88,7 @@ impl Postfix {
         self.dir.join("etc")
     }
 
-    fn create(role: Role, relayhost: Option<SocketAddr>) -> Postfix {
+    fn create(role: Role, relayhost: Option<SocketAddr>, extra_users: &[String]) -> Postfix {
         ensure_installed();
         CLEAN_STALE.call_once(clean_stale_instances);
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
@@ -98,6 +119,8 @@ impl Postfix {
             std::os::unix::fs::chown(&mail, Some(65534), Some(65534)).expect("chown mail dir");
             let map: String = USERS
                 .iter()
+                .copied()
+                .chain(extra_users.iter().map(String::as_str))
                 .map(|u| format!("{u}@example.net example.net/{u}/\n"))
                 .collect();
             std::fs::write(pf.etc().join("vmailbox"), map).expect("vmailbox");
@@ -215,7 +238,60 @@ postlog   unix-dgram n  -       n       -       1       postlogd
     }
 
     fn try_start(&mut self) -> Result<(), String> {
-        if port_open(self.port) {
+        self.start_checked(true)
+    }
+
+    /// Starts the instance again after `crash`. Unlike `start` it does not require the port
+    /// to be free: after `Crash::KillMaster` an orphaned smtpd may still hold the old
+    /// listening socket, and master's SO_REUSEPORT lets the new one bind beside it (P4).
+    pub fn restart(&mut self) {
+        if let Err(e) = self.start_checked(false) {
+            panic!("{e}");
+        }
+    }
+
+    /// master's pid, from `queue/pid/master.pid` (also its process group: master is the
+    /// leader of the group of its children).
+    pub fn master_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.dir.join("queue/pid/master.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Brings the instance down abruptly (see `Crash`) and waits until `postfix status`
+    /// says it is gone. Panics when there is no master to kill or it does not go away.
+    pub fn crash(&mut self, how: Crash) {
+        let pid = self
+            .master_pid()
+            .unwrap_or_else(|| panic!("{}: no master.pid to crash", self.name));
+        match how {
+            Crash::Abort => {
+                let _ = Command::new(sbin("postfix"))
+                    .arg("-c")
+                    .arg(self.etc())
+                    .arg("abort")
+                    .stdin(Stdio::null())
+                    .output();
+            }
+            Crash::KillMaster => signal("-KILL", &pid.to_string()),
+            Crash::KillAll => signal("-KILL", &format!("-{pid}")),
+        }
+        self.running = false;
+        let end = Instant::now() + Duration::from_secs(10);
+        while status_running(&self.etc()) {
+            assert!(
+                Instant::now() < end,
+                "{}: still running 10 s after {how:?}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn start_checked(&mut self, port_must_be_free: bool) -> Result<(), String> {
+        if port_must_be_free && port_open(self.port) {
             return Err(format!(
                 "port {} already in use; refusing to start {} (another listener would share it: SO_REUSEPORT)",
                 self.port, self.name
@@ -433,6 +509,8 @@ impl Drop for Postfix {
             eprintln!("{}: {e}", self.name);
             return; // keep the directory of an instance that may still run
         }
+        // What `postfix stop` cannot reach: children orphaned by `Crash::KillMaster`.
+        kill_leftovers(&self.etc());
         if std::env::var_os("PFX_KEEP").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
@@ -490,6 +568,42 @@ fn run_ok(cmd: &mut Command) -> Output {
     out
 }
 
+/// SIGKILL to every process of the instance at `etc` that is still alive: those whose
+/// environment has `MAIL_CONFIG=<etc>` (master passes it to every child). After
+/// `postfix stop` these are only children of an earlier master killed with SIGKILL,
+/// which are in that master's process group, not in the running one's.
+pub fn kill_leftovers(etc: &Path) {
+    let want = format!("MAIL_CONFIG={}", etc.display());
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(env) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if env.split(|b| *b == 0).any(|v| v == want.as_bytes()) {
+            signal("-KILL", &name);
+        }
+    }
+}
+
+/// `kill SIGNAL -- TARGET` (TARGET `-<pgid>` for a process group); a target that is already
+/// gone is not an error.
+fn signal(sig: &str, target: &str) {
+    let _ = Command::new("kill")
+        .arg(sig)
+        .arg("--")
+        .arg(target)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
 /// True when something accepts connections on 127.0.0.1:`port`.
 pub fn port_open(port: u16) -> bool {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -518,31 +632,54 @@ fn backdate_config(etc: &Path) {
     }
 }
 
-fn status_running(etc: &Path) -> bool {
-    Command::new(sbin("postfix"))
+/// Runs `postfix -c ETC VERB` for at most `secs` seconds: its exit status, or `None` when
+/// it did not finish (then it and every process of the instance are killed). `postfix stop`
+/// and `status` run `master -t`, which logs through the instance's postlogd; a postlogd
+/// left over by a start that failed half-way can block on its own socket, and the command
+/// with it (seen here: `unix_wait_for_peer`), so no call may wait unbounded.
+fn postfix_bounded(etc: &Path, verb: &str, secs: u64) -> Option<std::process::ExitStatus> {
+    let mut child = Command::new(sbin("postfix"))
         .arg("-c")
         .arg(etc)
-        .arg("status")
+        .arg(verb)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+        .spawn()
+        .ok()?;
+    let end = Instant::now() + Duration::from_secs(secs);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if Instant::now() < end => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                eprintln!(
+                    "postfix -c {} {verb} hung; killing the instance",
+                    etc.display()
+                );
+                kill_leftovers(etc);
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+}
+
+fn status_running(etc: &Path) -> bool {
+    postfix_bounded(etc, "status", 10).is_some_and(|s| s.success())
 }
 
 /// `postfix stop`, then wait until `postfix status` fails (P5: no kill -0 on master.pid).
+/// Bounded: an instance that does not stop within 10 s is killed (`kill_leftovers`).
 fn stop_instance(etc: &Path) -> Result<(), String> {
-    let _ = Command::new(sbin("postfix"))
-        .arg("-c")
-        .arg(etc)
-        .arg("stop")
-        .stdin(Stdio::null())
-        .output();
+    let _ = postfix_bounded(etc, "stop", 15);
     let end = Instant::now() + Duration::from_secs(10);
     while status_running(etc) {
         if Instant::now() > end {
+            kill_leftovers(etc);
             return Err(format!(
-                "postfix -c {} did not stop within 10 s",
+                "postfix -c {} did not stop within 10 s; its processes were killed",
                 etc.display()
             ));
         }

@@ -1,24 +1,17 @@
 //! SPF macros (RFC 7208 §7): parsing a macro-string once, when its record is parsed, and
 //! expanding it for one evaluation.
 //!
-//! Owns: the macro grammar (`%{` letter transformers delimiters `}`, `%%`, `%_`, `%-`; a `%`
-//! followed by anything else is a syntax error), which letters a context allows (`c`, `r`
-//! and `t` only in explanation text), the transformers (keep the N right-hand parts,
-//! reverse, split on `.-+,/_=`), URL escaping for upper-case letters, and the §7.3 rule that
-//! an expanded domain over 253 characters loses labels on its left. Must not: look anything
-//! up (the `p` value is found by `eval.rs` and handed in through `Vars`).
+//! Owns: the macro grammar of a domain-spec (`%{` letter transformers delimiters `}`, `%%`,
+//! `%_`, `%-`; a `%` followed by anything else is a syntax error; `c`, `r` and `t`, the
+//! letters of explanation text, are errors here too, §7.1), the transformers (keep the N
+//! right-hand parts, reverse, split on `.-+,/_=`), URL escaping for upper-case letters,
+//! the §7.3 rule that an expanded domain over 253 characters loses labels on its left, and
+//! the bound that makes expanding cheap: at most `TAIL_MAX` bytes (the tail of a longer
+//! expansion, which gives the same name). Explanation text (§6.2) is never fetched, so never expanded. Must not: look anything up
+//! (the `p` value is found by `validated.rs` and handed in through `Vars`).
 
 use std::borrow::Cow;
 use std::net::IpAddr;
-
-/// Where a macro-string appears: the letters it may use differ (RFC 7208 §7.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Context {
-    /// A domain-spec, or an unknown modifier's value: no `c`, `r`, `t`, no space.
-    Domain,
-    /// The text of an explanation TXT record (§6.2): every letter, and spaces.
-    Explanation,
-}
 
 /// A macro letter (RFC 7208 §7.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,12 +32,6 @@ pub enum Letter {
     Version,
     /// `h`: the HELO/EHLO name.
     Helo,
-    /// `c`: the client IP, readable (explanations only).
-    Client,
-    /// `r`: our own host name (explanations only).
-    Receiver,
-    /// `t`: the current time, seconds since the epoch (explanations only).
-    Timestamp,
 }
 
 impl Letter {
@@ -58,16 +45,14 @@ impl Letter {
             b'p' => Letter::Validated,
             b'v' => Letter::Version,
             b'h' => Letter::Helo,
-            b'c' => Letter::Client,
-            b'r' => Letter::Receiver,
-            b't' => Letter::Timestamp,
             _ => return None,
         })
     }
+}
 
-    fn explanation_only(self) -> bool {
-        matches!(self, Letter::Client | Letter::Receiver | Letter::Timestamp)
-    }
+/// `c`, `r`, `t`: letters of explanation text only (RFC 7208 §7.1).
+fn explanation_only(b: u8) -> bool {
+    matches!(b.to_ascii_lowercase(), b'c' | b'r' | b't')
 }
 
 /// One piece of a parsed macro-string.
@@ -117,18 +102,20 @@ pub struct Vars<'a> {
     pub validated: &'a str,
     /// `h`.
     pub helo: &'a str,
-    /// `r`.
-    pub receiver: &'a str,
-    /// `t`.
-    pub timestamp: u64,
 }
 
 /// The longest domain name a query can carry, in text without the final dot.
 const MAX_NAME: usize = 253;
 
+/// The longest expansion kept whole (`MacroString::expand`).
+pub const TAIL_MAX: usize = 4 * 1024;
+
+/// What is kept of a longer one: its tail, far more than the 254 bytes §7.3 can keep.
+const TAIL_KEEP: usize = 1024;
+
 impl MacroString {
-    /// Parses `text` as a macro-string (as an explain-string for `Context::Explanation`).
-    pub fn parse(text: &str, context: Context) -> Result<MacroString, MacroError> {
+    /// Parses `text` as the macro-string of a domain-spec or of a modifier's value.
+    pub fn parse(text: &str) -> Result<MacroString, MacroError> {
         let bytes = text.as_bytes();
         let mut parts = Vec::new();
         let mut literal = String::new();
@@ -137,9 +124,7 @@ impl MacroString {
         while i < bytes.len() {
             let b = bytes[i];
             if b != b'%' {
-                let allowed =
-                    matches!(b, 0x21..=0x7e) || (b == b' ' && context == Context::Explanation);
-                if !allowed {
+                if !matches!(b, 0x21..=0x7e) {
                     return Err(MacroError(format!(
                         "character {:?} not allowed",
                         char::from(b)
@@ -163,7 +148,7 @@ impl MacroString {
                     if !literal.is_empty() {
                         parts.push(Part::Text(std::mem::take(&mut literal)));
                     }
-                    parts.push(parse_expand(inner, context)?);
+                    parts.push(parse_expand(inner)?);
                     i += 2 + len + 1;
                     continue;
                 }
@@ -203,65 +188,101 @@ impl MacroString {
         })
     }
 
-    /// The expanded text.
+    /// The expanded text, or its last `TAIL_KEEP` bytes or so when it would be longer than
+    /// `TAIL_MAX`: never more than `TAIL_MAX` bytes, however many macros over however
+    /// long a sender. It is built from the right, and once it holds `TAIL_KEEP` bytes the
+    /// parts further left are not even expanded: §7.3 keeps at most the last 254 bytes of
+    /// a name (253 and a final dot), all of them in that tail, so the name is the same.
     pub fn expand(&self, vars: &Vars<'_>) -> String {
-        let mut out = String::new();
-        for part in &self.parts {
-            match part {
-                Part::Text(t) => out.push_str(t),
-                Part::Expand {
-                    letter,
-                    escape,
-                    keep,
-                    reverse,
-                    delimiters,
-                } => {
-                    let value = value(*letter, vars);
-                    let value = transform(&value, *keep, *reverse, delimiters);
-                    if *escape {
-                        url_escape(&value, &mut out);
-                    } else {
-                        out.push_str(&value);
-                    }
-                }
+        let mut pieces = Vec::new();
+        let mut len = 0;
+        for part in self.parts.iter().rev() {
+            if len >= TAIL_KEEP {
+                break;
             }
+            let piece = expand_part(part, vars);
+            len += piece.len();
+            pieces.push(piece);
+        }
+        let mut out = String::with_capacity(len);
+        for piece in pieces.iter().rev() {
+            out.push_str(piece);
+        }
+        if out.len() > TAIL_MAX {
+            keep_tail(&mut out, TAIL_KEEP);
         }
         out
     }
 
-    /// The expanded text as a name to query: without its final dot, and cut down to 253
-    /// characters by dropping whole labels from the left (RFC 7208 §7.3).
+    /// The expanded text as a name to query, cut down to 253 characters (not counting a
+    /// final dot) by dropping whole labels from the left (RFC 7208 §7.3). A final dot is
+    /// kept: dropping it is the DNS layer's (`dns::lookup`), once, so that `foo.com..`
+    /// stays a name that cannot be queried instead of becoming `foo.com`.
     pub fn expand_domain(&self, vars: &Vars<'_>) -> String {
-        let expanded = self.expand(vars);
-        let mut name = expanded.strip_suffix('.').unwrap_or(&expanded);
-        while name.len() > MAX_NAME {
-            match name.split_once('.') {
-                Some((_, rest)) => name = rest,
+        let mut name = self.expand(vars);
+        let end = name.len() - usize::from(name.ends_with('.'));
+        let mut start = 0;
+        while end - start > MAX_NAME {
+            match name[start..end].find('.') {
+                Some(dot) => start += dot + 1,
                 None => break,
             }
         }
-        name.to_string()
+        name.drain(..start);
+        name
     }
 }
 
+/// One part's text.
+fn expand_part(part: &Part, vars: &Vars<'_>) -> String {
+    match part {
+        Part::Text(t) => t.clone(),
+        Part::Expand {
+            letter,
+            escape,
+            keep,
+            reverse,
+            delimiters,
+        } => {
+            let value = transform(&value(*letter, vars), *keep, *reverse, delimiters);
+            if *escape {
+                let mut out = String::with_capacity(value.len());
+                url_escape(&value, &mut out);
+                out
+            } else {
+                value
+            }
+        }
+    }
+}
+
+/// Drops the front of `text` to keep about its last `keep` bytes (at a character boundary).
+fn keep_tail(text: &mut String, keep: usize) {
+    let mut start = text.len().saturating_sub(keep);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    text.drain(..start);
+}
+
 /// The inside of `%{...}`: letter, digits, `r`, delimiters.
-fn parse_expand(inner: &str, context: Context) -> Result<Part, MacroError> {
+fn parse_expand(inner: &str) -> Result<Part, MacroError> {
     let bytes = inner.as_bytes();
     let Some(&first) = bytes.first() else {
         return Err(MacroError("empty macro".into()));
     };
+    if explanation_only(first) {
+        return Err(MacroError(format!(
+            "macro letter {:?} is only allowed in explanations",
+            char::from(first)
+        )));
+    }
     let Some(letter) = Letter::from_byte(first) else {
         return Err(MacroError(format!(
             "unknown macro letter {:?}",
             char::from(first)
         )));
     };
-    if letter.explanation_only() && context != Context::Explanation {
-        return Err(MacroError(format!(
-            "macro letter {:?} is only allowed in explanations",
-            char::from(first)
-        )));
-    }
     let mut i = 1;
     let digits_end = i + bytes[i..].iter().take_while(|b| b.is_ascii_digit()).count();
     let keep = if digits_end > i {
@@ -302,14 +323,11 @@ fn value<'a>(letter: Letter, vars: &Vars<'a>) -> Cow<'a, str> {
         Letter::Domain => Cow::Borrowed(vars.domain),
         Letter::Validated => Cow::Borrowed(vars.validated),
         Letter::Helo => Cow::Borrowed(vars.helo),
-        Letter::Receiver => Cow::Borrowed(vars.receiver),
         Letter::Ip => Cow::Owned(dotted(vars.ip)),
-        Letter::Client => Cow::Owned(vars.ip.to_string()),
         Letter::Version => Cow::Borrowed(match vars.ip {
             IpAddr::V4(_) => "in-addr",
             IpAddr::V6(_) => "ip6",
         }),
-        Letter::Timestamp => Cow::Owned(vars.timestamp.to_string()),
     }
 }
 
@@ -375,15 +393,11 @@ mod tests {
             ip: ip.parse().unwrap(),
             validated: "mx.example.org",
             helo: "mx.example.org",
-            receiver: "gw.example.test",
-            timestamp: 1_400_000_000,
         }
     }
 
     fn expand(text: &str, ip: &str) -> String {
-        MacroString::parse(text, Context::Domain)
-            .unwrap()
-            .expand(&vars(ip))
+        MacroString::parse(text).unwrap().expand(&vars(ip))
     }
 
     #[test]
@@ -435,7 +449,7 @@ mod tests {
         assert_eq!(expand("a%%b%_c%-d", "192.0.2.3"), "a%b c%20d");
         let mut v = vars("192.0.2.3");
         v.local = "~jack&jill=up-a_b3.c";
-        let m = MacroString::parse("l=%{L}", Context::Domain).unwrap();
+        let m = MacroString::parse("l=%{L}").unwrap();
         assert_eq!(m.expand(&v), "l=~jack%26jill%3Dup-a_b3.c");
         // Upper-case transformers and delimiters work the same.
         assert_eq!(expand("%{D2R}", "192.0.2.3"), "example.email");
@@ -445,7 +459,7 @@ mod tests {
     fn several_delimiters_split_together() {
         let mut v = vars("192.0.2.3");
         v.local = "foo-bar+zip+quux";
-        let m = MacroString::parse("%{l2r+-}", Context::Domain).unwrap();
+        let m = MacroString::parse("%{l2r+-}").unwrap();
         assert_eq!(m.expand(&v), "bar.foo");
     }
 
@@ -467,39 +481,21 @@ mod tests {
             "a b",
             "caf\u{e9}",
         ] {
-            assert!(
-                MacroString::parse(bad, Context::Domain).is_err(),
-                "{bad:?} should not parse"
-            );
+            assert!(MacroString::parse(bad).is_err(), "{bad:?} should not parse");
         }
     }
 
     #[test]
-    fn c_r_t_only_in_explanations() {
-        for letter in ["%{c}", "%{r}", "%{t}", "%{C}"] {
-            assert!(
-                MacroString::parse(letter, Context::Domain).is_err(),
-                "{letter}"
-            );
-            assert!(
-                MacroString::parse(letter, Context::Explanation).is_ok(),
-                "{letter}"
-            );
+    fn c_r_t_are_for_explanations_only() {
+        for letter in ["%{c}", "%{r}", "%{t}", "%{C}", "%{R2r}"] {
+            let err = MacroString::parse(letter).unwrap_err();
+            assert!(err.to_string().contains("explanations"), "{letter}: {err}");
         }
-        let m = MacroString::parse("%{c} at %{r} (%{t})", Context::Explanation).unwrap();
-        assert_eq!(
-            m.expand(&vars("2001:db8::cb01")),
-            "2001:db8::cb01 at gw.example.test (1400000000)"
-        );
     }
 
     #[test]
     fn ends_with_expand_tracks_the_last_token() {
-        let ends = |t: &str| {
-            MacroString::parse(t, Context::Domain)
-                .unwrap()
-                .ends_with_expand()
-        };
+        let ends = |t: &str| MacroString::parse(t).unwrap().ends_with_expand();
         assert!(ends("foo.%{d}"));
         assert!(ends("foo%%"));
         assert!(ends("foo%-"));
@@ -512,23 +508,92 @@ mod tests {
         let mut v = vars("192.0.2.3");
         let long = "a234567890.".repeat(30) + "example.com";
         v.domain = &long;
-        let m = MacroString::parse("%{d}.", Context::Explanation).unwrap();
+        let m = MacroString::parse("%{d}.").unwrap();
         let name = m.expand_domain(&v);
-        assert!(name.len() <= 253, "{}", name.len());
+        assert!(name.len() <= 254, "{}", name.len());
         assert!(name.len() > 240, "{}", name.len());
-        assert!(name.ends_with(".example.com") && name.starts_with("a234567890."));
-        // Short names only lose their final dot.
+        assert!(name.ends_with(".example.com.") && name.starts_with("a234567890."));
+        // Without the final dot, the same cut.
+        let bare = MacroString::parse("%{d}").unwrap().expand_domain(&v);
+        assert_eq!(bare, name.strip_suffix('.').unwrap());
+        // Short names are left alone, final dots and all: the DNS layer drops one, and
+        // refuses a name that still ends in a dot after that.
         v.domain = "example.com";
-        assert_eq!(m.expand_domain(&v), "example.com");
+        assert_eq!(m.expand_domain(&v), "example.com.");
+        let two = MacroString::parse("%{d}..").unwrap().expand_domain(&v);
+        assert_eq!(two, "example.com..");
+        assert!(!crate::dns::lookup::queryable(&two));
+    }
+
+    /// The §7.3 cut of a whole expansion, as if it had no bound.
+    fn cut(expanded: &str) -> String {
+        let dot = if expanded.ends_with('.') { "." } else { "" };
+        let mut name = expanded.strip_suffix('.').unwrap_or(expanded);
+        while name.len() > MAX_NAME {
+            match name.split_once('.') {
+                Some((_, rest)) => name = rest,
+                None => break,
+            }
+        }
+        format!("{name}{dot}")
+    }
+
+    #[test]
+    fn a_record_of_macros_over_a_long_sender_stays_within_the_bound() {
+        // ~60 KB of %{S} over a 2 KB sender: unbounded, some 30 MB.
+        let local = "a23456789.".repeat(200) + "x";
+        let sender = format!("{local}@example.com");
+        let mut v = vars("192.0.2.3");
+        v.sender = &sender;
+        let one = MacroString::parse("%{S}").unwrap().expand(&v);
+        assert_eq!(one.len(), 2015);
+        let many = MacroString::parse(&"%{S}".repeat(15_000)).unwrap();
+        let tail = many.expand(&v);
+        assert!(tail.len() <= TAIL_MAX, "{}", tail.len());
+        assert!(tail.len() >= TAIL_KEEP, "{}", tail.len());
+        // The same name as the whole would give: its end is the end of any three copies.
+        let name = many.expand_domain(&v);
+        assert_eq!(name, cut(&one.repeat(3)));
+        assert_eq!(name, "a23456789.".repeat(23) + "x%40example.com");
+    }
+
+    #[test]
+    fn the_tail_gives_the_same_name_as_the_whole() {
+        let long = "jörg.ü-".repeat(300) + "x";
+        for (unit, local) in [
+            ("%{s}.", "a.b"),
+            ("%{S}", "x.y.z"),
+            ("%{l}-%{d}.", long.as_str()),
+            ("%{L}.%{o}", long.as_str()),
+            ("ab.%{l2r-}", long.as_str()),
+        ] {
+            let sender = format!("{local}@email.example.com");
+            let mut v = vars("192.0.2.3");
+            v.sender = &sender;
+            v.local = local;
+            let one = MacroString::parse(unit).unwrap().expand(&v);
+            for n in [1, 2, 10, 100, 1000] {
+                let spec = MacroString::parse(&unit.repeat(n)).unwrap();
+                let bounded = spec.expand(&v);
+                assert!(bounded.len() <= TAIL_MAX, "{unit} x {n}: {}", bounded.len());
+                assert_eq!(spec.expand_domain(&v), cut(&one.repeat(n)), "{unit} x {n}");
+            }
+        }
+    }
+
+    #[test]
+    fn tails_are_cut_at_a_character_boundary() {
+        let mut text = "é".repeat(3000);
+        keep_tail(&mut text, 1001);
+        assert_eq!(text, "é".repeat(500));
+        let mut short = String::from("abc");
+        keep_tail(&mut short, 10);
+        assert_eq!(short, "abc");
     }
 
     #[test]
     fn only_p_needs_lookups() {
-        let uses = |t: &str| {
-            MacroString::parse(t, Context::Domain)
-                .unwrap()
-                .uses_validated()
-        };
+        let uses = |t: &str| MacroString::parse(t).unwrap().uses_validated();
         assert!(uses("%{p}.example.com"));
         assert!(uses("x.%{P2}"));
         assert!(!uses("%{d}.example.com"));

@@ -5,14 +5,15 @@
 //! followed by a space or its end; none: no record; several: an error), the ABNF of terms
 //! (the eight mechanisms with their arguments and CIDR lengths, `redirect=` and `exp=` at
 //! most once each, unknown modifiers that must still be well-formed, unknown mechanisms an
-//! error), and the `domain-end` rule (a domain-spec ends in a top label or a macro). A
-//! record with any error anywhere is refused whole (§4.6: permerror before evaluation).
+//! error; `exp=` is validated like any domain-spec but not kept: it is never fetched), and
+//! the `domain-end` rule (a domain-spec ends in a top label or a macro). A record with any
+//! error anywhere is refused whole (§4.6: permerror before evaluation).
 //! Must not: expand macros or look anything up (`macros.rs`, `eval.rs`).
 
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use super::macros::{Context, MacroString};
+use super::macros::MacroString;
 
 /// What a name's TXT records hold (RFC 7208 §4.5).
 #[derive(Debug, PartialEq, Eq)]
@@ -49,8 +50,6 @@ pub struct Record {
     pub directives: Vec<Directive>,
     /// `redirect=`.
     pub redirect: Option<MacroString>,
-    /// `exp=`.
-    pub exp: Option<MacroString>,
 }
 
 /// A qualifier and its mechanism.
@@ -150,19 +149,25 @@ pub fn parse(record: &[u8]) -> Result<Record, SyntaxError> {
     let mut parsed = Record {
         directives: Vec::new(),
         redirect: None,
-        exp: None,
     };
+    // `exp=` is checked (syntax, at most once) and then dropped: we never fetch it (§6.2
+    // makes it optional, and we never refuse with an SPF explanation).
+    let mut exp = None;
     for term in text.split(' ').filter(|t| !t.is_empty()) {
-        parse_term(term, &mut parsed)?;
+        parse_term(term, &mut parsed, &mut exp)?;
     }
     Ok(parsed)
 }
 
-fn parse_term(term: &str, record: &mut Record) -> Result<(), SyntaxError> {
+fn parse_term(
+    term: &str,
+    record: &mut Record,
+    exp: &mut Option<MacroString>,
+) -> Result<(), SyntaxError> {
     // A modifier has its '=' before any ':' or '/' (RFC 7208 §4.6.1).
     let first = term.find(['=', ':', '/']);
     if let Some(eq) = first.filter(|&i| term.as_bytes()[i] == b'=') {
-        return parse_modifier(&term[..eq], &term[eq + 1..], record);
+        return parse_modifier(&term[..eq], &term[eq + 1..], record, exp);
     }
     let (qualifier, rest) = match term.as_bytes()[0] {
         b'+' => (Qualifier::Pass, &term[1..]),
@@ -183,7 +188,12 @@ fn parse_term(term: &str, record: &mut Record) -> Result<(), SyntaxError> {
     Ok(())
 }
 
-fn parse_modifier(name: &str, value: &str, record: &mut Record) -> Result<(), SyntaxError> {
+fn parse_modifier(
+    name: &str,
+    value: &str,
+    record: &mut Record,
+    exp: &mut Option<MacroString>,
+) -> Result<(), SyntaxError> {
     let mut chars = name.bytes();
     let valid_name = chars.next().is_some_and(|b| b.is_ascii_alphabetic())
         && chars.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
@@ -193,11 +203,10 @@ fn parse_modifier(name: &str, value: &str, record: &mut Record) -> Result<(), Sy
     let name = name.to_ascii_lowercase();
     let slot = match name.as_str() {
         "redirect" => &mut record.redirect,
-        "exp" => &mut record.exp,
+        "exp" => exp,
         _ => {
             // Unknown modifiers are ignored, but must be well-formed (RFC 7208 §6).
-            MacroString::parse(value, Context::Domain)
-                .map_err(|e| SyntaxError(format!("{name}={value}: {e}")))?;
+            MacroString::parse(value).map_err(|e| SyntaxError(format!("{name}={value}: {e}")))?;
             return Ok(());
         }
     };
@@ -321,7 +330,7 @@ fn domain_spec(text: &str) -> Result<MacroString, SyntaxError> {
     if text.is_empty() {
         return err("empty domain");
     }
-    let spec = MacroString::parse(text, Context::Domain).map_err(|e| SyntaxError(e.to_string()))?;
+    let spec = MacroString::parse(text).map_err(|e| SyntaxError(e.to_string()))?;
     if spec.ends_with_expand() || ends_with_toplabel(text) {
         Ok(spec)
     } else {
@@ -439,9 +448,10 @@ mod tests {
     fn modifiers() {
         let r = ok("v=spf1 moo.cow-far_out=man:dog/cat default=+ ip4:1.2.3.4 -all");
         assert_eq!(r.directives.len(), 2);
-        assert!(r.redirect.is_none() && r.exp.is_none());
+        assert!(r.redirect.is_none());
+        // exp= is validated, not kept.
         let r = ok("v=spf1 Redirect=example.com EXP=exp.%{d}");
-        assert!(r.redirect.is_some() && r.exp.is_some());
+        assert!(r.redirect.is_some());
         bad("v=spf1 1up=foo");
         bad("v=spf1 =all");
         bad("v=spf1 -all foo=%abc");

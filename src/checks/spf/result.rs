@@ -1,8 +1,35 @@
-//! The outcome of one SPF evaluation: the RFC 7208 §2.6 result, the domain it is about, the
-//! explanation a failing record gave (§6.2) and a short reason for reports.
+//! The outcome of one SPF evaluation: the RFC 7208 §2.6 result, the domain it is about and a
+//! short reason for reports.
 //!
-//! Owns: `SpfResult` with its RFC 8601 words, and `SpfOutput`. Must not: decide anything
+//! Owns: `SpfResult` with its RFC 8601 words, `SpfOutput`, and the length of reasons: a
+//! term or name quoted in one is cut to `QUOTE_MAX` characters (`quote`) and a reason to
+//! `REASON_MAX`, since they go into the Authentication-Results comment and the log, and a
+//! record's terms and a sender's macros can be kilobytes long. Must not: decide anything
 //! (policy acts on the words).
+
+use std::borrow::Cow;
+
+/// The longest term, name or error quoted in a reason, in characters.
+pub const QUOTE_MAX: usize = 100;
+/// The longest reason, in characters.
+pub const REASON_MAX: usize = 200;
+
+/// `text` cut to at most `max` characters, the cut marked by `...`.
+fn clip(text: &str, max: usize) -> Cow<'_, str> {
+    match text.char_indices().nth(max) {
+        None => Cow::Borrowed(text),
+        Some(_) => {
+            let keep = max.saturating_sub(3);
+            let end = text.char_indices().nth(keep).map_or(text.len(), |(i, _)| i);
+            Cow::Owned(format!("{}...", &text[..end]))
+        }
+    }
+}
+
+/// `value` as a reason quotes it: at most `QUOTE_MAX` characters.
+pub fn quote(value: &impl std::fmt::Display) -> String {
+    clip(&value.to_string(), QUOTE_MAX).into_owned()
+}
 
 /// An SPF result (RFC 7208 §2.6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -36,21 +63,6 @@ impl SpfResult {
             SpfResult::PermError => "permerror",
         }
     }
-
-    /// Parses an RFC 8601 word back (any case); anything else is `None`.
-    pub fn parse(word: &str) -> SpfResult {
-        [
-            SpfResult::Pass,
-            SpfResult::Fail,
-            SpfResult::SoftFail,
-            SpfResult::Neutral,
-            SpfResult::TempError,
-            SpfResult::PermError,
-        ]
-        .into_iter()
-        .find(|r| r.word().eq_ignore_ascii_case(word))
-        .unwrap_or(SpfResult::None)
-    }
 }
 
 /// One identity's evaluation.
@@ -58,7 +70,6 @@ impl SpfResult {
 pub struct SpfOutput {
     result: SpfResult,
     domain: String,
-    explanation: Option<String>,
     reason: Option<String>,
 }
 
@@ -68,20 +79,15 @@ impl SpfOutput {
         SpfOutput {
             result,
             domain: domain.into(),
-            explanation: None,
             reason: None,
         }
     }
 
-    /// With the explanation of a `fail` (the record's `exp=` text).
-    pub fn with_explanation(mut self, explanation: Option<String>) -> Self {
-        self.explanation = explanation;
-        self
-    }
-
-    /// With a short human reason ("several SPF records", "matched ip4:192.0.2.0/24").
+    /// With a short human reason ("several SPF records", "matched ip4:192.0.2.0/24"), cut
+    /// to `REASON_MAX` characters.
     pub fn with_reason(mut self, reason: impl Into<String>) -> Self {
-        self.reason = Some(reason.into());
+        let reason = reason.into();
+        self.reason = Some(clip(&reason, REASON_MAX).into_owned());
         self
     }
 
@@ -95,11 +101,6 @@ impl SpfOutput {
         &self.domain
     }
 
-    /// The explanation of a `fail`, when the record had a usable `exp=`.
-    pub fn explanation(&self) -> Option<&str> {
-        self.explanation.as_deref()
-    }
-
     /// Why this result, in a few words (for an RFC 8601 comment or a log line).
     pub fn reason(&self) -> Option<&str> {
         self.reason.as_deref()
@@ -111,19 +112,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn words_round_trip() {
-        for r in [
-            SpfResult::Pass,
-            SpfResult::Fail,
-            SpfResult::SoftFail,
-            SpfResult::Neutral,
-            SpfResult::None,
-            SpfResult::TempError,
-            SpfResult::PermError,
-        ] {
-            assert_eq!(SpfResult::parse(r.word()), r);
-        }
-        assert_eq!(SpfResult::parse("SoftFail"), SpfResult::SoftFail);
-        assert_eq!(SpfResult::parse("bogus"), SpfResult::None);
+    fn reasons_and_quotes_are_cut() {
+        assert_eq!(clip("short", 10), "short");
+        assert_eq!(clip("exactly10!", 10), "exactly10!");
+        assert_eq!(clip("eleven char", 10), "eleven ...");
+        // Characters, not bytes: never inside a UTF-8 sequence.
+        assert_eq!(clip(&"é".repeat(20), 10), format!("{}...", "é".repeat(7)));
+        assert_eq!(quote(&"x".repeat(500)).chars().count(), QUOTE_MAX);
+        let out = SpfOutput::new(SpfResult::Fail, "example.com").with_reason("y".repeat(5000));
+        assert_eq!(out.reason().unwrap().chars().count(), REASON_MAX);
+        assert!(out.reason().unwrap().ends_with("..."));
     }
 }

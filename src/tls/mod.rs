@@ -2,7 +2,13 @@
 //! that is plain until STARTTLS upgrades it.
 //!
 //! Owns: rustls configuration (aws-lc-rs provider named explicitly, TLS 1.2+) and
-//! `MaybeTls`. Must not: speak SMTP.
+//! `MaybeTls`; `cert.rs` the certificate pair and the resolver a reload swaps it in,
+//! `validity.rs` reading a certificate's `notAfter`, `require.rs` `tls.require`. Must not:
+//! speak SMTP.
+
+pub mod cert;
+pub mod require;
+mod validity;
 
 use std::io;
 use std::pin::Pin;
@@ -10,32 +16,25 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, ServerConfig, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_rustls::TlsStream;
 
-use crate::config::schema::TlsConfig;
 use crate::error::Error;
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-/// Builds the STARTTLS server config from PEM files.
-pub fn server_config(tls: &TlsConfig) -> Result<Arc<ServerConfig>, Error> {
-    let certs = CertificateDer::pem_file_iter(&tls.cert)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| Error::Tls(format!("{}: {e}", tls.cert.display())))?;
-    let key = PrivateKeyDer::from_pem_file(&tls.key)
-        .map_err(|e| Error::Tls(format!("{}: {e}", tls.key.display())))?;
+/// Builds the STARTTLS server config. Every handshake asks `cert` for the pair to present,
+/// so a reload that swaps it needs no new config.
+pub fn server_config(cert: Arc<cert::ServedCert>) -> Result<Arc<ServerConfig>, Error> {
     let config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
         .map_err(|e| Error::Tls(e.to_string()))?
         .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| Error::Tls(e.to_string()))?;
+        .with_cert_resolver(cert);
     Ok(Arc::new(config))
 }
 
