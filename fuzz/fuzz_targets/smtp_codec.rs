@@ -10,7 +10,7 @@
 //!   and nowhere else; the content has CRLF line endings only; it is never longer than the
 //!   input plus one octet per CR or LF read; stuffing it again and decoding gives it back;
 //! - BDAT: every octet is consumed, no end marker exists, and the content is the input with
-//!   each bare CR and bare LF turned into CRLF.
+//!   each bare CR and bare LF turned into CRLF and NUL bytes left out (and flagged).
 
 #![no_main]
 
@@ -147,11 +147,16 @@ fn bdat(input: &[u8], rng: &mut Rng) {
         assert_eq!(n, piece.len());
     }
     d.finish(&mut out);
-    // The reference: CRLF stays, a bare CR or LF becomes CRLF.
+    // The reference: CRLF stays, a bare CR or LF becomes CRLF, NUL bytes are left out
+    // (and flagged), everything else is copied.
     let mut expected = Vec::with_capacity(input.len() * 2);
     let mut bare = false;
     let mut i = 0;
     while i < input.len() {
+        if input[i] == 0 {
+            i += 1;
+            continue;
+        }
         match (input[i], input.get(i + 1)) {
             (b'\r', Some(&b'\n')) => {
                 expected.extend_from_slice(b"\r\n");
@@ -167,6 +172,7 @@ fn bdat(input: &[u8], rng: &mut Rng) {
     }
     assert_eq!(out, expected, "BDAT content");
     assert_eq!(d.saw_bare_line_ending(), bare);
+    assert_eq!(d.saw_nul(), input.contains(&0));
 }
 
 /// Every CR is followed by LF and every LF follows a CR.

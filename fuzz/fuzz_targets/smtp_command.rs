@@ -111,8 +111,8 @@ fn one_line(s: &str) {
     assert!(!s.contains(['\r', '\n']), "line ending inside {s:?}");
 }
 
-/// The numbers that follow each occurrence of `key` (ASCII case-insensitive), skipping
-/// spaces before the digits and the CRs smtp-proto ignores, saturating at `u128::MAX`.
+/// The numbers that follow each occurrence of `key` (ASCII case-insensitive), after any
+/// ASCII white space, saturating at `u128::MAX`.
 fn numbers_after(line: &[u8], key: &[u8]) -> Vec<u128> {
     let mut out = Vec::new();
     let mut from = 0;
@@ -121,19 +121,14 @@ fn numbers_after(line: &[u8], key: &[u8]) -> Vec<u128> {
         .position(|w| w.eq_ignore_ascii_case(key))
     {
         let mut i = from + at + key.len();
-        while line.get(i).is_some_and(|&b| b == b' ') {
+        // Words are separated by any ASCII white space, as `Command::parse` splits them.
+        while line.get(i).is_some_and(u8::is_ascii_whitespace) {
             i += 1;
         }
         let mut value: Option<u128> = None;
-        while let Some(&b) = line.get(i) {
-            match b {
-                b'0'..=b'9' => {
-                    let v = value.unwrap_or(0);
-                    value = Some(v.saturating_mul(10).saturating_add(u128::from(b - b'0')));
-                }
-                b'\r' => {}
-                _ => break,
-            }
+        while let Some(&b) = line.get(i).filter(|b| b.is_ascii_digit()) {
+            let v = value.unwrap_or(0);
+            value = Some(v.saturating_mul(10).saturating_add(u128::from(b - b'0')));
             i += 1;
         }
         out.extend(value);
