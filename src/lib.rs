@@ -36,7 +36,9 @@ pub mod verify_budget;
 /// but `fuzz/` uses it, and it follows the parsers wherever they change.
 #[doc(hidden)]
 pub mod fuzzing {
-    pub use crate::checks::spf::macros::{MacroString, TAIL_MAX as MACRO_TAIL_MAX, Vars as MacroVars};
+    pub use crate::checks::spf::macros::{
+        MacroString, TAIL_MAX as MACRO_TAIL_MAX, Vars as MacroVars,
+    };
     pub use crate::checks::spf::record::{
         DualCidr, Mechanism, Qualifier, Record as SpfRecord, Selection as SpfSelection,
         parse as parse_spf_record, select as select_spf_record,
