@@ -292,7 +292,7 @@ fn sighup_reloads_the_pair_of_the_running_binary() {
     std::fs::write(
         &config,
         format!(
-            "hostname: gw.example.test\nlisten: [\"127.0.0.1:{smtp}\"]\nmetrics: {{ listen: \"127.0.0.1:{metrics}\" }}\nauth: {{ enabled: false }}\nbackend: {{ url: \"maildir:{}\" }}\ntls: {{ cert: {}, key: {} }}\n",
+            "hostname: gw.example.test\naccepted_domains: [example.test]\nlisten: [\"127.0.0.1:{smtp}\"]\nmetrics: {{ listen: \"127.0.0.1:{metrics}\" }}\nauth: {{ enabled: false }}\nbackend: {{ url: \"maildir:{}\" }}\ntls: {{ cert: {}, key: {} }}\n",
             dir.path().join("mail").display(),
             tls.cert.display(),
             tls.key.display()

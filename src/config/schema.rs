@@ -22,7 +22,10 @@ pub struct Config {
     pub hostname: String,
     /// SMTP listen addresses.
     pub listen: Vec<SocketAddr>,
-    /// Domains we accept mail for: exact names or `*.example.com` (subdomains only).
+    /// Domains we accept mail for: exact names or `*.example.com` (subdomains only). Absent
+    /// from a config file means none (required with an SMTP listener; in milter mode Postfix
+    /// does relay control); without a config file, `example.test` and `localhost`.
+    #[serde(default)]
     pub accepted_domains: Vec<String>,
     /// Where accepted mail goes.
     pub backend: BackendConfig,
@@ -67,6 +70,8 @@ pub struct Config {
     pub greylisting: GreylistingConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Milter mode: listeners Postfix's `smtpd_milters` connects to (off when empty).
+    pub milter: MilterConfig,
 }
 
 impl Default for Config {
@@ -95,6 +100,7 @@ impl Default for Config {
             state: StateConfig::default(),
             greylisting: GreylistingConfig::default(),
             log: LogConfig::default(),
+            milter: MilterConfig::default(),
         }
     }
 }
@@ -819,6 +825,98 @@ impl Default for GreylistingConfig {
             skip_dkim_pass: true,
             skip_dnswl: true,
             skip_networks: Vec::new(),
+        }
+    }
+}
+
+/// One milter listener, written as Postfix writes it in `smtpd_milters`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MilterSocket {
+    /// `inet:HOST:PORT` (an IPv6 host in brackets: `inet:[::1]:8891`).
+    Inet(SocketAddr),
+    /// `unix:PATH`.
+    Unix(PathBuf),
+}
+
+impl std::str::FromStr for MilterSocket {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            if !path.starts_with('/') {
+                return Err(format!("`{s}`: a unix socket path must be absolute"));
+            }
+            return Ok(MilterSocket::Unix(PathBuf::from(path)));
+        }
+        if let Some(addr) = s.strip_prefix("inet:") {
+            return addr
+                .parse()
+                .map(MilterSocket::Inet)
+                .map_err(|_| format!("`{s}`: expected inet:IP:PORT (IPv6 as inet:[::1]:PORT)"));
+        }
+        Err(format!("`{s}`: expected inet:IP:PORT or unix:/PATH"))
+    }
+}
+
+impl std::fmt::Display for MilterSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MilterSocket::Inet(a) => write!(f, "inet:{a}"),
+            MilterSocket::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for MilterSocket {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Where a message the policy quarantines goes in milter mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MilterQuarantine {
+    /// Postfix's hold queue (SMFIR_QUARANTINE): `postqueue -p` lists it, `postsuper -H`
+    /// releases it.
+    #[default]
+    Hold,
+    /// Our quarantine store (`quarantine.dir`); Postfix is told to discard the message.
+    Store,
+}
+
+/// Milter mode (the Sendmail milter protocol v6, as Postfix speaks it).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MilterConfig {
+    /// Listeners: `inet:IP:PORT` or `unix:/PATH`. Empty: milter mode is off.
+    pub listen: Vec<MilterSocket>,
+    /// Permissions of a unix socket, octal (`"0660"`).
+    #[serde(deserialize_with = "units::octal_mode")]
+    pub socket_mode: u32,
+    /// Owner of a unix socket, `user` or `user:group` (Postfix's smtpd runs as `postfix`).
+    pub socket_owner: Option<String>,
+    /// `hold` (Postfix's hold queue) or `store` (our quarantine store).
+    pub quarantine: MilterQuarantine,
+    /// The largest packet accepted from the MTA; a larger one closes the connection.
+    #[serde(deserialize_with = "units::size")]
+    pub max_packet_size: u64,
+    /// The longest wait for the MTA's next packet (Postfix waits up to `smtpd_timeout`,
+    /// 300 s, for its client between two commands).
+    #[serde(deserialize_with = "units::duration")]
+    pub timeout: Duration,
+}
+
+impl Default for MilterConfig {
+    fn default() -> Self {
+        MilterConfig {
+            listen: Vec::new(),
+            socket_mode: 0o660,
+            socket_owner: None,
+            quarantine: MilterQuarantine::Hold,
+            max_packet_size: 1024 * 1024,
+            timeout: Duration::from_secs(600),
         }
     }
 }

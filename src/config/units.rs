@@ -136,6 +136,24 @@ pub fn size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     }
 }
 
+/// Parses a file mode written in octal (`"0660"`, `"660"`); at most `0o7777`.
+pub fn parse_octal_mode(s: &str) -> Result<u32, String> {
+    let s = s.trim();
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    match u32::from_str_radix(digits, 8) {
+        Ok(m) if m <= 0o7777 && !digits.is_empty() => Ok(m),
+        _ => Err(format!(
+            "invalid file mode {s:?}: expected octal such as \"0660\""
+        )),
+    }
+}
+
+/// Serde adapter for `parse_octal_mode` (a string; a YAML number would be read as decimal).
+pub fn octal_mode<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_octal_mode(&s).map_err(serde::de::Error::custom)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

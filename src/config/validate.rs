@@ -35,16 +35,17 @@ pub fn validate(config: &Config) -> Vec<Problem> {
             format!("{:?} is not a valid host name", config.hostname),
         ));
     }
-    if config.listen.is_empty() {
+    if config.listen.is_empty() && config.milter.listen.is_empty() {
         out.push(problem(
             &[Key("listen")],
-            "at least one listen address is required",
+            "at least one listen address (or a milter.listen socket) is required",
         ));
     }
-    if config.accepted_domains.is_empty() {
+    // In milter mode Postfix does relay control; an SMTP listener cannot go without it.
+    if config.accepted_domains.is_empty() && !config.listen.is_empty() {
         out.push(problem(
             &[Key("accepted_domains")],
-            "at least one accepted domain is required",
+            "at least one accepted domain is required while `listen` has an SMTP address",
         ));
     }
     for (i, d) in config.accepted_domains.iter().enumerate() {
@@ -97,7 +98,41 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         ));
     }
     tls(config, &mut out);
+    milter(config, &mut out);
     out
+}
+
+/// A unix socket's owner names a user (and group), and `quarantine: store` has a store.
+fn milter(config: &Config, out: &mut Vec<Problem>) {
+    let m = &config.milter;
+    if let Some(owner) = &m.socket_owner
+        && (owner.is_empty() || owner.split(':').count() > 2 || owner.split(':').any(str::is_empty))
+    {
+        out.push(problem(
+            &[Key("milter"), Key("socket_owner")],
+            format!("{owner:?}: expected user or user:group"),
+        ));
+    }
+    if m.quarantine == crate::config::schema::MilterQuarantine::Store
+        && config.quarantine.dir.is_none()
+    {
+        out.push(problem(
+            &[Key("milter"), Key("quarantine")],
+            "`store` needs quarantine.dir",
+        ));
+    }
+    if m.max_packet_size < 65_536 + 16 {
+        out.push(problem(
+            &[Key("milter"), Key("max_packet_size")],
+            "must hold a 65,535-byte body chunk (at least 64KiB + 16)",
+        ));
+    }
+    if m.timeout.is_zero() {
+        out.push(problem(
+            &[Key("milter"), Key("timeout")],
+            "must be greater than 0",
+        ));
+    }
 }
 
 /// `tls.cert` and `tls.key` are given and exist (a `tls.require` without them is told why
