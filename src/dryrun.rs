@@ -1,11 +1,12 @@
 //! `portcullis policy test`: run the real pipeline on a message without a client or a
 //! backend, and explain the verdict.
 //!
-//! Owns: simulating one transaction stage by stage (connect, HELO, MAIL, each RCPT, DATA)
-//! with the same checks and policy the gateway uses, stopping where the gateway would refuse,
-//! and the report: facts, every rule with whether it fired, the verdict and its reply. Also
-//! splitting a directory or an mbox into messages and summarising them. Must not: send mail
-//! anywhere (the backend is never contacted).
+//! Owns: driving the transaction engine (`engine`, in its dry-run mode) stage by stage
+//! (connect, HELO, MAIL, each RCPT, DATA) as a session would, stopping where the gateway
+//! would refuse; the engine writes the report (facts, every rule with whether it fired, the
+//! verdict and its reply). Also splitting a directory or an mbox into messages and
+//! summarising them. Must not: send mail anywhere (the backend is never contacted), or run
+//! checks or the policy itself.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -15,11 +16,11 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::context::Context;
+use crate::engine::{Engine, Mode, Step};
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::pipeline::outcome::{Fact, Verdict};
-use crate::pipeline::{CheckContext, MessageView, Stage};
-use crate::policy::set::{PolicySet, ScopeId};
+use crate::pipeline::outcome::Verdict;
+use crate::pipeline::{MessageView, Stage};
 use crate::smtp::codec::BodyDecoder;
 use crate::smtp::envelope::{Envelope, SessionInfo};
 
@@ -62,9 +63,7 @@ impl DryRun {
 
     /// Simulates one message.
     pub async fn run(&self, input: &Input, message: &[u8]) -> Outcome {
-        let set = self.ctx.pipeline.policy();
-        let mut out = String::new();
-        let mut info = SessionInfo {
+        let info = SessionInfo {
             id: "dry-run".into(),
             client: SocketAddr::new(input.client, 0),
             local: SocketAddr::from(([127, 0, 0, 1], 25)),
@@ -74,93 +73,45 @@ impl DryRun {
             pregreet: false,
             unannounced_pipelining: false,
         };
-        let mut env = Envelope::default();
+        let mut engine = Engine::new(self.ctx.clone(), info, Mode::DryRun);
+        let done = |engine: &Engine, stage, verdict| Outcome {
+            stage,
+            verdict,
+            report: engine.report().to_string(),
+        };
         // As in a session: connect, HELO and MAIL under the default policy; each recipient
         // under its scope's policy; the transaction takes the first accepted one's scope.
-        for stage in [Stage::Connect, Stage::Helo, Stage::Mail] {
-            match stage {
-                Stage::Helo => info.helo = Some(input.helo.clone()),
-                Stage::Mail => env.mail_from = input.from.clone(),
-                _ => {}
-            }
-            let ctx = CheckContext {
-                session: &info,
-                envelope: &env,
-                rcpt: None,
-                message: None,
-            };
-            let mut found = self.ctx.pipeline.run(stage, ctx).await.facts;
-            if stage == Stage::Connect {
-                // A dry run explains everything at once: deferred lookups are awaited now.
-                for deferred in self.ctx.pipeline.start(ctx) {
-                    found.extend(self.ctx.pipeline.settle(deferred).await);
-                }
-            }
-            env.facts.extend(found.iter().cloned());
-            let verdict = self.judge(&mut out, &set, 0, (stage, stage), None, &found, &env.facts);
-            if verdict.action.refusal().is_some() {
-                return Outcome {
-                    stage,
-                    verdict,
-                    report: out,
-                };
-            }
+        if let Step::Refuse(v) = engine.connect().await {
+            return done(&engine, Stage::Connect, v);
         }
-        let mut scope = None;
+        if let Step::Refuse(v) = engine.helo(input.helo.clone(), true).await {
+            return done(&engine, Stage::Helo, v);
+        }
+        let smtputf8 = !input.from.is_ascii() || input.rcpts.iter().any(|r| !r.is_ascii());
+        let env = Envelope {
+            mail_from: input.from.clone(),
+            smtputf8,
+            ..Envelope::default()
+        };
+        if let Step::Refuse(v) = engine.mail(env).await {
+            return done(&engine, Stage::Mail, v);
+        }
         let mut last_refusal = None;
         for rcpt in &input.rcpts {
-            env.rcpt_attempts += 1;
-            let this = crate::smtp::address::parse_mailbox(rcpt, true)
-                .map_or(scope.unwrap_or(0), |m| set.scope_of(&m.domain));
-            if scope.is_some_and(|s| s != this) {
-                let _ = writeln!(
-                    out,
-                    "RCPT <{rcpt}>\n  => deferred ({})",
-                    crate::smtp::reply::OTHER_SCOPE
-                );
-                continue;
+            engine.rcpt_admit(rcpt);
+            match engine.rcpt(rcpt).await {
+                Step::Continue => engine.rcpt_accepted(),
+                Step::Refuse(v) => last_refusal = Some(v),
+                Step::OtherScope => {}
             }
-            let ctx = CheckContext {
-                session: &info,
-                envelope: &env,
-                rcpt: Some(rcpt),
-                message: None,
-            };
-            let found = self.ctx.pipeline.run(Stage::Rcpt, ctx).await.facts;
-            let mut facts = env.facts.clone();
-            facts.extend(found.iter().cloned());
-            // A scope's policy meets the transaction here first: its MAIL limits count now.
-            let count_from = match scope {
-                None if this != 0 => Stage::Mail,
-                _ => Stage::Rcpt,
-            };
-            let verdict = self.judge(
-                &mut out,
-                &set,
-                this,
-                (Stage::Rcpt, count_from),
-                Some(rcpt),
-                &found,
-                &facts,
-            );
-            if verdict.action.refusal().is_some() {
-                last_refusal = Some(verdict);
-                continue;
-            }
-            env.rcpts.push(rcpt.clone());
-            env.rcpt_facts.extend(found);
-            scope = Some(this);
         }
-        let Some(scope) = scope else {
+        let Some(scope) = engine.scope() else {
+            engine.note("no recipient accepted: the message is never sent");
             let verdict = last_refusal.unwrap_or_else(Verdict::accept);
-            let _ = writeln!(out, "no recipient accepted: the message is never sent");
-            return Outcome {
-                stage: Stage::Rcpt,
-                verdict,
-                report: out,
-            };
+            return done(&engine, Stage::Rcpt, verdict);
         };
-        let _ = writeln!(out, "policy scope: {}", set.label(scope));
+        let label = engine.policy().label(scope).to_string();
+        engine.note(&format!("policy scope: {label}"));
         // DATA: the message as the gateway would store it (CRLF). A file with no CR at all
         // is a message stored with Unix line endings, not one with bare LFs on the wire.
         let mut content = Vec::with_capacity(message.len() + 64);
@@ -175,125 +126,9 @@ impl DryRun {
             longest_line: decoder.longest_line(),
             raw: Some(&content),
         };
-        let ctx = CheckContext {
-            session: &info,
-            envelope: &env,
-            rcpt: None,
-            message: Some(view),
-        };
-        let found = self.ctx.pipeline.run(Stage::Data, ctx).await;
-        let rcpt_facts = std::mem::take(&mut env.rcpt_facts);
-        env.facts.extend(rcpt_facts);
-        env.facts.extend(found.facts.iter().cloned());
-        let verdict = self.judge(
-            &mut out,
-            &set,
-            scope,
-            (Stage::Data, Stage::Data),
-            None,
-            &found.facts,
-            &env.facts,
-        );
-        for header in &found.headers {
-            let _ = write!(out, "  would add: {header}");
-        }
-        Outcome {
-            stage: Stage::Data,
-            verdict,
-            report: out,
-        }
+        let decided = engine.message(view).await;
+        done(&engine, Stage::Data, decided.verdict)
     }
-}
-
-impl DryRun {
-    /// Decides one step with the scope's policy, reports it, and adds the shadow policy's
-    /// verdict where the gateway would compare them. The stage comes with the earliest stage
-    /// whose rate limits are due (`Policy::decide_counting`).
-    #[allow(clippy::too_many_arguments)]
-    fn judge(
-        &self,
-        out: &mut String,
-        set: &PolicySet,
-        scope: ScopeId,
-        (stage, count_from): (Stage, Stage),
-        rcpt: Option<&str>,
-        found: &[Fact],
-        facts: &[Fact],
-    ) -> Verdict {
-        let policy = set.get(scope);
-        let verdict = policy.decide_counting(stage, count_from, facts);
-        section(
-            out,
-            stage,
-            rcpt,
-            found,
-            &policy.explain(stage, facts),
-            &verdict,
-        );
-        // A dry run never spends an allowance: it says what the gateway would count.
-        for probe in &verdict.limits {
-            let _ = writeln!(
-                out,
-                "  limit {}: would count {} ({} burst {}), not counted in a dry run",
-                probe.rule,
-                probe.buckets.join(", "),
-                probe.limit.rate,
-                probe.limit.burst
-            );
-        }
-        if let Some(shadow) = set.shadow() {
-            let candidate = shadow.decide(stage, facts);
-            if stage == Stage::Data
-                || verdict.action.refusal().is_some()
-                || candidate.action.refusal().is_some()
-            {
-                let _ = writeln!(
-                    out,
-                    "  shadow => {} score={} rules={:?}",
-                    candidate.action.label(),
-                    candidate.score,
-                    candidate.rules
-                );
-            }
-        }
-        verdict
-    }
-}
-
-fn section(
-    out: &mut String,
-    stage: Stage,
-    rcpt: Option<&str>,
-    found: &[Fact],
-    rules: &[(String, bool)],
-    verdict: &Verdict,
-) {
-    let _ = match rcpt {
-        Some(r) => writeln!(out, "{} <{r}>", stage.label().to_uppercase()),
-        None => writeln!(out, "{}", stage.label().to_uppercase()),
-    };
-    for fact in found {
-        let _ = writeln!(out, "  fact  {fact}");
-    }
-    for (name, fired) in rules {
-        let _ = writeln!(
-            out,
-            "  rule  {name}: {}",
-            if *fired { "FIRED" } else { "no" }
-        );
-    }
-    let reply = verdict
-        .action
-        .refusal()
-        .map(|r| format!(" ({r})"))
-        .unwrap_or_default();
-    let _ = writeln!(
-        out,
-        "  => {}{reply} score={} rules={:?}",
-        verdict.action.label(),
-        verdict.score,
-        verdict.rules
-    );
 }
 
 /// Splits the input path into messages: a file is one message, unless it is an mbox

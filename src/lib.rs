@@ -14,6 +14,7 @@ pub mod context;
 pub mod descriptors;
 pub mod dns;
 pub mod dryrun;
+pub mod engine;
 pub mod error;
 pub mod listener;
 pub mod metrics;

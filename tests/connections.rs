@@ -149,7 +149,8 @@ async fn bad_list_files_and_replies_are_config_errors() {
     let config = dir.path().join("portcullis.yaml");
     std::fs::write(
         &config,
-        "connections:
+        "accepted_domains: [example.test]
+connections:
   deny_files: [deny.cidr]
   replies:
     rate: { code: 250, enhanced: \"2.0.0\", text: ok }
@@ -158,12 +159,13 @@ async fn bad_list_files_and_replies_are_config_errors() {
     .unwrap();
     let problems = portcullis::config::load(&config).unwrap_err().to_string();
     assert!(
-        problems.contains("portcullis.yaml:4:5: reply code 250 must be a 4xx or 5xx code"),
+        problems.contains("portcullis.yaml:5:5: reply code 250 must be a 4xx or 5xx code"),
         "{problems}"
     );
     std::fs::write(
         &config,
-        "connections:
+        "accepted_domains: [example.test]
+connections:
   deny_files: [deny.cidr]
 ",
     )

@@ -421,7 +421,7 @@ fn check_config_reports_policy_problems_with_positions() {
     // The policy path is relative to the config file.
     std::fs::write(
         &config,
-        "hostname: gw.example.test\npolicy: pol/broken.yaml\n",
+        "hostname: gw.example.test\naccepted_domains: [example.test]\npolicy: pol/broken.yaml\n",
     )
     .unwrap();
     let policy = dir.path().join("pol/broken.yaml");
@@ -502,7 +502,10 @@ fn check_config_accepts_the_shipped_policies() {
         let config = dir.path().join("portcullis.yaml");
         std::fs::write(
             &config,
-            format!("hostname: gw.example.test\npolicy: {}\n", policy.display()),
+            format!(
+                "hostname: gw.example.test\naccepted_domains: [example.test]\npolicy: {}\n",
+                policy.display()
+            ),
         )
         .unwrap();
         let (code, out, err) = check_config(&config);

@@ -467,7 +467,11 @@ fn limit_problems_are_reported_at_their_position() {
 fn check_config_reports_limit_problems() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("portcullis.yaml");
-    std::fs::write(&config, "hostname: gw.example.test\npolicy: policy.yaml\n").unwrap();
+    std::fs::write(
+        &config,
+        "hostname: gw.example.test\naccepted_domains: [example.test]\npolicy: policy.yaml\n",
+    )
+    .unwrap();
     let policy = dir.path().join("policy.yaml");
     std::fs::write(
         &policy,
@@ -645,7 +649,7 @@ fn a_limit_name_in_two_policy_files_is_a_config_error() {
     let config = dir.path().join("portcullis.yaml");
     std::fs::write(
         &config,
-        "policy: default.yaml\npolicy_scopes:\n  finance.corp.example: finance.yaml\n  hr.corp.example: finance.yaml\n",
+        "accepted_domains: [corp.example]\npolicy: default.yaml\npolicy_scopes:\n  finance.corp.example: finance.yaml\n  hr.corp.example: finance.yaml\n",
     )
     .unwrap();
     let problems = portcullis::config::load(&config).unwrap_err().to_string();

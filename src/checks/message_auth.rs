@@ -60,7 +60,7 @@ impl MessageAuth {
     /// Everything at DATA. `raw` is `None` above `auth.max_verify_size`: then only SPF
     /// (already known from MAIL) is reported.
     async fn evaluate(&self, ctx: CheckContext<'_>, raw: Option<&[u8]>) -> Findings {
-        let facts_so_far = ctx.envelope.facts.as_slice();
+        let facts_so_far = ctx.facts;
         // No SPF fact means the SPF check did not finish (budget or panic): that is a
         // temporary error, not an absence of policy.
         let spf_word = text(facts_so_far, "spf.mailfrom").unwrap_or(

@@ -163,27 +163,30 @@ mod tests {
     #[test]
     fn tls_require_needs_a_certificate_and_every_entry_is_placed() {
         let msg = |text: &str| parse("c.yaml", text).unwrap_err().to_string();
-        let e = msg("tls:\n  require:\n    client_networks: [192.0.2.0/24]\n");
+        let e = msg(
+            "accepted_domains: [a.test]\ntls:\n  require:\n    client_networks: [192.0.2.0/24]\n",
+        );
         assert_eq!(
             e,
-            "c.yaml:2:3: tls.require needs tls.cert and tls.key: without a certificate \
+            "c.yaml:3:3: tls.require needs tls.cert and tls.key: without a certificate \
              STARTTLS is not offered, and no client could meet the requirement"
         );
         assert_eq!(
-            msg("tls:\n  key: /dev/null\n"),
-            "c.yaml:1:1: tls.cert is required"
+            msg("accepted_domains: [a.test]\ntls:\n  key: /dev/null\n"),
+            "c.yaml:2:1: tls.cert is required"
         );
-        let tls = "tls:\n  cert: /dev/null\n  key: /dev/null\n  require:\n";
+        let tls =
+            "accepted_domains: [a.test]\ntls:\n  cert: /dev/null\n  key: /dev/null\n  require:\n";
         let e = msg(&format!("{tls}    client_networks: [192.0.2.0/33]\n"));
         assert!(
-            e.starts_with("c.yaml:5:23: tls.require.client_networks[0]: invalid IP"),
+            e.starts_with("c.yaml:6:23: tls.require.client_networks[0]: invalid IP"),
             "{e}"
         );
         let e = msg(&format!(
             "{tls}    recipient_domains: [ok.test, 'bad domain']\n"
         ));
         assert!(
-            e.starts_with("c.yaml:5:34: \"bad domain\" is not a valid"),
+            e.starts_with("c.yaml:6:34: \"bad domain\" is not a valid"),
             "{e}"
         );
         let c = parse(
@@ -202,12 +205,49 @@ mod tests {
     fn units_parse_in_yaml() {
         let c = parse(
             "c.yaml",
-            "limits:\n  max_message_size: 10MiB\ntimeouts:\n  command: 30s\n",
+            "accepted_domains: [a.test]\nlimits:\n  max_message_size: 10MiB\ntimeouts:\n  command: 30s\n",
         )
         .expect("valid");
         assert_eq!(c.limits.max_message_size, 10 * 1024 * 1024);
         assert_eq!(c.timeouts.command.as_secs(), 30);
         let err = parse("c.yaml", "timeouts:\n  command: 30 parsecs\n").unwrap_err();
         assert_eq!(err.0[0].line, 2, "{err}");
+    }
+
+    #[test]
+    fn accepted_domains_are_required_with_an_smtp_listener_only() {
+        let err = parse("c.yaml", "hostname: mx.example.test\n").unwrap_err();
+        assert!(
+            err.to_string().contains("accepted domain is required"),
+            "{err}"
+        );
+        let c = parse(
+            "c.yaml",
+            "listen: []\nmilter:\n  listen: [\"inet:127.0.0.1:8891\", \"unix:/run/p/milter.sock\"]\n  socket_mode: \"0660\"\n",
+        )
+        .expect("a milter-only config without accepted_domains is valid");
+        assert!(c.accepted_domains.is_empty());
+        assert_eq!(c.milter.listen.len(), 2);
+        assert_eq!(c.milter.socket_mode, 0o660);
+        let err = parse("c.yaml", "listen: []\n").unwrap_err();
+        assert!(err.to_string().contains("milter.listen"), "{err}");
+        let err = parse(
+            "c.yaml",
+            "listen: []\nmilter:\n  listen: [\"inet:localhost\"]\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("expected inet:IP:PORT"), "{err}");
+        let err = parse(
+            "c.yaml",
+            "listen: []\nmilter:\n  listen: [\"unix:/x\"]\n  socket_mode: \"999\"\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("invalid file mode"), "{err}");
+        let err = parse(
+            "c.yaml",
+            "listen: []\nmilter:\n  listen: [\"unix:/x\"]\n  quarantine: store\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("needs quarantine.dir"), "{err}");
     }
 }

@@ -65,8 +65,11 @@ pub struct MessageView<'a> {
 pub struct CheckContext<'a> {
     /// The connection.
     pub session: &'a SessionInfo,
-    /// The transaction so far (facts from earlier stages included).
+    /// The transaction so far.
     pub envelope: &'a Envelope,
+    /// The facts of the earlier stages that hold for this one (the connection's, then the
+    /// transaction's): DMARC reads the MAIL stage's SPF results here.
+    pub facts: &'a [Fact],
     /// At RCPT: the recipient being checked.
     pub rcpt: Option<&'a str>,
     /// At DATA: the message.

@@ -137,9 +137,6 @@ pub struct Verdict {
     pub rules: Vec<String>,
     /// The summed score of the scoring rules that fired.
     pub score: i64,
-    /// Rate limits whose condition holds at this stage and that must be counted before the
-    /// verdict is final (the session counts them and decides again if one is exceeded).
-    pub limits: Vec<crate::policy::limit::Probe>,
 }
 
 impl Verdict {
@@ -149,7 +146,6 @@ impl Verdict {
             action: Action::Accept,
             rules: Vec::new(),
             score: 0,
-            limits: Vec::new(),
         }
     }
 

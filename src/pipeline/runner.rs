@@ -178,6 +178,7 @@ mod tests {
         let ctx = CheckContext {
             session: &session,
             envelope: &env,
+            facts: &[],
             rcpt: None,
             message: None,
         };

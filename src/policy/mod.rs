@@ -182,21 +182,16 @@ impl Policy {
             .map(|r| (r.name.as_str(), r.at))
     }
 
-    /// The verdict over the facts known at `stage`.
+    /// The verdict over the facts known at `stage`: final, given those facts.
     ///
     /// Built-in rules first: a refusal among them is final. Then the YAML rules whose facts
     /// exist by now, in file order: `accept`, `reject` and `tempfail` decide and stop; `tag`
     /// and `quarantine` accumulate (the stronger wins); scores add up. At DATA the score is
     /// held against the thresholds. Before DATA only a refusal has an effect: the session
-    /// acts on nothing else until the message is complete.
+    /// acts on nothing else until the message is complete. A rate-limit rule takes part only
+    /// once its count has been found over the rate (the `ratelimit` fact naming it): what to
+    /// count is `probes`' answer, and counting is the transaction engine's.
     pub fn decide(&self, stage: Stage, facts: &[Fact]) -> Verdict {
-        self.decide_counting(stage, stage, facts)
-    }
-
-    /// `decide`, asking for the rate limits of the stages from `count_from` to `stage` to
-    /// be counted (not only `stage`'s): a scope's policy first meets a transaction at its
-    /// first RCPT, after the MAIL its limits would have counted at.
-    pub fn decide_counting(&self, stage: Stage, count_from: Stage, facts: &[Fact]) -> Verdict {
         let mut verdict = Verdict::accept();
         for rule in &self.rules {
             if rule.when.holds(facts) {
@@ -206,28 +201,10 @@ impl Policy {
         if verdict.action.refusal().is_some() {
             return verdict;
         }
-        let due = self
-            .custom
-            .iter()
-            .filter(|r| facts::rank(r.stage) <= facts::rank(stage));
-        for rule in due {
-            if !rule.when.holds(facts) {
-                continue;
-            }
-            if let Some(l) = &rule.limit
-                && !limit::exceeded(&rule.name, facts)
+        for rule in self.due(stage) {
+            if !rule.when.holds(facts)
+                || (rule.limit.is_some() && !limit::exceeded(&rule.name, facts))
             {
-                // Counted once, at its own stage; the session asks the state store.
-                let buckets = l.buckets(&rule.name, facts);
-                let counts_now = (facts::rank(count_from)..=facts::rank(stage))
-                    .contains(&facts::rank(rule.stage));
-                if counts_now && !buckets.is_empty() {
-                    verdict.limits.push(limit::Probe {
-                        rule: rule.name.clone(),
-                        limit: l.clone(),
-                        buckets,
-                    });
-                }
                 continue;
             }
             verdict.score += rule.score;
@@ -250,6 +227,52 @@ impl Policy {
             self.apply_thresholds(&mut verdict);
         }
         verdict
+    }
+
+    /// The rate limits to count at `stage`, in file order: the limit rules whose condition
+    /// holds over `facts`, that are not already found exceeded, whose key has a value, and
+    /// whose own stage lies between `count_from` and `stage` (a limit counts once, at its
+    /// own stage; a scope's policy first meets a transaction at its first RCPT, after the
+    /// MAIL its MAIL limits would have counted at, so they count there).
+    pub fn probes(&self, stage: Stage, count_from: Stage, facts: &[Fact]) -> Vec<limit::Probe> {
+        let counts_now =
+            |s: Stage| (facts::rank(count_from)..=facts::rank(stage)).contains(&facts::rank(s));
+        let mut out = Vec::new();
+        for rule in self.due(stage) {
+            if !rule.when.holds(facts) {
+                continue;
+            }
+            match &rule.limit {
+                Some(l) if !limit::exceeded(&rule.name, facts) => {
+                    let buckets = l.buckets(&rule.name, facts);
+                    if counts_now(rule.stage) && !buckets.is_empty() {
+                        out.push(limit::Probe {
+                            rule: rule.name.clone(),
+                            limit: l.clone(),
+                            buckets,
+                        });
+                    }
+                }
+                // A rule that decides ends the evaluation, as in `decide`: the limits after
+                // it are not asked for.
+                _ if matches!(
+                    rule.action,
+                    Some(Action::Accept | Action::Reject(_) | Action::Tempfail(_))
+                ) =>
+                {
+                    break;
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// The YAML rules due at `stage` (their facts exist by then), in file order.
+    fn due(&self, stage: Stage) -> impl Iterator<Item = &CustomRule> {
+        self.custom
+            .iter()
+            .filter(move |r| facts::rank(r.stage) <= facts::rank(stage))
     }
 
     /// Every rule that is due at `stage`, with whether its condition holds (for dry runs).

@@ -12,9 +12,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::state::State;
 use super::{Fill, Session};
 use crate::config::schema::QuarantineAnswer;
+use crate::engine::Final;
 use crate::metrics::{Event, Limit};
-use crate::pipeline::outcome::{Action, Verdict};
-use crate::pipeline::{CheckContext, MessageView, Stage};
+use crate::pipeline::MessageView;
+use crate::pipeline::outcome::Verdict;
 use crate::quarantine::Quarantine;
 use crate::relay::Content;
 use crate::smtp::codec::BodyDecoder;
@@ -184,29 +185,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             longest_line: body.decoder.longest_line(),
             raw,
         };
-        let ctx = CheckContext {
-            session: &self.info,
-            envelope: &self.env,
-            rcpt: None,
-            message: Some(view),
-        };
-        let found = self.ctx.pipeline.run(Stage::Data, ctx).await;
+        let decided = self.engine.message(view).await;
         // The copy and its room in `auth.max_verify_memory` go as soon as the checks are done.
         drop(loaded);
-        let rcpt_facts = std::mem::take(&mut self.env.rcpt_facts);
-        self.env.facts.extend(rcpt_facts);
-        self.env.facts.extend(found.facts);
-        self.env.headers.extend(found.headers);
-        let scope = self.scope.unwrap_or(0);
-        let settled = self.settle(Stage::Data, scope).await;
-        self.env.facts.extend(settled);
-        let grey = self.greylist(&self.env.facts, scope).await;
-        self.env.facts.extend(grey);
-        let (verdict, added) = self
-            .judge(Stage::Data, Stage::Data, &self.env.facts, scope)
-            .await;
-        self.env.facts.extend(added);
-        self.count_rules(&verdict);
+        let verdict = &decided.verdict;
         let (reply, outcome): (Reply, &'static str) =
             if let Some(refusal) = verdict.action.refusal() {
                 if body.size > body.limit {
@@ -218,20 +200,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 self.ctx.metrics.emit(Event::LimitHit(Limit::MessageSize));
                 (reply::MESSAGE_TOO_BIG, "reject")
             } else if let Some(e) = &body.io_error {
-                tracing::error!(session = %self.info.id, error = %e, "spool write failed");
+                tracing::error!(session = %self.info().id, error = %e, "spool write failed");
                 (reply::LOCAL_ERROR, "tempfail")
             } else {
-                if let Some(header) = super::trace::verdict_header(&verdict) {
-                    self.env.headers.push(header);
-                }
+                let content = self.content(&decided);
                 match crate::quarantine::of(&self.ctx.config) {
-                    Some(q) if verdict.action == Action::Quarantine => {
-                        self.quarantine(q, &verdict, &mut body.spool).await
+                    Some(q) if decided.quarantined() => {
+                        self.quarantine(q, verdict, &content, &mut body.spool).await
                     }
-                    _ => self.relay(&mut body.spool, verdict.action.label()).await,
+                    _ => {
+                        self.relay(&content, &mut body.spool, verdict.action.label())
+                            .await
+                    }
                 }
             };
-        self.finish(&body, &verdict, reply, outcome).await;
+        self.finish(&body, verdict, reply, outcome).await;
     }
 
     /// Authentication needs the whole message at once: a spilled body is read back when it
@@ -260,7 +243,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Err(NoRoom::Deadline) => {
                 self.ctx.metrics.emit(Event::LimitHit(Limit::VerifyMemory));
                 tracing::warn!(
-                    session = %self.info.id,
+                    session = %self.info().id,
                     size = body.size,
                     waited_ms = waited.elapsed().as_millis() as u64,
                     "no room in auth.max_verify_memory before the DATA deadline; message deferred"
@@ -292,16 +275,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             bytes: body.size,
         });
         tracing::info!(
-            session = %self.info.id,
-            client = %self.info.client,
-            from = %self.env.mail_from,
-            rcpts = self.env.rcpts.len(),
+            session = %self.info().id,
+            client = %self.info().client,
+            from = %self.env().mail_from,
+            rcpts = self.env().rcpts.len(),
             size = body.size,
             spilled = body.spool.spilled(),
             verdict = outcome,
             rules = ?verdict.rules,
             score = verdict.score,
-            auth = %super::trace::auth_summary(&self.env.facts),
+            auth = %super::trace::auth_summary(&self.engine.facts()),
             reply = %reply,
             "message"
         );
@@ -312,19 +295,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     /// What is relayed or stored: our Received and the checks' header fields in front, and
     /// forged Authentication-Results removed.
-    fn content(&self) -> Content {
-        let mut prepend = super::trace::received(&self.info, &self.ctx.config.hostname, &self.env);
-        for header in &self.env.headers {
+    fn content(&self, decided: &Final) -> Content {
+        let mut prepend =
+            super::trace::received(self.info(), &self.ctx.config.hostname, self.env());
+        for header in &decided.headers {
             prepend.push_str(header);
         }
         Content {
             prepend: prepend.into_bytes(),
-            strip_authserv_id: self
-                .ctx
-                .config
-                .auth
-                .enabled
-                .then(|| self.ctx.config.authserv_id().to_string()),
+            strip_authserv_id: decided.strip_authserv_id.clone(),
         }
     }
 
@@ -334,21 +313,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         &mut self,
         q: Quarantine,
         verdict: &Verdict,
+        content: &Content,
         spool: &mut Spool,
     ) -> (Reply, &'static str) {
-        let content = self.content();
+        let env = self.env();
         match q
-            .store(
-                &self.env.mail_from,
-                &self.env.rcpts,
-                verdict,
-                &content,
-                spool,
-            )
+            .store(&env.mail_from, &env.rcpts, verdict, content, spool)
             .await
         {
             Ok(id) => {
-                tracing::info!(session = %self.info.id, quarantine_id = %id, "message quarantined");
+                tracing::info!(session = %self.info().id, quarantine_id = %id, "message quarantined");
                 let reply = match self.ctx.config.quarantine.answer {
                     // The plain 250 of any delivery: the sender learns nothing.
                     QuarantineAnswer::Accept => reply::OK,
@@ -358,7 +332,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 (reply, "quarantine")
             }
             Err(e) => {
-                tracing::error!(session = %self.info.id, error = %e, "quarantine store failed; client told to retry");
+                tracing::error!(session = %self.info().id, error = %e, "quarantine store failed; client told to retry");
                 (reply::LOCAL_ERROR, "tempfail")
             }
         }
@@ -367,14 +341,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// Hands the message to the backend; returns the client's reply and the outcome label.
     async fn relay(
         &mut self,
+        content: &Content,
         spool: &mut Spool,
         accepted_as: &'static str,
     ) -> (Reply, &'static str) {
-        let content = self.content();
         let Some(txn) = self.txn.as_mut() else {
             return (reply::BACKEND_FAILED, "tempfail");
         };
-        match txn.data(&content, spool).await {
+        match txn.data(content, spool).await {
             Ok((r, took)) => {
                 self.ctx.metrics.emit(Event::Relayed(took));
                 let outcome = match r.code / 100 {
@@ -388,7 +362,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 if let Some(kind) = e.backend_kind() {
                     self.ctx.metrics.emit(Event::BackendError(kind));
                 }
-                tracing::warn!(session = %self.info.id, error = %e, "relay to backend failed; client told to retry");
+                tracing::warn!(session = %self.info().id, error = %e, "relay to backend failed; client told to retry");
                 // A broken connection is not reused.
                 self.txn = None;
                 (e.data_reply(), "tempfail")

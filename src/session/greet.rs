@@ -9,7 +9,6 @@ use tokio::time::timeout;
 use super::Session;
 use super::state::State;
 use crate::metrics::Event;
-use crate::pipeline::{CheckContext, Stage};
 use crate::smtp::reply;
 use crate::tls::MaybeTls;
 
@@ -19,33 +18,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.reset_transaction().await;
         // A kept backend connection carries the old HELO name in its XCLIENT: drop it.
         self.drop_idle_backend().await;
-        self.info.helo = Some(name);
-        self.info.esmtp = esmtp;
-        let ctx = CheckContext {
-            session: &self.info,
-            envelope: &self.env,
-            rcpt: None,
-            message: None,
-        };
-        let found = self.ctx.pipeline.run(Stage::Helo, ctx).await.facts;
-        self.settle(Stage::Helo, 0).await;
-        // The HELO decision sees the connection's facts too (client.ip exemptions).
-        let mut facts = self.conn_facts.clone();
-        facts.extend(found.iter().cloned());
-        let verdict = self.decide(Stage::Helo, &facts, 0);
-        if let Some(refusal) = verdict.action.refusal() {
-            self.count_rules(&verdict);
-            self.reply(refusal.clone());
+        if let Some(refusal) = self.engine.helo(name, esmtp).await.refusal() {
+            self.reply(refusal);
             return;
         }
-        // HELO facts replace those of an earlier EHLO on this connection.
-        self.helo_facts = found;
-        self.env.facts = self.session_facts();
         self.state = State::Greeted;
         let host = &self.ctx.config.hostname;
         let r = if esmtp {
             let caps = self.ctx.capabilities(self.io.is_tls());
-            reply::ehlo(host, &self.info.client.ip().to_string(), &caps)
+            reply::ehlo(host, &self.info().client.ip().to_string(), &caps)
         } else {
             reply::helo(host)
         };
@@ -81,23 +62,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         {
             Ok(Ok(tls)) => {
                 self.io = MaybeTls::Tls(Box::new(tls.into()));
-                self.info.tls = true;
-                self.info.helo = None;
                 // The client must greet again; what it said before TLS no longer counts,
                 // while the connect facts (client.ip) still hold.
-                self.helo_facts.clear();
+                self.engine.tls_started();
                 self.state = State::Connected;
                 self.reset_transaction().await;
                 self.drop_idle_backend().await;
                 self.ctx.metrics.emit(Event::TlsHandshake { ok: true });
             }
             Ok(Err(e)) => {
-                tracing::info!(session = %self.info.id, error = %e, "TLS handshake failed");
+                tracing::info!(session = %self.info().id, error = %e, "TLS handshake failed");
                 self.ctx.metrics.emit(Event::TlsHandshake { ok: false });
                 self.closing = true;
             }
             Err(_) => {
-                tracing::info!(session = %self.info.id, "TLS handshake timed out");
+                tracing::info!(session = %self.info().id, "TLS handshake timed out");
                 self.ctx.metrics.emit(Event::TlsHandshake { ok: false });
                 self.closing = true;
             }

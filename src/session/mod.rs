@@ -8,7 +8,6 @@
 //! (`pipeline`) or parse bytes (`smtp::codec`). Verb handlers live in `greet.rs`,
 //! `transaction.rs` and `data.rs`.
 
-mod controls;
 mod data;
 mod greet;
 mod limits;
@@ -24,11 +23,8 @@ use tokio::time::timeout_at;
 use tokio_util::sync::CancellationToken;
 
 use crate::context::Context;
+use crate::engine::{Engine, Mode};
 use crate::metrics::{Event, Limit};
-use crate::pipeline::outcome::Fact;
-use crate::pipeline::outcome::Verdict;
-use crate::pipeline::{CheckContext, Stage};
-use crate::policy::set::{PolicySet, ScopeId};
 use crate::relay::{Idle, Transaction};
 use crate::smtp::codec::{Frame, LineFramer};
 use crate::smtp::command::{Command, Invalid, MailParams, Trailing};
@@ -63,12 +59,8 @@ pub struct Session<S> {
     wbuf: Vec<u8>,
     framer: LineFramer,
     state: State,
-    info: SessionInfo,
-    /// Facts of the connect stage, for the whole connection.
-    conn_facts: Vec<Fact>,
-    /// Facts of the last EHLO/HELO (replaced by the next one, dropped by STARTTLS).
-    helo_facts: Vec<Fact>,
-    env: Envelope,
+    /// Checks, facts and policy of the connection and its transactions.
+    engine: Engine,
     mail: Option<MailParams>,
     txn: Option<Transaction>,
     /// The backend connection broke after recipients were accepted: DATA must get 4xx.
@@ -81,16 +73,10 @@ pub struct Session<S> {
     closing: bool,
     /// The first line of a multi-line banner went out (`connections.multiline_banner`).
     banner_started: bool,
-    /// Lookups started at connect that no rule has needed yet (`controls::settle`).
-    pending: Vec<crate::pipeline::Deferred>,
     /// A connect-stage refusal that could not be the greeting (a `220-` line was already
     /// sent): every command but QUIT gets it.
     refused: Option<Reply>,
     ctx: Arc<Context>,
-    /// The policies this session started with (reloads apply to new sessions).
-    policy: Arc<PolicySet>,
-    /// The policy scope of the transaction, set by its first accepted recipient.
-    scope: Option<ScopeId>,
     signals: Signals,
 }
 
@@ -109,10 +95,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             wbuf: Vec::with_capacity(1024),
             framer: LineFramer::new(ctx.config.limits.max_line_length),
             state: State::Connected,
-            info,
-            conn_facts: Vec::new(),
-            helo_facts: Vec::new(),
-            env: Envelope::default(),
+            engine: Engine::new(ctx.clone(), info, Mode::Live),
             mail: None,
             txn: None,
             txn_broken: false,
@@ -122,10 +105,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             messages: 0,
             closing: false,
             banner_started: false,
-            pending: Vec::new(),
             refused: None,
-            policy: ctx.pipeline.policy(),
-            scope: None,
             ctx,
             signals,
         }
@@ -134,7 +114,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// Runs the session to its end.
     pub async fn run(mut self) {
         let started = Instant::now();
-        tracing::info!(session = %self.info.id, client = %self.info.client, "session opened");
+        tracing::info!(session = %self.info().id, client = %self.info().client, "session opened");
         if self.connect_stage().await {
             while !self.closing {
                 let Some(line) = self.next_line().await else {
@@ -151,14 +131,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             .metrics
             .emit(Event::SessionClosed(started.elapsed()));
         tracing::info!(
-            session = %self.info.id,
-            client = %self.info.client,
+            session = %self.info().id,
+            client = %self.info().client,
             duration_ms = started.elapsed().as_millis() as u64,
             commands = self.counters.commands,
             errors = self.counters.errors,
             unknown_recipients = self.counters.unknown_recipients,
             messages = self.messages,
-            tls = self.info.tls,
+            tls = self.info().tls,
             "session closed"
         );
     }
@@ -167,41 +147,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     async fn connect_stage(&mut self) -> bool {
         // Lookups that can run beside the session (DNSBL) start first, so that they overlap
         // the pregreet wait.
-        let ctx = CheckContext {
-            session: &self.info,
-            envelope: &self.env,
-            rcpt: None,
-            message: None,
-        };
-        self.pending = self.ctx.pipeline.start(ctx);
+        self.engine.start_lookups();
         self.pregreet().await;
         if self.closing {
             return false;
         }
-        let ctx = CheckContext {
-            session: &self.info,
-            envelope: &self.env,
-            rcpt: None,
-            message: None,
-        };
-        let mut facts = self.ctx.pipeline.run(Stage::Connect, ctx).await.facts;
-        facts.extend(self.settle(Stage::Connect, 0).await);
-        let verdict = self.decide(Stage::Connect, &facts, 0);
-        if let Some(refusal) = verdict.action.refusal() {
-            self.count_rules(&verdict);
-            tracing::info!(session = %self.info.id, rules = ?verdict.rules, "connection refused by policy");
+        if let Some(refusal) = self.engine.connect().await.refusal() {
             if self.banner_started {
                 // One reply has one code (RFC 5321 §4.2.1): the 220 already begun is
                 // finished, and the refusal answers every command after it (as postscreen's
                 // "enforce" does).
                 self.reply(reply::greeting(&self.ctx.config.hostname));
-                self.refused = Some(refusal.clone());
+                self.refused = Some(refusal);
                 return true;
             }
-            self.reply(refusal.clone());
+            self.reply(refusal);
             return false;
         }
-        self.conn_facts = facts;
         self.reply(reply::greeting(&self.ctx.config.hostname));
         true
     }
@@ -215,7 +177,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         // Bytes that came with the PROXY header were sent before the banner too.
         if !self.rbuf.is_empty() {
-            self.info.pregreet = true;
+            self.engine.info_mut().pregreet = true;
             return;
         }
         if self.ctx.config.connections.multiline_banner {
@@ -233,7 +195,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             _ = self.signals.shutdown.cancelled() => {}
             read = tokio::time::timeout(wait, self.io.read_buf(&mut self.rbuf)) => match read {
                 Ok(Ok(0)) | Ok(Err(_)) => self.closing = true,
-                Ok(Ok(_)) => self.info.pregreet = true,
+                Ok(Ok(_)) => self.engine.info_mut().pregreet = true,
                 Err(_) => {}
             },
         }
@@ -252,7 +214,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
             if let Some((r, limit)) = self.clock_expired() {
                 self.ctx.metrics.emit(Event::LimitHit(limit));
-                tracing::info!(session = %self.info.id, limit = limit.label(), "session ended by its clock");
+                tracing::info!(session = %self.info().id, limit = limit.label(), "session ended by its clock");
                 self.reply(r);
                 return None;
             }
@@ -351,9 +313,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         // client talked ahead, as bulk-mail bots do.
         let greeting = matches!(cmd, Command::Ehlo(_) | Command::Helo(_));
         if !self.rbuf.is_empty()
-            && (greeting || (self.state != State::Connected && !self.info.esmtp))
+            && (greeting || (self.state != State::Connected && !self.info().esmtp))
         {
-            self.info.unannounced_pipelining = true;
+            self.engine.info_mut().unannounced_pipelining = true;
         }
         match cmd {
             Command::Ehlo(name) => self.helo(name, true).await,
@@ -402,7 +364,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 self.client_error(invalid.reply);
             }
             Trailing::Unknown => {
-                tracing::info!(session = %self.info.id, "BDAT chunk size unreadable; closing");
+                tracing::info!(session = %self.info().id, "BDAT chunk size unreadable; closing");
                 self.client_error(invalid.reply);
                 if !self.closing {
                     self.reply(reply::LOST_SYNC);
@@ -489,54 +451,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
-    /// The verdict of the scope's policy, with the shadow policy (if any) evaluated beside it
-    /// and compared where the live verdict would act: a refusal, or the end of the message.
-    fn decide(&self, stage: Stage, facts: &[Fact], scope: ScopeId) -> Verdict {
-        let verdict = self.policy.get(scope).decide(stage, facts);
-        self.compare_shadow(stage, facts, verdict)
+    /// Who is connected.
+    fn info(&self) -> &SessionInfo {
+        self.engine.info()
     }
 
-    /// Evaluates the shadow policy (if any) over the same facts as the live `verdict` and
-    /// counts and logs the comparison where the live one acts; returns `verdict`.
-    fn compare_shadow(&self, stage: Stage, facts: &[Fact], verdict: Verdict) -> Verdict {
-        if let Some(shadow) = self.policy.shadow() {
-            let candidate = shadow.decide(stage, facts);
-            let acts = stage == Stage::Data
-                || verdict.action.refusal().is_some()
-                || candidate.action.refusal().is_some();
-            if acts {
-                let (live, shadow) = (verdict.action.label(), candidate.action.label());
-                self.ctx.metrics.emit(Event::ShadowVerdict { live, shadow });
-                if live != shadow {
-                    tracing::info!(
-                        session = %self.info.id,
-                        stage = stage.label(),
-                        live,
-                        shadow,
-                        live_rules = ?verdict.rules,
-                        shadow_rules = ?candidate.rules,
-                        "shadow policy differs"
-                    );
-                }
-            }
-        }
-        verdict
-    }
-
-    /// Counts the rules of a verdict the session acts on.
-    fn count_rules(&self, verdict: &crate::pipeline::outcome::Verdict) {
-        for rule in &verdict.rules {
-            self.ctx.metrics.emit(Event::RuleHit(rule.clone()));
-        }
-    }
-
-    /// The facts every transaction of this connection starts with: connect, then HELO.
-    fn session_facts(&self) -> Vec<Fact> {
-        self.conn_facts
-            .iter()
-            .chain(&self.helo_facts)
-            .cloned()
-            .collect()
+    /// The transaction's envelope.
+    fn env(&self) -> &Envelope {
+        self.engine.envelope()
     }
 
     /// Closes the backend connection kept between transactions, if any.
@@ -552,12 +474,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if let Some(txn) = self.txn.take() {
             self.idle = txn.finish().await;
         }
-        self.env = Envelope {
-            facts: self.session_facts(),
-            ..Envelope::default()
-        };
+        self.engine.reset();
         self.mail = None;
-        self.scope = None;
         self.txn_broken = false;
         self.body = None;
         if self.state != State::Connected {
@@ -565,3 +483,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

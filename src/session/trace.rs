@@ -5,7 +5,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::pipeline::outcome::{Action, Fact, FactValue, Verdict};
+use crate::pipeline::outcome::{Fact, FactValue};
 use crate::smtp::envelope::{Envelope, SessionInfo};
 
 /// The `Received:` header for a message of this session, CRLF-terminated and folded.
@@ -34,20 +34,6 @@ pub fn received(info: &SessionInfo, hostname: &str, env: &Envelope) -> String {
         info.id,
         rfc5322_date(SystemTime::now())
     )
-}
-
-/// `X-Portcullis-Verdict` for messages relayed as `tag` or `quarantine`, naming the rules,
-/// so the backend (a sieve rule, a Postfix header_checks) can file them.
-pub fn verdict_header(verdict: &Verdict) -> Option<String> {
-    match verdict.action {
-        Action::Tag | Action::Quarantine => Some(format!(
-            "X-Portcullis-Verdict: {}; score={}; rules={}\r\n",
-            verdict.action.label(),
-            verdict.score,
-            verdict.rules.join(",")
-        )),
-        _ => None,
-    }
 }
 
 /// The authentication results of a transaction for its log line: `spf=pass dkim=fail ...`.

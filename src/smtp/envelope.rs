@@ -1,13 +1,12 @@
 //! The transaction as the pipeline sees it.
 //!
-//! Owns: `SessionInfo` (who is connected) and `Envelope` (one transaction: sender,
-//! recipients, declared size, the facts checks found and headers to add).
-//! Must not: do lookups or I/O.
+//! Owns: `SessionInfo` (who is connected) and `Envelope` (one transaction's envelope:
+//! sender, recipients, declared size and the MAIL parameters). Must not: do lookups or I/O,
+//! or hold what checks found (the transaction engine's ledger does).
 
 use std::net::SocketAddr;
 
 use super::command::Body;
-use crate::pipeline::outcome::Fact;
 
 /// What is known about the connection, fixed after the greeting (HELO changes with EHLO).
 #[derive(Debug, Clone)]
@@ -46,11 +45,4 @@ pub struct Envelope {
     pub rcpts: Vec<String>,
     /// RCPT commands seen in this transaction, accepted or not (for the recipient limit).
     pub rcpt_attempts: usize,
-    /// Facts the checks have found so far in this transaction.
-    pub facts: Vec<Fact>,
-    /// RCPT facts of the accepted recipients; they join the facts at DATA (each recipient is
-    /// judged at RCPT on its own facts only).
-    pub rcpt_facts: Vec<Fact>,
-    /// Header fields the checks asked to add (Authentication-Results...), CRLF-terminated.
-    pub headers: Vec<String>,
 }
