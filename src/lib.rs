@@ -17,6 +17,7 @@ pub mod dryrun;
 pub mod error;
 pub mod listener;
 pub mod metrics;
+pub mod milter;
 pub mod pipeline;
 pub mod policy;
 pub mod proxy;
