@@ -2,10 +2,11 @@
 //! can consult the gateway's checks from its own smtpd (`smtpd_milters`).
 //!
 //! Owns: the protocol vocabulary and its byte layout, with no I/O: framing (`packet`), what
-//! the MTA sends (`command`) and what we answer (`response`). Must not: decide policy, or
-//! read and write sockets.
+//! the MTA sends (`command`), what we answer (`response`) and the OPTNEG agreement
+//! (`negotiate`). Must not: decide policy, or read and write sockets.
 
 pub mod command;
+pub mod negotiate;
 pub mod packet;
 pub mod response;
 
