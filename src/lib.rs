@@ -18,6 +18,7 @@ pub mod engine;
 pub mod error;
 pub mod listener;
 pub mod metrics;
+pub mod milter;
 pub mod pipeline;
 pub mod policy;
 pub mod proxy;

@@ -1,0 +1,14 @@
+//! Milter mode: the Sendmail milter protocol (v6, as Postfix 3.7 speaks it), so that Postfix
+//! can consult the gateway's checks from its own smtpd (`smtpd_milters`).
+//!
+//! Owns: the protocol vocabulary and its byte layout, with no I/O: framing (`packet`), what
+//! the MTA sends (`command`), what we answer (`response`) and the OPTNEG agreement
+//! (`negotiate`). Must not: decide policy, or read and write sockets.
+
+pub mod command;
+pub mod negotiate;
+pub mod packet;
+pub mod response;
+
+#[cfg(test)]
+pub(crate) mod testkit;
