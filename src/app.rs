@@ -25,6 +25,8 @@ pub struct Running {
     ctx: Arc<Context>,
     /// The bound SMTP addresses (real ports when the config said 0).
     pub smtp_addrs: Vec<SocketAddr>,
+    /// The bound milter TCP addresses (`inet:` listeners; real ports when 0 was given).
+    pub milter_addrs: Vec<SocketAddr>,
     /// The bound metrics address, if enabled.
     pub metrics_addr: Option<SocketAddr>,
     /// The metrics registry (tests read it directly too).
@@ -100,10 +102,26 @@ pub async fn start(config: Config) -> Result<Running, Error> {
             shutdown.tracker.clone(),
         )));
     }
+    let mut milter_addrs = Vec::new();
+    for socket in &ctx.config.milter.listen {
+        let m = &ctx.config.milter;
+        let listener =
+            crate::milter::listener::bind(socket, m.socket_mode, m.socket_owner.as_deref(), bind)?;
+        milter_addrs.extend(listener.local_addr());
+        tracing::info!(socket = %socket, bound = ?listener.local_addr(), "milter listening");
+        tasks.push(tokio::spawn(crate::milter::listener::accept_loop(
+            listener,
+            ctx.clone(),
+            sessions.clone(),
+            shutdown.signals.clone(),
+            shutdown.tracker.clone(),
+        )));
+    }
     tracing::info!(phase = "running", "portcullis ready");
     Ok(Running {
         ctx: ctx.clone(),
         smtp_addrs,
+        milter_addrs,
         metrics_addr,
         metrics,
         grace: ctx.config.timeouts.shutdown_grace,

@@ -23,6 +23,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod proxy;
 pub mod quarantine;
+pub mod readback;
 pub mod relay;
 pub mod reload;
 pub mod session;

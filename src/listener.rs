@@ -177,7 +177,7 @@ async fn refuse(
 }
 
 /// A short id, unique per process run: start time and a counter, in hex.
-fn session_id() -> String {
+pub(crate) fn session_id() -> String {
     static START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let start = START.get_or_init(|| {

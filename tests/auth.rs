@@ -383,7 +383,7 @@ async fn assert_dmarc_reject(dns: &DnsFixture, msg: &str, dkim_word: &str) {
     assert_eq!(gw.metric(&series("spf", "fail")).await, 1.0);
     assert_eq!(gw.metric(&series("dmarc", "fail")).await, 1.0);
     assert_eq!(
-        gw.metric("portcullis_messages_total{verdict=\"reject\"}")
+        gw.metric("portcullis_messages_total{mode=\"smtp\",verdict=\"reject\"}")
             .await,
         1.0
     );
@@ -510,7 +510,7 @@ async fn dmarc_quarantine_is_delivered_marked() {
     assert_eq!(gw.metric(&series("dkim", "none")).await, 1.0);
     assert_eq!(gw.metric(&series("dmarc", "fail")).await, 1.0);
     assert_eq!(
-        gw.metric("portcullis_messages_total{verdict=\"quarantine\"}")
+        gw.metric("portcullis_messages_total{mode=\"smtp\",verdict=\"quarantine\"}")
             .await,
         1.0
     );
@@ -539,7 +539,7 @@ async fn dkim_key_servfail_defers_on_reject_domain() {
     assert_eq!(gw.metric(&series("dmarc", "temperror")).await, 1.0);
     assert_eq!(gw.metric(&series("dmarc", "fail")).await, 0.0);
     assert_eq!(
-        gw.metric("portcullis_messages_total{verdict=\"tempfail\"}")
+        gw.metric("portcullis_messages_total{mode=\"smtp\",verdict=\"tempfail\"}")
             .await,
         1.0
     );
@@ -959,7 +959,7 @@ async fn no_dmarc_record_anywhere_is_none() {
     assert_counted_once(&gw, "dmarc", "none").await;
     assert_counted_once(&gw, "dkim", "none").await;
     assert_eq!(
-        gw.metric("portcullis_messages_total{verdict=\"accept\"}")
+        gw.metric("portcullis_messages_total{mode=\"smtp\",verdict=\"accept\"}")
             .await,
         1.0
     );
@@ -1016,7 +1016,7 @@ async fn broken_dmarc_record_is_none() {
     );
     assert_counted_once(&gw, "dmarc", "none").await;
     assert_eq!(
-        gw.metric("portcullis_messages_total{verdict=\"accept\"}")
+        gw.metric("portcullis_messages_total{mode=\"smtp\",verdict=\"accept\"}")
             .await,
         1.0
     );

@@ -39,7 +39,10 @@ async fn health_endpoints_and_exposition() {
     assert_eq!(status, 200);
     assert!(body.contains("portcullis_build_info{version=\""), "{body}");
     assert_eq!(
-        common::metric_value(&body, "portcullis_messages_total{verdict=\"accept\"}"),
+        common::metric_value(
+            &body,
+            "portcullis_messages_total{mode=\"smtp\",verdict=\"accept\"}"
+        ),
         1.0
     );
     assert_eq!(

@@ -708,12 +708,12 @@ async fn scores_tag_and_quarantine_at_data() {
     assert_eq!(gw.metric(&hits("score>=3")).await, 1.0);
     assert_eq!(gw.metric(&hits("score>=6")).await, 1.0);
     assert_eq!(
-        gw.metric("portcullis_messages_total{verdict=\"tag\"}")
+        gw.metric("portcullis_messages_total{mode=\"smtp\",verdict=\"tag\"}")
             .await,
         1.0
     );
     assert_eq!(
-        gw.metric("portcullis_messages_total{verdict=\"quarantine\"}")
+        gw.metric("portcullis_messages_total{mode=\"smtp\",verdict=\"quarantine\"}")
             .await,
         1.0
     );

@@ -54,7 +54,7 @@ async fn quarantined_mail_is_kept_listed_released_and_deleted() {
         "quarantined mail must not be relayed"
     );
     assert_eq!(
-        gw.metric("portcullis_messages_total{verdict=\"quarantine\"}")
+        gw.metric("portcullis_messages_total{mode=\"smtp\",verdict=\"quarantine\"}")
             .await,
         2.0
     );

@@ -218,7 +218,7 @@ async fn a_score_only_limit_scores_instead_of_refusing() {
     // Counted once, at DATA where the score takes effect (MAIL did not refuse).
     assert_eq!(gw.metric(&hits("busy-sender")).await, 1.0);
     assert_eq!(
-        gw.metric("portcullis_messages_total{verdict=\"tag\"}")
+        gw.metric("portcullis_messages_total{mode=\"smtp\",verdict=\"tag\"}")
             .await,
         1.0
     );
@@ -301,7 +301,7 @@ async fn greylisting_defers_new_and_early_then_passes_and_auto_allows() {
     assert_eq!(gw.metric(&grey("skipped")).await, 0.0);
     assert_eq!(gw.metric(&hits("greylisted")).await, 2.0);
     assert_eq!(
-        gw.metric("portcullis_messages_total{verdict=\"tempfail\"}")
+        gw.metric("portcullis_messages_total{mode=\"smtp\",verdict=\"tempfail\"}")
             .await,
         2.0
     );

@@ -293,7 +293,7 @@ async fn recipients_over_the_limit_are_deferred_not_counted_as_errors() {
     }
     assert!(gw.delivered("example.test", "r100").is_empty());
     assert_eq!(
-        gw.metric("portcullis_messages_total{verdict=\"accept\"}")
+        gw.metric("portcullis_messages_total{mode=\"smtp\",verdict=\"accept\"}")
             .await,
         1.0,
         "one message"

@@ -168,7 +168,7 @@ async fn no_room_before_the_data_deadline_defers_the_message() {
         1.0
     );
     assert_eq!(
-        gw.metric("portcullis_messages_total{verdict=\"tempfail\"}")
+        gw.metric("portcullis_messages_total{mode=\"smtp\",verdict=\"tempfail\"}")
             .await,
         1.0
     );

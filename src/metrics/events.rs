@@ -269,6 +269,22 @@ pub enum Event {
         /// Size in bytes.
         bytes: u64,
     },
+    /// A message judged in milter mode (`mode="milter"` on the message series).
+    MilterMessage {
+        /// accept | tag | quarantine | tempfail | reject
+        verdict: &'static str,
+        /// Size in bytes.
+        bytes: u64,
+    },
+    /// A milter connection was accepted (`accepted`) or closed.
+    MilterConnection(bool),
+    /// A packet from the MTA, by command (`optneg`, `mail`, `eom`, ...).
+    MilterPacket(&'static str),
+    /// A response to the MTA, by type (`continue`, `replycode`, `insert_header`, ...).
+    MilterResponse(&'static str),
+    /// A milter connection ended on a protocol error (`too_large`, `unknown_command`,
+    /// `malformed`, `timeout`).
+    MilterProtocolError(&'static str),
     /// A limit was hit.
     LimitHit(Limit),
     /// The backend failed.
@@ -377,9 +393,9 @@ pub enum Event {
     /// Greylisting judged a message: new | early | pass | auto_allowed | unchecked | skipped |
     /// unavailable.
     Greylist(&'static str),
-    /// An accept failed on a listener (`smtp` or `metrics`).
+    /// An accept failed on a listener (`smtp`, `milter` or `metrics`).
     AcceptError {
-        /// smtp | metrics
+        /// smtp | milter | metrics
         listener: &'static str,
         /// Why.
         kind: AcceptError,

@@ -54,7 +54,11 @@ pub struct Metrics {
     session_duration: Histogram,
     commands: Family<L1, Counter>,
     replies: Family<L1, Counter>,
-    messages: Family<L1, Counter>,
+    messages: Family<L2, Counter>,
+    milter_connections: Gauge,
+    milter_packets: Family<L1, Counter>,
+    milter_responses: Family<L1, Counter>,
+    milter_errors: Family<L1, Counter>,
     message_bytes: Counter,
     message_size: Histogram,
     limit_hits: Family<L1, Counter>,
@@ -97,6 +101,10 @@ impl Metrics {
             commands: Family::default(),
             replies: Family::default(),
             messages: Family::default(),
+            milter_connections: Gauge::default(),
+            milter_packets: Family::default(),
+            milter_responses: Family::default(),
+            milter_errors: Family::default(),
             message_bytes: Counter::default(),
             message_size: Histogram::new(exponential_buckets(1024.0, 4.0, 10)),
             limit_hits: Family::default(),
@@ -145,7 +153,31 @@ impl Metrics {
             m.commands.clone(),
         );
         r.register("replies", "SMTP replies sent by class", m.replies.clone());
-        r.register("messages", "Messages by final verdict", m.messages.clone());
+        r.register(
+            "messages",
+            "Messages by front end (mode: smtp, milter) and final verdict",
+            m.messages.clone(),
+        );
+        r.register(
+            "milter_connections_active",
+            "Milter connections from the MTA in progress",
+            m.milter_connections.clone(),
+        );
+        r.register(
+            "milter_packets",
+            "Milter packets received from the MTA, by command",
+            m.milter_packets.clone(),
+        );
+        r.register(
+            "milter_responses",
+            "Milter responses sent to the MTA, by type",
+            m.milter_responses.clone(),
+        );
+        r.register(
+            "milter_protocol_errors",
+            "Milter connections closed on a protocol error, by reason",
+            m.milter_errors.clone(),
+        );
         r.register(
             "message_bytes",
             "Bytes of message content received",
@@ -272,7 +304,10 @@ impl Metrics {
             drop(self.replies.get_or_create(&[("class", class)]));
         }
         for verdict in ["accept", "tag", "quarantine", "tempfail", "reject"] {
-            drop(self.messages.get_or_create(&[("verdict", verdict)]));
+            drop(
+                self.messages
+                    .get_or_create(&[("mode", "smtp"), ("verdict", verdict)]),
+            );
         }
         for limit in Limit::ALL {
             drop(self.limit_hits.get_or_create(&[("limit", limit.label())]));
@@ -360,9 +395,40 @@ impl Metrics {
                     .inc();
             }
             Event::Message { verdict, bytes } => {
-                self.messages.get_or_create(&[("verdict", verdict)]).inc();
+                self.messages
+                    .get_or_create(&[("mode", "smtp"), ("verdict", verdict)])
+                    .inc();
                 self.message_bytes.inc_by(bytes);
                 self.message_size.observe(bytes as f64);
+            }
+            Event::MilterMessage { verdict, bytes } => {
+                self.messages
+                    .get_or_create(&[("mode", "milter"), ("verdict", verdict)])
+                    .inc();
+                self.message_bytes.inc_by(bytes);
+                self.message_size.observe(bytes as f64);
+            }
+            Event::MilterConnection(open) => {
+                if open {
+                    self.milter_connections.inc();
+                } else {
+                    self.milter_connections.dec();
+                }
+            }
+            Event::MilterPacket(command) => {
+                self.milter_packets
+                    .get_or_create(&[("command", command)])
+                    .inc();
+            }
+            Event::MilterResponse(response) => {
+                self.milter_responses
+                    .get_or_create(&[("response", response)])
+                    .inc();
+            }
+            Event::MilterProtocolError(reason) => {
+                self.milter_errors
+                    .get_or_create(&[("reason", reason)])
+                    .inc();
             }
             Event::LimitHit(limit) => {
                 self.limit_hits

@@ -3,12 +3,15 @@
 //!
 //! Owns: the protocol vocabulary and its byte layout, with no I/O: framing (`packet`), what
 //! the MTA sends (`command`), what we answer (`response`) and the OPTNEG agreement
-//! (`negotiate`). Must not: decide policy, or read and write sockets.
+//! (`negotiate`); and the front end over the transaction engine: one MTA connection
+//! (`session`) and the listeners (`listener`). Must not: decide policy (the engine does).
 
 pub mod command;
+pub mod listener;
 pub mod negotiate;
 pub mod packet;
 pub mod response;
+pub mod session;
 
 #[cfg(test)]
 pub(crate) mod testkit;

@@ -17,18 +17,11 @@ use crate::metrics::{Event, Limit};
 use crate::pipeline::MessageView;
 use crate::pipeline::outcome::Verdict;
 use crate::quarantine::Quarantine;
+use crate::readback::{NotRead, ReadBack};
 use crate::relay::Content;
 use crate::smtp::codec::BodyDecoder;
 use crate::smtp::reply::{self, Reply};
 use crate::spool::Spool;
-use crate::verify_budget::{NoRoom, Reservation};
-
-/// A spilled message read back whole for authentication, with its room in
-/// `auth.max_verify_memory` (given back when this is dropped).
-struct ReadBack {
-    bytes: Vec<u8>,
-    _room: Reservation,
-}
 
 /// A message being received.
 pub(super) struct Body {
@@ -217,44 +210,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.finish(&body, verdict, reply, outcome).await;
     }
 
-    /// Authentication needs the whole message at once: a spilled body is read back when it
-    /// is small enough (`auth.max_verify_size`) and, first, room for it is found in
-    /// `auth.max_verify_memory` before the DATA deadline. Without room the message gets
-    /// `Err(451)` (or `421` at the end of the shutdown grace period): it is never passed on
-    /// unverified, since a spoofer could otherwise slip past DMARC by sending many large
-    /// messages at once. `Ok(None)`: nothing to read back (in memory, too large, auth off,
-    /// or a read error, kept in `io_error`).
+    /// A spilled body read back for authentication (`readback.rs`); `Err` is the answer
+    /// when no room was found in time. A read error is kept in `io_error` (451 later).
     async fn read_back(&mut self, body: &mut Body) -> Result<Option<ReadBack>, Reply> {
-        let auth = &self.ctx.config.auth;
-        if !(auth.enabled
-            && body.spool.spilled()
-            && body.size <= auth.max_verify_size.min(body.limit))
+        let id = self.info().id.clone();
+        let abort = self.signals.abort.clone();
+        match crate::readback::read_back(
+            &self.ctx,
+            &id,
+            &mut body.spool,
+            (body.size, body.limit),
+            body.deadline,
+            &abort,
+        )
+        .await
         {
-            return Ok(None);
-        }
-        let waited = std::time::Instant::now();
-        let room = match self
-            .ctx
-            .verify_budget
-            .reserve(body.size, body.deadline, &self.signals.abort)
-            .await
-        {
-            Ok(room) => room,
-            Err(NoRoom::Deadline) => {
-                self.ctx.metrics.emit(Event::LimitHit(Limit::VerifyMemory));
-                tracing::warn!(
-                    session = %self.info().id,
-                    size = body.size,
-                    waited_ms = waited.elapsed().as_millis() as u64,
-                    "no room in auth.max_verify_memory before the DATA deadline; message deferred"
-                );
-                return Err(reply::VERIFY_BUSY);
-            }
-            Err(NoRoom::Stopped) => return Err(reply::SHUTTING_DOWN),
-        };
-        match body.spool.read_all().await {
-            Ok(bytes) => Ok(Some(ReadBack { bytes, _room: room })),
-            Err(e) => {
+            Ok(loaded) => Ok(loaded),
+            Err(NotRead::Refused(reply)) => Err(reply),
+            Err(NotRead::Io(e)) => {
                 body.io_error = Some(e);
                 Ok(None)
             }

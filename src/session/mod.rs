@@ -13,6 +13,7 @@ mod greet;
 mod limits;
 pub mod state;
 mod trace;
+pub use trace::auth_summary;
 mod transaction;
 
 use std::sync::Arc;

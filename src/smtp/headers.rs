@@ -161,7 +161,7 @@ impl HeaderFilter {
         let cut = self.held.len() > MAX_FIELD;
         let field = &self.held[..self.held.len().min(MAX_FIELD)];
         let colon = memchr::memchr(b':', field).unwrap_or(0);
-        let ours = match (&self.authserv_id, authserv_id(&field[colon + 1..], cut)) {
+        let ours = match (&self.authserv_id, authserv_id_of(&field[colon + 1..], cut)) {
             (None, _) => false,
             (Some(_), Id::Unknown) => true,
             (Some(ours), Id::Is(id)) => id.eq_ignore_ascii_case(ours.as_bytes()),
@@ -173,6 +173,16 @@ impl HeaderFilter {
         } else {
             self.fate = Fate::Keep;
         }
+    }
+}
+
+/// True when an Authentication-Results value (without its name and colon) names
+/// `authserv_id`, as the relay's filter judges a field: comments, folding and quotes around
+/// the id do not hide it (RFC 8601 §2.2). Used by the milter, which gets fields one by one.
+pub fn names_authserv_id(value: &[u8], authserv_id: &str) -> bool {
+    match authserv_id_of(value, false) {
+        Id::Is(id) => id.eq_ignore_ascii_case(authserv_id.as_bytes()),
+        Id::Absent | Id::Unknown => false,
     }
 }
 
@@ -191,7 +201,7 @@ enum Id {
 /// a quoted string). A token ends at the first octet that is not a token character, so a
 /// stray octet after our id does not make it someone else's. `cut`: the value goes on past
 /// what is given, so CFWS or an id that reaches its end is `Unknown`.
-fn authserv_id(value: &[u8], cut: bool) -> Id {
+fn authserv_id_of(value: &[u8], cut: bool) -> Id {
     let open_end = if cut { Id::Unknown } else { Id::Absent };
     let mut i = 0;
     let mut depth = 0usize;
