@@ -304,10 +304,34 @@ impl Metrics {
             drop(self.replies.get_or_create(&[("class", class)]));
         }
         for verdict in ["accept", "tag", "quarantine", "tempfail", "reject"] {
+            for mode in ["smtp", "milter"] {
+                drop(
+                    self.messages
+                        .get_or_create(&[("mode", mode), ("verdict", verdict)]),
+                );
+            }
+        }
+        for command in [
+            "connect", "helo", "mail", "rcpt", "header", "eoh", "body", "eom", "abort",
+        ] {
+            drop(self.milter_packets.get_or_create(&[("command", command)]));
+        }
+        for response in [
+            "continue",
+            "accept",
+            "replycode",
+            "quarantine",
+            "discard",
+            "insert_header",
+            "change_header",
+        ] {
             drop(
-                self.messages
-                    .get_or_create(&[("mode", "smtp"), ("verdict", verdict)]),
+                self.milter_responses
+                    .get_or_create(&[("response", response)]),
             );
+        }
+        for reason in ["too_large", "unknown_command", "malformed", "timeout"] {
+            drop(self.milter_errors.get_or_create(&[("reason", reason)]));
         }
         for limit in Limit::ALL {
             drop(self.limit_hits.get_or_create(&[("limit", limit.label())]));
