@@ -4,7 +4,8 @@
 #
 # Real components: Postfix (backend and client instances), swaks, smtp-source/smtp-sink
 # (postfix package), Prometheus and promtool, Python 3 (smtplib), redis-server and
-# redis-cli (shared rate-limit and greylisting state; the tests start their own servers). Installing needs root
+# redis-cli (shared rate-limit and greylisting state; the tests start their own servers), miltertest
+# (OpenDKIM's milter client, for the milter-mode tests). Installing needs root
 # (apt-get); as another user, install them first or the tests that need them fail loudly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,7 @@ command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v python3   >/dev/null 2>&1 || need+=(python3)
 command -v script    >/dev/null 2>&1 || need+=(bsdutils)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v miltertest >/dev/null 2>&1 || need+=(miltertest)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

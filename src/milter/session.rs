@@ -595,8 +595,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> MilterSession<S> {
     }
 
     /// Header edits: forged results deleted (highest occurrence first, so that a deletion
-    /// does not move the ones still to come), then our fields inserted at the top, in the
-    /// order the engine gave them. Deleting before inserting keeps the occurrence numbers
+    /// does not move the ones still to come), then ours inserted at the top. Deleting before inserting keeps the occurrence numbers
     /// the MTA's: our own Authentication-Results would otherwise be number 1.
     fn edits(&self, decided: &Final, intake: &Intake) -> Vec<Response> {
         let mut out = Vec::new();
@@ -610,14 +609,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> MilterSession<S> {
                 }
             }
         }
-        let can_insert = n.can_insert_header();
-        for (i, field) in decided.headers.iter().enumerate() {
+        // Trace fields (Authentication-Results) go on top, next to Postfix's Received, in
+        // the engine's order; the others (X-Portcullis-Verdict) are appended, as a filter's
+        // tags usually are, so the trace block stays together.
+        let mut top = 0u32;
+        for field in &decided.headers {
             let Some((name, value)) = split_field(field) else {
                 continue;
             };
             let value = n.outgoing_value(&value);
-            let r = if can_insert {
-                Response::insert_header(i as u32, name, &value)
+            let trace = name.eq_ignore_ascii_case("Authentication-Results");
+            let r = if trace && n.can_insert_header() {
+                top += 1;
+                Response::insert_header(top - 1, name, &value)
             } else {
                 Response::add_header(name, &value)
             };

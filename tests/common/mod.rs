@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod dns;
+pub mod miltertest;
 pub mod postfix;
 pub mod redis;
 
@@ -12,13 +13,22 @@ use std::time::Duration;
 
 use portcullis::app::Running;
 use portcullis::config::Config;
+use portcullis::config::schema::MilterSocket;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 /// A gateway running inside the test process.
 pub struct Gateway {
     pub running: Option<Running>,
+    /// The first SMTP listener. A milter-only gateway (`start_milter`) has none: this is
+    /// then 127.0.0.1:0, which nothing accepts, and `client()` refuses to use it.
     pub addr: SocketAddr,
+    /// The first `inet:` milter listener (`start_milter`), as configured: Postfix needs the
+    /// port in main.cf before it starts, so the test picks it (`free_port`) rather than
+    /// reading it back from the running gateway.
+    pub milter_addr: Option<SocketAddr>,
+    /// The milter listeners as configured (inet and unix).
+    pub milter_sockets: Vec<MilterSocket>,
     pub metrics_addr: SocketAddr,
     /// Maildir root when the backend is the default maildir (kept alive with the gateway).
     pub maildir: Option<tempfile::TempDir>,
@@ -51,13 +61,59 @@ impl Gateway {
     pub async fn start(tweak: impl FnOnce(&mut Config)) -> Gateway {
         let (mut config, dir) = test_config();
         tweak(&mut config);
+        let milter_sockets = config.milter.listen.clone();
         let running = portcullis::app::start(config).await.expect("gateway start");
         Gateway {
             addr: running.smtp_addrs[0],
+            milter_addr: first_inet(&milter_sockets),
+            milter_sockets,
             metrics_addr: running.metrics_addr.expect("metrics addr"),
             running: Some(running),
             maildir: Some(dir),
         }
+    }
+
+    /// Starts a gateway in milter mode only: no SMTP listener (`listen: []`), no
+    /// `accepted_domains` (Postfix does relay control), one milter listener on
+    /// `inet:127.0.0.1:<free port>`; then `tweak` (which may replace the listeners, e.g.
+    /// with a `unix:` socket, or set `accepted_domains`). Metrics on a port of its own.
+    pub async fn start_milter(tweak: impl FnOnce(&mut Config)) -> Gateway {
+        let (mut config, dir) = test_config();
+        config.listen = Vec::new();
+        config.accepted_domains = Vec::new();
+        config.milter.listen = vec![MilterSocket::Inet(SocketAddr::from((
+            [127, 0, 0, 1],
+            free_port(),
+        )))];
+        tweak(&mut config);
+        let milter_sockets = config.milter.listen.clone();
+        assert!(
+            !milter_sockets.is_empty(),
+            "start_milter: the tweak removed every milter listener"
+        );
+        let running = portcullis::app::start(config).await.expect("gateway start");
+        let addr = running
+            .smtp_addrs
+            .first()
+            .copied()
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+        Gateway {
+            addr,
+            milter_addr: first_inet(&milter_sockets),
+            milter_sockets,
+            metrics_addr: running.metrics_addr.expect("metrics addr"),
+            running: Some(running),
+            maildir: Some(dir),
+        }
+    }
+
+    /// The milter listener as Postfix writes it in `smtpd_milters` (`inet:127.0.0.1:PORT`
+    /// or `unix:/PATH`): the first one configured.
+    pub fn milter_spec(&self) -> String {
+        self.milter_sockets
+            .first()
+            .expect("this gateway has no milter listener")
+            .to_string()
     }
 
     /// The maildir root.
@@ -72,6 +128,11 @@ impl Gateway {
 
     /// Connects a line client and reads the banner.
     pub async fn client(&self) -> LineClient {
+        assert_ne!(
+            self.addr.port(),
+            0,
+            "this gateway has no SMTP listener (milter mode only)"
+        );
         let mut c = LineClient::connect(self.addr).await;
         let (code, _) = c.read_reply().await;
         assert_eq!(code, 220);
@@ -87,6 +148,14 @@ impl Gateway {
     pub async fn metric(&self, series: &str) -> f64 {
         let (_, body) = self.http_get("/metrics").await;
         metric_value(&body, series)
+    }
+
+    /// The summed value of the series of metric `name` (e.g. `portcullis_messages_total`)
+    /// whose labels include every `labels` pair, in any order; `None` when no series has
+    /// them (so a missing series can never pass for a zero or a count).
+    pub async fn metric_labeled(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let (_, body) = self.http_get("/metrics").await;
+        metric_labeled(&body, name, labels)
     }
 
     /// Stops the gateway (drain).
@@ -106,6 +175,76 @@ pub fn metric_value(body: &str, series: &str) -> f64 {
         })
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0)
+}
+
+/// The first `inet:` listener of `sockets`.
+fn first_inet(sockets: &[MilterSocket]) -> Option<SocketAddr> {
+    sockets.iter().find_map(|s| match s {
+        MilterSocket::Inet(a) => Some(*a),
+        MilterSocket::Unix(_) => None,
+    })
+}
+
+/// The summed value of the series of `name` whose labels include every `labels` pair (in
+/// any order, other labels allowed); `None` when no series of `name` has them.
+pub fn metric_labeled(body: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut sum = None;
+    for line in body.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let (label_text, value) = if let Some(inner) = rest.strip_prefix('{') {
+            let Some((l, v)) = inner.split_once("} ") else {
+                continue;
+            };
+            (l, v)
+        } else if let Some(v) = rest.strip_prefix(' ') {
+            ("", v)
+        } else {
+            continue; // another metric whose name starts with `name`
+        };
+        let have = parse_labels(label_text);
+        let all = labels
+            .iter()
+            .all(|(k, v)| have.iter().any(|(hk, hv)| hk == k && hv == v));
+        if !all {
+            continue;
+        }
+        let Ok(v) = value.split_whitespace().next().unwrap_or("").parse::<f64>() else {
+            continue;
+        };
+        sum = Some(sum.unwrap_or(0.0) + v);
+    }
+    sum
+}
+
+/// `a="x",b="y"` → [(a, x), (b, y)] (values unescaped for `\"` and `\\`).
+fn parse_labels(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some((key, after)) = rest.split_once("=\"") {
+        let key = key.trim_start_matches(',').trim().to_string();
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let mut end = after.len();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => {
+                    if let Some((_, n)) = chars.next() {
+                        value.push(n);
+                    }
+                }
+                '"' => {
+                    end = i + 1;
+                    break;
+                }
+                c => value.push(c),
+            }
+        }
+        out.push((key, value));
+        rest = &after[end..];
+    }
+    out
 }
 
 /// Minimal HTTP/1.0 GET.

@@ -30,6 +30,10 @@ pub enum Role {
     Backend,
     /// Sends everything to a relayhost (the gateway); smtpd only for injection.
     Client,
+    /// Receives on its smtpd port and delivers example.net (alice, bob) into Maildirs like
+    /// `Backend`, with a milter (the gateway in milter mode) on every smtpd session:
+    /// `smtpd_milters = <milter>`, protocol 6, `milter_default_action = tempfail`.
+    MilterHost,
 }
 
 /// How `Postfix::crash` brings an instance down: abruptly, never with `postfix stop`.
@@ -57,7 +61,20 @@ pub struct Postfix {
     /// The smtpd port on 127.0.0.1.
     pub port: u16,
     pub role: Role,
+    /// `smtpd_milters` of a `MilterHost` (`inet:127.0.0.1:PORT` or `unix:/PATH`).
+    pub milter: Option<String>,
     running: bool,
+}
+
+/// One message of `postqueue -j` (the fields the tests read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queued {
+    /// `active`, `deferred`, `hold`, `incoming` or `maildrop`.
+    pub queue_name: String,
+    pub queue_id: String,
+    pub sender: String,
+    /// The raw JSON line, for diagnostics.
+    pub json: String,
 }
 
 impl Postfix {
@@ -78,6 +95,25 @@ impl Postfix {
         Self::create(Role::Client, Some(relayhost), &[])
     }
 
+    /// A Postfix that hands every smtpd session to the milter `milter` (as written in
+    /// `smtpd_milters`: `inet:127.0.0.1:PORT` or `unix:/PATH`), started. It receives on
+    /// its smtpd port and delivers example.net (alice, bob) into Maildirs like `backend()`;
+    /// XCLIENT is allowed from 127.0.0.0/8, so a test can present another client address
+    /// and HELO to the milter (Postfix then opens a new milter connection with them).
+    /// `milter_protocol = 6`, `milter_default_action = tempfail` (no milter: 4xx),
+    /// `non_smtpd_milters` empty (bounces Postfix writes itself are not filtered).
+    ///
+    /// Start the milter first when the test cares about every milter connection: the
+    /// readiness probe of the smtpd port is an SMTP session too, and Postfix opens a milter
+    /// connection for it (OPTNEG, CONNECT, then ABORT/QUIT when the probe hangs up).
+    pub fn milter_host(milter: &str) -> Postfix {
+        assert!(
+            milter.starts_with("inet:127.0.0.1:") || milter.starts_with("unix:/"),
+            "milter socket {milter:?}: tests use inet:127.0.0.1:PORT or unix:/PATH only"
+        );
+        Self::create_with(Role::MilterHost, None, &[], Some(milter.to_string()))
+    }
+
     /// `myhostname`: `<name>.test` (Postfix's Received header says `by <this> (Postfix)`).
     pub fn hostname(&self) -> String {
         format!("{}.test", self.name)
@@ -89,6 +125,15 @@ impl Postfix {
     }
 
     fn create(role: Role, relayhost: Option<SocketAddr>, extra_users: &[String]) -> Postfix {
+        Self::create_with(role, relayhost, extra_users, None)
+    }
+
+    fn create_with(
+        role: Role,
+        relayhost: Option<SocketAddr>,
+        extra_users: &[String],
+        milter: Option<String>,
+    ) -> Postfix {
         ensure_installed();
         CLEAN_STALE.call_once(clean_stale_instances);
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
@@ -109,10 +154,11 @@ impl Postfix {
             dir,
             port: 0,
             role,
+            milter,
             running: false,
         };
         pf.write_main_cf(relayhost);
-        if role == Role::Backend {
+        if matches!(role, Role::Backend | Role::MilterHost) {
             let mail = pf.dir.join("mail");
             std::fs::create_dir_all(&mail).expect("mail dir");
             // virtual(8) writes as virtual_uid_maps' uid.
@@ -166,8 +212,26 @@ maximal_backoff_time = 10s
 ",
             host = self.hostname()
         );
+        if self.role == Role::MilterHost {
+            let milter = self
+                .milter
+                .as_deref()
+                .expect("a milter host needs a milter");
+            // Timeouts: Postfix's defaults (30 s connect) would turn a dead milter into a
+            // long wait; the command and content timeouts leave room for DNS-bound checks.
+            cf.push_str(&format!(
+                "smtpd_milters = {milter}
+non_smtpd_milters =
+milter_protocol = 6
+milter_default_action = tempfail
+milter_connect_timeout = 5s
+milter_command_timeout = 30s
+milter_content_timeout = 60s
+"
+            ));
+        }
         match self.role {
-            Role::Backend => cf.push_str(&format!(
+            Role::Backend | Role::MilterHost => cf.push_str(&format!(
                 "inet_protocols = all
 virtual_mailbox_domains = example.net
 virtual_mailbox_base = {d}/mail
@@ -419,6 +483,66 @@ postlog   unix-dgram n  -       n       -       1       postlogd
             .collect()
     }
 
+    /// `postqueue -j`, parsed: every queued message with its queue name.
+    pub fn queued(&self) -> Vec<Queued> {
+        self.queue_json()
+            .into_iter()
+            .map(|line| Queued {
+                queue_name: json_string(&line, "queue_name")
+                    .unwrap_or_else(|| panic!("no queue_name in postqueue -j line {line:?}")),
+                queue_id: json_string(&line, "queue_id")
+                    .unwrap_or_else(|| panic!("no queue_id in postqueue -j line {line:?}")),
+                sender: json_string(&line, "sender")
+                    .unwrap_or_else(|| panic!("no sender in postqueue -j line {line:?}")),
+                json: line,
+            })
+            .collect()
+    }
+
+    /// The messages in the `hold` queue (where SMFIR_QUARANTINE puts them).
+    pub fn held(&self) -> Vec<Queued> {
+        self.queued()
+            .into_iter()
+            .filter(|q| q.queue_name == "hold")
+            .collect()
+    }
+
+    /// Polls until the hold queue has at least `n` messages; panics with the queue and the
+    /// log tail after `secs` seconds.
+    pub fn wait_for_held(&self, n: usize, secs: u64) -> Vec<Queued> {
+        let end = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let held = self.held();
+            if held.len() >= n {
+                return held;
+            }
+            if Instant::now() > end {
+                panic!(
+                    "{}: {} message(s) on hold after {secs} s, expected {n}\nqueue: {:?}\nlog:\n{}",
+                    self.name,
+                    held.len(),
+                    self.queue_json(),
+                    self.log_tail(30)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The header and body of queued message `queue_id` as Postfix stores it (`postcat -bh`,
+    /// any queue, the hold queue included).
+    pub fn queued_content(&self, queue_id: &str) -> String {
+        let out = run_ok(
+            Command::new(sbin("postcat"))
+                .arg("-c")
+                .arg(self.etc())
+                .arg("-bh")
+                .arg("-q")
+                .arg(queue_id),
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// `postqueue -f`: retry deferred mail now.
     pub fn flush(&self) {
         run_ok(
@@ -515,6 +639,30 @@ impl Drop for Postfix {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// The string value of `"key": "..."` in one `postqueue -j` line (its JSON is flat for the
+/// fields read here; `\"` and `\\` are unescaped, other escapes kept as written).
+fn json_string(line: &str, key: &str) -> Option<String> {
+    let pat = format!("\"{key}\": \"");
+    let start = line.find(&pat)? + pat.len();
+    let mut out = String::new();
+    let mut chars = line[start..].chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return Some(out),
+            '\\' => match chars.next()? {
+                '"' => out.push('"'),
+                '\\' => out.push('\\'),
+                other => {
+                    out.push('\\');
+                    out.push(other);
+                }
+            },
+            c => out.push(c),
+        }
+    }
+    None
 }
 
 /// Panics (never skips) when Postfix is missing: the test command installs it.
