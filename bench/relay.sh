@@ -34,7 +34,7 @@ wait_port "$GW"
 run "$SINK" >/dev/null   # warm-up
 direct=$(run "$SINK")
 via=$(run "$GW")
-accepted=$(curl -s "127.0.0.1:$MET/metrics" | awk '/^portcullis_messages_total\{verdict="accept"\}/ {print $2}')
+accepted=$(curl -s "127.0.0.1:$MET/metrics" | awk '/^portcullis_messages_total\{mode="smtp",verdict="accept"\}/ {print $2}')
 echo "messages=$MSGS sessions=$SESSIONS size=$SIZE"
 echo "direct to smtp-sink:      $direct msg/s"
 echo "through portcullis:       $via msg/s"
