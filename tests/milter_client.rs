@@ -29,6 +29,9 @@ const AUTHSERV_ID: &str = "filter.example.test";
 
 const POLICY: &str = "\
 rules:
+  - name: authenticated-submission
+    when: { mail_from.authenticated: { regex: \".\" } }
+    action: accept
   - name: refuse-sender
     when: { mail_from: refused@example.org }
     action: reject
@@ -359,6 +362,30 @@ mt.disconnect(conn)
         n.is_none_or(|v| v == 0.0),
         "no unknown packet may have been sent: {n:?}"
     );
+}
+
+/// `{auth_authen}` at MAIL becomes `mail_from.authenticated`: the policy's accept rule for
+/// authenticated submission lets the otherwise refused sender through; the same sender
+/// without the macro is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authenticated_submission_is_a_fact() {
+    let m = milter(|_| {}).await;
+    let run = m
+        .miltertest(
+            r#"
+local conn = open()
+greet(conn)
+mt.macro(conn, SMFIC_MAIL, "{auth_authen}", "alice", "{auth_type}", "PLAIN")
+ok("mailfrom", mt.mailfrom(conn, "<refused@example.org>"))
+expect(conn, "mailfrom authenticated", SMFIR_CONTINUE)
+ok("abort", mt.abort(conn))
+ok("mailfrom", mt.mailfrom(conn, "<refused@example.org>"))
+expect(conn, "mailfrom unauthenticated", SMFIR_REPLYCODE)
+mt.disconnect(conn)
+"#,
+        )
+        .await;
+    run.assert_passed("authenticated submission");
 }
 
 /// A policy rule on the sender refuses at MAIL with SMFIR_REPLYCODE carrying our reply;

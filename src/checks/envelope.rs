@@ -51,6 +51,9 @@ impl Check for EnvelopeFacts {
         if let Some(d) = domain(from) {
             facts.push(Fact::text("mail_from.domain", d));
         }
+        if let Some(login) = &ctx.envelope.authenticated {
+            facts.push(Fact::text("mail_from.authenticated", login.clone()));
+        }
         ready(facts)
     }
 

@@ -405,12 +405,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> MilterSession<S> {
     }
 
     async fn mail(&mut self, sender: &str, args: &[String]) {
-        self.abort_message();
+        // A new transaction; its macros (`{auth_authen}`) came just before this packet.
+        self.intake = None;
+        if let Some(e) = &mut self.engine {
+            e.reset();
+        }
         if self.refused {
             return self.answer(MilterEvent::Mail, Response::Continue);
         }
         let mut env = Envelope {
             mail_from: strip_brackets(sender).to_string(),
+            authenticated: self
+                .txn_macros
+                .get("{auth_authen}")
+                .filter(|l| !l.is_empty())
+                .cloned(),
             ..Envelope::default()
         };
         for arg in args {

@@ -26,6 +26,7 @@ pub const KNOWN: &[(&str, Stage)] = &[
     ("mail_from", Stage::Mail),
     ("client.unannounced_pipelining", Stage::Mail),
     ("mail_from.domain", Stage::Mail),
+    ("mail_from.authenticated", Stage::Mail),
     ("dbl.mail_from", Stage::Mail),
     ("dbl.error", Stage::Mail),
     ("dbl.dkim", Stage::Data),

@@ -45,4 +45,7 @@ pub struct Envelope {
     pub rcpts: Vec<String>,
     /// RCPT commands seen in this transaction, accepted or not (for the recipient limit).
     pub rcpt_attempts: usize,
+    /// The SASL login of an authenticated client, when the MTA said so (the milter's
+    /// `{auth_authen}` macro); the SMTP listener offers no AUTH, so never there.
+    pub authenticated: Option<String>,
 }
