@@ -238,6 +238,18 @@ fn without_our_fields(bytes: &[u8]) -> Vec<u8> {
     split_ours(bytes).1.to_vec()
 }
 
+/// The refusal a sender hears for a message kept in the quarantine, per
+/// `quarantine.answer`; `None` for `accept`, where it learns nothing (the plain answer of
+/// any delivery: 250 in proxy mode, a discard in milter mode).
+pub fn refusal(answer: crate::config::schema::QuarantineAnswer) -> Option<Reply> {
+    use crate::config::schema::QuarantineAnswer;
+    match answer {
+        QuarantineAnswer::Accept => None,
+        QuarantineAnswer::Tempfail => Some(crate::smtp::reply::POLICY_TEMPFAIL),
+        QuarantineAnswer::Reject => Some(crate::smtp::reply::POLICY_REJECT),
+    }
+}
+
 /// Where the quarantine of `config` lives, if one is configured.
 pub fn of(config: &Config) -> Option<Quarantine> {
     config.quarantine.dir.as_deref().map(Quarantine::new)

@@ -10,9 +10,9 @@
 use tokio_util::sync::CancellationToken;
 
 use crate::context::Context;
+use crate::intake::Intake;
 use crate::metrics::{Event, Limit};
 use crate::smtp::reply::{self, Reply};
-use crate::spool::Spool;
 use crate::verify_budget::{NoRoom, Reservation};
 
 /// A spilled message read back whole, with its room in `auth.max_verify_memory` (given back
@@ -23,28 +23,21 @@ pub struct ReadBack {
     _room: Reservation,
 }
 
-/// Why a message that needed reading back was not.
-#[derive(Debug)]
-pub enum NotRead {
-    /// No room before the deadline (451) or the grace period ended (421): the answer.
-    Refused(Reply),
-    /// The spool could not be read.
-    Io(std::io::Error),
-}
-
-/// Reads `spool` (of `size` content octets, `limit` the size limit) back when
-/// authentication needs it. `Ok(None)`: nothing to read back (in memory, too large, or
-/// auth off).
+/// Reads `intake`'s spool back when authentication needs it. `Ok(None)`: nothing to read
+/// back (in memory, too large, auth off), or a read error, kept in the intake (the message
+/// then gets a 451). `Err` is the answer when no room was found before `deadline` (451) or
+/// the grace period ended (421).
 pub async fn read_back(
     ctx: &Context,
     session: &str,
-    spool: &mut Spool,
-    (size, limit): (u64, u64),
+    intake: &mut Intake,
     deadline: tokio::time::Instant,
     abort: &CancellationToken,
-) -> Result<Option<ReadBack>, NotRead> {
+) -> Result<Option<ReadBack>, Reply> {
     let auth = &ctx.config.auth;
-    if !(auth.enabled && spool.spilled() && size <= auth.max_verify_size.min(limit)) {
+    let size = intake.size();
+    if !(auth.enabled && intake.spool.spilled() && size <= auth.max_verify_size.min(intake.limit()))
+    {
         return Ok(None);
     }
     let waited = std::time::Instant::now();
@@ -58,12 +51,31 @@ pub async fn read_back(
                 waited_ms = waited.elapsed().as_millis() as u64,
                 "no room in auth.max_verify_memory before the DATA deadline; message deferred"
             );
-            return Err(NotRead::Refused(reply::VERIFY_BUSY));
+            return Err(reply::VERIFY_BUSY);
         }
-        Err(NoRoom::Stopped) => return Err(NotRead::Refused(reply::SHUTTING_DOWN)),
+        Err(NoRoom::Stopped) => return Err(reply::SHUTTING_DOWN),
     };
-    match spool.read_all().await {
+    match intake.spool.read_all().await {
         Ok(bytes) => Ok(Some(ReadBack { bytes, _room: room })),
-        Err(e) => Err(NotRead::Io(e)),
+        Err(e) => {
+            intake.set_io_error(e);
+            Ok(None)
+        }
+    }
+}
+
+/// The whole message for the checks that verify it: what was read back, else the spool
+/// when the message is still in memory and small enough for `auth.max_verify_size`;
+/// `None` when authentication is off or the message is too large.
+pub fn message_bytes<'a>(
+    ctx: &Context,
+    loaded: Option<&'a ReadBack>,
+    intake: &'a Intake,
+) -> Option<&'a [u8]> {
+    let auth = &ctx.config.auth;
+    match loaded {
+        Some(read) => Some(&read.bytes),
+        None if auth.enabled && intake.size() <= auth.max_verify_size => intake.spool.in_memory(),
+        None => None,
     }
 }

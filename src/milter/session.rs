@@ -28,14 +28,13 @@ use super::response::{ReplyCode, Response};
 use crate::config::schema::MilterQuarantine;
 use crate::context::Context;
 use crate::engine::{Engine, Final, Mode, Step};
+use crate::intake::Intake;
 use crate::metrics::Event;
 use crate::pipeline::MessageView;
-use crate::readback::NotRead;
 use crate::relay::Content;
 use crate::smtp::command::Body as BodyType;
 use crate::smtp::envelope::{Envelope, SessionInfo};
 use crate::smtp::reply::{self, Reply};
-use crate::spool::Spool;
 
 /// Why a connection ended early.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,14 +61,10 @@ impl ProtocolError {
     }
 }
 
-/// A message being received: header fields and body into one spool, as the message will
-/// be verified (CRLF line endings).
-struct Intake {
-    spool: Spool,
-    /// Content octets seen, including those dropped beyond the size limit.
-    size: u64,
-    limit: u64,
-    io_error: Option<std::io::Error>,
+/// A message being received: header fields and body into one intake, as the message will
+/// be verified (CRLF line endings), with what the checks ask of its lines.
+struct Incoming {
+    bytes: Intake,
     /// Occurrences of Authentication-Results so far, and those carrying our authserv-id.
     results_seen: u32,
     forged: Vec<u32>,
@@ -80,20 +75,16 @@ struct Intake {
     deadline: tokio::time::Instant,
 }
 
-impl Intake {
+impl Incoming {
     fn new(ctx: &Context) -> Self {
-        let c = &ctx.config;
-        Intake {
-            spool: Spool::new(c.spool.memory_limit as usize, c.spool.dir.clone()),
-            size: 0,
-            limit: c.limits.max_message_size,
-            io_error: None,
+        Incoming {
+            bytes: Intake::new(&ctx.config),
             results_seen: 0,
             forged: Vec::new(),
             longest_line: 0,
             line: 0,
             nul: false,
-            deadline: tokio::time::Instant::now() + c.timeouts.data,
+            deadline: tokio::time::Instant::now() + ctx.config.timeouts.data,
         }
     }
 
@@ -109,14 +100,7 @@ impl Intake {
                 }
             }
         }
-        self.size += data.len() as u64;
-        // Past the limit nothing more is stored: memory and disk stay bounded.
-        if self.size <= self.limit
-            && self.io_error.is_none()
-            && let Err(e) = self.spool.write(data).await
-        {
-            self.io_error = Some(e);
-        }
+        self.bytes.write(data).await;
     }
 }
 
@@ -133,7 +117,7 @@ pub struct MilterSession<S> {
     conn_macros: HashMap<String, String>,
     txn_macros: HashMap<String, String>,
     engine: Option<Engine>,
-    intake: Option<Intake>,
+    intake: Option<Incoming>,
     /// A refusal at CONNECT or HELO holds for the whole SMTP session (Postfix applies it to
     /// every command after it); later events get no new verdict.
     refused: bool,
@@ -265,23 +249,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> MilterSession<S> {
     }
 
     async fn flush(&mut self) -> std::io::Result<()> {
-        if self.wbuf.is_empty() {
-            return Ok(());
-        }
-        let deadline = tokio::time::Instant::now() + self.ctx.config.timeouts.write;
-        let io = async {
-            self.io.write_all(&self.wbuf).await?;
-            self.io.flush().await
-        };
-        let result = match timeout_at(deadline, io).await {
-            Ok(r) => r,
-            Err(_) => Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "write timeout",
-            )),
-        };
-        self.wbuf.clear();
-        result
+        let within = self.ctx.config.timeouts.write;
+        crate::peer_write::write_within(&mut self.io, &mut self.wbuf, within).await
     }
 
     async fn handle(&mut self, command: Command) -> Result<(), ProtocolError> {
@@ -498,9 +467,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> MilterSession<S> {
         intake.push(&field).await;
     }
 
-    fn intake_mut(&mut self) -> &mut Intake {
+    fn intake_mut(&mut self) -> &mut Incoming {
         let ctx = &self.ctx;
-        self.intake.get_or_insert_with(|| Intake::new(ctx))
+        self.intake.get_or_insert_with(|| Incoming::new(ctx))
     }
 
     fn abort_message(&mut self) {
@@ -513,7 +482,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> MilterSession<S> {
 
     /// The message is complete: the engine's verdict, then the responses.
     async fn end_of_message(&mut self) {
-        let mut intake = self.intake.take().unwrap_or_else(|| Intake::new(&self.ctx));
+        let mut intake = self
+            .intake
+            .take()
+            .unwrap_or_else(|| Incoming::new(&self.ctx));
         if self.refused {
             self.respond(Response::Continue);
             return;
@@ -523,38 +495,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> MilterSession<S> {
         let loaded = match crate::readback::read_back(
             &self.ctx,
             &self.id,
-            &mut intake.spool,
-            (intake.size, intake.limit),
+            &mut intake.bytes,
             intake.deadline,
             &abort,
         )
         .await
         {
             Ok(loaded) => loaded,
-            Err(NotRead::Refused(r)) => {
+            Err(r) => {
                 self.finish(&intake, "tempfail", None, queue_id.as_deref());
                 self.respond(reply_code(&r));
                 return;
             }
-            Err(NotRead::Io(e)) => {
-                intake.io_error = Some(e);
-                None
-            }
-        };
-        let auth = &self.ctx.config.auth;
-        let raw = match (&loaded, auth.enabled && intake.size <= auth.max_verify_size) {
-            (Some(read), _) => Some(&read.bytes[..]),
-            (None, true) => intake.spool.in_memory(),
-            (None, false) => None,
         };
         let view = MessageView {
-            size: intake.size,
-            head: intake.spool.head(),
+            size: intake.bytes.size(),
+            head: intake.bytes.spool.head(),
             // Postfix stores lines, not octets: what reaches a milter has CRLF endings.
             bare_line_endings: false,
             nul_bytes: intake.nul,
             longest_line: intake.longest_line,
-            raw,
+            raw: crate::readback::message_bytes(&self.ctx, loaded.as_ref(), &intake.bytes),
         };
         let decided = self.engine().message(view).await;
         drop(loaded);
@@ -573,19 +534,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> MilterSession<S> {
     async fn decision(
         &mut self,
         decided: &Final,
-        intake: &mut Intake,
+        intake: &mut Incoming,
     ) -> (Vec<Response>, &'static str) {
         if let Some(refusal) = decided.refusal() {
             return (vec![reply_code(refusal)], decided.verdict.action.label());
         }
-        if intake.size > intake.limit {
+        if intake.bytes.over_limit() {
             // Never accept a truncated message, whatever the policy says.
             self.ctx
                 .metrics
                 .emit(Event::LimitHit(crate::metrics::Limit::MessageSize));
             return (vec![reply_code(&reply::MESSAGE_TOO_BIG)], "reject");
         }
-        if let Some(e) = &intake.io_error {
+        if let Some(e) = intake.bytes.io_error() {
             tracing::error!(milter = %self.id, error = %e, "spool write failed");
             return (vec![reply_code(&reply::LOCAL_ERROR)], "tempfail");
         }
@@ -606,7 +567,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> MilterSession<S> {
     /// Header edits: forged results deleted (highest occurrence first, so that a deletion
     /// does not move the ones still to come), then ours inserted at the top. Deleting before inserting keeps the occurrence numbers
     /// the MTA's: our own Authentication-Results would otherwise be number 1.
-    fn edits(&self, decided: &Final, intake: &Intake) -> Vec<Response> {
+    fn edits(&self, decided: &Final, intake: &Incoming) -> Vec<Response> {
         let mut out = Vec::new();
         let Some(n) = &self.negotiated else {
             return out;
@@ -649,7 +610,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> MilterSession<S> {
     async fn store(
         &mut self,
         decided: &Final,
-        intake: &mut Intake,
+        intake: &mut Incoming,
     ) -> (Vec<Response>, &'static str) {
         let Some(q) = crate::quarantine::of(&self.ctx.config) else {
             return (vec![reply_code(&reply::LOCAL_ERROR)], "tempfail");
@@ -672,21 +633,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> MilterSession<S> {
                 &env.rcpts,
                 &decided.verdict,
                 &content,
-                &mut intake.spool,
+                &mut intake.bytes.spool,
             )
             .await
         {
             Ok(id) => {
                 tracing::info!(milter = %self.id, quarantine_id = %id, "message quarantined");
-                let r = match self.ctx.config.quarantine.answer {
-                    crate::config::schema::QuarantineAnswer::Accept => Response::Discard,
-                    crate::config::schema::QuarantineAnswer::Tempfail => {
-                        reply_code(&reply::POLICY_TEMPFAIL)
-                    }
-                    crate::config::schema::QuarantineAnswer::Reject => {
-                        reply_code(&reply::POLICY_REJECT)
-                    }
-                };
+                let r = crate::quarantine::refusal(self.ctx.config.quarantine.answer)
+                    .map_or(Response::Discard, |r| reply_code(&r));
                 (vec![r], "quarantine")
             }
             Err(e) => {
@@ -699,7 +653,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> MilterSession<S> {
     /// The message's log line and metrics.
     fn finish(
         &mut self,
-        intake: &Intake,
+        intake: &Incoming,
         outcome: &'static str,
         decided: Option<&Final>,
         queue_id: Option<&str>,
@@ -707,7 +661,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> MilterSession<S> {
         self.messages += 1;
         self.ctx.metrics.emit(Event::MilterMessage {
             verdict: outcome,
-            bytes: intake.size,
+            bytes: intake.bytes.size(),
         });
         let (from, rcpts, facts) = match &self.engine {
             Some(e) => (
@@ -724,8 +678,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> MilterSession<S> {
             queue_id = queue_id.unwrap_or("-"),
             from = %from,
             rcpts,
-            size = intake.size,
-            spilled = intake.spool.spilled(),
+            size = intake.bytes.size(),
+            spilled = intake.bytes.spool.spilled(),
             verdict = outcome,
             rules = ?verdict.rules,
             score = verdict.score,
@@ -789,6 +743,7 @@ fn strip_brackets(address: &str) -> &str {
 /// enhanced code) becomes the MTA's plain tempfail or reject.
 fn reply_code(r: &Reply) -> Response {
     let enhanced = r.enhanced.map(|e| e.to_string()).unwrap_or_default();
+    // `ReplyCode::from_reply` refuses a multi-line reply; its first line still says why.
     let text = r.text.lines().next().unwrap_or("");
     match ReplyCode::new(r.code, &enhanced, text) {
         Ok(code) => Response::ReplyCode(code),

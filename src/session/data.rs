@@ -11,13 +11,13 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::state::State;
 use super::{Fill, Session};
-use crate::config::schema::QuarantineAnswer;
 use crate::engine::Final;
+use crate::intake::Intake;
 use crate::metrics::{Event, Limit};
 use crate::pipeline::MessageView;
 use crate::pipeline::outcome::Verdict;
 use crate::quarantine::Quarantine;
-use crate::readback::{NotRead, ReadBack};
+use crate::readback::ReadBack;
 use crate::relay::Content;
 use crate::smtp::codec::BodyDecoder;
 use crate::smtp::reply::{self, Reply};
@@ -25,12 +25,8 @@ use crate::spool::Spool;
 
 /// A message being received.
 pub(super) struct Body {
-    spool: Spool,
+    intake: Intake,
     decoder: BodyDecoder,
-    /// Content bytes seen, including those dropped beyond the limit.
-    size: u64,
-    limit: u64,
-    io_error: Option<std::io::Error>,
     deadline: tokio::time::Instant,
     out: Vec<u8>,
 }
@@ -39,11 +35,8 @@ impl Body {
     fn new<S>(session: &Session<S>, decoder: BodyDecoder) -> Self {
         let c = &session.ctx.config;
         Body {
-            spool: Spool::new(c.spool.memory_limit as usize, c.spool.dir.clone()),
+            intake: Intake::new(c),
             decoder,
-            size: 0,
-            limit: c.limits.max_message_size,
-            io_error: None,
             deadline: tokio::time::Instant::now() + c.timeouts.data,
             out: Vec::with_capacity(32 * 1024),
         }
@@ -57,14 +50,7 @@ impl Body {
     }
 
     async fn store(&mut self) {
-        self.size += self.out.len() as u64;
-        // Past the limit nothing more is stored: memory and disk stay bounded.
-        if self.size <= self.limit
-            && self.io_error.is_none()
-            && let Err(e) = self.spool.write(&self.out).await
-        {
-            self.io_error = Some(e);
-        }
+        self.intake.write(&self.out).await;
         self.out.clear();
     }
 }
@@ -164,19 +150,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     .await;
             }
         };
-        let auth = &self.ctx.config.auth;
-        let raw = match (&loaded, auth.enabled && body.size <= auth.max_verify_size) {
-            (Some(read), _) => Some(&read.bytes[..]),
-            (None, true) => body.spool.in_memory(),
-            (None, false) => None,
-        };
         let view = MessageView {
-            size: body.size,
-            head: body.spool.head(),
+            size: body.intake.size(),
+            head: body.intake.spool.head(),
             bare_line_endings: body.decoder.saw_bare_line_ending(),
             nul_bytes: body.decoder.saw_nul(),
             longest_line: body.decoder.longest_line(),
-            raw,
+            raw: crate::readback::message_bytes(&self.ctx, loaded.as_ref(), &body.intake),
         };
         let decided = self.engine.message(view).await;
         // The copy and its room in `auth.max_verify_memory` go as soon as the checks are done.
@@ -184,25 +164,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let verdict = &decided.verdict;
         let (reply, outcome): (Reply, &'static str) =
             if let Some(refusal) = verdict.action.refusal() {
-                if body.size > body.limit {
+                if body.intake.over_limit() {
                     self.ctx.metrics.emit(Event::LimitHit(Limit::MessageSize));
                 }
                 (refusal.clone(), verdict.action.label())
-            } else if body.size > body.limit {
+            } else if body.intake.over_limit() {
                 // Never relay a truncated message, whatever the policy says.
                 self.ctx.metrics.emit(Event::LimitHit(Limit::MessageSize));
                 (reply::MESSAGE_TOO_BIG, "reject")
-            } else if let Some(e) = &body.io_error {
+            } else if let Some(e) = body.intake.io_error() {
                 tracing::error!(session = %self.info().id, error = %e, "spool write failed");
                 (reply::LOCAL_ERROR, "tempfail")
             } else {
                 let content = self.content(&decided);
                 match crate::quarantine::of(&self.ctx.config) {
                     Some(q) if decided.quarantined() => {
-                        self.quarantine(q, verdict, &content, &mut body.spool).await
+                        self.quarantine(q, verdict, &content, &mut body.intake.spool)
+                            .await
                     }
                     _ => {
-                        self.relay(&content, &mut body.spool, verdict.action.label())
+                        self.relay(&content, &mut body.intake.spool, verdict.action.label())
                             .await
                     }
                 }
@@ -211,27 +192,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     /// A spilled body read back for authentication (`readback.rs`); `Err` is the answer
-    /// when no room was found in time. A read error is kept in `io_error` (451 later).
+    /// when no room was found in time.
     async fn read_back(&mut self, body: &mut Body) -> Result<Option<ReadBack>, Reply> {
         let id = self.info().id.clone();
         let abort = self.signals.abort.clone();
-        match crate::readback::read_back(
-            &self.ctx,
-            &id,
-            &mut body.spool,
-            (body.size, body.limit),
-            body.deadline,
-            &abort,
-        )
-        .await
-        {
-            Ok(loaded) => Ok(loaded),
-            Err(NotRead::Refused(reply)) => Err(reply),
-            Err(NotRead::Io(e)) => {
-                body.io_error = Some(e);
-                Ok(None)
-            }
-        }
+        crate::readback::read_back(&self.ctx, &id, &mut body.intake, body.deadline, &abort).await
     }
 
     /// The message's answer: counted, logged in one line, sent; then the transaction ends.
@@ -245,15 +210,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.messages += 1;
         self.ctx.metrics.emit(Event::Message {
             verdict: outcome,
-            bytes: body.size,
+            bytes: body.intake.size(),
         });
         tracing::info!(
             session = %self.info().id,
             client = %self.info().client,
             from = %self.env().mail_from,
             rcpts = self.env().rcpts.len(),
-            size = body.size,
-            spilled = body.spool.spilled(),
+            size = body.intake.size(),
+            spilled = body.intake.spool.spilled(),
             verdict = outcome,
             rules = ?verdict.rules,
             score = verdict.score,
@@ -296,12 +261,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         {
             Ok(id) => {
                 tracing::info!(session = %self.info().id, quarantine_id = %id, "message quarantined");
-                let reply = match self.ctx.config.quarantine.answer {
-                    // The plain 250 of any delivery: the sender learns nothing.
-                    QuarantineAnswer::Accept => reply::OK,
-                    QuarantineAnswer::Tempfail => reply::POLICY_TEMPFAIL,
-                    QuarantineAnswer::Reject => reply::POLICY_REJECT,
-                };
+                let reply = crate::quarantine::refusal(self.ctx.config.quarantine.answer)
+                    .unwrap_or(reply::OK);
                 (reply, "quarantine")
             }
             Err(e) => {

@@ -387,22 +387,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     /// Writes queued replies within the write deadline.
     async fn flush(&mut self) -> std::io::Result<()> {
-        if self.wbuf.is_empty() {
-            return Ok(());
-        }
-        let deadline = tokio::time::Instant::now() + self.ctx.config.timeouts.write;
-        let io = async {
-            self.io.write_all(&self.wbuf).await?;
-            self.io.flush().await
-        };
-        let result = match timeout_at(deadline, io).await {
-            Ok(r) => r,
-            Err(_) => Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "write timeout",
-            )),
-        };
-        self.wbuf.clear();
+        let within = self.ctx.config.timeouts.write;
+        let result = crate::peer_write::write_within(&mut self.io, &mut self.wbuf, within).await;
         if result.is_err() {
             self.closing = true;
         }
