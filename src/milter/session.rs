@@ -104,6 +104,10 @@ impl Incoming {
     }
 }
 
+/// The macros the session reads: our address, TLS at HELO, the queue id for the log line,
+/// and the SASL login (`mail_from.authenticated`).
+const READ_MACROS: [&str; 4] = ["{daemon_addr}", "{tls_version}", "i", "{auth_authen}"];
+
 /// One connection from the MTA (Postfix's milter client).
 pub struct MilterSession<S> {
     io: S,
@@ -269,7 +273,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> MilterSession<S> {
                     b'C' | b'H' => &mut self.conn_macros,
                     _ => &mut self.txn_macros,
                 };
-                into.extend(pairs);
+                // Only the macros something reads are kept: the maps stay this small
+                // whatever names the MTA sends.
+                into.extend(
+                    pairs
+                        .into_iter()
+                        .filter(|(n, _)| READ_MACROS.contains(&n.as_str())),
+                );
             }
             Command::Connect {
                 hostname,
@@ -758,4 +768,39 @@ fn split_field(field: &str) -> Option<(&str, String)> {
     let (name, value) = field.split_once(':')?;
     let value = value.trim_end_matches(['\r', '\n']).trim_start_matches(' ');
     Some((name, value.replace("\r\n", "\n")))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::config::Config;
+    use crate::metrics::Metrics;
+
+    #[tokio::test]
+    async fn only_the_macros_read_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Config::default();
+        c.backend.url = format!("maildir:{}", dir.path().display());
+        c.auth.enabled = false;
+        c.client_checks.rdns = false;
+        c.client_checks.helo_dns = false;
+        let ctx = Arc::new(Context::new(c, Arc::new(Metrics::new())).unwrap());
+        let (_peer, io) = tokio::io::duplex(1024);
+        let mut s = MilterSession::new(io, ctx, CancellationToken::new());
+        for stage in [b'C', b'M'] {
+            let mut pairs: Vec<(String, String)> = (0..1000)
+                .map(|i| (format!("{{junk{i}}}"), "x".into()))
+                .collect();
+            pairs.push(("{auth_authen}".into(), "alice".into()));
+            pairs.push(("i".into(), "QID".into()));
+            s.handle(Command::Macros { stage, pairs }).await.unwrap();
+        }
+        assert_eq!(s.conn_macros.len(), 2, "{:?}", s.conn_macros.keys());
+        assert_eq!(
+            s.txn_macros.get("{auth_authen}").map(String::as_str),
+            Some("alice")
+        );
+        assert_eq!(s.txn_macros.len(), 2);
+    }
 }
