@@ -24,8 +24,8 @@ mod common;
 
 use common::{Rng, pieces};
 use libfuzzer_sys::fuzz_target;
-use portcullis::milter::command::{Command, Family};
-use portcullis::milter::packet::{FrameError, Framer, Packet, write};
+use portcullis::milter::command::Command;
+use portcullis::milter::packet::{FrameError, Framer, Packet};
 use portcullis::milter::response::{ReplyCode, Response};
 
 const LABELS: &[&str] = &[
@@ -73,7 +73,7 @@ fn decode(packet: Packet) {
     };
     assert!(LABELS.contains(&cmd.label()), "label {}", cmd.label());
     let mut again = Vec::new();
-    encode_mta(&cmd, &mut again);
+    cmd.encode(&mut again);
     let mut buf = again;
     let p = Framer::new(usize::MAX)
         .next(&mut buf)
@@ -85,82 +85,6 @@ fn decode(packet: Packet) {
         Ok(&cmd),
         "re-encoded command differs"
     );
-}
-
-/// What an MTA sends for `cmd` (Postfix's milter8.c layout).
-fn encode_mta(cmd: &Command, out: &mut Vec<u8>) {
-    fn strings(code: u8, items: &[&[u8]], out: &mut Vec<u8>) {
-        let mut data = Vec::new();
-        for item in items {
-            data.extend_from_slice(item);
-            data.push(0);
-        }
-        write(code, &data, out);
-    }
-    match cmd {
-        Command::Optneg {
-            version,
-            actions,
-            protocol,
-        } => {
-            let mut data = Vec::new();
-            for w in [version, actions, protocol] {
-                data.extend_from_slice(&w.to_be_bytes());
-            }
-            write(b'O', &data, out);
-        }
-        Command::Macros { stage, pairs } => {
-            let mut data = vec![*stage];
-            for (n, v) in pairs {
-                for s in [n, v] {
-                    data.extend_from_slice(s.as_bytes());
-                    data.push(0);
-                }
-            }
-            write(b'D', &data, out);
-        }
-        Command::Connect {
-            hostname,
-            family,
-            port,
-            address,
-        } => {
-            let mut data = hostname.as_bytes().to_vec();
-            data.push(0);
-            data.push(match family {
-                Family::Inet => b'4',
-                Family::Inet6 => b'6',
-                Family::Unix => b'L',
-                Family::Unknown => b'U',
-            });
-            if *family != Family::Unknown {
-                data.extend_from_slice(&port.to_be_bytes());
-                data.extend_from_slice(address.as_bytes());
-                data.push(0);
-            }
-            write(b'C', &data, out);
-        }
-        Command::Helo(h) => strings(b'H', &[h.as_bytes()], out),
-        Command::Mail { sender, args } => {
-            let mut items = vec![sender.as_bytes()];
-            items.extend(args.iter().map(|a| a.as_bytes()));
-            strings(b'M', &items, out);
-        }
-        Command::Rcpt { rcpt, args } => {
-            let mut items = vec![rcpt.as_bytes()];
-            items.extend(args.iter().map(|a| a.as_bytes()));
-            strings(b'R', &items, out);
-        }
-        Command::Data => write(b'T', b"", out),
-        Command::Header { name, value } => strings(b'L', &[name.as_bytes(), value.as_slice()], out),
-        Command::EndOfHeaders => write(b'N', b"", out),
-        Command::Body(b) => write(b'B', b, out),
-        Command::EndOfMessage(b) => write(b'E', b, out),
-        Command::Abort => write(b'A', b"", out),
-        Command::Quit => write(b'Q', b"", out),
-        Command::QuitNewConnection => write(b'K', b"", out),
-        Command::Unknown(line) => strings(b'U', &[line.as_slice()], out),
-    }
 }
 
 /// Reply code and header field from `data`: two octets of code, then enhanced code, text

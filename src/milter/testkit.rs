@@ -3,7 +3,6 @@
 //! Compiled for tests only.
 
 use super::command::{Command, Family};
-use super::packet::write;
 
 /// Deterministic xorshift64 for the property tests (no crate needed).
 pub(crate) struct Rng(pub(crate) u64);
@@ -40,83 +39,6 @@ pub(crate) fn pieces<'a>(data: &'a [u8], rng: &mut Rng) -> Vec<&'a [u8]> {
         rest = tail;
     }
     out
-}
-
-/// What an MTA would send for `cmd` (the layout Postfix's milter8.c writes), framed.
-pub(crate) fn encode_mta(cmd: &Command, out: &mut Vec<u8>) {
-    fn strings(code: u8, items: &[&[u8]], out: &mut Vec<u8>) {
-        let mut data = Vec::new();
-        for item in items {
-            data.extend_from_slice(item);
-            data.push(0);
-        }
-        write(code, &data, out);
-    }
-    match cmd {
-        Command::Optneg {
-            version,
-            actions,
-            protocol,
-        } => {
-            let mut data = Vec::new();
-            for w in [version, actions, protocol] {
-                data.extend_from_slice(&w.to_be_bytes());
-            }
-            write(b'O', &data, out);
-        }
-        Command::Macros { stage, pairs } => {
-            let mut data = vec![*stage];
-            for (n, v) in pairs {
-                for s in [n, v] {
-                    data.extend_from_slice(s.as_bytes());
-                    data.push(0);
-                }
-            }
-            write(b'D', &data, out);
-        }
-        Command::Connect {
-            hostname,
-            family,
-            port,
-            address,
-        } => {
-            let mut data = hostname.as_bytes().to_vec();
-            data.push(0);
-            let fam = match family {
-                Family::Inet => b'4',
-                Family::Inet6 => b'6',
-                Family::Unix => b'L',
-                Family::Unknown => b'U',
-            };
-            data.push(fam);
-            if *family != Family::Unknown {
-                data.extend_from_slice(&port.to_be_bytes());
-                data.extend_from_slice(address.as_bytes());
-                data.push(0);
-            }
-            write(b'C', &data, out);
-        }
-        Command::Helo(h) => strings(b'H', &[h.as_bytes()], out),
-        Command::Mail { sender, args } | Command::Rcpt { rcpt: sender, args } => {
-            let code = if matches!(cmd, Command::Mail { .. }) {
-                b'M'
-            } else {
-                b'R'
-            };
-            let mut items = vec![sender.as_bytes()];
-            items.extend(args.iter().map(|a| a.as_bytes()));
-            strings(code, &items, out);
-        }
-        Command::Data => write(b'T', b"", out),
-        Command::Header { name, value } => strings(b'L', &[name.as_bytes(), value.as_slice()], out),
-        Command::EndOfHeaders => write(b'N', b"", out),
-        Command::Body(b) => write(b'B', b, out),
-        Command::EndOfMessage(b) => write(b'E', b, out),
-        Command::Abort => write(b'A', b"", out),
-        Command::Quit => write(b'Q', b"", out),
-        Command::QuitNewConnection => write(b'K', b"", out),
-        Command::Unknown(line) => strings(b'U', &[line.as_slice()], out),
-    }
 }
 
 /// A random string (at most `max` characters) over an alphabet with multi-byte characters, never NUL.
