@@ -1,5 +1,5 @@
 //! Test support for the milter codec and its users: a deterministic PRNG, random split
-//! points, the MTA side of the protocol (what Postfix would send) and random commands.
+//! points and random commands (the MTA side of the protocol is `Command::encode`).
 //! Compiled for tests only.
 
 use super::command::{Command, Family};
