@@ -98,6 +98,14 @@ impl Milter {
     }
 }
 
+/// Runs `script` against a milter with the defaults and fails the test unless it passes
+/// (`what` names it in the failure); returns the milter for further checks (metrics).
+async fn passes(what: &str, script: &str) -> Milter {
+    let m = milter(|_| {}).await;
+    m.miltertest(script).await.assert_passed(what);
+    m
+}
+
 /// Definitions every script body starts with.
 const LUA_COMMON: &str = r#"
 local AUTHSERV = "filter.example.test"
@@ -166,10 +174,9 @@ async fn miltertest_against_a_closed_port_fails_cleanly() {
 /// step and the end-of-message checks fail), and inserts our A-R for each message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn version_6_as_postfix_offers_it() {
-    let m = milter(|_| {}).await;
-    let run = m
-        .miltertest(
-            r#"
+    passes(
+        "v6 as Postfix offers it",
+        r#"
 local conn = open()
 negotiate(conn, 6, 0x1ff, 0x1fffff)
 check(mt.test_action(conn, SMFIF_ADDHDRS), "SMFIF_ADDHDRS not requested")
@@ -190,19 +197,17 @@ mt.echo("second: " .. ar2)
 check(ar2:find("other@example.org", 1, true) ~= nil, "second A-R is not about the second sender: " .. ar2)
 mt.disconnect(conn)
 "#,
-        )
-        .await;
-    run.assert_passed("v6 as Postfix offers it");
+    )
+    .await;
 }
 
 /// Version 6 without any no-reply flag offered (0x1fffff minus NR_*): the milter must not
 /// request one, and every stage gets its SMFIR_CONTINUE.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn version_6_without_no_reply_flags() {
-    let m = milter(|_| {}).await;
-    let run = m
-        .miltertest(
-            r#"
+    passes(
+        "v6 without NR flags",
+        r#"
 local conn = open()
 negotiate(conn, 6, 0x1ff, 0x1fffff & ~0xff080)
 for _, f in ipairs({SMFIP_NR_CONN, SMFIP_NR_HELO, SMFIP_NR_MAIL, SMFIP_NR_RCPT,
@@ -213,19 +218,17 @@ greet(conn)
 message(conn, "<sender@example.org>", "<bob@example.net>", H, BODY, AUTHSERV)
 mt.disconnect(conn)
 "#,
-        )
-        .await;
-    run.assert_passed("v6 without NR flags");
+    )
+    .await;
 }
 
 /// Version 6 without SMFIF_SETSYMLIST offered: the milter does not request it (nor any
 /// macro list) and works as usual.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn version_6_without_setsymlist() {
-    let m = milter(|_| {}).await;
-    let run = m
-        .miltertest(
-            r#"
+    passes(
+        "v6 without SETSYMLIST",
+        r#"
 local conn = open()
 negotiate(conn, 6, 0xff, 0x1fffff)
 check(not mt.test_action(conn, SMFIF_SETSYMLIST), "SETSYMLIST requested though not offered")
@@ -233,9 +236,8 @@ greet(conn)
 message(conn, "<sender@example.org>", "<bob@example.net>", H, BODY, AUTHSERV)
 mt.disconnect(conn)
 "#,
-        )
-        .await;
-    run.assert_passed("v6 without SETSYMLIST");
+    )
+    .await;
 }
 
 /// Protocol version 2 (Sendmail 8.12 era: actions 0x1f, steps NOCONNECT..NOEOH only): the
@@ -243,10 +245,9 @@ mt.disconnect(conn)
 /// appended) at end of message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn version_2_is_served() {
-    let m = milter(|_| {}).await;
-    let run = m
-        .miltertest(
-            r#"
+    passes(
+        "v2",
+        r#"
 local conn = open()
 negotiate(conn, 2, 0x1f, 0x7f)
 check(not mt.test_action(conn, SMFIF_SETSYMLIST), "SETSYMLIST requested from a v2 MTA")
@@ -261,9 +262,8 @@ local v = mt.getheader(conn, "Authentication-Results", 0):gsub("^%s+", "")
 check(v:sub(1, #AUTHSERV + 1) == AUTHSERV .. ";", "A-R not ours: " .. v)
 mt.disconnect(conn)
 "#,
-        )
-        .await;
-    run.assert_passed("v2");
+    )
+    .await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -273,19 +273,17 @@ mt.disconnect(conn)
 /// our A-R all the same (the authserv-id comes from the config, not from `j`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_macros_at_all() {
-    let m = milter(|_| {}).await;
-    let run = m
-        .miltertest(
-            r#"
+    passes(
+        "no macros",
+        r#"
 local conn = open()
 greet(conn)
 local ar = message(conn, "<sender@example.org>", "<bob@example.net>", H, BODY, AUTHSERV)
 check(ar:find("sender@example.org", 1, true) ~= nil, "A-R does not name the sender: " .. ar)
 mt.disconnect(conn)
 "#,
-        )
-        .await;
-    run.assert_passed("no macros");
+    )
+    .await;
 }
 
 /// ABORT in the middle of a body whose header the policy refuses, then on the same
@@ -293,10 +291,9 @@ mt.disconnect(conn)
 /// refused header again: refused (so the first one would have been, had it finished).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abort_mid_body_then_a_fresh_verdict() {
-    let m = milter(|_| {}).await;
-    let run = m
-        .miltertest(
-            r#"
+    passes(
+        "abort then fresh verdict",
+        r#"
 local conn = open()
 greet(conn)
 ok("mailfrom 1", mt.mailfrom(conn, "<first@example.org>"))
@@ -331,19 +328,17 @@ check(mt.eom_check(conn, MT_SMTPREPLY, "550", "5.7.1", "Refused by the milter te
       "not our replycode at end of message")
 mt.disconnect(conn)
 "#,
-        )
-        .await;
-    run.assert_passed("abort then fresh verdict");
+    )
+    .await;
 }
 
 /// No check reads SMTP commands Postfix did not recognise, so negotiation switches them off
 /// (SMFIP_NOUNKNOWN: offer only what is used), and a message still goes through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_smtp_commands_are_negotiated_away() {
-    let m = milter(|_| {}).await;
-    let run = m
-        .miltertest(
-            r#"
+    let m = passes(
+        "unknown commands negotiated away",
+        r#"
 local conn = open()
 negotiate(conn, 6, 0x1ff, 0x1fffff)
 check(mt.test_option(conn, SMFIP_NOUNKNOWN),
@@ -352,9 +347,8 @@ greet(conn)
 message(conn, "<sender@example.org>", "<bob@example.net>", H, BODY, AUTHSERV)
 mt.disconnect(conn)
 "#,
-        )
-        .await;
-    run.assert_passed("unknown commands negotiated away");
+    )
+    .await;
     let n = m
         .metric("portcullis_milter_packets_total", &[("command", "unknown")])
         .await;
@@ -369,10 +363,9 @@ mt.disconnect(conn)
 /// without the macro is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authenticated_submission_is_a_fact() {
-    let m = milter(|_| {}).await;
-    let run = m
-        .miltertest(
-            r#"
+    passes(
+        "authenticated submission",
+        r#"
 local conn = open()
 greet(conn)
 mt.macro(conn, SMFIC_MAIL, "{auth_authen}", "alice", "{auth_type}", "PLAIN")
@@ -383,19 +376,17 @@ ok("mailfrom", mt.mailfrom(conn, "<refused@example.org>"))
 expect(conn, "mailfrom unauthenticated", SMFIR_REPLYCODE)
 mt.disconnect(conn)
 "#,
-        )
-        .await;
-    run.assert_passed("authenticated submission");
+    )
+    .await;
 }
 
 /// A policy rule on the sender refuses at MAIL with SMFIR_REPLYCODE carrying our reply;
 /// after ABORT, a message from another sender on the same connection is accepted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusal_at_mail_is_a_replycode() {
-    let m = milter(|_| {}).await;
-    let run = m
-        .miltertest(
-            r#"
+    passes(
+        "replycode at MAIL",
+        r#"
 local conn = open()
 greet(conn)
 ok("mailfrom", mt.mailfrom(conn, "<refused@example.org>"))
@@ -404,9 +395,8 @@ ok("abort", mt.abort(conn))
 message(conn, "<sender@example.org>", "<bob@example.net>", H, BODY, AUTHSERV)
 mt.disconnect(conn)
 "#,
-        )
-        .await;
-    run.assert_passed("replycode at MAIL");
+    )
+    .await;
 }
 
 /// End of message: our A-R inserted at index 0, the forged one in our authserv-id deleted
@@ -414,10 +404,9 @@ mt.disconnect(conn)
 /// milter was given), the other host's left alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn end_of_message_inserts_ours_and_deletes_the_forgery() {
-    let m = milter(|_| {}).await;
-    let run = m
-        .miltertest(
-            r#"
+    passes(
+        "eom header operations",
+        r#"
 local conn = open()
 greet(conn)
 local headers = {
@@ -435,9 +424,8 @@ check(not mt.eom_check(conn, MT_HDRCHANGE, "Authentication-Results", "other.exam
       "the other host's Authentication-Results was rewritten")
 mt.disconnect(conn)
 "#,
-        )
-        .await;
-    run.assert_passed("eom header operations");
+    )
+    .await;
 }
 
 // ---------------------------------------------------------------------------------------
