@@ -25,7 +25,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use common::dns::{DnsFixture, Zone};
 use common::postfix::Postfix;
-use common::{Gateway, LineClient};
+use common::{Gateway, LineClient, auth_results, fields};
 use hickory_server::proto::rr::RecordType;
 use mail_auth::arc::ArcSealer;
 use mail_auth::crypto::{Ed25519Key, RsaKey, Sha256};
@@ -199,35 +199,6 @@ fn delivered_one(gw: &Gateway) -> String {
     let msgs = gw.delivered("example.test", "bob");
     assert_eq!(msgs.len(), 1, "expected exactly one delivered message");
     String::from_utf8(msgs[0].clone()).unwrap()
-}
-
-/// The header fields of a message, in order: (name, value unfolded to one line, trimmed).
-fn fields(msg: &str) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = Vec::new();
-    for line in msg.split('\n') {
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        if line.is_empty() {
-            break;
-        }
-        if line.starts_with([' ', '\t']) {
-            let last = out.last_mut().expect("continuation before any field");
-            last.1.push(' ');
-            last.1.push_str(line.trim());
-        } else {
-            let (name, value) = line.split_once(':').expect("header field without a colon");
-            out.push((name.to_string(), value.trim().to_string()));
-        }
-    }
-    out
-}
-
-/// The values of the Authentication-Results fields, in order.
-fn auth_results(msg: &str) -> Vec<String> {
-    fields(msg)
-        .into_iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case("Authentication-Results"))
-        .map(|(_, v)| v)
-        .collect()
 }
 
 /// Our Authentication-Results (unfolded value); asserts there is exactly one, that it

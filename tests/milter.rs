@@ -38,7 +38,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use common::dns::{DnsFixture, Zone};
 use common::postfix::Postfix;
-use common::{Gateway, LineClient, free_port};
+use common::{Gateway, LineClient, auth_results, fields, free_port};
 use mail_auth::crypto::Ed25519Key;
 use mail_auth::dkim::{Canonicalization, DkimSigner};
 use mail_auth::headers::HeaderWriter;
@@ -277,36 +277,6 @@ async fn transaction(
 
 // ---------------------------------------------------------------------------------------
 // Reading what Postfix delivered.
-
-/// The header fields of a message, in order: (name, value unfolded, trimmed). Maildir
-/// files have LF line ends; CR is dropped if present.
-fn fields(msg: &str) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = Vec::new();
-    for line in msg.split('\n') {
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        if line.is_empty() {
-            break;
-        }
-        if line.starts_with([' ', '\t']) {
-            let last = out.last_mut().expect("continuation before any field");
-            last.1.push(' ');
-            last.1.push_str(line.trim());
-        } else {
-            let (name, value) = line.split_once(':').expect("header field without a colon");
-            out.push((name.to_string(), value.trim().to_string()));
-        }
-    }
-    out
-}
-
-/// The values of every Authentication-Results field, in order.
-fn auth_results(msg: &str) -> Vec<String> {
-    fields(msg)
-        .into_iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case("Authentication-Results"))
-        .map(|(_, v)| v)
-        .collect()
-}
 
 /// Whether an A-R value is ours (authserv-id compared case-insensitively).
 fn is_ours(ar: &str) -> bool {

@@ -432,3 +432,33 @@ pub fn policy_test(config: &Path, message: &Path, extra: &[&str]) -> String {
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_portcullis"))
 }
+
+/// The header fields of a message, in order: (name, value unfolded to one line, trimmed).
+/// Maildir files have LF line ends; a CR before the LF is dropped.
+pub fn fields(msg: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for line in msg.split('\n') {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        if line.starts_with([' ', '\t']) {
+            let last = out.last_mut().expect("continuation before any field");
+            last.1.push(' ');
+            last.1.push_str(line.trim());
+        } else {
+            let (name, value) = line.split_once(':').expect("header field without a colon");
+            out.push((name.to_string(), value.trim().to_string()));
+        }
+    }
+    out
+}
+
+/// The values of every Authentication-Results field of a message, in order.
+pub fn auth_results(msg: &str) -> Vec<String> {
+    fields(msg)
+        .into_iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("Authentication-Results"))
+        .map(|(_, v)| v)
+        .collect()
+}
