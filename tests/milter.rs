@@ -206,6 +206,28 @@ fn swaks_errors(transcript: &str) -> Vec<String> {
         .collect()
 }
 
+/// The one SMTP error of a swaks transcript, which must start with `prefix`.
+fn the_error(out: &str, prefix: &str) -> String {
+    let errors = swaks_errors(out);
+    assert_eq!(errors.len(), 1, "{out}");
+    assert!(errors[0].starts_with(prefix), "{out}");
+    errors[0].clone()
+}
+
+/// Postfix logged a line with every one of `needles` within 5 s (so the answer came from
+/// where the test says), and a second later alice has exactly `delivered` messages and
+/// the queue is empty.
+fn assert_logged_then_nothing_more(pf: &Postfix, needles: &[&str], delivered: usize) {
+    sync(|| {
+        assert!(
+            pf.wait_for_log(needles, 5).is_some(),
+            "no log line with {needles:?}:\n{}",
+            pf.log_tail(20)
+        );
+        assert_nothing_more(pf, "alice", delivered, 1);
+    });
+}
+
 /// Writes `msg` into the rig's directory for `swaks --data FILE`; returns the path.
 fn data_file(rig: &Rig, name: &str, msg: &str) -> String {
     let p: PathBuf = rig.dir.path().join(name);
@@ -379,18 +401,8 @@ async fn postfix_without_its_milter_answers_4xx() {
     )
     .await;
     assert_eq!(rc, 23, "expected MAIL refused (swaks 23):\n{out}");
-    let errors = swaks_errors(&out);
-    assert_eq!(errors.len(), 1, "{out}");
-    assert!(errors[0].starts_with("451 4.7.1 "), "{out}");
-    sync(|| {
-        assert!(
-            pf.wait_for_log(&["connect to Milter service", "Connection refused"], 5)
-                .is_some(),
-            "no milter connection failure logged:\n{}",
-            pf.log_tail(20)
-        );
-        assert_nothing_more(&pf, "alice", 0, 1);
-    });
+    the_error(&out, "451 4.7.1 ");
+    assert_logged_then_nothing_more(&pf, &["connect to Milter service", "Connection refused"], 0);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -525,16 +537,7 @@ async fn dmarc_reject_gives_our_550_at_end_of_data() {
     );
     assert_eq!(swaks_errors(&out), vec![expected.clone()], "{out}");
     assert!(expected.starts_with("550 5.7.26 "), "{expected}");
-    sync(|| {
-        assert!(
-            rig.pf
-                .wait_for_log(&["milter-reject: END-OF-MESSAGE", "5.7.26"], 5)
-                .is_some(),
-            "{}",
-            rig.pf.log_tail(20)
-        );
-        assert_nothing_more(&rig.pf, "alice", 0, 1);
-    });
+    assert_logged_then_nothing_more(&rig.pf, &["milter-reject: END-OF-MESSAGE", "5.7.26"], 0);
 }
 
 const DEFER_POLICY: &str = "\
@@ -596,16 +599,7 @@ async fn tempfail_rules_give_our_451() {
         vec!["451 4.7.1 Message deferred by the milter test rule".to_string()],
         "{out}"
     );
-    sync(|| {
-        assert!(
-            rig.pf
-                .wait_for_log(&["milter-reject: MAIL", "4.7.1"], 5)
-                .is_some(),
-            "{}",
-            rig.pf.log_tail(20)
-        );
-        assert_nothing_more(&rig.pf, "alice", 0, 1);
-    });
+    assert_logged_then_nothing_more(&rig.pf, &["milter-reject: MAIL", "4.7.1"], 0);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -706,14 +700,7 @@ async fn quarantine_store_keeps_it_and_postfix_discards() {
     .await;
     assert_eq!(rc, 0, "{out}");
     let id = queue_id(&out);
-    sync(|| {
-        assert!(
-            rig.pf.wait_for_log(&[&id, "milter-discard"], 5).is_some(),
-            "{}",
-            rig.pf.log_tail(20)
-        );
-        assert_nothing_more(&rig.pf, "alice", 0, 1);
-    });
+    assert_logged_then_nothing_more(&rig.pf, &[&id, "milter-discard"], 0);
     let stored: Vec<_> = std::fs::read_dir(qdir.join("new"))
         .expect("quarantine store new/")
         .flatten()
@@ -875,19 +862,8 @@ async fn with_the_gateway_stopped_postfix_answers_4xx() {
     rig.gw.stop().await;
     let (rc, out) = swaks(&rig.pf, &args).await;
     assert_eq!(rc, 23, "expected MAIL refused with 4xx:\n{out}");
-    let errors = swaks_errors(&out);
-    assert_eq!(errors.len(), 1, "{out}");
-    assert!(errors[0].starts_with("451 4.7.1 "), "{out}");
-    sync(|| {
-        assert!(
-            rig.pf
-                .wait_for_log(&["milter-reject: MAIL", "451 4.7.1"], 5)
-                .is_some(),
-            "{}",
-            rig.pf.log_tail(20)
-        );
-        assert_nothing_more(&rig.pf, "alice", 1, 1);
-    });
+    the_error(&out, "451 4.7.1 ");
+    assert_logged_then_nothing_more(&rig.pf, &["milter-reject: MAIL", "451 4.7.1"], 1);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -914,23 +890,12 @@ async fn recipients_outside_accepted_domains_get_550_at_rcpt() {
     )
     .await;
     assert_eq!(rc, 24, "expected the RCPT refused:\n{out}");
-    let errors = swaks_errors(&out);
-    assert_eq!(errors.len(), 1, "{out}");
-    assert!(errors[0].starts_with("550 5.7.1 "), "{out}");
+    let error = the_error(&out, "550 5.7.1 ");
     assert!(
-        errors[0].contains(&*portcullis::smtp::reply::RELAY_DENIED.text),
+        error.contains(&*portcullis::smtp::reply::RELAY_DENIED.text),
         "{out}"
     );
-    sync(|| {
-        assert!(
-            rig.pf
-                .wait_for_log(&["milter-reject: RCPT", "5.7.1"], 5)
-                .is_some(),
-            "the refusal did not come from the milter:\n{}",
-            rig.pf.log_tail(20)
-        );
-        assert_nothing_more(&rig.pf, "alice", 0, 1);
-    });
+    assert_logged_then_nothing_more(&rig.pf, &["milter-reject: RCPT", "5.7.1"], 0);
 }
 
 // ---------------------------------------------------------------------------------------
