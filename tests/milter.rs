@@ -612,6 +612,18 @@ rules:
     action: quarantine
 ";
 
+/// A message QUARANTINE_POLICY quarantines, as swaks arguments.
+const SPAM: [&str; 8] = [
+    "--ehlo",
+    "mail.spam.example",
+    "--from",
+    "a@spam.example",
+    "--to",
+    "alice@example.net",
+    "--header",
+    "Subject: buy now",
+];
+
 /// e. `quarantine: hold` (the default): a quarantined message is accepted (250), lands in
 /// Postfix's hold queue with our Authentication-Results and `X-Portcullis-Verdict:
 /// quarantine`, and is never delivered.
@@ -621,20 +633,7 @@ async fn quarantine_holds_the_message_in_postfix() {
         assert_eq!(c.milter.quarantine, MilterQuarantine::Hold, "default");
     })
     .await;
-    let (rc, out) = swaks(
-        &rig.pf,
-        &[
-            "--ehlo",
-            "mail.spam.example",
-            "--from",
-            "a@spam.example",
-            "--to",
-            "alice@example.net",
-            "--header",
-            "Subject: buy now",
-        ],
-    )
-    .await;
+    let (rc, out) = swaks(&rig.pf, &SPAM).await;
     assert_eq!(rc, 0, "{out}");
     let id = queue_id(&out);
     let held = sync(|| rig.pf.wait_for_held(1, 10));
@@ -684,20 +683,7 @@ async fn quarantine_store_keeps_it_and_postfix_discards() {
         c.quarantine.dir = Some(q);
     })
     .await;
-    let (rc, out) = swaks(
-        &rig.pf,
-        &[
-            "--ehlo",
-            "mail.spam.example",
-            "--from",
-            "a@spam.example",
-            "--to",
-            "alice@example.net",
-            "--header",
-            "Subject: buy now",
-        ],
-    )
-    .await;
+    let (rc, out) = swaks(&rig.pf, &SPAM).await;
     assert_eq!(rc, 0, "{out}");
     let id = queue_id(&out);
     assert_logged_then_nothing_more(&rig.pf, &[&id, "milter-discard"], 0);
