@@ -63,16 +63,11 @@ impl DryRun {
 
     /// Simulates one message.
     pub async fn run(&self, input: &Input, message: &[u8]) -> Outcome {
-        let info = SessionInfo {
-            id: "dry-run".into(),
-            client: SocketAddr::new(input.client, 0),
-            local: SocketAddr::from(([127, 0, 0, 1], 25)),
-            helo: None,
-            esmtp: true,
-            tls: false,
-            pregreet: false,
-            unannounced_pipelining: false,
-        };
+        let info = SessionInfo::new(
+            "dry-run",
+            SocketAddr::new(input.client, 0),
+            SocketAddr::from(([127, 0, 0, 1], 25)),
+        );
         let mut engine = Engine::new(self.ctx.clone(), info, Mode::DryRun);
         let done = |engine: &Engine, stage, verdict| Outcome {
             stage,

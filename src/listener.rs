@@ -139,16 +139,7 @@ async fn serve_connection(
         Ok(shared) => shared,
         Err(refusal) => return refuse(stream, &ctx, client, refusal).await,
     };
-    let info = SessionInfo {
-        id,
-        client,
-        local,
-        helo: None,
-        esmtp: false,
-        tls: false,
-        pregreet: false,
-        unannounced_pipelining: false,
-    };
+    let info = SessionInfo::new(id, client, local);
     let session = Session::new(stream, info, early, ctx, signals).run();
     match shared {
         Some(shared) => shared.hold_during(lease, session).await,

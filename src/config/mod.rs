@@ -130,6 +130,23 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
     ))
 }
 
+/// A config for unit tests that touches nothing outside the process: the Maildir backend
+/// in `dir`, sender authentication and the client DNS checks off, `example.test` and
+/// `*.corp.example` accepted.
+#[cfg(test)]
+pub(crate) fn offline(dir: &std::path::Path) -> Config {
+    let mut c = Config {
+        hostname: "gw.example.test".into(),
+        accepted_domains: vec!["example.test".into(), "*.corp.example".into()],
+        ..Config::default()
+    };
+    c.backend.url = format!("maildir:{}", dir.display());
+    c.auth.enabled = false;
+    c.client_checks.rdns = false;
+    c.client_checks.helo_dns = false;
+    c
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

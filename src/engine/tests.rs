@@ -9,33 +9,38 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pipeline::outcome::Action;
 
-fn engine_with(policy: &str, mode: Mode) -> (Engine, Arc<Metrics>, tempfile::TempDir) {
+/// An engine under `policy` (and `tweak` on the config, given the temp dir), for a client
+/// at 192.0.2.7.
+fn engine_tweaked(
+    policy: &str,
+    mode: Mode,
+    tweak: impl FnOnce(&mut Config, &std::path::Path),
+) -> (Engine, Arc<Metrics>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("policy.yaml"), policy).unwrap();
-    let mut c = Config {
-        hostname: "gw.example.test".into(),
-        accepted_domains: vec!["example.test".into(), "*.corp.example".into()],
-        policy: Some(dir.path().join("policy.yaml")),
-        ..Config::default()
-    };
-    c.backend.url = format!("maildir:{}", dir.path().display());
-    c.auth.enabled = false;
-    c.client_checks.rdns = false;
-    c.client_checks.helo_dns = false;
+    let mut c = crate::config::offline(dir.path());
+    c.policy = Some(dir.path().join("policy.yaml"));
+    tweak(&mut c, dir.path());
     let metrics = Arc::new(Metrics::new());
     let ctx = Arc::new(Context::new(c, metrics.clone()).unwrap());
-    let info = SessionInfo {
-        id: "t".into(),
-        client: "192.0.2.7:4000".parse().unwrap(),
-        local: "127.0.0.1:25".parse().unwrap(),
-        helo: None,
-        esmtp: true,
-        tls: false,
-        pregreet: false,
-        unannounced_pipelining: false,
-    };
+    let info = SessionInfo::new(
+        "t",
+        "192.0.2.7:4000".parse().unwrap(),
+        "127.0.0.1:25".parse().unwrap(),
+    );
     (Engine::new(ctx, info, mode), metrics, dir)
 }
+
+fn engine_with(policy: &str, mode: Mode) -> (Engine, Arc<Metrics>, tempfile::TempDir) {
+    engine_tweaked(policy, mode, |_, _| {})
+}
+
+/// One rate limit on the sender, at MAIL, one message an hour.
+const PER_SENDER: &str = "rules:
+  - name: per-sender
+    when: { mail_from.domain: sender.example }
+    limit: { key: mail_from, rate: 1/hour, burst: 1 }
+";
 
 fn from(address: &str) -> Envelope {
     Envelope {
@@ -118,12 +123,7 @@ async fn relay_protection_refuses_before_any_rule_and_counts_the_attempt() {
 
 #[tokio::test]
 async fn a_mail_limit_counts_once_and_its_excess_is_the_final_verdict() {
-    let policy = "rules:
-  - name: per-sender
-    when: { mail_from.domain: sender.example }
-    limit: { key: mail_from, rate: 1/hour, burst: 1 }
-";
-    let (mut e, metrics, _dir) = engine_with(policy, Mode::Live);
+    let (mut e, metrics, _dir) = engine_with(PER_SENDER, Mode::Live);
     greet(&mut e).await;
     assert_eq!(e.mail(from("a@sender.example")).await, Step::Continue);
     assert_eq!(e.rcpt("alice@example.test").await, Step::Continue);
@@ -152,12 +152,7 @@ async fn a_mail_limit_counts_once_and_its_excess_is_the_final_verdict() {
 
 #[tokio::test]
 async fn a_dry_run_explains_and_never_counts() {
-    let policy = "rules:
-  - name: per-sender
-    when: { mail_from.domain: sender.example }
-    limit: { key: mail_from, rate: 1/hour, burst: 1 }
-";
-    let (mut e, metrics, _dir) = engine_with(policy, Mode::DryRun);
+    let (mut e, metrics, _dir) = engine_with(PER_SENDER, Mode::DryRun);
     for _ in 0..3 {
         assert_eq!(e.mail(from("a@sender.example")).await, Step::Continue);
     }
@@ -177,36 +172,12 @@ async fn a_dry_run_explains_and_never_counts() {
 
 #[tokio::test]
 async fn a_recipient_under_another_scope_is_deferred() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("finance.yaml"), "rules: []\n").unwrap();
-    let (e, _, pdir) = engine_with("rules: []\n", Mode::Live);
-    drop(e);
-    let mut c = Config {
-        hostname: "gw.example.test".into(),
-        accepted_domains: vec!["example.test".into(), "*.corp.example".into()],
-        policy: Some(pdir.path().join("policy.yaml")),
-        ..Config::default()
-    };
-    c.policy_scopes.insert(
-        "finance.corp.example".into(),
-        dir.path().join("finance.yaml"),
-    );
-    c.backend.url = format!("maildir:{}", dir.path().display());
-    c.auth.enabled = false;
-    c.client_checks.rdns = false;
-    c.client_checks.helo_dns = false;
-    let ctx = Arc::new(Context::new(c, Arc::new(Metrics::new())).unwrap());
-    let info = SessionInfo {
-        id: "t".into(),
-        client: "192.0.2.7:4000".parse().unwrap(),
-        local: "127.0.0.1:25".parse().unwrap(),
-        helo: Some("mx.sender.example".into()),
-        esmtp: true,
-        tls: false,
-        pregreet: false,
-        unannounced_pipelining: false,
-    };
-    let mut e = Engine::new(ctx, info, Mode::Live);
+    let (mut e, _, _dir) = engine_tweaked("rules: []\n", Mode::Live, |c, dir| {
+        std::fs::write(dir.join("finance.yaml"), "rules: []\n").unwrap();
+        c.policy_scopes
+            .insert("finance.corp.example".into(), dir.join("finance.yaml"));
+    });
+    e.info_mut().helo = Some("mx.sender.example".into());
     assert_eq!(e.mail(from("a@sender.example")).await, Step::Continue);
     assert_eq!(e.rcpt("x@finance.corp.example").await, Step::Continue);
     e.rcpt_accepted();

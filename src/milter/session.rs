@@ -726,17 +726,9 @@ fn new_engine(
         .map_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 25)), |ip| {
             SocketAddr::new(ip, 25)
         });
-    let info = SessionInfo {
-        id: id.to_string(),
-        client,
-        local,
-        helo: None,
-        // Postfix does not say whether the client said EHLO or HELO.
-        esmtp: true,
-        tls: false,
-        pregreet: false,
-        unannounced_pipelining: false,
-    };
+    let mut info = SessionInfo::new(id, client, local);
+    // Postfix does not say whether the client said EHLO or HELO.
+    info.esmtp = true;
     let relay_control = !ctx.config.accepted_domains.is_empty();
     Engine::new(ctx.clone(), info, Mode::Live).with_relay_control(relay_control)
 }
@@ -774,17 +766,12 @@ fn split_field(field: &str) -> Option<(&str, String)> {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-    use crate::config::Config;
     use crate::metrics::Metrics;
 
     #[tokio::test]
     async fn only_the_macros_read_are_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let mut c = Config::default();
-        c.backend.url = format!("maildir:{}", dir.path().display());
-        c.auth.enabled = false;
-        c.client_checks.rdns = false;
-        c.client_checks.helo_dns = false;
+        let c = crate::config::offline(dir.path());
         let ctx = Arc::new(Context::new(c, Arc::new(Metrics::new())).unwrap());
         let (_peer, io) = tokio::io::duplex(1024);
         let mut s = MilterSession::new(io, ctx, CancellationToken::new());

@@ -164,16 +164,11 @@ mod tests {
             Duration::from_secs(5),
             metrics,
         );
-        let session = SessionInfo {
-            id: "t".into(),
-            client: "127.0.0.1:1".parse().expect("addr"),
-            local: "127.0.0.1:2".parse().expect("addr"),
-            helo: None,
-            esmtp: true,
-            tls: false,
-            pregreet: false,
-            unannounced_pipelining: false,
-        };
+        let session = SessionInfo::new(
+            "t",
+            "127.0.0.1:1".parse().expect("addr"),
+            "127.0.0.1:2".parse().expect("addr"),
+        );
         let env = Envelope::default();
         let ctx = CheckContext {
             session: &session,

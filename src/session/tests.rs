@@ -11,31 +11,18 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 
 fn context(dir: &std::path::Path, tweak: impl FnOnce(&mut Config)) -> Arc<Context> {
-    let mut c = Config {
-        hostname: "gw.example.test".into(),
-        accepted_domains: vec!["example.test".into()],
-        ..Config::default()
-    };
-    c.backend.url = format!("maildir:{}", dir.display());
-    c.auth.enabled = false;
-    c.client_checks.rdns = false;
-    c.client_checks.helo_dns = false;
+    let mut c = crate::config::offline(dir);
     tweak(&mut c);
     Arc::new(Context::new(c, Arc::new(Metrics::new())).unwrap())
 }
 
 fn start(ctx: Arc<Context>) -> BufReader<DuplexStream> {
     let (client, server) = tokio::io::duplex(64 * 1024);
-    let info = SessionInfo {
-        id: "t".into(),
-        client: "192.0.2.7:4000".parse().unwrap(),
-        local: "127.0.0.1:25".parse().unwrap(),
-        helo: None,
-        esmtp: false,
-        tls: false,
-        pregreet: false,
-        unannounced_pipelining: false,
-    };
+    let info = SessionInfo::new(
+        "t",
+        "192.0.2.7:4000".parse().unwrap(),
+        "127.0.0.1:25".parse().unwrap(),
+    );
     tokio::spawn(Session::new(server, info, Vec::new(), ctx, Signals::default()).run());
     BufReader::new(client)
 }

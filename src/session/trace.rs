@@ -111,16 +111,14 @@ mod tests {
 
     #[test]
     fn received_header_shape() {
-        let info = SessionInfo {
-            id: "abc".into(),
-            client: "192.0.2.7:4000".parse().expect("addr"),
-            local: "127.0.0.1:25".parse().expect("addr"),
-            helo: Some("mx.sender.example".into()),
-            esmtp: true,
-            tls: true,
-            pregreet: false,
-            unannounced_pipelining: false,
-        };
+        let mut info = SessionInfo::new(
+            "abc",
+            "192.0.2.7:4000".parse().expect("addr"),
+            "127.0.0.1:25".parse().expect("addr"),
+        );
+        info.helo = Some("mx.sender.example".into());
+        info.esmtp = true;
+        info.tls = true;
         let env = Envelope {
             rcpts: vec!["a@example.test".into()],
             ..Default::default()

@@ -30,6 +30,23 @@ pub struct SessionInfo {
     pub unannounced_pipelining: bool,
 }
 
+impl SessionInfo {
+    /// A connection from `client` to `local` that has said nothing yet: no greeting, no
+    /// TLS, no early talking.
+    pub fn new(id: impl Into<String>, client: SocketAddr, local: SocketAddr) -> Self {
+        SessionInfo {
+            id: id.into(),
+            client,
+            local,
+            helo: None,
+            esmtp: false,
+            tls: false,
+            pregreet: false,
+            unannounced_pipelining: false,
+        }
+    }
+}
+
 /// One mail transaction, from MAIL to the end of DATA or RSET.
 #[derive(Debug, Clone, Default)]
 pub struct Envelope {
