@@ -385,10 +385,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> MilterSession<S> {
 
     async fn mail(&mut self, sender: &str, args: &[String]) {
         // A new transaction; its macros (`{auth_authen}`) came just before this packet.
-        self.intake = None;
-        if let Some(e) = &mut self.engine {
-            e.reset();
-        }
+        self.end_transaction();
         if self.refused {
             return self.answer(MilterEvent::Mail, Response::Continue);
         }
@@ -482,12 +479,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> MilterSession<S> {
         self.intake.get_or_insert_with(|| Incoming::new(ctx))
     }
 
-    fn abort_message(&mut self) {
+    /// Ends the transaction: its message and the engine's envelope go.
+    fn end_transaction(&mut self) {
         self.intake = None;
-        self.txn_macros.clear();
         if let Some(e) = &mut self.engine {
             e.reset();
         }
+    }
+
+    /// Ends the transaction and forgets its macros (ABORT, the end of a message, a new
+    /// SMTP session).
+    fn abort_message(&mut self) {
+        self.end_transaction();
+        self.txn_macros.clear();
     }
 
     /// The message is complete: the engine's verdict, then the responses.
@@ -534,10 +538,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> MilterSession<S> {
             self.respond(r);
         }
         self.finish(&intake, outcome, Some(&decided), queue_id.as_deref());
-        if let Some(e) = &mut self.engine {
-            e.reset();
-        }
-        self.txn_macros.clear();
+        self.abort_message();
     }
 
     /// The responses for a decided message, and the outcome label.
@@ -575,8 +576,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> MilterSession<S> {
     }
 
     /// Header edits: forged results deleted (highest occurrence first, so that a deletion
-    /// does not move the ones still to come), then ours inserted at the top. Deleting before inserting keeps the occurrence numbers
-    /// the MTA's: our own Authentication-Results would otherwise be number 1.
+    /// does not move the ones still to come), then ours inserted at the top. Deleting
+    /// before inserting keeps the occurrence numbers the MTA's: our own
+    /// Authentication-Results would otherwise be number 1.
     fn edits(&self, decided: &Final, intake: &Incoming) -> Vec<Response> {
         let mut out = Vec::new();
         let Some(n) = &self.negotiated else {
