@@ -1,5 +1,5 @@
-//! The milter listeners: `inet:` (TCP, with TCP_NODELAY, since Postfix's milter client does
-//! not set it and every response is a small write waiting on the MTA's next packet) and
+//! The milter listeners: `inet:` (TCP, with TCP_NODELAY for our responses, and quick ACKs
+//! for the MTA's packets, `quickack.rs`) and
 //! `unix:` (a socket file made with `milter.socket_mode` and `milter.socket_owner`).
 //!
 //! Owns: binding, the accept loop (one task per MTA connection, under the same session
@@ -16,6 +16,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
+use super::quickack::QuickAck;
 use super::session::MilterSession;
 use crate::config::schema::MilterSocket;
 use crate::context::Context;
@@ -147,7 +148,11 @@ pub async fn accept_loop(
         tracker.spawn(async move {
             ctx.metrics.emit(Event::MilterConnection(true));
             match stream {
-                Stream::Tcp(s) => MilterSession::new(s, ctx.clone(), abort).run().await,
+                Stream::Tcp(s) => {
+                    MilterSession::new(QuickAck(s), ctx.clone(), abort)
+                        .run()
+                        .await
+                }
                 Stream::Unix(s) => MilterSession::new(s, ctx.clone(), abort).run().await,
             }
             ctx.metrics.emit(Event::MilterConnection(false));

@@ -10,6 +10,7 @@ pub mod command;
 pub mod listener;
 pub mod negotiate;
 pub mod packet;
+pub mod quickack;
 pub mod response;
 pub mod session;
 
