@@ -266,5 +266,22 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("needs quarantine.dir"), "{err}");
+        let milter = |extra: &str| {
+            parse(
+                "c.yaml",
+                &format!("listen: []\nmilter:\n  listen: [\"unix:/x\"]\n{extra}"),
+            )
+            .unwrap_err()
+            .to_string()
+        };
+        let e = milter("  socket_owner: \"a:b:c\"\n");
+        assert!(e.contains("expected user or user:group"), "{e}");
+        let e = milter("  max_packet_size: 4096\n");
+        assert!(e.contains("must hold a 65,535-byte body chunk"), "{e}");
+        let e = milter("  timeout: 0s\n");
+        assert!(
+            e.contains("milter.timeout") || e.contains("greater than 0"),
+            "{e}"
+        );
     }
 }

@@ -184,3 +184,48 @@ async fn accept(listener: &Bound) -> std::io::Result<Stream> {
         Bound::Unix(l) => Ok(Stream::Unix(l.accept().await?.0)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+
+    use super::*;
+
+    #[test]
+    fn owners_are_names_or_numbers() {
+        assert_eq!(lookup_owner("0").unwrap(), (0, None));
+        assert_eq!(lookup_owner("root:root").unwrap(), (0, Some(0)));
+        assert_eq!(lookup_owner("12:34").unwrap(), (12, Some(34)));
+        let e = lookup_owner("no-such-user-here").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("no \"no-such-user-here\" in /etc/passwd"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_unix_socket_gets_its_mode_and_owner_and_replaces_a_stale_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.sock");
+        let me = std::fs::metadata(dir.path()).unwrap();
+        let owner = format!("{}:{}", me.uid(), me.gid());
+        let socket = MilterSocket::Unix(path.clone());
+        let no_tcp = |_| Err(std::io::Error::other("no TCP here"));
+        let first = bind(&socket, 0o600, Some(&owner), no_tcp).unwrap();
+        drop(first);
+        // The file of the listener just dropped is stale: binding again replaces it.
+        let _second = bind(&socket, 0o640, Some(&owner), no_tcp).unwrap();
+        let m = std::fs::symlink_metadata(&path).unwrap();
+        assert!(m.file_type().is_socket());
+        assert_eq!(m.mode() & 0o7777, 0o640);
+        assert_eq!((m.uid(), m.gid()), (me.uid(), me.gid()));
+        // Anything but a socket at that path is left alone.
+        let file = dir.path().join("f");
+        std::fs::write(&file, "keep").unwrap();
+        let e = bind(&MilterSocket::Unix(file.clone()), 0o600, None, no_tcp).err();
+        assert!(e.is_some_and(|e| e.to_string().contains("is not a socket")));
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep");
+    }
+}
