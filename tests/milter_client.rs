@@ -380,6 +380,47 @@ mt.disconnect(conn)
     .await;
 }
 
+/// A message larger than `limits.max_message_size` is never accepted truncated: the end of
+/// message gets a replycode (552 5.3.4) and the limit hit is counted; a small message on
+/// the same connection is accepted afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_the_size_limit_gets_a_replycode() {
+    let m = milter(|c| c.limits.max_message_size = 2000).await;
+    m.miltertest(
+        r#"
+local conn = open()
+greet(conn)
+ok("mailfrom", mt.mailfrom(conn, "<sender@example.org>"))
+expect_continue(conn, "mailfrom", SMFIP_NR_MAIL)
+ok("rcptto", mt.rcptto(conn, "<bob@example.net>"))
+expect_continue(conn, "rcptto", SMFIP_NR_RCPT)
+ok("header", mt.header(conn, "Subject", "big"))
+expect_continue(conn, "header", SMFIP_NR_HDR)
+ok("eoh", mt.eoh(conn))
+expect_continue(conn, "eoh", SMFIP_NR_EOH)
+ok("body", mt.bodystring(conn, string.rep("0123456789abcdef\r\n", 300)))
+expect_continue(conn, "body", SMFIP_NR_BODY)
+ok("eom", mt.eom(conn))
+expect(conn, "eom over the limit", SMFIR_REPLYCODE)
+message(conn, "<sender@example.org>", "<bob@example.net>", H, BODY, AUTHSERV)
+mt.disconnect(conn)
+"#,
+    )
+    .await
+    .assert_passed("size limit");
+    let hits = m
+        .metric("portcullis_limit_hits_total", &[("limit", "message_size")])
+        .await;
+    assert_eq!(hits, Some(1.0), "message_size hits: {hits:?}");
+    let rejected = m
+        .metric(
+            "portcullis_messages_total",
+            &[("mode", "milter"), ("verdict", "reject")],
+        )
+        .await;
+    assert_eq!(rejected, Some(1.0), "milter rejects: {rejected:?}");
+}
+
 /// A policy rule on the sender refuses at MAIL with SMFIR_REPLYCODE carrying our reply;
 /// after ABORT, a message from another sender on the same connection is accepted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
