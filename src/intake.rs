@@ -3,10 +3,14 @@
 //!
 //! Owns: counting every content octet, keeping only those within the limit (beyond it they
 //! are counted and dropped, so memory and disk stay bounded and the session stays in
-//! sync), and keeping the first spool write error for the answer (a 451 later) rather than
-//! losing it. Must not: interpret content or decide what an oversized message gets.
+//! sync), keeping the first spool write error rather than losing it, and what a decided
+//! message that must not be delivered gets (`withheld`: the refusal, 552 over the limit,
+//! 451 after a spool error). Must not: interpret content or judge it (the engine does).
 
 use crate::config::Config;
+use crate::engine::Final;
+use crate::metrics::{Event, Limit, Metrics};
+use crate::smtp::reply::{self, Reply};
 use crate::spool::Spool;
 
 /// One message's bytes so far.
@@ -68,6 +72,33 @@ impl Intake {
     pub fn set_io_error(&mut self, e: std::io::Error) {
         self.io_error.get_or_insert(e);
     }
+}
+
+/// The answer for a decided message that is not to be delivered, with its outcome label:
+/// the policy's refusal; `552 5.3.4` for a message over the size limit, which is never
+/// delivered truncated whatever the policy says; `451 4.3.0` when its bytes were lost to a
+/// spool error. `None`: deliver it (relay, or quarantine). A message over the limit counts
+/// as a limit hit whoever refuses it.
+pub fn withheld(
+    decided: &Final,
+    intake: &Intake,
+    metrics: &Metrics,
+    session: &str,
+) -> Option<(Reply, &'static str)> {
+    if intake.over_limit() {
+        metrics.emit(Event::LimitHit(Limit::MessageSize));
+    }
+    if let Some(refusal) = decided.refusal() {
+        return Some((refusal.clone(), decided.verdict.action.label()));
+    }
+    if intake.over_limit() {
+        return Some((reply::MESSAGE_TOO_BIG, "reject"));
+    }
+    if let Some(e) = intake.io_error() {
+        tracing::error!(session, error = %e, "spool write failed");
+        return Some((reply::LOCAL_ERROR, "tempfail"));
+    }
+    None
 }
 
 #[cfg(test)]

@@ -547,23 +547,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> MilterSession<S> {
         decided: &Final,
         intake: &mut Incoming,
     ) -> (Vec<Response>, &'static str) {
-        // A message over the limit is a limit hit whoever refuses it: the policy's size
-        // rule, or the rule below (as in proxy mode).
-        if intake.bytes.over_limit() {
-            self.ctx
-                .metrics
-                .emit(Event::LimitHit(crate::metrics::Limit::MessageSize));
-        }
-        if let Some(refusal) = decided.refusal() {
-            return (vec![reply_code(refusal)], decided.verdict.action.label());
-        }
-        if intake.bytes.over_limit() {
-            // Never accept a truncated message, whatever the policy says.
-            return (vec![reply_code(&reply::MESSAGE_TOO_BIG)], "reject");
-        }
-        if let Some(e) = intake.bytes.io_error() {
-            tracing::error!(milter = %self.id, error = %e, "spool write failed");
-            return (vec![reply_code(&reply::LOCAL_ERROR)], "tempfail");
+        if let Some((r, outcome)) =
+            crate::intake::withheld(decided, &intake.bytes, &self.ctx.metrics, &self.id)
+        {
+            return (vec![reply_code(&r)], outcome);
         }
         let mut out = self.edits(decided, intake);
         if decided.quarantined() {

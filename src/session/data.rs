@@ -162,20 +162,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         // The copy and its room in `auth.max_verify_memory` go as soon as the checks are done.
         drop(loaded);
         let verdict = &decided.verdict;
-        let (reply, outcome): (Reply, &'static str) =
-            if let Some(refusal) = verdict.action.refusal() {
-                if body.intake.over_limit() {
-                    self.ctx.metrics.emit(Event::LimitHit(Limit::MessageSize));
-                }
-                (refusal.clone(), verdict.action.label())
-            } else if body.intake.over_limit() {
-                // Never relay a truncated message, whatever the policy says.
-                self.ctx.metrics.emit(Event::LimitHit(Limit::MessageSize));
-                (reply::MESSAGE_TOO_BIG, "reject")
-            } else if let Some(e) = body.intake.io_error() {
-                tracing::error!(session = %self.info().id, error = %e, "spool write failed");
-                (reply::LOCAL_ERROR, "tempfail")
-            } else {
+        let withheld =
+            crate::intake::withheld(&decided, &body.intake, &self.ctx.metrics, &self.info().id);
+        let (reply, outcome): (Reply, &'static str) = match withheld {
+            Some(answer) => answer,
+            None => {
                 let content = self.content(&decided);
                 match crate::quarantine::of(&self.ctx.config) {
                     Some(q) if decided.quarantined() => {
@@ -187,7 +178,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                             .await
                     }
                 }
-            };
+            }
+        };
         self.finish(&body, verdict, reply, outcome).await;
     }
 
