@@ -73,6 +73,40 @@ impl Quarantine {
         Ok(id)
     }
 
+    /// Keeps a message the policy quarantined and says what its sender hears: `Ok` with
+    /// the refusal `answer` asks for (`None`: nothing, the plain answer of a delivery),
+    /// `Err(451)` when it could not be stored durably (the sender retries, nothing is
+    /// lost). Logged either way.
+    pub async fn keep(
+        &self,
+        session: &str,
+        answer: crate::config::schema::QuarantineAnswer,
+        envelope: &crate::smtp::envelope::Envelope,
+        verdict: &Verdict,
+        content: &Content,
+        spool: &mut Spool,
+    ) -> Result<Option<Reply>, Reply> {
+        match self
+            .store(
+                &envelope.mail_from,
+                &envelope.rcpts,
+                verdict,
+                content,
+                spool,
+            )
+            .await
+        {
+            Ok(id) => {
+                tracing::info!(session, quarantine_id = %id, "message quarantined");
+                Ok(refusal(answer))
+            }
+            Err(e) => {
+                tracing::error!(session, error = %e, "quarantine store failed; client told to retry");
+                Err(crate::smtp::reply::LOCAL_ERROR)
+            }
+        }
+    }
+
     fn path(&self, id: &str) -> Result<PathBuf, Error> {
         // Ids are our own file names: nothing that could leave the directory.
         let valid = !id.is_empty()
@@ -241,7 +275,7 @@ fn without_our_fields(bytes: &[u8]) -> Vec<u8> {
 /// The refusal a sender hears for a message kept in the quarantine, per
 /// `quarantine.answer`; `None` for `accept`, where it learns nothing (the plain answer of
 /// any delivery: 250 in proxy mode, a discard in milter mode).
-pub fn refusal(answer: crate::config::schema::QuarantineAnswer) -> Option<Reply> {
+fn refusal(answer: crate::config::schema::QuarantineAnswer) -> Option<Reply> {
     use crate::config::schema::QuarantineAnswer;
     match answer {
         QuarantineAnswer::Accept => None,

@@ -46,6 +46,19 @@ pub struct Final {
 }
 
 impl Final {
+    /// What is relayed or stored: `above` (the front end's own trace fields, if any), then
+    /// the header fields to add, in front of the message; forged results removed.
+    pub fn content(&self, above: String) -> crate::relay::Content {
+        let mut prepend = above;
+        for header in &self.headers {
+            prepend.push_str(header);
+        }
+        crate::relay::Content {
+            prepend: prepend.into_bytes(),
+            strip_authserv_id: self.strip_authserv_id.clone(),
+        }
+    }
+
     /// The reply that refuses the message, for tempfail and reject.
     pub fn refusal(&self) -> Option<&Reply> {
         self.verdict.action.refusal()

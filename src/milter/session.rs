@@ -31,7 +31,6 @@ use crate::engine::{Engine, Final, Mode, Step};
 use crate::intake::Intake;
 use crate::metrics::Event;
 use crate::pipeline::MessageView;
-use crate::relay::Content;
 use crate::smtp::command::Body as BodyType;
 use crate::smtp::envelope::{Envelope, SessionInfo};
 use crate::smtp::reply::{self, Reply};
@@ -618,38 +617,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> MilterSession<S> {
         let Some(q) = crate::quarantine::of(&self.ctx.config) else {
             return (vec![reply_code(&reply::LOCAL_ERROR)], "tempfail");
         };
-        let mut prepend = String::new();
-        for h in &decided.headers {
-            prepend.push_str(h);
-        }
-        let content = Content {
-            prepend: prepend.into_bytes(),
-            strip_authserv_id: decided.strip_authserv_id.clone(),
-        };
         let Some(engine) = &self.engine else {
             return (vec![reply_code(&reply::LOCAL_ERROR)], "tempfail");
         };
-        let env = engine.envelope().clone();
-        match q
-            .store(
-                &env.mail_from,
-                &env.rcpts,
+        let answer = self.ctx.config.quarantine.answer;
+        let kept = q
+            .keep(
+                &self.id,
+                answer,
+                engine.envelope(),
                 &decided.verdict,
-                &content,
+                &decided.content(String::new()),
                 &mut intake.bytes.spool,
             )
-            .await
-        {
-            Ok(id) => {
-                tracing::info!(milter = %self.id, quarantine_id = %id, "message quarantined");
-                let r = crate::quarantine::refusal(self.ctx.config.quarantine.answer)
-                    .map_or(Response::Discard, |r| reply_code(&r));
-                (vec![r], "quarantine")
-            }
-            Err(e) => {
-                tracing::error!(milter = %self.id, error = %e, "quarantine store failed; client told to retry");
-                (vec![reply_code(&reply::LOCAL_ERROR)], "tempfail")
-            }
+            .await;
+        match kept {
+            // Accepted as far as the sender can tell; Postfix drops its copy.
+            Ok(refusal) => (
+                vec![refusal.map_or(Response::Discard, |r| reply_code(&r))],
+                "quarantine",
+            ),
+            Err(r) => (vec![reply_code(&r)], "tempfail"),
         }
     }
 

@@ -223,18 +223,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.reset_transaction().await;
     }
 
-    /// What is relayed or stored: our Received and the checks' header fields in front, and
-    /// forged Authentication-Results removed.
+    /// What is relayed or stored: our Received, then the fields the engine adds; forged
+    /// Authentication-Results removed.
     fn content(&self, decided: &Final) -> Content {
-        let mut prepend =
-            super::trace::received(self.info(), &self.ctx.config.hostname, self.env());
-        for header in &decided.headers {
-            prepend.push_str(header);
-        }
-        Content {
-            prepend: prepend.into_bytes(),
-            strip_authserv_id: decided.strip_authserv_id.clone(),
-        }
+        decided.content(super::trace::received(
+            self.info(),
+            &self.ctx.config.hostname,
+            self.env(),
+        ))
     }
 
     /// Keeps the message in the quarantine instead of relaying it; the reply is as
@@ -246,21 +242,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         content: &Content,
         spool: &mut Spool,
     ) -> (Reply, &'static str) {
-        let env = self.env();
-        match q
-            .store(&env.mail_from, &env.rcpts, verdict, content, spool)
-            .await
-        {
-            Ok(id) => {
-                tracing::info!(session = %self.info().id, quarantine_id = %id, "message quarantined");
-                let reply = crate::quarantine::refusal(self.ctx.config.quarantine.answer)
-                    .unwrap_or(reply::OK);
-                (reply, "quarantine")
-            }
-            Err(e) => {
-                tracing::error!(session = %self.info().id, error = %e, "quarantine store failed; client told to retry");
-                (reply::LOCAL_ERROR, "tempfail")
-            }
+        let answer = self.ctx.config.quarantine.answer;
+        let kept = q
+            .keep(&self.info().id, answer, self.env(), verdict, content, spool)
+            .await;
+        match kept {
+            // The plain 250 of any delivery: the sender learns nothing.
+            Ok(refusal) => (refusal.unwrap_or(reply::OK), "quarantine"),
+            Err(r) => (r, "tempfail"),
         }
     }
 
