@@ -3,7 +3,7 @@
 //! Owns: `VerifyBudget`, a fair semaphore of `auth.max_verify_memory` counted in KiB, the
 //! wait for room before a deadline, the `Reservation` that gives the room back when it is
 //! dropped, and the metrics of both (`portcullis_verify_memory_*`). Must not: read messages,
-//! or decide what a message that found no room gets (`session/data.rs` answers 451).
+//! or decide what a message that found no room gets (`readback.rs` answers 451).
 //! Messages still in memory (at most `spool.memory_limit`) take no room: verifying them
 //! copies nothing, and their bytes are bounded by the spool already.
 
