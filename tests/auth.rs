@@ -144,18 +144,7 @@ fn auth_on(c: &mut Config, ns: std::net::SocketAddr) {
 
 /// A plain RFC 5322 message from alice@example.org (CRLF, no line starting with a dot).
 fn message(subject: &str, body: &str) -> String {
-    format!(
-        "From: Alice <alice@example.org>\r\n\
-         To: Bob <bob@example.test>\r\n\
-         Subject: {subject}\r\n\
-         Date: Tue, 01 Dec 2026 10:00:00 +0000\r\n\
-         Message-ID: <{}@example.org>\r\n\
-         MIME-Version: 1.0\r\n\
-         Content-Type: text/plain; charset=us-ascii\r\n\
-         \r\n\
-         {body}",
-        subject.replace(' ', "-")
-    )
+    common::message_to("Bob <bob@example.test>", subject, body)
 }
 
 const BODY: &str = "Hello Bob,\r\n\r\nthe figures are attached.\r\n\r\n-- \r\nAlice\r\n";

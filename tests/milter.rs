@@ -91,18 +91,7 @@ fn zone(dmarc_policy: &str) -> Zone {
 
 /// A message from alice@example.org to alice@example.net (CRLF, no line starts with a dot).
 fn message(subject: &str, body: &str) -> String {
-    format!(
-        "From: Alice <alice@example.org>\r\n\
-         To: Alice <alice@example.net>\r\n\
-         Subject: {subject}\r\n\
-         Date: Tue, 01 Dec 2026 10:00:00 +0000\r\n\
-         Message-ID: <{}@example.org>\r\n\
-         MIME-Version: 1.0\r\n\
-         Content-Type: text/plain; charset=us-ascii\r\n\
-         \r\n\
-         {body}",
-        subject.replace(' ', "-")
-    )
+    common::message_to("Alice <alice@example.net>", subject, body)
 }
 
 const BODY: &str = "Hello,\r\n\r\nthe figures are attached.\r\n\r\n-- \r\nAlice\r\n";

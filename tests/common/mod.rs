@@ -462,3 +462,20 @@ pub fn auth_results(msg: &str) -> Vec<String> {
         .map(|(_, v)| v)
         .collect()
 }
+
+/// A plain RFC 5322 message from alice@example.org to the `To:` field `to` (CRLF, no line
+/// starting with a dot), its Message-ID made from the subject.
+pub fn message_to(to: &str, subject: &str, body: &str) -> String {
+    format!(
+        "From: Alice <alice@example.org>\r\n\
+         To: {to}\r\n\
+         Subject: {subject}\r\n\
+         Date: Tue, 01 Dec 2026 10:00:00 +0000\r\n\
+         Message-ID: <{}@example.org>\r\n\
+         MIME-Version: 1.0\r\n\
+         Content-Type: text/plain; charset=us-ascii\r\n\
+         \r\n\
+         {body}",
+        subject.replace(' ', "-")
+    )
+}
