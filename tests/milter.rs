@@ -52,6 +52,15 @@ const SPF_PASS_IP: &str = "127.0.0.5";
 /// Not authorised: SPF fail.
 const SPF_FAIL_IP: &str = "127.0.0.9";
 const MAIL_FROM: &str = "sender@example.org";
+/// A plain message to alice, as swaks arguments.
+const PLAIN: [&str; 6] = [
+    "--ehlo",
+    "mail.example.org",
+    "--from",
+    MAIL_FROM,
+    "--to",
+    "alice@example.net",
+];
 /// The fields `virtual(8)` writes above everything when it delivers.
 const DELIVERY_FIELDS: [&str; 3] = ["Return-Path", "X-Original-To", "Delivered-To"];
 
@@ -822,20 +831,12 @@ async fn a_message_above_the_memory_limit_is_delivered_intact() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_gateway_stopped_postfix_answers_4xx() {
     let mut rig = rig("none", None, |_| {}).await;
-    let args = [
-        "--ehlo",
-        "mail.example.org",
-        "--from",
-        MAIL_FROM,
-        "--to",
-        "alice@example.net",
-    ];
-    let (rc, out) = swaks(&rig.pf, &args).await;
+    let (rc, out) = swaks(&rig.pf, &PLAIN).await;
     assert_eq!(rc, 0, "{out}");
     sync(|| rig.pf.wait_for_messages("alice", 1, 10));
 
     rig.gw.stop().await;
-    let (rc, out) = swaks(&rig.pf, &args).await;
+    let (rc, out) = swaks(&rig.pf, &PLAIN).await;
     assert_eq!(rc, 23, "expected MAIL refused with 4xx:\n{out}");
     the_error(&out, "451 4.7.1 ");
     assert_logged_then_nothing_more(&rig.pf, &["milter-reject: MAIL", "451 4.7.1"], 1);
@@ -852,18 +853,7 @@ async fn recipients_outside_accepted_domains_get_550_at_rcpt() {
         c.accepted_domains = vec!["other.example".into()];
     })
     .await;
-    let (rc, out) = swaks(
-        &rig.pf,
-        &[
-            "--ehlo",
-            "mail.example.org",
-            "--from",
-            MAIL_FROM,
-            "--to",
-            "alice@example.net",
-        ],
-    )
-    .await;
+    let (rc, out) = swaks(&rig.pf, &PLAIN).await;
     assert_eq!(rc, 24, "expected the RCPT refused:\n{out}");
     let error = the_error(&out, "550 5.7.1 ");
     assert!(
@@ -926,18 +916,7 @@ async fn a_unix_socket_listener_serves_postfix() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_milter_packets_responses_and_messages() {
     let rig = rig("none", None, |_| {}).await;
-    let (rc, out) = swaks(
-        &rig.pf,
-        &[
-            "--ehlo",
-            "mail.example.org",
-            "--from",
-            MAIL_FROM,
-            "--to",
-            "alice@example.net",
-        ],
-    )
-    .await;
+    let (rc, out) = swaks(&rig.pf, &PLAIN).await;
     assert_eq!(rc, 0, "{out}");
     sync(|| rig.pf.wait_for_messages("alice", 1, 10));
     let (_, body) = rig.gw.http_get("/metrics").await;
