@@ -370,6 +370,18 @@ async fn idle_client_times_out_with_421() {
     );
 }
 
+/// Sends NOOP every 50 ms (at most 200 times) until one is not answered 250; that reply.
+async fn noop_until_refused(c: &mut common::LineClient) -> (u16, String) {
+    for _ in 0..200 {
+        let (code, text) = c.cmd("NOOP").await;
+        if code != 250 {
+            return (code, text);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the session was never ended");
+}
+
 /// A client that keeps the session busy with cheap commands is ended by `timeouts.session`
 /// at a command boundary; so is one that waits silently past it.
 #[tokio::test]
@@ -377,16 +389,7 @@ async fn session_deadline_ends_a_busy_client() {
     let gw = Gateway::start(|c| c.timeouts.session = Duration::from_millis(1500)).await;
     let mut c = gw.client().await;
     assert_eq!(c.cmd("EHLO busy.example").await.0, 250);
-    let mut ended = None;
-    for _ in 0..200 {
-        let (code, text) = c.cmd("NOOP").await;
-        if code != 250 {
-            ended = Some((code, text));
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let (code, text) = ended.expect("the session was never ended");
+    let (code, text) = noop_until_refused(&mut c).await;
     assert_eq!(
         (
             code,
@@ -460,16 +463,7 @@ async fn idle_bound_ends_a_client_that_sends_no_mail() {
     let gw = Gateway::start(|c| c.timeouts.idle = Duration::from_millis(1500)).await;
     let mut c = gw.client().await;
     assert_eq!(c.cmd("EHLO loiter.example").await.0, 250);
-    let mut ended = None;
-    for _ in 0..200 {
-        let (code, text) = c.cmd("NOOP").await;
-        if code != 250 {
-            ended = Some((code, text));
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let (code, text) = ended.expect("the session was never ended");
+    let (code, text) = noop_until_refused(&mut c).await;
     assert_eq!(
         (code, text.contains("4.4.2"), text.contains("Idle too long")),
         (421, true, true),
