@@ -174,10 +174,15 @@ fn now() -> u64 {
 /// One transaction from `ip`: EHLO, MAIL FROM:<sender@example.org>, RCPT, DATA `msg`.
 /// Returns the reply to the end of DATA.
 async fn send_from(gw: &Gateway, ip: &str, rcpt: &str, msg: &str) -> (u16, String) {
+    send_as(gw, ip, MAIL_FROM, rcpt, msg).await
+}
+
+/// `send_from` with the envelope sender `from`.
+async fn send_as(gw: &Gateway, ip: &str, from: &str, rcpt: &str, msg: &str) -> (u16, String) {
     let ip: IpAddr = ip.parse().unwrap();
     let mut c = LineClient::connect_from(gw.addr, ip).await;
     assert_eq!(c.read_reply().await.0, 220);
-    c.envelope(MAIL_FROM, &[rcpt]).await;
+    c.envelope(from, &[rcpt]).await;
     let reply = c.data(msg.as_bytes()).await;
     c.cmd("QUIT").await;
     reply
@@ -1241,12 +1246,7 @@ async fn several_author_domains_apply_the_strictest() {
         "From: Mallory <mallory@spoofer.example>, Alice <alice@example.org>",
     ] {
         let msg = message("two authors", BODY).replacen("From: Alice <alice@example.org>", from, 1);
-        let ip: IpAddr = SPF_FAIL_IP.parse().unwrap();
-        let mut c = LineClient::connect_from(gw.addr, ip).await;
-        assert_eq!(c.read_reply().await.0, 220);
-        c.envelope("mallory@spoofer.example", &[RCPT]).await;
-        let (code, text) = c.data(msg.as_bytes()).await;
-        c.cmd("QUIT").await;
+        let (code, text) = send_as(&gw, SPF_FAIL_IP, "mallory@spoofer.example", RCPT, &msg).await;
         assert_eq!(code, 550, "{from}: {text}");
         assert!(text.starts_with("550 5.7.26 "), "{text}");
     }
@@ -1345,12 +1345,7 @@ async fn unknown_alignment_under_a_known_reject_policy_defers() {
         1,
     );
     let gw = gateway(&dns).await;
-    let ip: IpAddr = SPF_FAIL_IP.parse().unwrap();
-    let mut c = LineClient::connect_from(gw.addr, ip).await;
-    assert_eq!(c.read_reply().await.0, 220);
-    c.envelope("bounce@mail.example.org", &[RCPT]).await;
-    let (code, text) = c.data(msg.as_bytes()).await;
-    c.cmd("QUIT").await;
+    let (code, text) = send_as(&gw, SPF_FAIL_IP, "bounce@mail.example.org", RCPT, &msg).await;
     assert_eq!(code, 451, "{text}");
     assert!(text.starts_with("451 4.7.26 "), "{text}");
     assert_eq!(gw.metric(&series("spf", "pass")).await, 1.0);
