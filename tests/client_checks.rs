@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use common::dns::{DnsFixture, Zone};
 use common::{Gateway, LineClient};
+use hickory_server::proto::rr::RecordType;
 
 const POLICY: &str = "rules:\n  - name: no-ptr\n    when: { rdns.ptr: false }\n    score: 1\n  - name: forged-us\n    when: { helo.ours: true }\n    action: reject\n    reply: { code: 550, enhanced: \"5.7.1\", text: \"You are not us\" }\n  - name: wrong-literal\n    when: { helo.literal_mismatch: true }\n    action: reject\n  - name: fcrdns\n    when: { rdns.fcrdns: true }\n    action: tag\n  - name: helo-unresolvable\n    when: { helo.resolves: false }\n    action: tag\n";
 
@@ -100,4 +101,83 @@ async fn rdns_and_helo_facts_reach_the_policy() {
     ] {
         assert_eq!(gw.metric(&finding(label)).await, expected, "{label}");
     }
+}
+
+/// Every client-side lookup goes through the cache: the PTR, its forward confirmation, the
+/// HELO name and the DNSBL zone are asked once, and a client seen again within the TTLs
+/// (positive and negative answers alike) costs no query at all.
+#[tokio::test]
+async fn a_client_seen_again_costs_no_dns_query() {
+    use portcullis::config::schema::{DnsblZoneConfig, ZoneKind};
+    let dns = DnsFixture::start(zones()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, POLICY).unwrap();
+    let ns = dns.addr();
+    let gw = Gateway::start(move |c| {
+        c.dns.nameservers = vec![ns];
+        c.dns.timeout = Duration::from_secs(2);
+        c.dns.attempts = 1;
+        c.client_checks.rdns = true;
+        c.client_checks.helo_dns = true;
+        c.proxy_protocol.trusted = vec!["127.0.0.1/32".parse().unwrap()];
+        c.dnsbl.zones = vec![DnsblZoneConfig {
+            zone: "bl.test".into(),
+            weight: 1,
+            codes: Vec::new(),
+            allow: false,
+            kind: ZoneKind::Ip,
+        }];
+        c.policy = Some(policy);
+    })
+    .await;
+    // Forward-confirmed with a resolvable HELO (positive answers), and no PTR with a HELO
+    // that does not exist (negative answers, kept for the SOA minimum).
+    let round = || async {
+        for (from, helo) in [
+            ("192.0.2.21", "mx.good.test"),
+            ("192.0.2.23", "nowhere.bad.test"),
+        ] {
+            let (mut c, code, _) = session(&gw, from, helo).await;
+            assert_eq!(code, 250);
+            mail(&mut c, "a@good.test", "u@example.test").await;
+            assert_eq!(c.data(b"Subject: s\r\n\r\nx\r\n").await.0, 250);
+        }
+    };
+    round().await;
+    let first = dns.queries();
+    for (name, rtype) in [
+        ("21.2.0.192.in-addr.arpa", RecordType::PTR),
+        ("mx.good.test", RecordType::A),
+        ("21.2.0.192.bl.test", RecordType::A),
+        ("23.2.0.192.in-addr.arpa", RecordType::PTR),
+        ("nowhere.bad.test", RecordType::A),
+        ("nowhere.bad.test", RecordType::AAAA),
+        ("23.2.0.192.bl.test", RecordType::A),
+    ] {
+        assert_eq!(dns.query_count(name, rtype), 1, "{name} {rtype}: {first:?}");
+    }
+    // An IPv4 client's PTR name is confirmed by its A records only; a HELO name with an A
+    // record is not asked for AAAA.
+    assert_eq!(
+        dns.query_count("mx.good.test", RecordType::AAAA),
+        0,
+        "{first:?}"
+    );
+
+    round().await;
+    let second = dns.queries();
+    assert_eq!(
+        second.len(),
+        first.len(),
+        "asked again: {:?}",
+        &second[first.len()..]
+    );
+    let hits = gw
+        .metric_labeled(
+            "portcullis_dns_cache_lookups_total",
+            &[("type", "PTR"), ("result", "hit")],
+        )
+        .await;
+    assert_eq!(hits, Some(2.0));
 }

@@ -1,24 +1,25 @@
 //! DNS block and allow lists (DNSBL/DNSWL, RFC 5782) of the client address at connect: every
-//! configured zone is asked at once, through the shared resolver, each within `dnsbl.timeout`.
+//! configured zone is asked at once, through the shared resolver and its cache (`dns/cache.rs`:
+//! an answer is kept for its TTL, a negative one for its SOA minimum), each within
+//! `dnsbl.timeout`.
 //!
 //! Facts: `dnsbl.listed` (one per block zone that lists the client), `dnsbl.score` (the summed
 //! weights of those zones), `dnswl.listed` (one per allow zone that lists the client) and
 //! `dnsbl.error` (one per zone that answered with an error code, RFC 5782 §2.1 / Spamhaus
 //! 127.255.255.x). An error answer is never a listing. Every client is looked up, loopback
 //! and private ones included (operators should not list RFC 1918 clients).
-//! Must not: judge (policy decides what a listing costs), open its own DNS sockets, or cache.
+//! Must not: judge (policy decides what a listing costs), open its own DNS sockets, or keep
+//! answers of its own.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use mail_auth::hickory_resolver::net::{DnsError, NetError};
-use mail_auth::hickory_resolver::proto::op::ResponseCode;
-use mail_auth::hickory_resolver::proto::rr::{RData, RecordType};
 
 use crate::config::schema::{DnsblConfig, DnsblZoneConfig, ZoneKind};
 use crate::dns::Dns;
+use crate::dns::lookup::{Answer, Resolve};
 use crate::metrics::{DnsblResult, Event, Metrics};
 use crate::pipeline::outcome::Fact;
 use crate::pipeline::{Check, CheckContext, Deferred, Stage};
@@ -207,36 +208,15 @@ impl Lists {
     }
 }
 
-/// Asks `zone` for the A records of `name` (already the full query name) within `timeout`
-/// and classifies the answer.
+/// Asks `zone` for the A records of `name` (already the full query name) within `timeout`,
+/// through the shared cache, and classifies the answer.
 pub(crate) async fn ask(dns: &Dns, zone: &Zone, name: &str, timeout: Duration) -> DnsblResult {
-    let resolver = dns.authenticator().resolver();
-    let answer = tokio::time::timeout(timeout, resolver.lookup(name, RecordType::A)).await;
-    match answer {
-        Err(_) => DnsblResult::Failed,
-        Ok(Ok(lookup)) => {
-            let codes: Vec<Ipv4Addr> = lookup
-                .answers()
-                .iter()
-                .filter_map(|r| match &r.data {
-                    RData::A(a) => Some(a.0),
-                    _ => None,
-                })
-                .collect();
-            classify(&codes, zone.codes.as_deref())
-        }
-        Ok(Err(e)) if is_negative(&e) => DnsblResult::Clean,
-        Ok(Err(_)) => DnsblResult::Failed,
+    match tokio::time::timeout(timeout, dns.a(name)).await {
+        Ok(Ok(Answer::Records(codes))) => classify(&codes, zone.codes.as_deref()),
+        // NXDOMAIN or NODATA: the zone does not list the address.
+        Ok(Ok(Answer::NxDomain | Answer::NoData)) => DnsblResult::Clean,
+        Ok(Err(_)) | Err(_) => DnsblResult::Failed,
     }
-}
-
-/// NXDOMAIN or NODATA: the zone does not list the address.
-fn is_negative(error: &NetError) -> bool {
-    matches!(
-        error,
-        NetError::Dns(DnsError::NoRecordsFound(n))
-            if matches!(n.response_code, ResponseCode::NXDomain | ResponseCode::NoError)
-    )
 }
 
 impl Check for DnsblCheck {

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use crate::checks::rdns::is_private;
 use crate::config::domains::AcceptedDomains;
 use crate::dns::Dns;
+use crate::dns::lookup::Resolve;
 use crate::pipeline::outcome::Fact;
 use crate::pipeline::{Check, CheckContext, CheckFuture};
 use crate::smtp::address::normalize_domain;
@@ -83,17 +84,20 @@ impl Check for HeloCheck {
             if let (Some(name), Some(dns)) = (&name, &self.dns)
                 && (self.lookup_private || !is_private(client))
             {
-                let resolves = dns
-                    .authenticator()
-                    .resolver()
-                    .lookup_ip(format!("{name}."))
-                    .await
-                    .is_ok_and(|a| a.iter().next().is_some());
-                facts.push(Fact::flag("helo.resolves", resolves));
+                facts.push(Fact::flag("helo.resolves", resolves(&**dns, name).await));
             }
             facts.into()
         })
     }
+}
+
+/// Whether `name` has an address: an A record, or else an AAAA record (asked only when
+/// there is no A record). A failed lookup counts as none.
+async fn resolves(dns: &impl Resolve, name: &str) -> bool {
+    if dns.a(name).await.is_ok_and(|a| !a.is_void()) {
+        return true;
+    }
+    dns.aaaa(name).await.is_ok_and(|a| !a.is_void())
 }
 
 #[cfg(test)]

@@ -9,9 +9,8 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use mail_auth::hickory_resolver::proto::rr::{Name, RData};
-
 use crate::dns::Dns;
+use crate::dns::lookup::Resolve;
 use crate::pipeline::outcome::Fact;
 use crate::pipeline::{Check, CheckContext, CheckFuture};
 
@@ -46,11 +45,18 @@ impl RdnsCheck {
     }
 }
 
-/// Whether `name` resolves (A/AAAA) to `ip`.
-pub async fn resolves_to(dns: &Dns, name: &str, ip: IpAddr) -> bool {
-    match dns.authenticator().resolver().lookup_ip(name).await {
-        Ok(answer) => answer.iter().any(|a| a.to_canonical() == ip),
-        Err(_) => false,
+/// Whether `name` resolves to `ip`: its A records for an IPv4 client (an IPv4-mapped one
+/// too), its AAAA records for an IPv6 one. Only the client's family is asked.
+pub async fn resolves_to(dns: &impl Resolve, name: &str, ip: IpAddr) -> bool {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => dns
+            .a(name)
+            .await
+            .is_ok_and(|answer| answer.records().contains(&v4)),
+        IpAddr::V6(v6) => dns
+            .aaaa(name)
+            .await
+            .is_ok_and(|answer| answer.records().contains(&v6)),
     }
 }
 
@@ -65,24 +71,10 @@ impl Check for RdnsCheck {
             if is_private(ip) && !self.lookup_private {
                 return Vec::new().into();
             }
-            let ptr = self
-                .dns
-                .authenticator()
-                .resolver()
-                .reverse_lookup(Name::from(ip))
-                .await;
-            let names: Vec<String> = match ptr {
-                Ok(answer) => answer
-                    .answers()
-                    .iter()
-                    .filter_map(|r| match &r.data {
-                        RData::PTR(p) => {
-                            Some(p.0.to_ascii().trim_end_matches('.').to_ascii_lowercase())
-                        }
-                        _ => None,
-                    })
-                    .collect(),
-                Err(_) => Vec::new(),
+            let ptr = self.dns.ptr(ip.to_canonical()).await;
+            let names: &[Box<str>] = match &ptr {
+                Ok(answer) => answer.records(),
+                Err(_) => &[],
             };
             let Some(first) = names.first() else {
                 return vec![
@@ -94,14 +86,14 @@ impl Check for RdnsCheck {
             // FCrDNS: one of the (first few) PTR names must resolve back to the client.
             let mut confirmed = false;
             for name in names.iter().take(3) {
-                if resolves_to(&self.dns, &format!("{name}."), ip).await {
+                if resolves_to(&*self.dns, name, ip).await {
                     confirmed = true;
                     break;
                 }
             }
             vec![
                 Fact::flag("rdns.ptr", true),
-                Fact::text("rdns.name", first.clone()),
+                Fact::text("rdns.name", first.to_string()),
                 Fact::flag("rdns.fcrdns", confirmed),
             ]
             .into()

@@ -3,10 +3,11 @@
 //! Owns: building the hickory resolver from `dns:` (system resolv.conf, or explicit name
 //! servers over UDP and TCP; timeout, attempts) inside mail-auth's `MessageAuthenticator`,
 //! the record cache with its metrics (`cache.rs`), and our own lookups (`lookup.rs`). Who
-//! uses what: SPF and DMARC use `lookup::Resolve` (cached); DKIM and ARC go through
-//! mail-auth with the cache handed to it; the client checks (DNSBL, rDNS, the HELO name)
-//! use `Dns::authenticator().resolver()`. Must not: be bypassed: no other module opens DNS
-//! sockets.
+//! uses what: SPF, DMARC and the client checks (DNSBL, rDNS/FCrDNS, the HELO name) use
+//! `lookup::Resolve` (cached); DKIM and ARC go through mail-auth with the cache handed to
+//! it. So every answer, positive or negative, is asked once per TTL (see `cache.rs`).
+//! Must not: be bypassed: no other module queries `Dns::authenticator().resolver()` or
+//! opens DNS sockets.
 
 pub mod cache;
 pub mod lookup;
