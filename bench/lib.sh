@@ -1,10 +1,17 @@
-# Shared by the bench scripts (sourced, from the repository root): a release build, a work
-# directory, processes stopped by PID on exit, ports on 127.0.0.1, and the timed load.
-# Expects MSGS, SESSIONS and SIZE to be set.
+# Shared by the bench scripts (sourced, from the repository root): a build, a work directory,
+# processes stopped by PID on exit, ports on 127.0.0.1, and the timed load.
+# Expects MSGS, SESSIONS and SIZE to be set. PROFILE=debug uses the test build (a smoke run,
+# no figures to keep); the default is a release build.
 command -v smtp-source >/dev/null || { echo "smtp-source missing: apt-get install postfix" >&2; exit 1; }
 
-cargo build --release --locked --ignore-rust-version --quiet
-BIN=target/release/portcullis
+PROFILE=${PROFILE:-release}
+if [ "$PROFILE" = release ]; then
+  cargo build --release --locked --ignore-rust-version --quiet --bin portcullis --example benchkit
+else
+  cargo build --locked --ignore-rust-version --quiet --bin portcullis --example benchkit
+fi
+BIN=target/$PROFILE/portcullis
+KIT=target/$PROFILE/examples/benchkit
 WORK=$(mktemp -d /tmp/portcullis-bench.XXXXXX)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
@@ -20,3 +27,6 @@ run() {  # $1 = port; prints messages per second
   end=$(date +%s.%N)
   python3 -c "print(f'{$MSGS/($end-$start):.0f}')"
 }
+
+cpu_of() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # utime + stime, in clock ticks
+HZ=$(getconf CLK_TCK)

@@ -12,12 +12,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 MSGS=${1:-2000}; SESSIONS=${2:-20}; SIZE=${3:-4096}
 source bench/lib.sh
+source bench/postfix.sh
 
 SINK=$(free_port); PFX=$(free_port); MIL=$(free_port); MET=$(free_port); DNS=$(free_port)
 D=/tmp/pfx-bench-$$
 SOCK=$D/milter.sock
-stop_postfix() { postfix -c "$D/etc" stop >/dev/null 2>&1 || true; rm -rf "$D"; }
-trap 'stop_postfix; cleanup' EXIT
+trap 'postfix_stop "$D"; cleanup' EXIT
 
 smtp-sink -u nobody -c "127.0.0.1:$SINK" 256 > "$WORK/sink.log" 2>&1 & pids+=($!)
 wait_port "$SINK"
@@ -39,55 +39,9 @@ while True:
 PY
 python3 "$WORK/nxdns.py" "$DNS" & pids+=($!)
 
-mkdir -p "$D"/{etc,queue,data,log}
-chown postfix "$D/data"
-cat > "$D/etc/main.cf" <<CF
-compatibility_level = 3.6
-queue_directory = $D/queue
-data_directory = $D/data
-myhostname = pfx-bench.test
-mydestination =
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-relay_domains = bench.test
-relayhost = [127.0.0.1]:$SINK
-alias_maps =
-alias_database =
-biff = no
-maillog_file_prefixes = /tmp
-maillog_file = $D/log/maillog
-smtpd_milters =
+postfix_instance "$D" "$PFX" "" "smtpd_milters =
 milter_protocol = 6
-milter_default_action = tempfail
-default_process_limit = 100
-CF
-cat > "$D/etc/master.cf" <<CF
-127.0.0.1:$PFX inet n - n - - smtpd
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-proxywrite unix -       -       n       -       1       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-CF
-touch -d '10 seconds ago' "$D"/etc/*
-script -qec "postfix -c $D/etc start" /dev/null >/dev/null
-wait_port "$PFX"
+milter_default_action = tempfail"
 
 cat > "$WORK/gw.yaml" <<YAML
 hostname: gw.bench.test
@@ -106,8 +60,6 @@ YAML
 wait_port "$MIL"
 
 milters() { postconf -c "$D/etc" -e "smtpd_milters = $1"; postfix -c "$D/etc" reload >/dev/null 2>&1; sleep 1; }
-cpu() { awk '{print $14 + $15}' "/proc/$GWPID/stat"; }   # utime + stime, in clock ticks
-HZ=$(getconf CLK_TCK)
 
 echo "messages=$MSGS sessions=$SESSIONS size=$SIZE (Postfix into its queue, relaying to smtp-sink)"
 milters ""
@@ -115,9 +67,9 @@ run "$PFX" >/dev/null   # warm-up
 alone=$(run "$PFX")
 milters "inet:127.0.0.1:$MIL"
 run "$PFX" >/dev/null
-c0=$(cpu)
+c0=$(cpu_of "$GWPID")
 with=$(run "$PFX")
-c1=$(cpu)
+c1=$(cpu_of "$GWPID")
 echo "Postfix alone:                $alone msg/s"
 echo "Postfix + Portcullis milter:  $with msg/s"
 python3 -c "print(f'ratio with/alone:             {$with/$alone:.2f}   (target >= 0.85)')"
