@@ -5,11 +5,11 @@
 //! `MONOTONIC_USEC`) and `STOPPING=1` to it as one datagram each. Nothing happens without the
 //! variable: the gateway run by hand, in a container or under another supervisor is
 //! unaffected. Must not: decide when the gateway is ready (the caller says so), or fail the
-//! gateway: a datagram that cannot be sent is logged once and the gateway goes on.
+//! gateway: a datagram that cannot be sent is logged and the gateway goes on.
 
 use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Where the service manager listens, from `$NOTIFY_SOCKET`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,21 +33,14 @@ impl Notifier {
         Notifier { target }
     }
 
-    /// A notifier writing to the socket file at `path` (the tests' service manager).
-    pub fn at(path: &Path) -> Self {
-        Notifier {
-            target: Some(Target::Path(path.to_path_buf())),
-        }
-    }
-
     /// The listeners are bound and the gateway serves; also the end of a reload.
     pub fn ready(&self) {
-        self.send("READY=1\n");
+        let _ = self.send("READY=1\n");
     }
 
     /// A reload (SIGHUP) has begun; `ready` follows when it is over, whatever its outcome.
     pub fn reloading(&self) {
-        self.send(&format!(
+        let _ = self.send(&format!(
             "RELOADING=1\nMONOTONIC_USEC={}\n",
             monotonic_usec()
         ));
@@ -55,15 +48,21 @@ impl Notifier {
 
     /// The drain has begun.
     pub fn stopping(&self) {
-        self.send("STOPPING=1\n");
+        let _ = self.send("STOPPING=1\n");
     }
 
-    fn send(&self, state: &str) {
+    /// Sends `state`: `Ok(false)` without a manager, an error (also logged) when the
+    /// datagram could not be sent.
+    fn send(&self, state: &str) -> std::io::Result<bool> {
         let Some(target) = &self.target else {
-            return;
+            return Ok(false);
         };
-        if let Err(e) = send_to(target, state.as_bytes()) {
-            tracing::warn!(error = %e, state = state.trim_end(), "cannot notify the service manager");
+        match send_to(target, state.as_bytes()) {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                tracing::warn!(error = %e, state = state.trim_end(), "cannot notify the service manager");
+                Err(e)
+            }
         }
     }
 }
@@ -108,7 +107,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("notify");
         let manager = UnixDatagram::bind(&path).expect("bind");
-        let notifier = Notifier::at(&path);
+        let notifier = Notifier {
+            target: Some(Target::Path(path.clone())),
+        };
         let mut buf = [0u8; 256];
         let mut next = || {
             let n = manager.recv(&mut buf).expect("recv");
@@ -129,10 +130,19 @@ mod tests {
 
     #[test]
     fn without_a_manager_nothing_is_sent_and_nothing_fails() {
-        // A socket that does not exist: logged, never an error for the gateway.
+        assert!(
+            !Notifier { target: None }
+                .send("READY=1\n")
+                .expect("no manager")
+        );
+        // A socket that does not exist: an error for the caller to ignore, and `ready`
+        // (which ignores it) returns as usual.
         let dir = tempfile::tempdir().expect("tempdir");
-        Notifier::at(&dir.path().join("absent")).ready();
-        Notifier { target: None }.ready();
+        let absent = Notifier {
+            target: Some(Target::Path(dir.path().join("absent"))),
+        };
+        assert!(absent.send("READY=1\n").is_err());
+        absent.ready();
     }
 
     #[test]
