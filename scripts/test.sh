@@ -5,7 +5,8 @@
 # Real components: Postfix (backend and client instances), swaks, smtp-source/smtp-sink
 # (postfix package), Prometheus and promtool, Python 3 (smtplib), redis-server and
 # redis-cli (shared rate-limit and greylisting state; the tests start their own servers), miltertest
-# (OpenDKIM's milter client, for the milter-mode tests). Installing needs root
+# (OpenDKIM's milter client, for the milter-mode tests), systemd-analyze (systemd package:
+# `verify` on dist/portcullis.service; no running systemd needed). Installing needs root
 # (apt-get); as another user, install them first or the tests that need them fail loudly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +19,7 @@ command -v python3   >/dev/null 2>&1 || need+=(python3)
 command -v script    >/dev/null 2>&1 || need+=(bsdutils)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v miltertest >/dev/null 2>&1 || need+=(miltertest)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

@@ -20,6 +20,7 @@ pub mod intake;
 pub mod listener;
 pub mod metrics;
 pub mod milter;
+pub mod notify;
 pub mod peer_write;
 pub mod pipeline;
 pub mod policy;

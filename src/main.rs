@@ -279,12 +279,18 @@ fn serve(config: Config) -> anyhow::Result<()> {
             .await
             .context("start-up failed")?;
         let mut signals = Signals::new()?;
+        // Every listener is bound: a Type=notify unit is started now, not at exec.
+        let notify = portcullis::notify::Notifier::from_env();
+        notify.ready();
         // SIGHUP reloads the policy and the TLS certificate (each old one stays if its
         // replacement is refused).
         while signals.next().await == Sig::Reload {
+            notify.reloading();
             let _ = running.reload();
             let _ = running.reload_tls();
+            notify.ready();
         }
+        notify.stopping();
         // A second SIGTERM/SIGINT during the drain exits at once.
         tokio::spawn(async move {
             while signals.next().await == Sig::Reload {}
