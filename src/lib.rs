@@ -23,6 +23,7 @@ pub mod milter;
 pub mod peer_write;
 pub mod pipeline;
 pub mod policy;
+pub mod procstat;
 pub mod proxy;
 pub mod quarantine;
 pub mod readback;

@@ -4,6 +4,7 @@
 //! diagnostics for both syntax and semantic errors. Must not: open sockets or do DNS.
 
 pub mod domains;
+pub mod fingerprint;
 pub mod lists;
 pub mod locate;
 pub mod schema;
