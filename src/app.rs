@@ -47,6 +47,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         sessions: capacity.sessions,
     });
     let ctx = Arc::new(Context::new(config, metrics.clone())?);
+    crate::reload::announce(&ctx);
     let shutdown = Shutdown::default();
     let metrics_stop = CancellationToken::new();
     let mut tasks = Vec::new();

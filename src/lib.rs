@@ -24,6 +24,7 @@ pub mod notify;
 pub mod peer_write;
 pub mod pipeline;
 pub mod policy;
+pub mod procstat;
 pub mod proxy;
 pub mod quarantine;
 pub mod readback;

@@ -7,8 +7,9 @@
 //! Sessions already running keep the policy they started with. Likewise the certificate
 //! pair: read and checked beside the one in force (`tls::cert::Pair::load`), refused when
 //! bad or expired (`portcullis_tls_reloads_total{result="error"}`, the old pair keeps
-//! serving), otherwise swapped in for the next handshakes. Must not: touch sockets, limits
-//! or anything else in the config (those need a restart).
+//! serving), otherwise swapped in for the next handshakes. The config in force is announced
+//! in the metrics at start-up and after each policy reload that took. Must not: touch
+//! sockets, limits or anything else in the config (those need a restart).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,6 +35,7 @@ pub fn reload(ctx: &Context) -> Result<Duration, ConfigErrors> {
             ctx.pipeline.set_policy(Arc::new(policy));
             let took = started.elapsed();
             ctx.metrics.emit(Event::Reload { ok: true });
+            announce(ctx);
             tracing::info!(took_ms = took.as_secs_f64() * 1000.0, "policy reloaded");
             Ok(took)
         }
@@ -44,6 +46,19 @@ pub fn reload(ctx: &Context) -> Result<Duration, ConfigErrors> {
             Err(errors)
         }
     }
+}
+
+/// Records the config in force and its policy files, now, in the metrics
+/// (`portcullis_config_info{hash}`, `portcullis_config_loaded_timestamp_seconds`): at
+/// start-up and after each reload that took.
+pub fn announce(ctx: &Context) {
+    let at = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    let hash = crate::config::fingerprint::fingerprint(&ctx.config);
+    tracing::info!(config_hash = %hash, "configuration in force");
+    ctx.metrics.emit(Event::ConfigLoaded { hash, at });
 }
 
 /// The state of some files when they were read: modification time and size of each, `None`

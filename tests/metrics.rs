@@ -54,6 +54,167 @@ async fn health_endpoints_and_exposition() {
     assert!(body.ends_with("# EOF\n"));
 }
 
+/// A GET with one `Accept` header: status, the response's `Content-Type`, and the body.
+async fn get_accepting(gw: &Gateway, path: &str, accept: &str) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(gw.metrics_addr)
+        .await
+        .unwrap();
+    let request = format!("GET {path} HTTP/1.0\r\nHost: test\r\nAccept: {accept}\r\n\r\n");
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8(buf).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a complete response");
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let content_type = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-type: "))
+        .expect("a content-type header")
+        .to_string();
+    (status, content_type, body.to_string())
+}
+
+/// What `promtool check metrics` says about an exposition (stdout and stderr), and whether
+/// it exited 0.
+fn promtool_check_metrics(exposition: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("metrics.txt");
+    std::fs::write(&file, exposition).unwrap();
+    let out = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&file).unwrap())
+        .output()
+        .expect("promtool not installed: run the README test command, which installs it");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), said)
+}
+
+/// The scrape formats side by side: OpenMetrics for a client that prefers it (Prometheus's
+/// own header), the 0.0.4 text format for `Accept: text/plain`, which `promtool check
+/// metrics` then lints without a single complaint (while it refuses the OpenMetrics text).
+#[tokio::test]
+async fn text_format_on_request_passes_promtool() {
+    let gw = Gateway::start(|_| {}).await;
+    traffic(&gw).await;
+    let prometheus =
+        "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
+    let (status, content_type, open) = get_accepting(&gw, "/metrics", prometheus).await;
+    assert_eq!(status, 200);
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    assert!(open.ends_with("# EOF\n"));
+    let (ok, said) = promtool_check_metrics(&open);
+    assert!(
+        !ok && said.contains("info"),
+        "promtool took OpenMetrics: {said}"
+    );
+
+    let (status, content_type, body) = get_accepting(&gw, "/metrics", "text/plain").await;
+    assert_eq!(status, 200);
+    assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
+    assert!(!body.contains("# EOF"), "{body}");
+    assert!(
+        body.contains("# TYPE portcullis_build_info gauge\n"),
+        "{body}"
+    );
+    assert_eq!(
+        common::metric_value(
+            &body,
+            "portcullis_messages_total{mode=\"smtp\",verdict=\"accept\"}"
+        ),
+        1.0
+    );
+    // Errors fail the check; lint findings (missing help, naming) are printed too, and
+    // none is acceptable either.
+    let (ok, said) = promtool_check_metrics(&body);
+    assert!(ok && said.trim().is_empty(), "promtool: {said}");
+}
+
+/// The `hash` label of `portcullis_config_info` in an exposition.
+fn config_hash(body: &str) -> String {
+    let line = body
+        .lines()
+        .find(|l| l.starts_with("portcullis_config_info{"))
+        .unwrap_or_else(|| panic!("no portcullis_config_info: {body}"));
+    let hash = line
+        .strip_prefix("portcullis_config_info{hash=\"")
+        .and_then(|l| l.strip_suffix("\"} 1"))
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!(
+        hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{line}"
+    );
+    hash.to_string()
+}
+
+/// The process metrics are read at each scrape, and the config in force is announced at
+/// start-up and again by a policy reload that took, not by one that was refused.
+#[tokio::test]
+async fn process_metrics_and_the_config_in_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("p.yaml");
+    std::fs::write(&policy, "rules: []\n").unwrap();
+    let gw = Gateway::start(|c| c.policy = Some(policy.clone())).await;
+    let (_, body) = gw.http_get("/metrics").await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        common::metric_value(&body, "process_resident_memory_bytes") > 1e6,
+        "{body}"
+    );
+    assert!(common::metric_value(&body, "process_virtual_memory_bytes") > 1e6);
+    // A tenth of a second of CPU spent on purpose, so that the counter cannot be 0.
+    let burn = std::time::Instant::now();
+    while burn.elapsed() < Duration::from_millis(100) {
+        std::hint::black_box(burn.elapsed());
+    }
+    let (_, burnt) = gw.http_get("/metrics").await;
+    assert!(
+        common::metric_value(&burnt, "process_cpu_seconds_total") >= 0.05,
+        "{burnt}"
+    );
+    let started = common::metric_value(&body, "process_start_time_seconds");
+    assert!(
+        started > now - 3600.0 && started <= now,
+        "{started} vs {now}"
+    );
+    let open = common::metric_value(&body, "process_open_fds");
+    assert!(open > 3.0, "{open}");
+    assert!(common::metric_value(&body, "process_max_fds") > open);
+    assert_eq!(open, common::metric_value(&body, "portcullis_open_files"));
+    let loaded = common::metric_value(&body, "portcullis_config_loaded_timestamp_seconds");
+    assert!(loaded > now - 60.0 && loaded <= now, "{loaded} vs {now}");
+    let first = config_hash(&body);
+
+    let running = gw.running.as_ref().unwrap();
+    std::fs::write(&policy, "rules: [ broken\n").unwrap();
+    running.reload().unwrap_err();
+    let (_, body) = gw.http_get("/metrics").await;
+    assert_eq!(
+        config_hash(&body),
+        first,
+        "a refused reload changes nothing"
+    );
+    std::fs::write(
+        &policy,
+        "rules:\n  - name: r\n    when: { helo: x.test }\n    action: reject\n",
+    )
+    .unwrap();
+    running.reload().unwrap();
+    let (_, body) = gw.http_get("/metrics").await;
+    assert_ne!(config_hash(&body), first);
+    assert!(common::metric_value(&body, "portcullis_config_loaded_timestamp_seconds") >= loaded);
+}
+
 #[tokio::test]
 async fn readyz_fails_when_the_backend_is_down() {
     let dead = free_port();
@@ -131,10 +292,20 @@ async fn exposed_families(gw: &Gateway) -> BTreeSet<String> {
         .collect()
 }
 
-/// `portcullis_*` identifiers used in a dashboard or rules file.
+/// `portcullis_*` and `process_*` identifiers used in a dashboard or rules file.
 fn used_metrics(text: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    for (i, _) in text.match_indices("portcullis_") {
+    let starts = text
+        .match_indices("portcullis_")
+        .chain(text.match_indices("process_"))
+        // Not the tail of another name (`my_process_x`).
+        .filter(|(i, _)| {
+            !text[..*i]
+                .chars()
+                .next_back()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        });
+    for (i, _) in starts {
         let name: String = text[i..]
             .chars()
             .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')

@@ -1,6 +1,7 @@
 //! Network list files: one CIDR network or bare address per line, `#` starts a comment,
 //! blank lines are ignored. Used by `connections.allow_files` / `deny_files` (and the same
-//! format by the policies' `cidr_file`).
+//! format by the policies' `cidr_file`); the inline lists of the config take the same
+//! entries (`networks`).
 //!
 //! Owns: the format and its error messages (`path:line: ...`). Must not: decide what a
 //! listed network means.
@@ -17,6 +18,35 @@ pub fn parse_network(item: &str) -> Option<IpNet> {
     item.parse()
         .ok()
         .or_else(|| item.parse::<IpAddr>().ok().map(IpNet::from))
+}
+
+/// serde adapter for inline network lists (`connections.allow`, `tls.require.client_networks`
+/// …): CIDR networks or bare addresses (`192.0.2.1` is `192.0.2.1/32`), as in list files.
+/// A bad entry is named with its value and its key's YAML path.
+pub fn networks<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
+    struct Entry(IpNet);
+    impl<'de> serde::Deserialize<'de> for Entry {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_str(EntryVisitor)
+        }
+    }
+    struct EntryVisitor;
+    impl serde::de::Visitor<'_> for EntryVisitor {
+        type Value = Entry;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an IP network (192.0.2.0/24, 2001:db8::/32) or address")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Entry, E> {
+            parse_network(v).map(Entry).ok_or_else(|| {
+                E::custom(format!(
+                    "{v:?} is not an IP network or address (expected e.g. 192.0.2.0/24, \
+                     2001:db8::/32 or 192.0.2.1)"
+                ))
+            })
+        }
+    }
+    let entries: Vec<Entry> = serde::Deserialize::deserialize(d)?;
+    Ok(entries.into_iter().map(|e| e.0).collect())
 }
 
 /// The lines of a list file that carry an entry, with their line numbers (from 1).

@@ -4,11 +4,14 @@
 //! diagnostics for both syntax and semantic errors. Must not: open sockets or do DNS.
 
 pub mod domains;
+pub mod fingerprint;
 pub mod lists;
 pub mod locate;
 pub mod schema;
+pub mod suggest;
 pub mod units;
 pub mod validate;
+pub mod wording;
 
 use std::fmt;
 use std::path::Path;
@@ -40,12 +43,7 @@ impl Diagnostic {
             line,
             column,
             // The position is in the prefix already.
-            message: e
-                .to_string()
-                .split(" at line ")
-                .next()
-                .unwrap_or_default()
-                .to_string(),
+            message: wording::humanize(e.to_string().split(" at line ").next().unwrap_or_default()),
         }
     }
 }
@@ -165,6 +163,68 @@ mod tests {
     }
 
     #[test]
+    fn check_config_speaks_plainly() {
+        let msg = |text: &str| {
+            parse("c.yaml", &format!("accepted_domains: [a.test]\n{text}"))
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            msg("connections:\n  deny: [192.0.2.0/24, 10.0.0.0/33]\n"),
+            "c.yaml:3:24: connections.deny[1]: \"10.0.0.0/33\" is not an IP network or address \
+             (expected e.g. 192.0.2.0/24, 2001:db8::/32 or 192.0.2.1)"
+        );
+        assert_eq!(
+            msg("timeouts:\n  data: 5m\n  command: 30 parsecs\n"),
+            "c.yaml:4:12: timeouts.command: invalid duration unit in \"30 parsecs\": use ms, s, m, h or d"
+        );
+        assert_eq!(
+            msg("limits:\n  max_message_size: 10 parsecs\n"),
+            "c.yaml:3:21: limits.max_message_size: invalid size unit in \"10 parsecs\": use KB, MB, GB, KiB, MiB or GiB"
+        );
+        assert_eq!(
+            msg("limits:\n  max_recipients: lots\n"),
+            "c.yaml:3:19: limits.max_recipients: invalid type: string \"lots\", expected a whole number"
+        );
+        let e = msg("limits:\n  max_recipent: 5\n");
+        assert!(
+            e.starts_with("c.yaml:3:3: limits: unknown field `max_recipent`; did you mean `max_recipients`? (expected one of `max_sessions`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bare_addresses_in_network_lists_are_single_hosts() {
+        let c = parse(
+            "c.yaml",
+            "accepted_domains: [a.test]\nconnections:\n  allow: [192.0.2.1, \"2001:db8::1\", 198.51.100.0/24]\n",
+        )
+        .expect("valid");
+        let allow: Vec<String> = c.connections.allow.iter().map(|n| n.to_string()).collect();
+        assert_eq!(
+            allow,
+            ["192.0.2.1/32", "2001:db8::1/128", "198.51.100.0/24"]
+        );
+        // Sizes still take plain numbers, durations do not.
+        let c = parse(
+            "c.yaml",
+            "accepted_domains: [a.test]\nlimits:\n  max_message_size: 1000\n",
+        )
+        .expect("valid");
+        assert_eq!(c.limits.max_message_size, 1000);
+        let e = parse(
+            "c.yaml",
+            "accepted_domains: [a.test]\ntimeouts:\n  command: 30\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("timeouts.command: invalid type: integer `30`, expected a duration"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn semantic_errors_all_reported_with_lines() {
         let text = "hostname: mx.example.test\naccepted_domains:\n  - ok.test\n  - 'bad domain'\nlimits:\n  max_recipients: 0\n";
         let err = parse("c.yaml", text).unwrap_err();
@@ -196,7 +256,9 @@ mod tests {
             "accepted_domains: [a.test]\ntls:\n  cert: /dev/null\n  key: /dev/null\n  require:\n";
         let e = msg(&format!("{tls}    client_networks: [192.0.2.0/33]\n"));
         assert!(
-            e.starts_with("c.yaml:6:23: tls.require.client_networks[0]: invalid IP"),
+            e.starts_with(
+                "c.yaml:6:23: tls.require.client_networks[0]: \"192.0.2.0/33\" is not an IP network"
+            ),
             "{e}"
         );
         let e = msg(&format!(

@@ -299,6 +299,7 @@ pub struct TlsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct TlsRequire {
     /// Clients in these networks get `530 5.7.0` to a MAIL sent without TLS.
+    #[serde(deserialize_with = "super::lists::networks")]
     pub client_networks: Vec<IpNet>,
     /// A RCPT to these domains (exact or `*.domain`) sent without TLS gets `530 5.7.0`.
     pub recipient_domains: Vec<String>,
@@ -309,6 +310,7 @@ pub struct TlsRequire {
 #[serde(deny_unknown_fields, default)]
 pub struct ProxyProtocolConfig {
     /// Peers that must send a PROXY header (v1 or v2); others are served directly.
+    #[serde(deserialize_with = "super::lists::networks")]
     pub trusted: Vec<IpNet>,
 }
 
@@ -530,8 +532,10 @@ pub enum QuarantineAnswer {
 #[serde(deny_unknown_fields, default)]
 pub struct ConnectionsConfig {
     /// Clients that skip every connection limit (your own relays).
+    #[serde(deserialize_with = "super::lists::networks")]
     pub allow: Vec<IpNet>,
     /// Clients refused at once with 554 5.7.1 (the allow list wins over it).
+    #[serde(deserialize_with = "super::lists::networks")]
     pub deny: Vec<IpNet>,
     /// Files of more allowed networks (one CIDR or address per line, `#` comments),
     /// relative to the config file; read at start.
@@ -811,6 +815,7 @@ pub struct GreylistingConfig {
     /// Skip clients listed by a DNSWL zone.
     pub skip_dnswl: bool,
     /// Clients that are never greylisted (`connections.allow` is added to these).
+    #[serde(deserialize_with = "super::lists::networks")]
     pub skip_networks: Vec<IpNet>,
 }
 

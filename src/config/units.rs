@@ -115,25 +115,50 @@ pub fn parse_rate(s: &str) -> Result<Rate, String> {
     Ok(Rate { count, period })
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum NumOrStr {
-    Num(u64),
-    Str(String),
+/// Parses a string value inside its own deserializer, so that an error carries the key's
+/// YAML path (`timeouts.command`), not the enclosing section's, as one raised after the
+/// string was read would; plain numbers go to `number` when it is given.
+struct Parsed<T> {
+    what: &'static str,
+    parse: fn(&str) -> Result<T, String>,
+    number: Option<fn(u64) -> T>,
+}
+
+impl<T> serde::de::Visitor<'_> for Parsed<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.what)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<T, E> {
+        (self.parse)(v).map_err(E::custom)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<T, E> {
+        match self.number {
+            Some(number) => Ok(number(v)),
+            None => Err(E::invalid_type(serde::de::Unexpected::Unsigned(v), &self)),
+        }
+    }
 }
 
 /// serde adapter for durations written as strings.
 pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    parse_duration(&s).map_err(serde::de::Error::custom)
+    d.deserialize_any(Parsed {
+        what: "a duration such as 30s, 5m or 250ms",
+        parse: parse_duration,
+        number: None,
+    })
 }
 
 /// serde adapter for sizes written as numbers or strings with units.
 pub fn size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    match NumOrStr::deserialize(d)? {
-        NumOrStr::Num(n) => Ok(n),
-        NumOrStr::Str(s) => parse_size(&s).map_err(serde::de::Error::custom),
-    }
+    d.deserialize_any(Parsed {
+        what: "a size such as 26214400 or 25MiB",
+        parse: parse_size,
+        number: Some(|n| n),
+    })
 }
 
 /// Parses a file mode written in octal (`"0660"`, `"660"`); at most `0o7777`.

@@ -407,6 +407,16 @@ pub enum Event {
         /// Sessions served at once (`limits.max_sessions`, or fewer).
         sessions: usize,
     },
+    /// The process's CPU time, memory and start time now (at each scrape).
+    Process(crate::procstat::Sample),
+    /// A config and its policy files were put in force (at start-up and at each successful
+    /// policy reload).
+    ConfigLoaded {
+        /// `config::fingerprint` of what was loaded.
+        hash: String,
+        /// When, in seconds since the Unix epoch.
+        at: f64,
+    },
     /// Descriptors open now and the soft limit now (at each scrape).
     OpenFiles {
         /// Open descriptors, when the system tells.

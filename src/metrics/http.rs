@@ -4,7 +4,8 @@
 //! Owns: the axum router and its listener, which accepts through `accept::Acceptor`, so a
 //! scrape is still answered when the descriptor table is full (the listener's spare
 //! descriptor takes it) and accept failures back off and are logged once. Each scrape
-//! refreshes the descriptor gauges. Must not: be reachable from outside by default (the
+//! refreshes the descriptor and process gauges, and is answered in the format its `Accept` header
+//! prefers (`negotiate.rs`). Must not: be reachable from outside by default (the
 //! default address is 127.0.0.1:9465).
 
 use std::net::SocketAddr;
@@ -12,13 +13,13 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::{Event, Metrics};
+use super::{Event, Format, Metrics};
 use crate::accept::{Accepted, Acceptor};
 use crate::relay::Backend;
 
@@ -72,17 +73,26 @@ pub async fn bind(
     Ok((local, serve))
 }
 
-async fn metrics_handler(State(ctx): State<Ctx>) -> impl IntoResponse {
+async fn metrics_handler(State(ctx): State<Ctx>, headers: HeaderMap) -> impl IntoResponse {
     ctx.metrics.emit(Event::OpenFiles {
         open: crate::descriptors::open_count(),
         limit: crate::descriptors::soft_limit(),
     });
+    match crate::procstat::read() {
+        Ok(sample) => ctx.metrics.emit(Event::Process(sample)),
+        // The process metrics keep their last values.
+        Err(e) => tracing::debug!(error = %e, "cannot read the process's resources"),
+    }
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = Format::from_accept(accept);
     (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        ctx.metrics.render(),
+        [
+            (header::CONTENT_TYPE, format.content_type()),
+            // The answer depends on Accept: a cache must not hand one scraper's format to
+            // another.
+            (header::VARY, "Accept"),
+        ],
+        ctx.metrics.render_as(format),
     )
 }
 

@@ -6,14 +6,19 @@
 //! DNSBL zones); never sender, domain or IP of a client.
 //! Must not: take unbounded labels.
 
+pub mod config_info;
 pub mod events;
 pub mod http;
+pub mod negotiate;
+pub mod process;
 pub mod resources;
+#[cfg(test)]
+mod tests;
 pub mod tls;
 
 use std::time::Duration;
 
-use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{prometheus_text, text};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -22,6 +27,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 pub use events::{AcceptError, BackendErrorKind, DnsblResult, Event, Limit, VerifyWait};
+pub use negotiate::Format;
 
 type L1 = [(&'static str, &'static str); 1];
 type L2 = [(&'static str, &'static str); 2];
@@ -83,12 +89,17 @@ pub struct Metrics {
     client_findings: Family<L1, Counter>,
     resources: resources::Resources,
     tls: tls::TlsMetrics,
+    process: process::Process,
+    config_info: config_info::ConfigInfo,
 }
 
 impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("portcullis");
+        // The process metrics go unprefixed at the root (`process.rs`); everything else is
+        // under `portcullis_`.
+        let mut root = Registry::default();
+        let registry = root.sub_registry_with_prefix("portcullis");
         registry.register(
             "build",
             "Build information",
@@ -129,9 +140,11 @@ impl Metrics {
             client_findings: Family::default(),
             resources: resources::Resources::default(),
             tls: tls::TlsMetrics::default(),
+            process: process::Process::default(),
+            config_info: config_info::ConfigInfo::default(),
             registry: Registry::default(),
         };
-        let r = &mut registry;
+        let r = registry;
         r.register(
             "sessions",
             "SMTP sessions by result (accepted, rejected_capacity)",
@@ -290,8 +303,13 @@ impl Metrics {
         );
         m.resources.register(r);
         m.tls.register(r);
+        m.config_info.register(r);
+        m.process.register(&mut root);
         m.precreate();
-        Metrics { registry, ..m }
+        Metrics {
+            registry: root,
+            ..m
+        }
     }
 
     /// Creates every known label value at zero, so dashboards and alerts see a series (and
@@ -396,7 +414,8 @@ impl Metrics {
 
     /// Records one event.
     pub fn emit(&self, event: Event) {
-        if self.resources.emit(&event) || self.tls.emit(&event) {
+        self.process.observe(&event);
+        if self.resources.emit(&event) || self.tls.emit(&event) || self.config_info.emit(&event) {
             return;
         }
         match event {
@@ -566,6 +585,8 @@ impl Metrics {
             | Event::VerifyMemoryTaken(_)
             | Event::VerifyMemoryReturned(_)
             | Event::VerifyMemoryWait(_) => {}
+            // Recorded by `process.observe` and `config_info.emit` above.
+            Event::Process(_) | Event::ConfigLoaded { .. } => {}
             // Recorded by `tls.emit` above.
             Event::TlsReload { .. } | Event::TlsCertificate { .. } | Event::TlsRequired(_) => {}
         }
@@ -600,9 +621,17 @@ impl Metrics {
 
     /// The OpenMetrics text exposition.
     pub fn render(&self) -> String {
+        self.render_as(Format::OpenMetrics)
+    }
+
+    /// The exposition in `format`.
+    pub fn render_as(&self, format: Format) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.
-        let _ = encode(&mut out, &self.registry);
+        let _ = match format {
+            Format::OpenMetrics => text::encode(&mut out, &self.registry),
+            Format::Prometheus => prometheus_text::encode(&mut out, &self.registry),
+        };
         out
     }
 }

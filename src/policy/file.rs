@@ -345,7 +345,16 @@ impl Compiler<'_> {
                     if stage_of(fact).is_none() {
                         self.problem(
                             &p,
-                            format!("unknown fact {fact:?} (see docs/policies.md for the list)"),
+                            format!(
+                                "unknown fact {fact:?}{} (see docs/policies.md for the list)",
+                                crate::config::suggest::did_you_mean(
+                                    fact,
+                                    super::facts::KNOWN
+                                        .iter()
+                                        .map(|(name, _)| *name)
+                                        .chain(["all", "any", "not"])
+                                )
+                            ),
                         );
                     }
                     Condition::Fact(fact.to_string(), self.matcher(v, &p))
@@ -540,6 +549,14 @@ mod tests {
         assert!(
             got.iter().any(|m| m.contains("does not fit the action")),
             "{got:#?}"
+        );
+        let got =
+            messages("rules:\n  - name: a\n    when: { helo.our: true }\n    action: reject\n");
+        assert_eq!(
+            got,
+            [
+                "p.yaml:3:13: unknown fact \"helo.our\"; did you mean `helo.ours`? (see docs/policies.md for the list)"
+            ]
         );
     }
 
