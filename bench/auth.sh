@@ -7,6 +7,7 @@
 #
 #   bench/auth.sh [messages] [sessions] [repeats]     defaults: 5000 32 3
 #   bench/auth.sh --short                             a smoke run (the test build, small counts)
+#   PERF=/tmp/gw.perf bench/auth.sh ...                also a perf profile of the gateway
 #
 # Prints a Markdown table (docs/performance.md). Every figure is a median of `repeats` runs,
 # the rows interleaved so that drift of the machine hits them alike. It fails when a step
@@ -36,7 +37,7 @@ for _ in $(seq 100); do [ -s "$WORK/dns.port" ] && break; sleep 0.1; done
 DNS=$(cat "$WORK/dns.port")
 queries() { cat "$WORK/dns.count"; }
 
-smtp-sink -u nobody -c "127.0.0.1:$SINK" 1024 > "$WORK/sink.log" 2>&1 & pids+=($!)
+smtp-sink -u nobody -c "127.0.0.1:$SINK" 1024 > "$WORK/sink.log" 2>&1 & SINKPID=$!; pids+=($SINKPID)
 wait_port "$SINK"
 
 # The gateway as a site would run it: the shipped default policy, every check on, logging
@@ -78,15 +79,26 @@ src() {  # $1 = port, $2 = message size: smtp-source with the signed message, pr
   python3 -c "print(f'{$MSGS/($end-$start):.0f}')"
 }
 
+# PERF=FILE: a perf profile of the gateway during the first 4 KiB run (that run's figures
+# then carry perf's cost; the medians mostly do not).
+perfpid=
+profile_start() { perf record -F 999 -g -p "$GWPID" -o "$PERF" >/dev/null 2>&1 & perfpid=$!; sleep 0.5; }
+profile_stop() { [ -n "$perfpid" ] && { kill -INT "$perfpid"; wait "$perfpid" || true; perfpid=; }; return 0; }
+
 declare -A rate cpu dnsq
 throughput() {  # $1 = message size: fills rate[size:row], cpu[size:row], dnsq[size]
-  local size=$1 r d g p c0 c1 q0 q1 dl=() gl=() pl=() gc=() pc=() ql=()
+  local size=$1 r d g p c0 c1 q0 q1 dl=() gl=() pl=() dc=() gc=() pc=() ql=()
   src "$SINK" "$size" >/dev/null; src "$GW" "$size" >/dev/null   # warm-up: caches, pools
   [ -n "$have_postfix" ] && src "$PFX" "$size" >/dev/null
   for r in $(seq "$REPEATS"); do
+    c0=$(cpu_of "$SINKPID")
     dl+=("$(src "$SINK" "$size")")
+    c1=$(cpu_of "$SINKPID")
+    dc+=("$(python3 -c "print(($c1-$c0)/$HZ/$MSGS*1e6)")")
     c0=$(cpu_of "$GWPID"); q0=$(queries)
+    [ -n "${PERF:-}" ] && [ "$r" = 1 ] && [ "$size" = 4096 ] && profile_start
     gl+=("$(src "$GW" "$size")")
+    profile_stop
     c1=$(cpu_of "$GWPID"); q1=$(queries)
     gc+=("$(python3 -c "print(($c1-$c0)/$HZ/$MSGS*1e6)")")
     ql+=("$(python3 -c "print(($q1-$q0)/$MSGS)")")
@@ -98,6 +110,7 @@ throughput() {  # $1 = message size: fills rate[size:row], cpu[size:row], dnsq[s
     fi
   done
   rate[$size:direct]=$(median "${dl[@]}")
+  cpu[$size:direct]=$(median "${dc[@]}")
   rate[$size:gw]=$(median "${gl[@]}")
   cpu[$size:gw]=$(median "${gc[@]}")
   dnsq[$size]=$(median "${ql[@]}")
@@ -180,7 +193,7 @@ cat <<TABLE
 | --- | --- | --- | --- |
 | 4 KiB, $SESSIONS sessions, msg/s | ${rate[4096:direct]} | ${rate[4096:gw]} ($(pct "${rate[4096:gw]}" "${rate[4096:direct]}")) | ${rate[4096:pfx]:-n/a}${have_postfix:+ ($(pct "${rate[4096:pfx]:-0}" "${rate[4096:direct]}"))} |
 | 64 KiB, $SESSIONS sessions, msg/s | ${rate[65536:direct]} | ${rate[65536:gw]} ($(pct "${rate[65536:gw]}" "${rate[65536:direct]}")) | ${rate[65536:pfx]:-n/a}${have_postfix:+ ($(pct "${rate[65536:pfx]:-0}" "${rate[65536:direct]}"))} |
-| CPU per message, 4 KiB / 64 KiB (µs) | | $(printf %.0f "${cpu[4096:gw]}") / $(printf %.0f "${cpu[65536:gw]}") | ${cpu[4096:pfx]:+$(printf %.0f "${cpu[4096:pfx]}") / $(printf %.0f "${cpu[65536:pfx]}")} |
+| CPU per message, 4 KiB / 64 KiB (µs; direct: smtp-sink's own) | $(printf %.0f "${cpu[4096:direct]}") / $(printf %.0f "${cpu[65536:direct]}") | $(printf %.0f "${cpu[4096:gw]}") / $(printf %.0f "${cpu[65536:gw]}") | ${cpu[4096:pfx]:+$(printf %.0f "${cpu[4096:pfx]}") / $(printf %.0f "${cpu[65536:pfx]}")} |
 | DNS queries per message (4 KiB / 64 KiB, after warm-up) | | ${dnsq[4096]} / ${dnsq[65536]} | |
 | latency c=1 p50 / p99 (ms) | $(p "${lat[direct:1]}") / $(p99 "${lat[direct:1]}") | $(p "${lat[gw:1]}") / $(p99 "${lat[gw:1]}") | ${lat[pfx:1]:+$(p "${lat[pfx:1]}") / $(p99 "${lat[pfx:1]}")} |
 | latency c=16 p50 / p99 (ms) | $(p "${lat[direct:16]}") / $(p99 "${lat[direct:16]}") | $(p "${lat[gw:16]}") / $(p99 "${lat[gw:16]}") | ${lat[pfx:16]:+$(p "${lat[pfx:16]}") / $(p99 "${lat[pfx:16]}")} |

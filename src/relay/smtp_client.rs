@@ -24,6 +24,11 @@ use crate::smtp::reply::{Enhanced, Reply};
 use crate::spool::Spool;
 use crate::tls::MaybeTls;
 
+/// Message content is written to the backend in writes of about this many bytes: big
+/// enough that a typical message and its final dot take one write (one segment on the
+/// wire, one wake-up at the backend), small enough to stream a large one.
+const WRITE_BATCH: usize = 64 * 1024;
+
 /// Who the real client is, for XCLIENT.
 #[derive(Debug, Clone)]
 pub struct ClientIdentity {
@@ -235,12 +240,16 @@ impl SmtpConnection {
         let deadline = self.timeouts.backend_data;
         let send = async {
             let mut at_line_start = true;
-            let mut out = Vec::with_capacity(70 * 1024);
+            let mut out = Vec::with_capacity(WRITE_BATCH + 6 * 1024);
             let mut reader = content.reader(spool).await?;
+            // Chunks are gathered into writes of about WRITE_BATCH: a small message (our
+            // header fields, its own, the body and the final dot) goes out in one write.
             while let Some(chunk) = reader.next_chunk().await? {
                 dot_stuff(chunk, &mut at_line_start, &mut out);
-                self.stream.write_all(&out).await?;
-                out.clear();
+                if out.len() >= WRITE_BATCH {
+                    self.stream.write_all(&out).await?;
+                    out.clear();
+                }
             }
             // The spool always ends in CRLF (the decoder guarantees it for DATA; BDAT and
             // empty bodies get one here) before the terminating dot.
