@@ -17,6 +17,7 @@ command -v swaks     >/dev/null 2>&1 || need+=(swaks)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v python3   >/dev/null 2>&1 || need+=(python3)
 command -v script    >/dev/null 2>&1 || need+=(bsdutils)
+command -v curl      >/dev/null 2>&1 || need+=(curl)   # bench/auth.sh --short in .ci/run
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v miltertest >/dev/null 2>&1 || need+=(miltertest)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
