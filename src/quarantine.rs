@@ -198,6 +198,7 @@ impl Quarantine {
             addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             helo: Some(config.hostname.clone()),
             esmtp: true,
+            name: crate::relay::ClientName::Unavailable,
         };
         let mail = MailParams {
             address: from,

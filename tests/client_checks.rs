@@ -181,3 +181,54 @@ async fn a_client_seen_again_costs_no_dns_query() {
         .await;
     assert_eq!(hits, Some(2.0));
 }
+
+/// A failed lookup is not "no PTR": `rdns.temperror` says the facts are false only for now,
+/// for a failed PTR lookup and for a failed forward lookup alike; a clean answer keeps it
+/// false, and a name that confirms wins over another name's failure.
+#[tokio::test]
+async fn failed_lookups_are_temperror_not_missing_ptr() {
+    let policy = "rules:\n  - name: dns-trouble\n    when: { rdns.temperror: true }\n    action: tag\n  - name: confirmed\n    when: { rdns.fcrdns: true }\n    action: tag\n";
+    let dns = DnsFixture::start(vec![
+        Zone::root()
+            .ptr("192.0.2.21".parse().unwrap(), "mx.good.test.")
+            .a("mx.good.test", "192.0.2.21".parse().unwrap())
+            .servfail("24.2.0.192.in-addr.arpa")
+            .ptr("192.0.2.25".parse().unwrap(), "broken.bad.test.")
+            .servfail("broken.bad.test")
+            // Two PTR names: the first one's forward lookup fails, the second confirms.
+            .ptr("192.0.2.26".parse().unwrap(), "a-broken.bad.test.")
+            .ptr("192.0.2.26".parse().unwrap(), "b-good.good.test.")
+            .servfail("a-broken.bad.test")
+            .a("b-good.good.test", "192.0.2.26".parse().unwrap()),
+    ])
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policy.yaml");
+    std::fs::write(&path, policy).unwrap();
+    let ns = dns.addr();
+    let gw = Gateway::start(move |c| {
+        c.dns.nameservers = vec![ns];
+        c.dns.timeout = Duration::from_secs(2);
+        c.dns.attempts = 1;
+        c.client_checks.rdns = true;
+        c.proxy_protocol.trusted = vec!["127.0.0.1/32".parse().unwrap()];
+        c.policy = Some(path);
+    })
+    .await;
+    for (ip, who, rules) in [
+        ("192.0.2.21", "a", "rules=confirmed"),
+        ("192.0.2.24", "b", "rules=dns-trouble"),
+        ("192.0.2.25", "c", "rules=dns-trouble"),
+        ("192.0.2.26", "d", "rules=confirmed"),
+    ] {
+        let (mut c, code, _) = session(&gw, ip, "client.example").await;
+        assert_eq!(code, 250);
+        mail(&mut c, "x@good.test", &format!("{who}@example.test")).await;
+        assert_eq!(c.data(b"Subject: s\r\n\r\nx\r\n").await.0, 250);
+        let m = String::from_utf8_lossy(&gw.delivered("example.test", who)[0]).to_string();
+        assert!(
+            m.contains(&format!("X-Portcullis-Verdict: tag; score=0; {rules}\r\n")),
+            "{ip}: {m}"
+        );
+    }
+}

@@ -946,3 +946,77 @@ async fn late_final_reply_is_451_and_at_worst_a_duplicate() {
     assert!(msgs[0].contains("Subject: slow backend"), "{}", msgs[0]);
     drop(pf);
 }
+
+/// XCLIENT `NAME=` carries the rDNS check's outcome, so Postfix's name-based restrictions
+/// see what Postfix would have found itself: the forward-confirmed name passes
+/// `reject_unknown_client_hostname` and appears in Postfix's Received header; a PTR that does
+/// not resolve back is `[UNAVAILABLE]` (rejected, `unknown_client_reject_code = 550`); a
+/// failed PTR lookup is `[TEMPUNAVAIL]`, which Postfix defers (450) rather than rejects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xclient_name_is_the_forward_confirmed_name() {
+    use common::LineClient;
+    use common::dns::{DnsFixture, Zone};
+    let dns = DnsFixture::start(vec![
+        Zone::root()
+            .ptr("192.0.2.21".parse().unwrap(), "mx.good.test.")
+            .a("mx.good.test", "192.0.2.21".parse().unwrap())
+            .ptr("192.0.2.22".parse().unwrap(), "liar.bad.test.")
+            .a("liar.bad.test", "192.0.2.99".parse().unwrap())
+            .servfail("23.2.0.192.in-addr.arpa"),
+    ])
+    .await;
+    let pf = blocking(|| {
+        let mut pf = Postfix::backend();
+        pf.set(&[
+            "smtpd_client_restrictions = reject_unknown_client_hostname",
+            "unknown_client_reject_code = 550",
+        ]);
+        pf
+    })
+    .await;
+    let ns = dns.addr();
+    let gw = gateway_for(&pf, move |c| {
+        c.dns.nameservers = vec![ns];
+        c.dns.timeout = Duration::from_secs(2);
+        c.dns.attempts = 1;
+        c.client_checks.rdns = true;
+        c.proxy_protocol.trusted = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let session = |ip: &'static str| {
+        let addr = gw.addr;
+        async move {
+            let mut c = LineClient::connect(addr).await;
+            c.send(format!("PROXY TCP4 {ip} 127.0.0.1 40000 25\r\n").as_bytes())
+                .await;
+            assert_eq!(c.read_reply().await.0, 220);
+            assert_eq!(c.cmd("EHLO client.example").await.0, 250);
+            assert_eq!(c.cmd("MAIL FROM:<sender@example.org>").await.0, 250);
+            let rcpt = c.cmd("RCPT TO:<alice@example.net>").await;
+            (c, rcpt)
+        }
+    };
+    let (_, (code, text)) = session("192.0.2.22").await;
+    assert_eq!(code, 550, "no confirmed name: [UNAVAILABLE] ({text})");
+    let (_, (code, text)) = session("192.0.2.23").await;
+    assert_eq!(code, 450, "PTR lookup failed: [TEMPUNAVAIL] ({text})");
+    let (mut c, (code, text)) = session("192.0.2.21").await;
+    assert_eq!(code, 250, "confirmed: {text}");
+    assert_eq!(c.data(b"Subject: named\r\n\r\nhello\r\n").await.0, 250);
+    let (msgs, pf) = blocking(move || (pf.wait_for_messages("alice", 1, 10), pf)).await;
+    assert!(
+        header_starting(
+            &msgs[0],
+            "Received: from client.example (mx.good.test [192.0.2.21])"
+        )
+        .is_some(),
+        "{}",
+        msgs[0]
+    );
+    assert!(
+        pf.wait_for_log(&["client=mx.good.test[192.0.2.21]"], 10)
+            .is_some(),
+        "{}",
+        pf.log()
+    );
+}

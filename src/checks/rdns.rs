@@ -1,16 +1,18 @@
 //! Reverse DNS of the client at connect: does a PTR exist, and does its name resolve back
 //! to the client (forward-confirmed rDNS)?
 //!
-//! Facts: `rdns.ptr` (flag), `rdns.name` (the first PTR name, without the final dot) and
-//! `rdns.fcrdns` (flag). Clients in loopback, private and link-local ranges are not looked
-//! up unless `client_checks.lookup_private` (their PTRs are local business): no facts then.
+//! Facts: `rdns.ptr` (flag), `rdns.name` (the PTR name that resolves back to the client, or
+//! else the first; without the final dot), `rdns.fcrdns` (flag) and `rdns.temperror` (flag:
+//! a lookup failed, so `rdns.ptr` or `rdns.fcrdns` may be false only for now). Clients in
+//! loopback, private and link-local ranges are not looked up unless
+//! `client_checks.lookup_private` (their PTRs are local business): no facts then.
 //! Must not: judge (policy decides what a missing PTR costs).
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::dns::Dns;
-use crate::dns::lookup::Resolve;
+use crate::dns::lookup::{LookupError, Resolve};
 use crate::pipeline::outcome::Fact;
 use crate::pipeline::{Check, CheckContext, CheckFuture};
 
@@ -29,6 +31,9 @@ pub fn is_private(ip: IpAddr) -> bool {
     }
 }
 
+/// How many PTR names are tried for forward confirmation.
+const MAX_FORWARD: usize = 3;
+
 /// The PTR and FCrDNS check.
 pub struct RdnsCheck {
     dns: Arc<Dns>,
@@ -46,18 +51,13 @@ impl RdnsCheck {
 }
 
 /// Whether `name` resolves to `ip`: its A records for an IPv4 client (an IPv4-mapped one
-/// too), its AAAA records for an IPv6 one. Only the client's family is asked.
-pub async fn resolves_to(dns: &impl Resolve, name: &str, ip: IpAddr) -> bool {
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => dns
-            .a(name)
-            .await
-            .is_ok_and(|answer| answer.records().contains(&v4)),
-        IpAddr::V6(v6) => dns
-            .aaaa(name)
-            .await
-            .is_ok_and(|answer| answer.records().contains(&v6)),
-    }
+/// too), its AAAA records for an IPv6 one. Only the client's family is asked. `Err` when
+/// the lookup failed (timeout, SERVFAIL): the answer is not known.
+pub async fn resolves_to(dns: &impl Resolve, name: &str, ip: IpAddr) -> Result<bool, LookupError> {
+    Ok(match ip.to_canonical() {
+        IpAddr::V4(v4) => dns.a(name).await?.records().contains(&v4),
+        IpAddr::V6(v6) => dns.aaaa(name).await?.records().contains(&v6),
+    })
 }
 
 impl Check for RdnsCheck {
@@ -71,30 +71,45 @@ impl Check for RdnsCheck {
             if is_private(ip) && !self.lookup_private {
                 return Vec::new().into();
             }
-            let ptr = self.dns.ptr(ip.to_canonical()).await;
-            let names: &[Box<str>] = match &ptr {
-                Ok(answer) => answer.records(),
-                Err(_) => &[],
+            let names = match self.dns.ptr(ip.to_canonical()).await {
+                Ok(answer) => answer.records().to_vec(),
+                // Not known: no PTR as far as the facts go, and the failure said.
+                Err(_) => {
+                    return vec![
+                        Fact::flag("rdns.ptr", false),
+                        Fact::flag("rdns.fcrdns", false),
+                        Fact::flag("rdns.temperror", true),
+                    ]
+                    .into();
+                }
             };
             let Some(first) = names.first() else {
                 return vec![
                     Fact::flag("rdns.ptr", false),
                     Fact::flag("rdns.fcrdns", false),
+                    Fact::flag("rdns.temperror", false),
                 ]
                 .into();
             };
-            // FCrDNS: one of the (first few) PTR names must resolve back to the client.
-            let mut confirmed = false;
-            for name in names.iter().take(3) {
-                if resolves_to(&*self.dns, name, ip).await {
-                    confirmed = true;
-                    break;
+            // FCrDNS: one of the (first few) PTR names must resolve back to the client. A
+            // failed forward lookup leaves it unknown, unless another name confirms.
+            let mut confirmed = None;
+            let mut failed = false;
+            for name in names.iter().take(MAX_FORWARD) {
+                match resolves_to(&*self.dns, name, ip).await {
+                    Ok(true) => {
+                        confirmed = Some(name);
+                        break;
+                    }
+                    Ok(false) => {}
+                    Err(_) => failed = true,
                 }
             }
             vec![
                 Fact::flag("rdns.ptr", true),
-                Fact::text("rdns.name", first.to_string()),
-                Fact::flag("rdns.fcrdns", confirmed),
+                Fact::text("rdns.name", confirmed.unwrap_or(first).to_string()),
+                Fact::flag("rdns.fcrdns", confirmed.is_some()),
+                Fact::flag("rdns.temperror", confirmed.is_none() && failed),
             ]
             .into()
         })

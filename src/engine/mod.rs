@@ -23,9 +23,10 @@ use std::sync::Arc;
 
 use crate::context::Context;
 use crate::metrics::{Event, Limit};
-use crate::pipeline::outcome::{Fact, Verdict};
+use crate::pipeline::outcome::{Fact, FactValue, Verdict};
 use crate::pipeline::{CheckContext, Deferred, MessageView, Stage};
 use crate::policy::set::{PolicySet, ScopeId};
+use crate::relay::ClientName;
 use crate::smtp::address::parse_mailbox;
 use crate::smtp::envelope::{Envelope, SessionInfo};
 use crate::smtp::reply;
@@ -114,6 +115,29 @@ impl Engine {
     /// Every fact of the transaction so far (the message's, after `message`).
     pub fn facts(&self) -> Vec<Fact> {
         self.ledger.message()
+    }
+
+    /// The client's host name for XCLIENT, from the rDNS check's facts: the confirmed name,
+    /// `TempUnavailable` after a failed lookup, else (no PTR, none confirmed, no lookup
+    /// made) `Unavailable`.
+    pub fn client_name(&self) -> ClientName {
+        let connect = self.ledger.connect();
+        let flag = |name: &str| {
+            connect
+                .iter()
+                .any(|f| f.name == name && f.value == FactValue::Flag(true))
+        };
+        if flag("rdns.fcrdns") {
+            let name = connect.iter().find_map(|f| match (&f.value, f.name) {
+                (FactValue::Text(t), "rdns.name") => Some(t.as_str()),
+                _ => None,
+            });
+            return name.map_or(ClientName::Unavailable, ClientName::verified);
+        }
+        if flag("rdns.temperror") {
+            return ClientName::TempUnavailable;
+        }
+        ClientName::Unavailable
     }
 
     /// The policies of this connection.

@@ -13,6 +13,7 @@ pub const KNOWN: &[(&str, Stage)] = &[
     ("rdns.ptr", Stage::Connect),
     ("rdns.name", Stage::Connect),
     ("rdns.fcrdns", Stage::Connect),
+    ("rdns.temperror", Stage::Connect),
     ("dnsbl.listed", Stage::Connect),
     ("dnsbl.score", Stage::Connect),
     ("dnsbl.error", Stage::Connect),

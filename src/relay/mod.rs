@@ -7,6 +7,7 @@
 //! Connections are not shared between client sessions: XCLIENT binds a backend connection
 //! to one client's identity, and handing it to another client would mislabel their mail.
 
+pub mod client_name;
 pub mod content;
 pub mod maildir;
 pub mod smtp_client;
@@ -19,6 +20,7 @@ use crate::error::Error;
 use crate::smtp::command::MailParams;
 use crate::smtp::reply::{self, Reply};
 use crate::spool::Spool;
+pub use client_name::ClientName;
 pub use content::Content;
 pub use smtp_client::ClientIdentity;
 use smtp_client::{SmtpConnection, SmtpSettings};
@@ -145,6 +147,7 @@ impl Backend {
                     addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
                     helo: None,
                     esmtp: true,
+                    name: ClientName::Unavailable,
                 };
                 SmtpConnection::open(&settings, &me).await?.quit().await;
                 Ok(())

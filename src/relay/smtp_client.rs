@@ -17,7 +17,7 @@ use tokio::time::timeout;
 
 use crate::config::schema::{StartTlsMode, Timeouts};
 use crate::error::Error;
-use crate::relay::Content;
+use crate::relay::{ClientName, Content};
 use crate::smtp::codec::dot_stuff;
 use crate::smtp::command::{Body, MailParams};
 use crate::smtp::reply::{Enhanced, Reply};
@@ -38,6 +38,8 @@ pub struct ClientIdentity {
     pub helo: Option<String>,
     /// EHLO (true) or HELO (false).
     pub esmtp: bool,
+    /// Its host name, as XCLIENT `NAME=` tells it.
+    pub name: ClientName,
 }
 
 /// Settings of the SMTP backend.
@@ -184,7 +186,8 @@ impl SmtpConnection {
         let proto = if client.esmtp { "ESMTP" } else { "SMTP" };
         // NAME is always sent: without it Postfix keeps the gateway's own name.
         let line = format!(
-            "XCLIENT ADDR={addr} NAME=[UNAVAILABLE] PORT={} HELO={helo} PROTO={proto}\r\n",
+            "XCLIENT ADDR={addr} NAME={} PORT={} HELO={helo} PROTO={proto}\r\n",
+            client.name.xclient_value(),
             client.addr.port()
         );
         // Postfix answers XCLIENT with a new greeting. No EHLO follows: it would replace

@@ -97,6 +97,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 addr: self.info().client,
                 helo: self.info().helo.clone(),
                 esmtp: self.info().esmtp,
+                name: self.engine.client_name(),
             };
             match self
                 .ctx
