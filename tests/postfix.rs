@@ -1020,3 +1020,94 @@ async fn xclient_name_is_the_forward_confirmed_name() {
         pf.log()
     );
 }
+
+/// The message log line names the backend's queue id (`queued_as`), parsed from Postfix's
+/// `250 2.0.0 Ok: queued as …`, so one message can be followed from the gateway's log into
+/// Postfix's. Runs the real binary with JSON logs and reads its stderr.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_message_log_line_carries_the_backend_queue_id() {
+    use std::io::BufRead as _;
+    let pf = blocking(Postfix::backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (gw_port, metrics_port) = (common::free_port(), common::free_port());
+    let config = dir.path().join("portcullis.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "hostname: gw.example.test\nlisten: [\"127.0.0.1:{gw_port}\"]\naccepted_domains: [example.net]\n\
+             backend: {{ url: \"smtp://127.0.0.1:{}\" }}\nmetrics: {{ listen: \"127.0.0.1:{metrics_port}\" }}\n\
+             auth: {{ enabled: false }}\nclient_checks: {{ rdns: false, helo_dns: false }}\n\
+             log: {{ format: json, level: info }}\n",
+            pf.port
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(common::bin())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The child is killed whatever happens below.
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stderr = child.stderr.take().unwrap();
+    let _child = Kill(child);
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let addr: SocketAddr = format!("127.0.0.1:{gw_port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(Instant::now() < deadline, "the gateway did not listen");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut c = common::LineClient::connect(addr).await;
+    assert_eq!(c.read_reply().await.0, 220);
+    c.envelope("sender@example.org", &["alice@example.net"])
+        .await;
+    let (code, text) = c.data(b"Subject: traced\r\n\r\nhello\r\n").await;
+    assert_eq!(code, 250);
+    let id = text
+        .rsplit("queued as ")
+        .next()
+        .filter(|_| text.contains("queued as "))
+        .unwrap_or_else(|| panic!("not Postfix's reply: {text}"))
+        .trim()
+        .to_string();
+    let line = blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines_rx.recv_timeout(left) {
+                Ok(line) if line.contains("\"message\":\"message\"") => return line,
+                Ok(_) => continue,
+                Err(e) => panic!("no message log line: {e}"),
+            }
+        }
+    })
+    .await;
+    assert!(
+        line.contains(&format!("\"queued_as\":\"{id}\"")),
+        "queue id {id} not in {line}"
+    );
+    // And Postfix's log knows the message by that id.
+    assert!(
+        pf.wait_for_log(&[&format!("{id}: client=")], 10).is_some(),
+        "{}",
+        pf.log()
+    );
+}

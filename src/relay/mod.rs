@@ -10,6 +10,7 @@
 pub mod client_name;
 pub mod content;
 pub mod maildir;
+pub mod queue_id;
 pub mod smtp_client;
 
 use std::path::PathBuf;

@@ -216,6 +216,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             score = verdict.score,
             auth = %super::trace::auth_summary(&self.engine.facts()),
             reply = %reply,
+            // The backend's id, to follow the message into its log (empty when it gave none).
+            queued_as = crate::relay::queue_id::queue_id(&reply.text).unwrap_or_default(),
             "message"
         );
         self.reply(reply);
