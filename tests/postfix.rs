@@ -1111,3 +1111,50 @@ async fn the_message_log_line_carries_the_backend_queue_id() {
         pf.log()
     );
 }
+
+/// MAIL goes to the backend with the first RCPT (PIPELINING): a sender Postfix refuses at
+/// MAIL still gets Postfix's own refusal, at that first RCPT, with its text; the session
+/// goes on and the next transaction, on a fresh connection, delivers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_the_backend_refuses_gets_its_reply_at_the_first_rcpt() {
+    let (pf, gw) = setup().await;
+    let pf = blocking(move || {
+        let mut pf = pf;
+        let map = pf.etc().join("senders");
+        std::fs::write(&map, "refused@example.org 550 5.7.1 Sender refused here\n").unwrap();
+        pf.set(&[
+            "smtpd_delay_reject = no",
+            &format!(
+                "smtpd_sender_restrictions = check_sender_access texthash:{}",
+                map.display()
+            ),
+        ]);
+        pf
+    })
+    .await;
+    let mut c = gw.client().await;
+    assert_eq!(c.cmd("EHLO client.example").await.0, 250);
+    assert_eq!(c.cmd("MAIL FROM:<refused@example.org>").await.0, 250);
+    assert_eq!(
+        c.cmd("RCPT TO:<alice@example.net>").await,
+        (
+            550,
+            "550 5.7.1 <refused@example.org>: Sender address rejected: Sender refused here"
+                .to_string()
+        )
+    );
+    assert_eq!(c.cmd("RSET").await.0, 250);
+    transaction(&mut c, "sender@example.org", "alice@example.net").await;
+    assert_eq!(
+        c.data(b"Subject: after a refused sender\r\n\r\nx\r\n")
+            .await
+            .0,
+        250
+    );
+    let msgs = blocking(move || pf.wait_for_messages("alice", 1, 10)).await;
+    assert!(
+        msgs[0].contains("Subject: after a refused sender"),
+        "{}",
+        msgs[0]
+    );
+}

@@ -106,7 +106,9 @@ impl Backend {
         })
     }
 
-    /// Opens a transaction for `mail`, reusing `idle` when the session has one.
+    /// Opens a transaction for `mail`, reusing `idle` when the session has one. On a fresh
+    /// connection to a backend that offers PIPELINING, MAIL is sent with the first RCPT
+    /// (one write, one round trip fewer); its refusal is then `rcpt`'s error.
     pub async fn begin(
         &self,
         idle: Option<Idle>,
@@ -125,7 +127,7 @@ impl Backend {
                     }
                 }
                 let mut conn = Box::new(SmtpConnection::open(&self.smtp, client).await?);
-                conn.mail(mail).await?;
+                conn.mail_with_rcpt(mail).await?;
                 Kind::Smtp(conn)
             }
         };

@@ -61,6 +61,7 @@ pub struct SmtpSettings {
 #[derive(Debug, Default, Clone)]
 struct Caps {
     xclient: bool,
+    pipelining: bool,
     starttls: bool,
     size: bool,
     eightbit: bool,
@@ -78,6 +79,7 @@ impl Caps {
                 .to_ascii_uppercase();
             match word.as_str() {
                 "XCLIENT" => caps.xclient = true,
+                "PIPELINING" => caps.pipelining = true,
                 "STARTTLS" => caps.starttls = true,
                 "SIZE" => caps.size = true,
                 "8BITMIME" => caps.eightbit = true,
@@ -95,6 +97,8 @@ pub struct SmtpConnection {
     buf: Vec<u8>,
     caps: Caps,
     timeouts: Timeouts,
+    /// A MAIL command not sent yet: it goes out with the first RCPT (`mail_with_rcpt`).
+    pending_mail: Option<String>,
 }
 
 impl SmtpConnection {
@@ -113,6 +117,7 @@ impl SmtpConnection {
             buf: Vec::with_capacity(4096),
             caps: Caps::default(),
             timeouts: s.timeouts.clone(),
+            pending_mail: None,
         };
         c.expect("greeting", None, 2).await?;
         c.ehlo(&s.helo_name).await?;
@@ -198,6 +203,24 @@ impl SmtpConnection {
 
     /// Starts a transaction with MAIL FROM, passing only parameters the backend offers.
     pub async fn mail(&mut self, mail: &MailParams) -> Result<(), Error> {
+        let line = self.mail_line(mail);
+        self.expect("MAIL", Some(line), 2).await.map(|_| ())
+    }
+
+    /// Starts a transaction whose MAIL goes out with its first RCPT, in one write, when the
+    /// backend offers PIPELINING (RFC 2920: MAIL and RCPT may be sent in a group); without
+    /// it, as `mail`. Only on a connection just opened: a kept one may have been closed by
+    /// the backend meanwhile, which its own MAIL must find out (see `Backend::begin`).
+    pub async fn mail_with_rcpt(&mut self, mail: &MailParams) -> Result<(), Error> {
+        if !self.caps.pipelining {
+            return self.mail(mail).await;
+        }
+        self.pending_mail = Some(self.mail_line(mail));
+        Ok(())
+    }
+
+    /// The MAIL FROM line, with only the parameters the backend offers.
+    fn mail_line(&self, mail: &MailParams) -> String {
         let mut line = format!("MAIL FROM:<{}>", mail.address);
         if let (true, Some(size)) = (self.caps.size, mail.size) {
             line.push_str(&format!(" SIZE={size}"));
@@ -209,17 +232,33 @@ impl SmtpConnection {
             line.push_str(" SMTPUTF8");
         }
         line.push_str("\r\n");
-        self.expect("MAIL", Some(line), 2).await.map(|_| ())
+        line
     }
 
-    /// Sends RCPT TO and returns the backend's reply, whatever its code.
+    /// Sends RCPT TO and returns the backend's reply, whatever its code. A MAIL still
+    /// pending goes first in the same write; if the backend refuses it, that refusal is the
+    /// error (as from `mail`), once the RCPT's reply (a 503, sent after it) is read too.
     pub async fn rcpt(&mut self, address: &str) -> Result<Reply, Error> {
-        self.command(
-            "RCPT",
-            Some(format!("RCPT TO:<{address}>\r\n")),
-            self.timeouts.backend_command,
-        )
-        .await
+        let rcpt = format!("RCPT TO:<{address}>\r\n");
+        let Some(mail) = self.pending_mail.take() else {
+            return self
+                .command("RCPT", Some(rcpt), self.timeouts.backend_command)
+                .await;
+        };
+        let reply = self
+            .command("MAIL", Some(mail + &rcpt), self.timeouts.backend_command)
+            .await?;
+        if reply.code / 100 != 2 {
+            let _ = self
+                .command("RCPT", None, self.timeouts.backend_command)
+                .await;
+            return Err(Error::BackendRefused {
+                step: "MAIL",
+                reply,
+            });
+        }
+        self.command("RCPT", None, self.timeouts.backend_command)
+            .await
     }
 
     /// Sends DATA, the trace headers and the body (dot-stuffed). Returns the backend's final
@@ -403,5 +442,72 @@ mod tests {
             "backend.test\nPIPELINING\nSIZE 10240000\nXCLIENT NAME ADDR\n8BITMIME\nSTARTTLS",
         );
         assert!(c.xclient && c.size && c.eightbit && c.starttls && !c.smtputf8);
+        assert!(c.pipelining);
+    }
+
+    /// A backend that offers PIPELINING and answers nothing until it has read both MAIL
+    /// and RCPT: without the grouping the client would wait for MAIL's reply forever.
+    #[tokio::test]
+    async fn mail_goes_out_with_the_first_rcpt() {
+        use tokio::io::{AsyncBufReadExt, BufReader};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(async move {
+            let (sock, _) = listener.accept().await.expect("accept");
+            let mut io = BufReader::new(sock);
+            let mut line = String::new();
+            io.get_mut()
+                .write_all(b"220 backend.test\r\n")
+                .await
+                .expect("greet");
+            io.read_line(&mut line).await.expect("ehlo");
+            io.get_mut()
+                .write_all(b"250-backend.test\r\n250 PIPELINING\r\n")
+                .await
+                .expect("ehlo reply");
+            let mut group = Vec::new();
+            for _ in 0..2 {
+                line.clear();
+                io.read_line(&mut line).await.expect("command");
+                group.push(line.trim_end().to_string());
+            }
+            io.get_mut()
+                .write_all(b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n")
+                .await
+                .expect("replies");
+            group
+        });
+        let settings = SmtpSettings {
+            addr: addr.to_string(),
+            helo_name: "gw.test".into(),
+            xclient: false,
+            starttls: StartTlsMode::Off,
+            timeouts: Timeouts {
+                backend_command: Duration::from_secs(2),
+                ..Timeouts::default()
+            },
+        };
+        let me = ClientIdentity {
+            addr: SocketAddr::from(([192, 0, 2, 1], 1)),
+            helo: None,
+            esmtp: true,
+            name: ClientName::Unavailable,
+        };
+        let mut conn = SmtpConnection::open(&settings, &me).await.expect("open");
+        let mail = MailParams {
+            address: "a@example.org".into(),
+            size: None,
+            body: Body::SevenBit,
+            smtputf8: false,
+        };
+        conn.mail_with_rcpt(&mail).await.expect("mail");
+        let reply = conn.rcpt("b@example.net").await.expect("rcpt");
+        assert_eq!(reply.code, 250);
+        assert_eq!(
+            server.await.expect("server"),
+            ["MAIL FROM:<a@example.org>", "RCPT TO:<b@example.net>"]
+        );
     }
 }
