@@ -23,8 +23,10 @@ impl Content {
         Ok(ContentReader {
             prepend: Some(&self.prepend),
             filter: HeaderFilter::new(self.strip_authserv_id.as_deref()),
+            // A chunk of the spool at most (64 KiB), a small message's size otherwise: the
+            // buffer is per message, and a large one freed each time costs page faults.
+            buf: Vec::with_capacity(spool.len().min(64 * 1024) as usize + 1024),
             reader: spool.reader().await?,
-            buf: Vec::with_capacity(64 * 1024),
             finished: false,
         })
     }

@@ -282,7 +282,9 @@ impl SmtpConnection {
         let deadline = self.timeouts.backend_data;
         let send = async {
             let mut at_line_start = true;
-            let mut out = Vec::with_capacity(WRITE_BATCH + 6 * 1024);
+            // A batch at most; a small message's own size otherwise.
+            let size = content.prepend.len() + spool.len().min(WRITE_BATCH as u64) as usize;
+            let mut out = Vec::with_capacity(size + size / 32 + 8 * 1024);
             let mut reader = content.reader(spool).await?;
             // Chunks are gathered into writes of about WRITE_BATCH: a small message (our
             // header fields, its own, the body and the final dot) goes out in one write.
