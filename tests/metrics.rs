@@ -6,20 +6,11 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use common::{Gateway, free_port, http_get};
-
-/// Kills the Prometheus process by PID when the test ends, pass or fail.
-struct Prometheus(Child);
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::Gateway;
+use common::prometheus::{JOB, Prometheus};
 
 async fn traffic(gw: &Gateway) {
     let mut c = gw.client().await;
@@ -217,7 +208,7 @@ async fn process_metrics_and_the_config_in_force() {
 
 #[tokio::test]
 async fn readyz_fails_when_the_backend_is_down() {
-    let dead = free_port();
+    let dead = common::free_port();
     let gw = Gateway::start(|c| {
         c.backend.url = format!("smtp://127.0.0.1:{dead}");
         c.timeouts.backend_connect = Duration::from_secs(1);
@@ -232,54 +223,30 @@ async fn readyz_fails_when_the_backend_is_down() {
 async fn real_prometheus_scrapes_the_gateway() {
     let gw = Gateway::start(|_| {}).await;
     traffic(&gw).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: portcullis\n    static_configs:\n      - targets: ['{}']\n",
-            gw.metrics_addr
-        ),
-    )
-    .unwrap();
-    let port = free_port();
-    let prom = Prometheus(
-        Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus not installed: run the README test command, which installs it"),
-    );
-    let api = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let query = "/api/v1/query?query=portcullis_messages_total%7Bverdict%3D%22accept%22%7D";
-    let mut answer = String::new();
+    let prom = Prometheus::start(&[gw.metrics_addr], Duration::from_secs(1)).await;
+    let mut answer = Vec::new();
     for _ in 0..300 {
-        if let Ok(Ok(s)) =
-            tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(api)).await
+        match prom
+            .query("portcullis_messages_total{verdict=\"accept\",mode=\"smtp\"}")
+            .await
         {
-            drop(s);
-            let (status, body) = http_get(api, query).await;
-            if status == 200 && body.contains("\"result\":[{") {
-                answer = body;
+            Ok(series) if !series.is_empty() => {
+                answer = series;
                 break;
             }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(
-        answer.contains("\"job\":\"portcullis\""),
-        "Prometheus never stored our series: {answer}"
+    let stored = answer.first().expect("Prometheus never stored our series");
+    assert_eq!(
+        stored.labels.get("job").map(String::as_str),
+        Some(JOB),
+        "{stored:?}"
     );
-    assert!(answer.contains(",\"1\"]"), "value should be 1: {answer}");
-    let (_, up) = http_get(api, "/api/v1/query?query=up%7Bjob%3D%22portcullis%22%7D").await;
-    assert!(up.contains(",\"1\"]"), "{up}");
-    drop(prom);
+    assert_eq!(stored.samples[0].1, 1.0, "value should be 1: {stored:?}");
+    let up = prom.query("up{job=\"portcullis\"}").await.unwrap();
+    assert_eq!(up.len(), 1, "{up:?}");
+    assert_eq!(up[0].samples[0].1, 1.0, "{up:?}");
 }
 
 /// Metric families the endpoint exposes (names from `# TYPE` lines).

@@ -1,10 +1,12 @@
 //! Shared test harness: an in-process gateway on port 0, a raw SMTP line client, and
-//! helpers for files and processes. Real Postfix instances live in `postfix.rs`.
+//! helpers for files and processes. Real Postfix instances live in `postfix.rs`, a real
+//! Prometheus in `prometheus.rs`.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod dns;
 pub mod miltertest;
 pub mod postfix;
+pub mod prometheus;
 pub mod redis;
 
 use std::net::SocketAddr;
