@@ -284,14 +284,16 @@ fn used_metrics(text: &str) -> BTreeSet<String> {
 
 #[tokio::test]
 async fn dashboards_and_alerts_use_only_exposed_metrics() {
-    // Rate-limit series exist once a limit has counted, the state backend gauge with
+    // Rate-limit series exist once a limit has counted, rule hits once a rule is in a
+    // verdict, the DNSBL series with a zone configured (asked of a name server nobody
+    // listens on: the lookups fail, off the network), the state backend gauge with
     // `state.backend: redis` (here a Redis nobody listens on: the gateway falls back), and
     // the certificate expiry gauge with `tls:`.
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("limits.yaml");
     std::fs::write(
         &policy,
-        "rules:\n  - name: per-sender\n    limit: { key: mail_from.domain, rate: 1000/hour }\n",
+        "rules:\n  - name: per-sender\n    limit: { key: mail_from.domain, rate: 1000/hour }\n  - name: tag-sender\n    when: { mail_from.domain: sender.example }\n    action: tag\n",
     )
     .unwrap();
     let pair = rcgen::generate_simple_self_signed(vec!["gw.example.test".into()]).unwrap();
@@ -307,6 +309,20 @@ async fn dashboards_and_alerts_use_only_exposed_metrics() {
         c.state.backend = portcullis::config::schema::StateBackend::Redis;
         c.state.redis.urls = vec![format!("redis://127.0.0.1:{}/0", common::free_port())];
         c.tls = Some(tls);
+        c.dns.nameservers = vec![
+            format!("127.0.0.1:{}", common::free_port())
+                .parse()
+                .unwrap(),
+        ];
+        c.dns.timeout = std::time::Duration::from_millis(200);
+        c.dns.attempts = 1;
+        c.dnsbl.zones = vec![portcullis::config::schema::DnsblZoneConfig {
+            zone: "bl.test".into(),
+            weight: 1,
+            codes: Vec::new(),
+            allow: false,
+            kind: portcullis::config::schema::ZoneKind::Ip,
+        }];
     })
     .await;
     // Families labelled by command or check exist once the first command has run.

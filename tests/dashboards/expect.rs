@@ -191,6 +191,24 @@ pub const PANELS: &[(u64, &str, &str, Want)] = &[
         "B",
         Lit(&["reason=too_large"]),
     ),
+    (
+        46,
+        "Policy rule hits / s",
+        "A",
+        Lit(&[
+            "rule=dnsbl-listed",
+            "rule=verdict-tag",
+            "rule=verdict-reject",
+        ]),
+    ),
+    (
+        47,
+        "DNSBL lookups / s",
+        "A",
+        Lit(&["zone=bl.test,result=listed", "zone=bl.test,result=clean"]),
+    ),
+    (48, "Reloads", "A", Lit(&["result=ok", "result=error"])),
+    (48, "Reloads", "B", Lit(&["result=error"])),
 ];
 
 /// Alert name and what its expression must show.
