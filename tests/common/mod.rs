@@ -4,6 +4,7 @@
 
 pub mod dns;
 pub mod miltertest;
+pub mod pki;
 pub mod postfix;
 pub mod redis;
 
