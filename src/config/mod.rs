@@ -8,6 +8,7 @@ pub mod fingerprint;
 pub mod lists;
 pub mod locate;
 pub mod schema;
+pub mod secret;
 pub mod suggest;
 pub mod units;
 pub mod validate;

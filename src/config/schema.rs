@@ -12,6 +12,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 
+use super::secret::Secret;
 use super::units;
 
 /// The whole configuration file.
@@ -722,8 +723,8 @@ pub enum StateBackend {
 pub struct RedisConfig {
     /// `standalone`, `sentinel` or `cluster`.
     pub mode: RedisMode,
-    /// `redis://host:port/db` URLs: the server (standalone), the sentinels (sentinel) or
-    /// some cluster nodes (cluster).
+    /// `redis://host:port/db` URLs (`rediss://` for TLS): the server (standalone), the
+    /// sentinels (sentinel) or some cluster nodes (cluster).
     pub urls: Vec<String>,
     /// The master's service name, for `mode: sentinel`.
     pub sentinel_service: String,
@@ -749,6 +750,30 @@ pub struct RedisConfig {
     /// stop counting after this; a running session renews it every half lease.
     #[serde(deserialize_with = "units::duration")]
     pub session_lease: Duration,
+    /// The password of the Redis that holds the state: the server (standalone), every node
+    /// (cluster) or the master the sentinels name (sentinel). `None`: the URLs' (standalone,
+    /// cluster), or none.
+    pub password: Option<Secret>,
+    /// The sentinels' own password, for `mode: sentinel`. `None`: the URLs', or none.
+    pub sentinel_password: Option<Secret>,
+    /// What TLS trusts and presents, for `rediss://` URLs; `None`: the system's roots and no
+    /// client certificate.
+    pub tls: Option<RedisTlsConfig>,
+}
+
+/// The certificates of `rediss://` connections (to the server, the nodes, the sentinels and
+/// the master they name alike).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisTlsConfig {
+    /// PEM certificates of the CAs that sign the servers' certificates, instead of the
+    /// system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain, leaf first (with `key_file`), for
+    /// `tls-auth-clients yes`.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`.
+    pub key_file: Option<PathBuf>,
 }
 
 impl Default for RedisConfig {
@@ -764,6 +789,9 @@ impl Default for RedisConfig {
             reconnect_max: Duration::from_secs(30),
             health_interval: Duration::from_secs(5),
             session_lease: Duration::from_secs(600),
+            password: None,
+            sentinel_password: None,
+            tls: None,
         }
     }
 }

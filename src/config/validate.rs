@@ -1,8 +1,10 @@
 //! Cross-field validation: every rule runs and every failure is collected with its YAML path.
 //!
 //! Owns: the semantic rules (ranges, domain syntax, backend URL, TLS files readable,
-//! `tls.require` domains).
+//! `tls.require` domains); `redis_conn.rs` those of Redis' TLS files and passwords.
 //! Must not: do I/O beyond checking that referenced files can be read.
+
+mod redis_conn;
 
 use super::domains::AcceptedDomains;
 use super::locate::Seg::{self, Index, Key};
@@ -361,8 +363,7 @@ fn state_and_greylisting(config: &Config, out: &mut Vec<Problem>) {
             match redis::IntoConnectionInfo::into_connection_info(url.as_str()) {
                 Err(e) => out.push(problem(&path, format!("bad Redis URL {url:?}: {e}"))),
                 // A sentinel has no databases: the URL names the sentinel, and the master is
-                // used with database 0 and no password (what the redis crate's sentinel
-                // client does without node settings).
+                // used with database 0 (and `state.redis.password`).
                 Ok(info) if r.mode == RedisMode::Sentinel && info.redis_settings().db() != 0 => out
                     .push(problem(
                         &path,
@@ -376,6 +377,7 @@ fn state_and_greylisting(config: &Config, out: &mut Vec<Problem>) {
                 Ok(_) => {}
             }
         }
+        redis_conn::check(r, out);
         if r.mode == RedisMode::Sentinel && r.sentinel_service.is_empty() {
             out.push(problem(
                 &at("sentinel_service"),

@@ -8,6 +8,7 @@
 //! (`portcullis_state_fallbacks_total`) and the connection state is logged once per change
 //! and exported as `portcullis_state_backend_up`. Must not: know facts or policies.
 
+mod connect;
 pub mod local;
 pub mod redis;
 

@@ -2,12 +2,12 @@
 //! same Redis, each decision one Lua script so that two gateways never both take the last
 //! token of a bucket.
 //!
-//! Owns: connecting (standalone, Sentinel, Cluster), the scripts and key names (prefixed,
-//! every key with a TTL), and the up/down state: an operation that fails or exceeds
-//! `state.redis.timeout` marks the store down, and until the reconnect task (`maintain`,
-//! exponential backoff) has a working connection again every operation fails at once, so a
-//! dead Redis costs a session nothing but the fallback. Must not: decide what a failure
-//! means (`state::mod` does).
+//! Owns: the connection (opened by `connect.rs`: standalone, Sentinel, Cluster, TLS), the
+//! scripts and key names (prefixed, every key with a TTL), and the up/down state: an
+//! operation that fails or exceeds `state.redis.timeout` marks the store down, and until the
+//! reconnect task (`maintain`, exponential backoff) has a working connection again every
+//! operation fails at once, so a dead Redis costs a session nothing but the fallback. Must
+//! not: decide what a failure means (`state::mod` does).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,12 +15,12 @@ use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::cluster_async::ClusterConnection;
-use redis::{AsyncConnectionConfig, FromRedisValue, RedisResult, Script, ScriptInvocation};
+use redis::{FromRedisValue, RedisResult, Script, ScriptInvocation};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{GreyOutcome, GreyParams};
-use crate::config::schema::{RedisConfig, RedisMode};
+use crate::config::schema::RedisConfig;
 use crate::config::units::Rate;
 
 /// GCRA (the generic cell rate algorithm) on one key holding the theoretical arrival time
@@ -110,8 +110,9 @@ pub enum Full {
     Network,
 }
 
+/// A connection of either kind (`connect.rs` opens it).
 #[derive(Clone)]
-enum Conn {
+pub(super) enum Conn {
     Single(MultiplexedConnection),
     Cluster(ClusterConnection),
 }
@@ -352,36 +353,7 @@ impl RedisStore {
     }
 
     async fn connect(&self) -> RedisResult<Conn> {
-        let c = &self.config;
-        let cfg = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(c.timeout))
-            .set_response_timeout(Some(c.timeout));
-        let mut conn = match c.mode {
-            RedisMode::Standalone => {
-                let client = redis::Client::open(c.urls[0].as_str())?;
-                Conn::Single(
-                    client
-                        .get_multiplexed_async_connection_with_config(&cfg)
-                        .await?,
-                )
-            }
-            RedisMode::Sentinel => {
-                let mut client = redis::sentinel::SentinelClient::build(
-                    c.urls.clone(),
-                    c.sentinel_service.clone(),
-                    None,
-                    redis::sentinel::SentinelServerType::Master,
-                )?;
-                Conn::Single(client.get_async_connection_with_config(&cfg).await?)
-            }
-            RedisMode::Cluster => {
-                let client = redis::cluster::ClusterClientBuilder::new(c.urls.clone())
-                    .connection_timeout(c.timeout)
-                    .response_timeout(c.timeout)
-                    .build()?;
-                Conn::Cluster(client.get_async_connection().await?)
-            }
-        };
+        let mut conn = super::connect::open(&self.config).await?;
         conn.ping().await?;
         Ok(conn)
     }

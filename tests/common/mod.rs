@@ -5,6 +5,7 @@
 
 pub mod dns;
 pub mod miltertest;
+pub mod pki;
 pub mod postfix;
 pub mod prometheus;
 pub mod redis;

@@ -2,7 +2,9 @@
 //!
 //! Each server listens on 127.0.0.1 on its own port, keeps nothing on disk (`--save ''`,
 //! no AOF), runs in the foreground as our child and is stopped by its PID. Readiness is a
-//! PING answered with PONG (an open port is not enough while Redis loads).
+//! PING answered with PONG (an open port is not enough while Redis loads). A TLS server
+//! (`tls`, `sentinel_tls`) listens with TLS only (`--port 0`), with certificates of a
+//! `pki::Pki`, and is PINGed through `redis-cli --tls` with the client certificate.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -17,11 +19,29 @@ pub struct RedisServer {
     child: Option<Child>,
     /// Extra arguments (cluster mode), or a config file for a sentinel.
     mode: Mode,
+    /// `redis-cli` arguments for the readiness PING (TLS files, password); empty: a plain
+    /// PING over TCP.
+    cli: Vec<String>,
 }
 
 enum Mode {
     Plain(Vec<String>),
+    /// TLS only, on `port`: the certificate arguments, then extra ones.
+    Tls(Vec<String>),
     Sentinel(PathBuf),
+}
+
+/// `redis-cli` arguments that reach a server of `pki` with its client certificate.
+fn cli_args(pki: &super::pki::Pki, password: Option<&str>) -> Vec<String> {
+    let (cert, key) = pki.client();
+    let mut args = vec!["--tls".to_string(), "--cacert".into()];
+    args.push(pki.ca().display().to_string());
+    args.extend(["--cert".to_string(), cert.display().to_string()]);
+    args.extend(["--key".to_string(), key.display().to_string()]);
+    if let Some(password) = password {
+        args.extend(["-a", password, "--no-auth-warning"].map(String::from));
+    }
+    args
 }
 
 impl RedisServer {
@@ -37,6 +57,67 @@ impl RedisServer {
             dir: tempfile::tempdir().expect("tempdir"),
             child: None,
             mode: Mode::Plain(args.iter().map(|a| a.to_string()).collect()),
+            cli: Vec::new(),
+        };
+        r.restart();
+        r
+    }
+
+    /// Starts a TLS-only server with `pki`'s server certificate, trusting `pki`'s CA for
+    /// client certificates, and `extra` settings (`--tls-auth-clients`, `--requirepass`:
+    /// pass the password as `password` too, for the readiness PING).
+    pub fn tls(pki: &super::pki::Pki, password: Option<&str>, extra: &[&str]) -> RedisServer {
+        let (cert, key) = pki.server();
+        let mut args: Vec<String> = vec!["--tls-cert-file".into(), cert.display().to_string()];
+        args.extend(["--tls-key-file".to_string(), key.display().to_string()]);
+        args.extend([
+            "--tls-ca-cert-file".to_string(),
+            pki.ca().display().to_string(),
+        ]);
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let mut r = RedisServer {
+            port: super::free_port(),
+            dir: tempfile::tempdir().expect("tempdir"),
+            child: None,
+            mode: Mode::Tls(args),
+            cli: cli_args(pki, password),
+        };
+        r.restart();
+        r
+    }
+
+    /// Starts a TLS-only Sentinel watching the TLS `master` as `mymaster` (quorum 1): it
+    /// asks for `sentinel_password` (`requirepass`), and reaches the master over TLS with
+    /// `master_password` (`auth-pass`). Clients need no certificate.
+    pub fn sentinel_tls(
+        pki: &super::pki::Pki,
+        master: &RedisServer,
+        sentinel_password: &str,
+        master_password: &str,
+    ) -> RedisServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = super::free_port();
+        let conf = dir.path().join("sentinel.conf");
+        let (cert, key) = pki.server();
+        let text = format!(
+            "port 0\ntls-port {port}\nbind 127.0.0.1\ndir {}\n\
+             tls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n\
+             tls-auth-clients no\ntls-replication yes\nrequirepass {sentinel_password}\n\
+             sentinel monitor mymaster 127.0.0.1 {} 1\n\
+             sentinel auth-pass mymaster {master_password}\n",
+            dir.path().display(),
+            cert.display(),
+            key.display(),
+            pki.ca().display(),
+            master.port
+        );
+        std::fs::write(&conf, text).expect("sentinel.conf");
+        let mut r = RedisServer {
+            port,
+            dir,
+            child: None,
+            mode: Mode::Sentinel(conf),
+            cli: cli_args(pki, Some(sentinel_password)),
         };
         r.restart();
         r
@@ -58,6 +139,7 @@ impl RedisServer {
             dir,
             child: None,
             mode: Mode::Sentinel(conf),
+            cli: Vec::new(),
         };
         r.restart();
         r
@@ -111,6 +193,11 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
+    /// `rediss://127.0.0.1:<port>/0`, for a TLS server.
+    pub fn tls_url(&self) -> String {
+        format!("rediss://127.0.0.1:{}/0", self.port)
+    }
+
     /// Starts the server again on the same port (empty: nothing was saved).
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "already running");
@@ -122,6 +209,14 @@ impl RedisServer {
             }
             Mode::Plain(extra) => {
                 cmd.args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+                    .args(["--save", "", "--appendonly", "no"])
+                    .arg("--dir")
+                    .arg(self.dir.path())
+                    .args(extra);
+            }
+            Mode::Tls(extra) => {
+                cmd.args(["--bind", "127.0.0.1", "--port", "0"])
+                    .args(["--tls-port", &self.port.to_string()])
                     .args(["--save", "", "--appendonly", "no"])
                     .arg("--dir")
                     .arg(self.dir.path())
@@ -149,8 +244,8 @@ impl RedisServer {
         panic!("redis-server on {} not ready:\n{log}", self.port);
     }
 
-    /// True if the server answers PING with PONG.
-    pub fn ping(&self) -> bool {
+    /// True if the server answers a plain-text PING on its port with PONG.
+    pub fn ping_plain(&self) -> bool {
         let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
             return false;
         };
@@ -159,6 +254,21 @@ impl RedisServer {
         s.write_all(b"PING\r\n").is_ok()
             && s.read(&mut buf)
                 .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
+    }
+
+    /// True if the server answers PING with PONG (through `redis-cli` for a TLS server).
+    pub fn ping(&self) -> bool {
+        if !self.cli.is_empty() {
+            return Command::new("redis-cli")
+                .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+                .args(&self.cli)
+                .arg("PING")
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "PONG");
+        }
+        self.ping_plain()
     }
 
     /// Freezes (SIGSTOP) or thaws (SIGCONT) the server: connections stay open, nothing is
