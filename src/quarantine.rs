@@ -275,7 +275,7 @@ fn without_our_fields(bytes: &[u8]) -> Vec<u8> {
 /// The refusal a sender hears for a message kept in the quarantine, per
 /// `quarantine.answer`; `None` for `accept`, where it learns nothing (the plain answer of
 /// any delivery: 250 in proxy mode, a discard in milter mode).
-fn refusal(answer: crate::config::schema::QuarantineAnswer) -> Option<Reply> {
+pub fn refusal(answer: crate::config::schema::QuarantineAnswer) -> Option<Reply> {
     use crate::config::schema::QuarantineAnswer;
     match answer {
         QuarantineAnswer::Accept => None,
