@@ -120,6 +120,17 @@ impl Quarantine {
         Ok(self.dir.join("new").join(id))
     }
 
+    /// The quarantine's directory (a Maildir: messages are in its `new/`).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// Whether a message `id` is in the quarantine (an id that could not be ours is an
+    /// error).
+    pub fn contains(&self, id: &str) -> Result<bool, Error> {
+        Ok(self.path(id)?.is_file())
+    }
+
     /// Every quarantined message, oldest first.
     pub fn list(&self) -> Result<Vec<Entry>, Error> {
         let mut ids: Vec<String> = match std::fs::read_dir(self.dir.join("new")) {
@@ -338,7 +349,10 @@ mod tests {
             b"Received: from x\r\nSubject: cheap pills\r\n\r\nbuy\r\n"
         );
         assert!(q.read("../../etc/passwd").is_err());
+        assert!(q.contains(&id).expect("contains"));
+        assert!(!q.contains("nosuch").expect("contains"));
         q.delete(&id).expect("delete");
         assert!(q.list().expect("list").is_empty());
+        assert!(!q.contains(&id).expect("contains"));
     }
 }
