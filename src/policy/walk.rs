@@ -100,8 +100,7 @@ impl Policy {
             trace.skip(|| self.after(stage, 0), strongest);
             return verdict;
         }
-        let due: Vec<_> = self.due(stage).collect();
-        for (i, rule) in due.iter().enumerate() {
+        for (i, rule) in self.due(stage).enumerate() {
             let holds = rule.when.holds(facts)
                 && (rule.limit.is_none() || limit::exceeded(&rule.name, facts));
             if !holds {
