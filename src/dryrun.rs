@@ -4,9 +4,12 @@
 //! Owns: driving the transaction engine (`engine`, in its dry-run mode) stage by stage
 //! (connect, HELO, MAIL, each RCPT, DATA) as a session would, stopping where the gateway
 //! would refuse; the engine writes the report (facts, every rule with whether it fired, the
-//! verdict and its reply). Also splitting a directory or an mbox into messages and
+//! verdict and its reply), then, for a message let through, the reply its client would hear
+//! and where it would go (`answer.rs`). Also splitting a directory or an mbox into messages and
 //! summarising them. Must not: send mail anywhere (the backend is never contacted), or run
 //! checks or the policy itself.
+
+mod answer;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -122,6 +125,9 @@ impl DryRun {
             raw: Some(&content),
         };
         let decided = engine.message(view).await;
+        for line in answer::lines(&self.ctx.config, &decided.verdict) {
+            engine.note(&line);
+        }
         done(&engine, Stage::Data, decided.verdict)
     }
 }

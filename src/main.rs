@@ -1,16 +1,23 @@
-//! The `portcullis` command: `serve`, `check-config`, `version`. Wiring only.
+//! The `portcullis` command: `serve`, `check-config`, `policy test`, `quarantine`,
+//! `version`. Wiring only: the options (one global `--config`, taken before or after the
+//! subcommand), and how results and errors are printed.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::error::ErrorKind;
+use clap::{CommandFactory as _, Parser, Subcommand};
 use portcullis::config::{self, Config, schema::LogFormat};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
 #[command(name = "portcullis", version, about = "Anti-spam inbound SMTP gateway")]
 struct Cli {
+    /// YAML config file (before or after the subcommand). `serve` and `policy test` use the
+    /// built-in defaults without it; `quarantine` needs it; `check-config` takes it or FILE.
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -18,21 +25,15 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the gateway (built-in defaults without --config: 127.0.0.1:2525 → ./data/mail).
-    Serve {
-        /// YAML config file.
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-    },
+    Serve,
     /// Validate a config file; prints every error as file:line:column and exits 1.
     CheckConfig {
-        /// YAML config file.
-        file: PathBuf,
+        /// YAML config file (or --config FILE).
+        file: Option<PathBuf>,
     },
-    /// Review quarantined messages.
+    /// Review quarantined messages (--config names `quarantine.dir`, and the backend for
+    /// release).
     Quarantine {
-        /// YAML config naming `quarantine.dir` (and the backend for release).
-        #[arg(long, short)]
-        config: PathBuf,
         #[command(subcommand)]
         command: QuarantineCmd,
     },
@@ -71,9 +72,6 @@ enum PolicyCmd {
     /// Run the real checks and policy on a message (a file, a directory or an mbox) and
     /// explain the verdict; nothing is sent anywhere.
     Test {
-        /// YAML config (its `policy:` file is used); built-in defaults without it.
-        #[arg(long, short)]
-        config: Option<PathBuf>,
         /// The message: an .eml file, a directory of them, or an mbox.
         #[arg(long)]
         message: PathBuf,
@@ -100,7 +98,9 @@ enum PolicyCmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let config = cli.config;
     match cli.command {
+        Cmd::Version if config.is_some() => usage("version reads no config: drop --config"),
         Cmd::Version => {
             println!("portcullis {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
@@ -108,7 +108,6 @@ fn main() -> ExitCode {
         Cmd::Policy {
             command:
                 PolicyCmd::Test {
-                    config,
                     message,
                     client_ip,
                     helo,
@@ -138,48 +137,82 @@ fn main() -> ExitCode {
             };
             match policy_test(config, &input, &message) {
                 Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("portcullis: {e:#}");
+                Err(e) => failed(&e),
+            }
+        }
+        Cmd::Quarantine { command } => {
+            let Some(path) = config else {
+                usage("quarantine needs --config FILE (the config naming quarantine.dir)")
+            };
+            match config::load(&path) {
+                Ok(c) => match quarantine(&c, command) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => failed(&e),
+                },
+                Err(errors) => {
+                    eprintln!("{errors}");
                     ExitCode::FAILURE
                 }
             }
         }
-        Cmd::Quarantine { config, command } => match config::load(&config) {
-            Ok(c) => match quarantine(&c, command) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("portcullis: {e:#}");
-                    ExitCode::FAILURE
+        Cmd::CheckConfig { file } => {
+            let file = match (file, config) {
+                (Some(f), Some(c)) if f != c => {
+                    usage("check-config takes one FILE: the argument or --config, not both")
                 }
-            },
-            Err(errors) => {
-                eprintln!("{errors}");
-                ExitCode::FAILURE
-            }
-        },
-        Cmd::CheckConfig { file } => match config::load(&file) {
-            Ok(_) => {
-                println!("{}: ok", file.display());
-                ExitCode::SUCCESS
-            }
-            Err(errors) => {
-                eprintln!("{errors}");
-                ExitCode::FAILURE
-            }
-        },
-        Cmd::Serve { config } => {
+                (Some(f), _) | (None, Some(f)) => f,
+                (None, None) => usage("check-config needs a FILE (or --config FILE)"),
+            };
+            check_config(&file)
+        }
+        Cmd::Serve => {
             let Some(config) = config_or_default(config) else {
                 return ExitCode::FAILURE;
             };
             match serve(config) {
                 Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("portcullis: {e:#}");
-                    ExitCode::FAILURE
-                }
+                Err(e) => failed(&e),
             }
         }
     }
+}
+
+/// `check-config`: every problem of the file, or `FILE: ok`.
+fn check_config(file: &std::path::Path) -> ExitCode {
+    match config::load(file) {
+        Ok(_) => {
+            println!("{}: ok", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A command line clap accepts but that cannot be run: said like clap's own errors, exit 2.
+fn usage(message: &str) -> ! {
+    Cli::command()
+        .error(ErrorKind::ArgumentConflict, message)
+        .exit()
+}
+
+/// Prints a failure on one line, its causes after colons; a cause already in the text
+/// before it (an I/O error that repeats its source) is not printed twice.
+fn failed(e: &anyhow::Error) -> ExitCode {
+    let mut text = String::new();
+    for cause in e.chain().map(ToString::to_string) {
+        if text.contains(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    eprintln!("portcullis: {text}");
+    ExitCode::FAILURE
 }
 
 /// The config at `path` (errors printed), or the built-in defaults without one.
@@ -194,9 +227,25 @@ fn config_or_default(path: Option<PathBuf>) -> Option<Config> {
 
 fn quarantine(config: &Config, command: QuarantineCmd) -> anyhow::Result<()> {
     let q = portcullis::quarantine::required(config)?;
+    let id = match &command {
+        QuarantineCmd::List => None,
+        QuarantineCmd::Show { id }
+        | QuarantineCmd::Delete { id }
+        | QuarantineCmd::Release { id } => Some(id),
+    };
+    if let Some(id) = id
+        && !q.contains(id)?
+    {
+        anyhow::bail!("no quarantined message {id} in {}", q.dir().display());
+    }
     match command {
         QuarantineCmd::List => {
-            for e in q.list()? {
+            let entries = q.list()?;
+            if entries.is_empty() {
+                // On stderr: stdout stays one line per message, for scripts.
+                eprintln!("no quarantined messages in {}", q.dir().display());
+            }
+            for e in entries {
                 println!(
                     "{}\t<{}>\t{}\t{}\t{}",
                     e.id,

@@ -120,6 +120,17 @@ impl Quarantine {
         Ok(self.dir.join("new").join(id))
     }
 
+    /// The quarantine's directory (a Maildir: messages are in its `new/`).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// Whether a message `id` is in the quarantine (an id that could not be ours is an
+    /// error).
+    pub fn contains(&self, id: &str) -> Result<bool, Error> {
+        Ok(self.path(id)?.is_file())
+    }
+
     /// Every quarantined message, oldest first.
     pub fn list(&self) -> Result<Vec<Entry>, Error> {
         let mut ids: Vec<String> = match std::fs::read_dir(self.dir.join("new")) {
@@ -276,7 +287,7 @@ fn without_our_fields(bytes: &[u8]) -> Vec<u8> {
 /// The refusal a sender hears for a message kept in the quarantine, per
 /// `quarantine.answer`; `None` for `accept`, where it learns nothing (the plain answer of
 /// any delivery: 250 in proxy mode, a discard in milter mode).
-fn refusal(answer: crate::config::schema::QuarantineAnswer) -> Option<Reply> {
+pub fn refusal(answer: crate::config::schema::QuarantineAnswer) -> Option<Reply> {
     use crate::config::schema::QuarantineAnswer;
     match answer {
         QuarantineAnswer::Accept => None,
@@ -339,7 +350,10 @@ mod tests {
             b"Received: from x\r\nSubject: cheap pills\r\n\r\nbuy\r\n"
         );
         assert!(q.read("../../etc/passwd").is_err());
+        assert!(q.contains(&id).expect("contains"));
+        assert!(!q.contains("nosuch").expect("contains"));
         q.delete(&id).expect("delete");
         assert!(q.list().expect("list").is_empty());
+        assert!(!q.contains(&id).expect("contains"));
     }
 }

@@ -1,5 +1,6 @@
-//! The binary: `check-config` diagnostics and exit codes, `version`, and `serve` on its
-//! built-in default (127.0.0.1:2525 → ./data/mail), which the README's first command runs.
+//! The binary: `check-config` diagnostics and exit codes, `version`, `--config` before or
+//! after every subcommand, and `serve` on its built-in default (127.0.0.1:2525 →
+//! ./data/mail), which the README's first command runs.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -66,6 +67,91 @@ fn shipped_configs_are_valid() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// Runs the binary; returns (exit code, stdout, stderr).
+fn run(args: &[&std::ffi::OsStr]) -> (Option<i32>, String, String) {
+    let out = Command::new(bin()).args(args).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Issue 13: `--config FILE` (and `-c`) is one global option, taken before or after the
+/// subcommand by every command that reads a config; `version`, which reads none, refuses it.
+#[test]
+fn config_goes_before_or_after_the_subcommand() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.yaml");
+    std::fs::write(&good, "accepted_domains: [example.test]\n").unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "typo_key: 1\n").unwrap();
+    let msg = dir.path().join("m.eml");
+    std::fs::write(&msg, "Subject: hi\n\nbody\n").unwrap();
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let with = |before: &[&str], flag: &str, file: &std::path::Path, after: &[&str]| {
+        let mut v: Vec<std::ffi::OsString> = before.iter().map(|s| os(s)).collect();
+        v.push(os(flag));
+        v.push(file.as_os_str().to_owned());
+        v.extend(after.iter().map(|s| os(s)));
+        v
+    };
+    let call = |v: Vec<std::ffi::OsString>| {
+        let refs: Vec<&std::ffi::OsStr> = v.iter().map(|s| s.as_os_str()).collect();
+        run(&refs)
+    };
+
+    // check-config: the positional FILE as before, or --config anywhere; same output.
+    let ok = format!("{}: ok\n", good.display());
+    for v in [
+        vec![os("check-config"), good.as_os_str().to_owned()],
+        with(&["check-config"], "--config", &good, &[]),
+        with(&[], "-c", &good, &["check-config"]),
+    ] {
+        let (code, out, err) = call(v);
+        assert_eq!((code, out.as_str()), (Some(0), ok.as_str()), "{err}");
+    }
+    let (code, _, err) = call(vec![os("check-config")]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("check-config needs a FILE"), "{err}");
+
+    // serve: a config it cannot use is refused the same way wherever --config is.
+    let refused = format!("{}:1:1: unknown field `typo_key`", bad.display());
+    for v in [
+        with(&["serve"], "--config", &bad, &[]),
+        with(&[], "--config", &bad, &["serve"]),
+    ] {
+        let (code, _, err) = call(v);
+        assert_eq!(code, Some(1), "{err}");
+        assert!(err.starts_with(&refused), "{err}");
+    }
+
+    // policy test: after `test`, between `policy` and `test`, before `policy`.
+    let rest = [
+        "--dns-offline",
+        "--message",
+        msg.to_str().unwrap(),
+        "--rcpt",
+        "u@example.test",
+    ];
+    for (before, after) in [
+        (vec!["policy", "test"], rest.to_vec()),
+        (vec!["policy"], [&["test"][..], &rest].concat()),
+        (vec![], [&["policy", "test"][..], &rest].concat()),
+    ] {
+        let (code, out, err) = call(with(&before, "--config", &bad, &after));
+        assert_eq!(code, Some(1), "{before:?}: {out}{err}");
+        assert!(err.starts_with(&refused), "{err}");
+        let (code, out, err) = call(with(&before, "--config", &good, &after));
+        assert_eq!(code, Some(0), "{before:?}: {err}");
+        assert!(out.contains("\nDATA\n"), "{out}");
+    }
+
+    let (code, _, err) = call(with(&["version"], "--config", &good, &[]));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("version reads no config"), "{err}");
 }
 
 #[test]

@@ -96,7 +96,12 @@ async fn quarantined_mail_is_kept_listed_released_and_deleted() {
 
     let (ok, out) = cli(&config, &["delete", second]);
     assert!(ok, "{out}");
-    assert_eq!(cli(&config, &["list"]).1, "");
+    let (ok, out) = cli(&config, &["list"]);
+    assert!(ok, "{out}");
+    assert_eq!(
+        out,
+        format!("no quarantined messages in {}\n", qdir.display())
+    );
     let (ok, out) = cli(&config, &["show", "../../etc/passwd"]);
     assert!(!ok && out.contains("not a quarantine id"), "{out}");
 }
@@ -117,4 +122,65 @@ async fn the_answer_is_configurable() {
     assert_eq!(c.data(b"Subject: s\r\n\r\nx\r\n").await.0, 451);
     let stored = std::fs::read_dir(dir.path().join("q/new")).unwrap().count();
     assert_eq!(stored, 1);
+}
+
+/// Runs `portcullis ARGS` with `--config CONFIG` at `at` (an index into `args`); returns
+/// (exit code, stdout, stderr).
+fn run_at(config: &std::path::Path, args: &[&str], at: usize) -> (Option<i32>, String, String) {
+    let mut cmd = Command::new(common::bin());
+    cmd.args(&args[..at])
+        .arg("--config")
+        .arg(config)
+        .args(&args[at..]);
+    let out = cmd.output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Issue 13: an id that is not there gets one line naming it and the directory, not a
+/// doubled nameless I/O error; an empty quarantine says so; `--config` goes before or
+/// after the subcommand.
+#[test]
+fn missing_ids_and_an_empty_quarantine_are_said_plainly() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("portcullis.yaml");
+    std::fs::write(
+        &config,
+        "accepted_domains: [example.test]\nbackend: { url: \"smtp://127.0.0.1:9\" }\nquarantine: { dir: q }\n",
+    )
+    .unwrap();
+    let q = dir.path().join("q");
+    for at in [0, 1, 2] {
+        let (code, out, err) = run_at(&config, &["quarantine", "list"], at);
+        assert_eq!(code, Some(0), "--config at {at}: {err}");
+        assert_eq!(out, "", "stdout stays for the messages alone");
+        assert_eq!(err, format!("no quarantined messages in {}\n", q.display()));
+    }
+    for command in ["show", "delete", "release"] {
+        for at in [0, 1, 3] {
+            let (code, out, err) = run_at(&config, &["quarantine", command, "nosuch-id"], at);
+            assert_eq!(code, Some(1), "{command}, --config at {at}: {out}{err}");
+            assert_eq!(
+                err,
+                format!(
+                    "portcullis: no quarantined message nosuch-id in {}\n",
+                    q.display()
+                ),
+                "{command}, --config at {at}"
+            );
+        }
+    }
+    let out = Command::new(common::bin())
+        .args(["quarantine", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("quarantine needs --config FILE"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -1,6 +1,7 @@
 //! The dry run's account of a transaction (`portcullis policy test`): per stage, the facts
-//! found, every rule due with whether it fired, the verdict and its reply, what would be
-//! counted, and the shadow policy's verdict where the gateway would compare it.
+//! found, every rule due with what the policy's walk made of it (fired, no, or skipped
+//! because an earlier rule decided), the verdict and its reply, what would be counted, and
+//! the shadow policy's verdict where the gateway would compare it.
 //!
 //! Owns: the report's text. Must not: decide (the engine hands it what it decided).
 
@@ -9,6 +10,7 @@ use std::fmt::Write as _;
 use crate::pipeline::Stage;
 use crate::pipeline::outcome::{Fact, Verdict};
 use crate::policy::limit::Probe;
+use crate::policy::walk::Evaluated;
 
 /// A report being written.
 #[derive(Debug, Default)]
@@ -23,7 +25,7 @@ impl Explain {
         stage: Stage,
         rcpt: Option<&str>,
         found: &[Fact],
-        rules: &[(String, bool)],
+        rules: &[Evaluated],
         verdict: &Verdict,
     ) {
         let out = &mut self.out;
@@ -34,12 +36,8 @@ impl Explain {
         for fact in found {
             let _ = writeln!(out, "  fact  {fact}");
         }
-        for (name, fired) in rules {
-            let _ = writeln!(
-                out,
-                "  rule  {name}: {}",
-                if *fired { "FIRED" } else { "no" }
-            );
+        for rule in rules {
+            let _ = writeln!(out, "  rule  {}: {}", rule.name, rule.seen);
         }
         let reply = verdict
             .action

@@ -11,6 +11,7 @@ pub mod facts;
 pub mod file;
 pub mod limit;
 pub mod set;
+pub mod walk;
 
 use std::path::Path;
 
@@ -192,41 +193,7 @@ impl Policy {
     /// once its count has been found over the rate (the `ratelimit` fact naming it): what to
     /// count is `probes`' answer, and counting is the transaction engine's.
     pub fn decide(&self, stage: Stage, facts: &[Fact]) -> Verdict {
-        let mut verdict = Verdict::accept();
-        for rule in &self.rules {
-            if rule.when.holds(facts) {
-                verdict.merge(rule.name, &rule.action);
-            }
-        }
-        if verdict.action.refusal().is_some() {
-            return verdict;
-        }
-        for rule in self.due(stage) {
-            if !rule.when.holds(facts)
-                || (rule.limit.is_some() && !limit::exceeded(&rule.name, facts))
-            {
-                continue;
-            }
-            verdict.score += rule.score;
-            match &rule.action {
-                None => verdict.rules.push(rule.name.clone()),
-                // Accept stops the YAML rules; it cannot undo what the built-in rules (DMARC
-                // quarantine) or earlier rules decided.
-                Some(Action::Accept) => {
-                    verdict.rules.push(rule.name.clone());
-                    return verdict;
-                }
-                Some(action @ (Action::Reject(_) | Action::Tempfail(_))) => {
-                    verdict.merge(&rule.name, action);
-                    return verdict;
-                }
-                Some(action) => verdict.merge(&rule.name, action),
-            }
-        }
-        if stage == Stage::Data {
-            self.apply_thresholds(&mut verdict);
-        }
-        verdict
+        self.walk(stage, facts, None)
     }
 
     /// The rate limits to count at `stage`, in file order: the limit rules whose condition
@@ -275,35 +242,12 @@ impl Policy {
             .filter(move |r| facts::rank(r.stage) <= facts::rank(stage))
     }
 
-    /// Every rule that is due at `stage`, with whether its condition holds (for dry runs).
-    pub fn explain(&self, stage: Stage, facts: &[Fact]) -> Vec<(String, bool)> {
-        let builtin = self
-            .rules
-            .iter()
-            .map(|r| (r.name.to_string(), r.when.holds(facts)));
-        let holds = |r: &CustomRule| {
-            r.when.holds(facts) && (r.limit.is_none() || limit::exceeded(&r.name, facts))
-        };
-        let due = self
-            .custom
-            .iter()
-            .filter(|r| facts::rank(r.stage) <= facts::rank(stage));
-        builtin
-            .chain(due.map(|r| (r.name.clone(), holds(r))))
-            .collect()
-    }
-
-    fn apply_thresholds(&self, verdict: &mut Verdict) {
-        let t = &self.thresholds;
-        // Named after the threshold, not the score: one metric series per configured level.
-        let (level, action) = match (t.reject, t.quarantine, t.tag) {
-            (Some(l), _, _) if verdict.score >= l => (l, Action::Reject(reply::POLICY_REJECT)),
-            (_, Some(l), _) if verdict.score >= l => (l, Action::Quarantine),
-            (_, _, Some(l)) if verdict.score >= l => (l, Action::Tag),
-            _ => return,
-        };
-        let name = format!("score>={level}");
-        verdict.merge(&name, &action);
+    /// What `decide` does with every rule due at `stage` over `facts`, in evaluation order
+    /// (for dry runs): fired, did not hold, or skipped because an earlier rule decided.
+    pub fn explain(&self, stage: Stage, facts: &[Fact]) -> Vec<walk::Evaluated> {
+        let mut trace = Vec::new();
+        self.walk(stage, facts, Some(&mut trace));
+        trace
     }
 }
 
@@ -512,6 +456,77 @@ mod tests {
         assert_eq!(
             (v.action, v.rules, v.score),
             (Action::Accept, vec!["partner".to_string()], 0)
+        );
+    }
+
+    /// The explanation is the decision's own walk: the rules it says FIRED are exactly the
+    /// verdict's, and nothing after a deciding rule is said to have been evaluated.
+    #[test]
+    fn explain_follows_decide() {
+        use walk::Seen;
+        let p = with_file(
+            "thresholds: { tag: 2, quarantine: 4 }\nrules:\n  - name: partner\n    when: { client.ip: { cidr: [192.0.2.0/24] } }\n    action: accept\n  - name: soft\n    when: { spf.mailfrom: softfail }\n    score: 3\n  - name: refuse\n    when: { dkim: fail }\n    action: reject\n  - name: nodkim\n    when: { dkim: [none, fail] }\n    score: 2\n",
+        );
+        let facts = |ip: &str, dkim: &str, bare: bool| {
+            vec![
+                Fact::text("client.ip", ip),
+                Fact::text("spf.mailfrom", "softfail"),
+                Fact::text("dkim", dkim),
+                Fact::flag("body.bare_line_endings", bare),
+            ]
+        };
+        let seen = |stage, f: &[Fact], name: &str| {
+            p.explain(stage, f)
+                .into_iter()
+                .find(|e| e.name == name)
+                .map(|e| e.seen)
+        };
+        for stage in [Stage::Mail, Stage::Data] {
+            for f in [
+                facts("192.0.2.9", "none", false),
+                facts("198.51.100.1", "none", false),
+                facts("198.51.100.1", "fail", false),
+                facts("198.51.100.1", "none", true),
+            ] {
+                let fired: Vec<String> = p
+                    .explain(stage, &f)
+                    .into_iter()
+                    .filter(|e| e.seen == Seen::Fired)
+                    .map(|e| e.name)
+                    .collect();
+                assert_eq!(fired, p.decide(stage, &f).rules, "{stage:?} {f:?}");
+            }
+        }
+        let skipped = |by: &str| Some(Seen::Skipped(by.to_string()));
+        let trusted = facts("192.0.2.9", "fail", false);
+        assert_eq!(seen(Stage::Data, &trusted, "partner"), Some(Seen::Fired));
+        for later in ["soft", "refuse", "nodkim", "score>=2", "score>=4"] {
+            assert_eq!(
+                seen(Stage::Data, &trusted, later),
+                skipped("partner"),
+                "{later}"
+            );
+        }
+        let refused = facts("198.51.100.1", "fail", false);
+        assert_eq!(seen(Stage::Data, &refused, "soft"), Some(Seen::Fired));
+        assert_eq!(seen(Stage::Data, &refused, "nodkim"), skipped("refuse"));
+        let bare = facts("198.51.100.1", "none", true);
+        assert_eq!(
+            seen(Stage::Data, &bare, "partner"),
+            skipped("bare-line-endings")
+        );
+        // Score 5: quarantine (4) applies, tag (2) is not also merged.
+        let scored = facts("198.51.100.1", "none", false);
+        assert_eq!(seen(Stage::Data, &scored, "score>=4"), Some(Seen::Fired));
+        assert_eq!(seen(Stage::Data, &scored, "score>=2"), Some(Seen::No));
+        assert_eq!(
+            seen(Stage::Mail, &scored, "score>=4"),
+            None,
+            "thresholds are DATA's"
+        );
+        assert_eq!(
+            Seen::Skipped("partner".into()).to_string(),
+            "SKIPPED (decided by rule partner)"
         );
     }
 
