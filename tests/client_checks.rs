@@ -15,8 +15,19 @@ use hickory_server::proto::rr::RecordType;
 const POLICY: &str = "rules:\n  - name: no-ptr\n    when: { rdns.ptr: false }\n    score: 1\n  - name: forged-us\n    when: { helo.ours: true }\n    action: reject\n    reply: { code: 550, enhanced: \"5.7.1\", text: \"You are not us\" }\n  - name: wrong-literal\n    when: { helo.literal_mismatch: true }\n    action: reject\n  - name: fcrdns\n    when: { rdns.fcrdns: true }\n    action: tag\n  - name: helo-unresolvable\n    when: { helo.resolves: false }\n    action: tag\n";
 
 async fn gateway(dns: &DnsFixture, dir: &std::path::Path) -> Gateway {
-    let policy = dir.join("policy.yaml");
-    std::fs::write(&policy, POLICY).unwrap();
+    gateway_with(dns, dir, POLICY, |_| {}).await
+}
+
+/// A gateway asking `dns`, with both client checks on, trusting PROXY headers from
+/// 127.0.0.1, `policy` as its policy file, and `tweak` applied last.
+async fn gateway_with(
+    dns: &DnsFixture,
+    dir: &std::path::Path,
+    policy: &str,
+    tweak: impl FnOnce(&mut portcullis::config::Config) + Send + 'static,
+) -> Gateway {
+    let path = dir.join("policy.yaml");
+    std::fs::write(&path, policy).unwrap();
     let ns = dns.addr();
     Gateway::start(move |c| {
         c.dns.nameservers = vec![ns];
@@ -25,7 +36,8 @@ async fn gateway(dns: &DnsFixture, dir: &std::path::Path) -> Gateway {
         c.client_checks.rdns = true;
         c.client_checks.helo_dns = true;
         c.proxy_protocol.trusted = vec!["127.0.0.1/32".parse().unwrap()];
-        c.policy = Some(policy);
+        c.policy = Some(path);
+        tweak(c);
     })
     .await
 }
@@ -111,16 +123,7 @@ async fn a_client_seen_again_costs_no_dns_query() {
     use portcullis::config::schema::{DnsblZoneConfig, ZoneKind};
     let dns = DnsFixture::start(zones()).await;
     let dir = tempfile::tempdir().unwrap();
-    let policy = dir.path().join("policy.yaml");
-    std::fs::write(&policy, POLICY).unwrap();
-    let ns = dns.addr();
-    let gw = Gateway::start(move |c| {
-        c.dns.nameservers = vec![ns];
-        c.dns.timeout = Duration::from_secs(2);
-        c.dns.attempts = 1;
-        c.client_checks.rdns = true;
-        c.client_checks.helo_dns = true;
-        c.proxy_protocol.trusted = vec!["127.0.0.1/32".parse().unwrap()];
+    let gw = gateway_with(&dns, dir.path(), POLICY, |c| {
         c.dnsbl.zones = vec![DnsblZoneConfig {
             zone: "bl.test".into(),
             weight: 1,
@@ -128,7 +131,6 @@ async fn a_client_seen_again_costs_no_dns_query() {
             allow: false,
             kind: ZoneKind::Ip,
         }];
-        c.policy = Some(policy);
     })
     .await;
     // Forward-confirmed with a resolvable HELO (positive answers), and no PTR with a HELO
@@ -203,18 +205,7 @@ async fn failed_lookups_are_temperror_not_missing_ptr() {
     ])
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("policy.yaml");
-    std::fs::write(&path, policy).unwrap();
-    let ns = dns.addr();
-    let gw = Gateway::start(move |c| {
-        c.dns.nameservers = vec![ns];
-        c.dns.timeout = Duration::from_secs(2);
-        c.dns.attempts = 1;
-        c.client_checks.rdns = true;
-        c.proxy_protocol.trusted = vec!["127.0.0.1/32".parse().unwrap()];
-        c.policy = Some(path);
-    })
-    .await;
+    let gw = gateway_with(&dns, dir.path(), policy, |_| {}).await;
     for (ip, who, rules) in [
         ("192.0.2.21", "a", "rules=confirmed"),
         ("192.0.2.24", "b", "rules=dns-trouble"),

@@ -71,8 +71,9 @@ impl Check for RdnsCheck {
             if is_private(ip) && !self.lookup_private {
                 return Vec::new().into();
             }
-            let names = match self.dns.ptr(ip.to_canonical()).await {
-                Ok(answer) => answer.records().to_vec(),
+            let ptr = self.dns.ptr(ip.to_canonical()).await;
+            let names = match &ptr {
+                Ok(answer) => answer.records(),
                 // Not known: no PTR as far as the facts go, and the failure said.
                 Err(_) => {
                     return vec![
