@@ -13,6 +13,7 @@ use std::path::Path;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use portcullis::config::Config;
 use portcullis::pipeline::Stage;
+use portcullis::pipeline::facts;
 use portcullis::pipeline::outcome::Fact;
 use portcullis::policy::Policy;
 use portcullis::smtp::codec::BodyDecoder;
@@ -78,37 +79,37 @@ fn data_decoder(c: &mut Criterion) {
 /// The facts of a typical authenticated message at the end of DATA.
 fn typical_facts() -> Vec<Fact> {
     vec![
-        Fact::text("client.ip", "192.0.2.10"),
-        Fact::flag("rdns.ptr", true),
-        Fact::text("rdns.name", "mail.example.org"),
-        Fact::flag("rdns.fcrdns", true),
-        Fact::count("dnsbl.score", 0),
-        Fact::text("helo", "mail.example.org"),
-        Fact::flag("helo.valid", true),
-        Fact::flag("helo.literal", false),
-        Fact::flag("helo.literal_mismatch", false),
-        Fact::flag("helo.ours", false),
-        Fact::flag("helo.resolves", true),
-        Fact::text("mail_from", "alice@example.org"),
-        Fact::text("mail_from.domain", "example.org"),
-        Fact::text("spf.mailfrom", "pass"),
-        Fact::text("spf.helo", "pass"),
-        Fact::text("spf.domain", "example.org"),
-        Fact::text("rcpt", "bob@example.com"),
-        Fact::text("rcpt.domain", "example.com"),
-        Fact::count("recipients.count", 1),
-        Fact::count("size.actual", 4096),
-        Fact::text("header", "from: Alice <alice@example.org>"),
-        Fact::text("header", "to: Bob <bob@example.com>"),
-        Fact::text("header", "subject: the figures"),
-        Fact::text("dkim", "pass"),
-        Fact::text("dkim.domain", "example.org"),
-        Fact::text("arc", "none"),
-        Fact::text("dmarc", "pass"),
-        Fact::text("dmarc.policy", "reject"),
-        Fact::text("dmarc.domain", "example.org"),
-        Fact::count("dmarc.author_domains", 1),
-        Fact::text("auth.domain", "example.org"),
+        Fact::text(&facts::CLIENT_IP, "192.0.2.10"),
+        Fact::flag(&facts::RDNS_PTR, true),
+        Fact::text(&facts::RDNS_NAME, "mail.example.org"),
+        Fact::flag(&facts::RDNS_FCRDNS, true),
+        Fact::count(&facts::DNSBL_SCORE, 0),
+        Fact::text(&facts::HELO, "mail.example.org"),
+        Fact::flag(&facts::HELO_VALID, true),
+        Fact::flag(&facts::HELO_LITERAL, false),
+        Fact::flag(&facts::HELO_LITERAL_MISMATCH, false),
+        Fact::flag(&facts::HELO_OURS, false),
+        Fact::flag(&facts::HELO_RESOLVES, true),
+        Fact::text(&facts::MAIL_FROM, "alice@example.org"),
+        Fact::text(&facts::MAIL_FROM_DOMAIN, "example.org"),
+        Fact::text(&facts::SPF_MAILFROM, "pass"),
+        Fact::text(&facts::SPF_HELO, "pass"),
+        Fact::text(&facts::SPF_DOMAIN, "example.org"),
+        Fact::text(&facts::RCPT, "bob@example.com"),
+        Fact::text(&facts::RCPT_DOMAIN, "example.com"),
+        Fact::count(&facts::RECIPIENTS_COUNT, 1),
+        Fact::count(&facts::SIZE_ACTUAL, 4096),
+        Fact::text(&facts::HEADER, "from: Alice <alice@example.org>"),
+        Fact::text(&facts::HEADER, "to: Bob <bob@example.com>"),
+        Fact::text(&facts::HEADER, "subject: the figures"),
+        Fact::text(&facts::DKIM, "pass"),
+        Fact::text(&facts::DKIM_DOMAIN, "example.org"),
+        Fact::text(&facts::ARC, "none"),
+        Fact::text(&facts::DMARC, "pass"),
+        Fact::text(&facts::DMARC_POLICY, "reject"),
+        Fact::text(&facts::DMARC_DOMAIN, "example.org"),
+        Fact::count(&facts::DMARC_AUTHOR_DOMAINS, 1),
+        Fact::text(&facts::AUTH_DOMAIN, "example.org"),
     ]
 }
 

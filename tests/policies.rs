@@ -4,7 +4,7 @@
 //!   (default.yaml never refuses or quarantines on SPF alone, monitor-only.yaml never
 //!   refuses, strict.yaml refuses SPF fail at MAIL);
 //! - `policies/schema.json` (the editors' JSON Schema) names exactly the facts of
-//!   `policy::facts::KNOWN`, the test operators and the actions the compiler accepts;
+//!   `pipeline::facts::ALL`, the test operators and the actions the compiler accepts;
 //! - `portcullis check-config` reports a broken policy file as `file:line:column` and exits 1;
 //! - through the in-process gateway, with authentication on and the DNS fixture as its only
 //!   name server: a MAIL-stage refusal with the rule's own reply, a RCPT-stage refusal of one
@@ -26,9 +26,9 @@ use common::dns::{DnsFixture, Zone};
 use common::{Gateway, LineClient, bin};
 use portcullis::config::Config;
 use portcullis::pipeline::Stage;
+use portcullis::pipeline::facts;
 use portcullis::pipeline::outcome::{Action, Fact};
 use portcullis::policy::Policy;
-use portcullis::policy::facts::KNOWN;
 use portcullis::policy::file::{self, Compiled};
 use serde_norway::Value;
 
@@ -141,12 +141,12 @@ fn default_policy_never_refuses_or_quarantines_on_spf_alone() {
         for helo in SPF_WORDS {
             // A message whose DKIM and DMARC pass: only SPF is bad.
             let facts = [
-                Fact::text("client.ip", "203.0.113.7"),
-                Fact::text("spf.mailfrom", mailfrom),
-                Fact::text("spf.helo", helo),
-                Fact::text("dkim", "pass"),
-                Fact::text("dmarc", "pass"),
-                Fact::text("dmarc.policy", "none"),
+                Fact::text(&facts::CLIENT_IP, "203.0.113.7"),
+                Fact::text(&facts::SPF_MAILFROM, mailfrom),
+                Fact::text(&facts::SPF_HELO, helo),
+                Fact::text(&facts::DKIM, "pass"),
+                Fact::text(&facts::DMARC, "pass"),
+                Fact::text(&facts::DMARC_POLICY, "none"),
             ];
             for stage in [Stage::Mail, Stage::Rcpt, Stage::Data] {
                 let v = p.decide(stage, &facts);
@@ -159,22 +159,22 @@ fn default_policy_never_refuses_or_quarantines_on_spf_alone() {
     }
     // Everything failing together does reach the reject threshold.
     let facts = [
-        Fact::text("client.ip", "203.0.113.7"),
-        Fact::text("spf.mailfrom", "fail"),
-        Fact::text("spf.helo", "fail"),
-        Fact::text("dkim", "none"),
-        Fact::text("dmarc", "fail"),
-        Fact::text("dmarc.policy", "none"),
+        Fact::text(&facts::CLIENT_IP, "203.0.113.7"),
+        Fact::text(&facts::SPF_MAILFROM, "fail"),
+        Fact::text(&facts::SPF_HELO, "fail"),
+        Fact::text(&facts::DKIM, "none"),
+        Fact::text(&facts::DMARC, "fail"),
+        Fact::text(&facts::DMARC_POLICY, "none"),
     ];
     let v = p.decide(Stage::Data, &facts);
     assert!(matches!(v.action, Action::Reject(_)), "{v:?}");
     // ...unless the client is a trusted relay (lists/example-allow.cidr).
     let mut trusted = facts.to_vec();
-    trusted[0] = Fact::text("client.ip", "192.0.2.44");
+    trusted[0] = Fact::text(&facts::CLIENT_IP, "192.0.2.44");
     let v = p.decide(Stage::Data, &trusted);
     assert_eq!(v.action, Action::Accept, "{v:?}");
     assert_eq!(v.rules, vec!["trusted-relays"]);
-    trusted[0] = Fact::text("client.ip", "2001:db8:25::1");
+    trusted[0] = Fact::text(&facts::CLIENT_IP, "2001:db8:25::1");
     assert_eq!(p.decide(Stage::Data, &trusted).action, Action::Accept);
 }
 
@@ -199,8 +199,8 @@ fn strict_policy_refuses_spf_fail_at_mail() {
     let v = p.decide(
         Stage::Mail,
         &[
-            Fact::text("client.ip", "203.0.113.7"),
-            Fact::text("spf.mailfrom", "fail"),
+            Fact::text(&facts::CLIENT_IP, "203.0.113.7"),
+            Fact::text(&facts::SPF_MAILFROM, "fail"),
         ],
     );
     assert!(matches!(v.action, Action::Reject(_)), "{v:?}");
@@ -208,8 +208,8 @@ fn strict_policy_refuses_spf_fail_at_mail() {
     let v = p.decide(
         Stage::Mail,
         &[
-            Fact::text("client.ip", "198.51.100.25"),
-            Fact::text("spf.mailfrom", "fail"),
+            Fact::text(&facts::CLIENT_IP, "198.51.100.25"),
+            Fact::text(&facts::SPF_MAILFROM, "fail"),
         ],
     );
     assert_eq!(v.action, Action::Accept, "{v:?}");
@@ -217,10 +217,10 @@ fn strict_policy_refuses_spf_fail_at_mail() {
     let v = p.decide(
         Stage::Data,
         &[
-            Fact::text("spf.mailfrom", "softfail"),
-            Fact::text("dkim", "pass"),
-            Fact::text("dmarc", "fail"),
-            Fact::text("dmarc.policy", "none"),
+            Fact::text(&facts::SPF_MAILFROM, "softfail"),
+            Fact::text(&facts::DKIM, "pass"),
+            Fact::text(&facts::DMARC, "fail"),
+            Fact::text(&facts::DMARC_POLICY, "none"),
         ],
     );
     assert_eq!(v.action, Action::Quarantine, "{v:?}");
@@ -243,12 +243,12 @@ fn monitor_only_policy_never_refuses() {
 
     let p = policy_with(&repo().join("policies/monitor-only.yaml"));
     let worst = [
-        Fact::text("spf.mailfrom", "fail"),
-        Fact::text("spf.helo", "fail"),
-        Fact::text("dkim", "none"),
-        Fact::text("dmarc", "fail"),
-        Fact::text("dmarc.policy", "none"),
-        Fact::text("check.error", "spf"),
+        Fact::text(&facts::SPF_MAILFROM, "fail"),
+        Fact::text(&facts::SPF_HELO, "fail"),
+        Fact::text(&facts::DKIM, "none"),
+        Fact::text(&facts::DMARC, "fail"),
+        Fact::text(&facts::DMARC_POLICY, "none"),
+        Fact::text(&facts::CHECK_ERROR, "spf"),
     ];
     for stage in [Stage::Mail, Stage::Rcpt, Stage::Data] {
         let v = p.decide(stage, &worst);
@@ -311,10 +311,10 @@ fn schema_names_exactly_the_known_facts() {
         at(&s, &["$schema"]).as_str(),
         Some("https://json-schema.org/draft/2020-12/schema")
     );
-    let known: Vec<&str> = KNOWN.iter().map(|(n, _)| *n).collect();
+    let known: Vec<&str> = facts::ALL.iter().map(|d| d.name()).collect();
     let listed = strings(at(&s, &["$defs", "fact", "enum"]));
     assert_eq!(listed.len(), set(&listed).len(), "duplicates in {listed:?}");
-    assert_eq!(set(&listed), set(&known), "$defs.fact.enum vs facts::KNOWN");
+    assert_eq!(set(&listed), set(&known), "$defs.fact.enum vs facts::ALL");
     // The per-fact entries (descriptions for editors) name the same facts, plus all/any/not.
     let mut described = keys(at(&s, &["$defs", "condition", "properties"]));
     for combinator in ["all", "any", "not"] {

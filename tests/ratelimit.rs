@@ -445,7 +445,7 @@ fn limit_problems_are_reported_at_their_position() {
     assert_eq!(a.stage, portcullis::pipeline::Stage::Rcpt);
     let l = a.limit.as_ref().expect("limit");
     assert_eq!(
-        (l.key, l.rate.to_string(), l.burst),
+        (l.key.name(), l.rate.to_string(), l.burst),
         ("rcpt.domain", "30/600s".into(), 30)
     );
     assert_eq!(

@@ -15,6 +15,7 @@ use mail_auth::arc::ArcError;
 use mail_auth::{ArcOutput, DkimResult, Error};
 
 use crate::checks::dkim;
+use crate::pipeline::facts;
 use crate::pipeline::outcome::Fact;
 
 /// Our result for one message's chain.
@@ -62,7 +63,7 @@ fn describe(err: &Error) -> String {
 
 /// Facts for one chain.
 pub fn facts(verdict: &ArcVerdict) -> Vec<Fact> {
-    vec![Fact::text("arc", verdict.result)]
+    vec![Fact::text(&facts::ARC, verdict.result)]
 }
 
 #[cfg(test)]

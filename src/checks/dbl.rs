@@ -20,6 +20,7 @@ use super::dnsbl::{Zone, ask};
 use crate::config::schema::{DnsblConfig, ZoneKind};
 use crate::dns::Dns;
 use crate::metrics::{DnsblResult, Event, Metrics};
+use crate::pipeline::facts::{self, FactDef};
 use crate::pipeline::outcome::Fact;
 use crate::pipeline::{Check, CheckContext, CheckFuture};
 
@@ -60,7 +61,7 @@ impl DblCheck {
     }
 
     /// Asks every zone about every domain; `listed` names the fact for listings.
-    async fn facts(&self, domains: &BTreeSet<String>, listed: &'static str) -> Vec<Fact> {
+    async fn facts(&self, domains: &BTreeSet<String>, listed: &'static FactDef) -> Vec<Fact> {
         let asks = self.zones.iter().flat_map(|zone| {
             domains.iter().map(move |d| async move {
                 let name = format!("{d}.{}.", zone.zone);
@@ -75,7 +76,7 @@ impl DblCheck {
             });
             let fact = match result {
                 DnsblResult::Listed => Fact::text(listed, zone.zone.clone()),
-                DnsblResult::ErrorAnswer => Fact::text("dbl.error", zone.zone.clone()),
+                DnsblResult::ErrorAnswer => Fact::text(&facts::DBL_ERROR, zone.zone.clone()),
                 DnsblResult::Clean | DnsblResult::Failed => continue,
             };
             if !facts.contains(&fact) {
@@ -135,6 +136,10 @@ impl Check for DblCheck {
         "dbl"
     }
 
+    fn emits(&self) -> &'static [&'static FactDef] {
+        &[&facts::DBL_MAIL_FROM, &facts::DBL_DKIM, &facts::DBL_ERROR]
+    }
+
     fn on_mail<'a>(&'a self, ctx: CheckContext<'a>) -> CheckFuture<'a> {
         Box::pin(async move {
             let domain = ctx
@@ -144,7 +149,7 @@ impl Check for DblCheck {
                 .and_then(|(_, d)| query_domain(d));
             match domain {
                 Some(d) => self
-                    .facts(&BTreeSet::from([d]), "dbl.mail_from")
+                    .facts(&BTreeSet::from([d]), &facts::DBL_MAIL_FROM)
                     .await
                     .into(),
                 None => Vec::new().into(),
@@ -161,7 +166,7 @@ impl Check for DblCheck {
             if domains.is_empty() {
                 return Vec::new().into();
             }
-            self.facts(&domains, "dbl.dkim").await.into()
+            self.facts(&domains, &facts::DBL_DKIM).await.into()
         })
     }
 }

@@ -28,6 +28,7 @@ use mail_auth::crypto::Algorithm;
 use mail_auth::dkim::{DkimError, Signature};
 use mail_auth::{AuthenticatedMessage, DkimOutput, DkimResult, Error};
 
+use crate::pipeline::facts;
 use crate::pipeline::outcome::Fact;
 
 /// Our result for one DKIM-Signature field.
@@ -283,18 +284,18 @@ pub(crate) fn tags(raw: &[u8]) -> Vec<(String, String)> {
 
 /// Facts for the verdicts of one message.
 pub fn facts(verdicts: &[DkimVerdict]) -> Vec<Fact> {
-    let mut facts = vec![Fact::text("dkim", overall(verdicts))];
+    let mut facts = vec![Fact::text(&facts::DKIM, overall(verdicts))];
     if verdicts
         .iter()
         .any(|v| v.result == "policy" && v.body_length.is_some())
     {
-        facts.push(Fact::flag("dkim.partial_body_refused", true));
+        facts.push(Fact::flag(&facts::DKIM_PARTIAL_BODY_REFUSED, true));
     }
     if verdicts
         .iter()
         .any(|v| v.result == "pass" && v.body_length.is_some())
     {
-        facts.push(Fact::flag("dkim.l_tag", true));
+        facts.push(Fact::flag(&facts::DKIM_L_TAG, true));
     }
     for v in verdicts {
         let line = match (&v.domain, &v.selector) {
@@ -305,9 +306,9 @@ pub fn facts(verdicts: &[DkimVerdict]) -> Vec<Fact> {
             ),
             _ => format!("result={}", v.result),
         };
-        facts.push(Fact::text("dkim.signature", line));
+        facts.push(Fact::text(&facts::DKIM_SIGNATURE, line));
         if let (Some(d), "pass") = (&v.domain, v.result) {
-            facts.push(Fact::text("dkim.domain", d.clone()));
+            facts.push(Fact::text(&facts::DKIM_DOMAIN, d.clone()));
         }
     }
     facts
@@ -396,11 +397,15 @@ mod tests {
             ..DkimVerdict::unsigned()
         };
         let facts = facts(&[verdict("pass")]);
-        assert!(facts.iter().any(|f| f.name == "dkim.l_tag"));
-        assert!(facts.iter().any(|f| f.name == "dkim.domain"));
+        assert!(facts.iter().any(|f| f.is(&facts::DKIM_L_TAG)));
+        assert!(facts.iter().any(|f| f.is(&facts::DKIM_DOMAIN)));
         let facts = super::facts(&[verdict("policy")]);
-        assert!(facts.iter().any(|f| f.name == "dkim.partial_body_refused"));
-        assert!(!facts.iter().any(|f| f.name == "dkim.domain"));
+        assert!(
+            facts
+                .iter()
+                .any(|f| f.is(&facts::DKIM_PARTIAL_BODY_REFUSED))
+        );
+        assert!(!facts.iter().any(|f| f.is(&facts::DKIM_DOMAIN)));
     }
 
     #[test]

@@ -21,6 +21,7 @@ use crate::config::schema::{DnsblConfig, DnsblZoneConfig, ZoneKind};
 use crate::dns::Dns;
 use crate::dns::lookup::{Answer, Resolve};
 use crate::metrics::{DnsblResult, Event, Metrics};
+use crate::pipeline::facts::{self, FactDef};
 use crate::pipeline::outcome::Fact;
 use crate::pipeline::{Check, CheckContext, Deferred, Stage};
 
@@ -137,7 +138,12 @@ struct Lists {
 }
 
 /// The facts the check reports.
-const FACTS: &[&str] = &["dnsbl.listed", "dnswl.listed", "dnsbl.error", "dnsbl.score"];
+const FACTS: &[&FactDef] = &[
+    &facts::DNSBL_LISTED,
+    &facts::DNSWL_LISTED,
+    &facts::DNSBL_ERROR,
+    &facts::DNSBL_SCORE,
+];
 
 impl DnsblCheck {
     /// A check of the zones of `config` on the shared resolver; their metric series are
@@ -190,18 +196,18 @@ impl Lists {
             match (result, zone.allow) {
                 (DnsblResult::Listed, false) => {
                     score = score.saturating_add(zone.weight);
-                    facts.push(Fact::text("dnsbl.listed", zone.zone.clone()));
+                    facts.push(Fact::text(&facts::DNSBL_LISTED, zone.zone.clone()));
                 }
                 (DnsblResult::Listed, true) => {
-                    facts.push(Fact::text("dnswl.listed", zone.zone.clone()));
+                    facts.push(Fact::text(&facts::DNSWL_LISTED, zone.zone.clone()));
                 }
                 (DnsblResult::ErrorAnswer, _) => {
-                    facts.push(Fact::text("dnsbl.error", zone.zone.clone()));
+                    facts.push(Fact::text(&facts::DNSBL_ERROR, zone.zone.clone()));
                 }
                 (DnsblResult::Clean | DnsblResult::Failed, _) => {}
             }
         }
-        facts.push(Fact::count("dnsbl.score", score));
+        facts.push(Fact::count(&facts::DNSBL_SCORE, score));
         self.metrics
             .check_finished("dnsbl_lookups", Stage::Connect, started.elapsed());
         facts
@@ -222,6 +228,10 @@ pub(crate) async fn ask(dns: &Dns, zone: &Zone, name: &str, timeout: Duration) -
 impl Check for DnsblCheck {
     fn name(&self) -> &'static str {
         "dnsbl"
+    }
+
+    fn emits(&self) -> &'static [&'static FactDef] {
+        FACTS
     }
 
     /// The lookups start at connect and run beside the session: the banner waits for them

@@ -4,6 +4,7 @@
 //!
 //! Must not: judge anything; it only restates what the client said.
 
+use crate::pipeline::facts::{self, FactDef};
 use crate::pipeline::outcome::Fact;
 use crate::pipeline::{Check, CheckContext, CheckFuture, ready};
 
@@ -21,20 +22,35 @@ impl Check for EnvelopeFacts {
         "envelope"
     }
 
+    fn emits(&self) -> &'static [&'static FactDef] {
+        &[
+            &facts::CLIENT_IP,
+            &facts::CLIENT_NETWORK,
+            &facts::CLIENT_PREGREET,
+            &facts::HELO,
+            &facts::MAIL_FROM,
+            &facts::CLIENT_UNANNOUNCED_PIPELINING,
+            &facts::MAIL_FROM_DOMAIN,
+            &facts::MAIL_FROM_AUTHENTICATED,
+            &facts::RCPT,
+            &facts::RCPT_DOMAIN,
+        ]
+    }
+
     fn on_connect<'a>(&'a self, ctx: CheckContext<'a>) -> CheckFuture<'a> {
         ready(vec![
-            Fact::text("client.ip", ctx.session.client.ip().to_string()),
+            Fact::text(&facts::CLIENT_IP, ctx.session.client.ip().to_string()),
             Fact::text(
-                "client.network",
+                &facts::CLIENT_NETWORK,
                 crate::admission::network_of(ctx.session.client.ip()).to_string(),
             ),
-            Fact::flag("client.pregreet", ctx.session.pregreet),
+            Fact::flag(&facts::CLIENT_PREGREET, ctx.session.pregreet),
         ])
     }
 
     fn on_helo<'a>(&'a self, ctx: CheckContext<'a>) -> CheckFuture<'a> {
         ready(vec![Fact::text(
-            "helo",
+            &facts::HELO,
             ctx.session.helo.clone().unwrap_or_default(),
         )])
     }
@@ -42,26 +58,26 @@ impl Check for EnvelopeFacts {
     fn on_mail<'a>(&'a self, ctx: CheckContext<'a>) -> CheckFuture<'a> {
         let from = &ctx.envelope.mail_from;
         let mut facts = vec![
-            Fact::text("mail_from", from.clone()),
+            Fact::text(&facts::MAIL_FROM, from.clone()),
             Fact::flag(
-                "client.unannounced_pipelining",
+                &facts::CLIENT_UNANNOUNCED_PIPELINING,
                 ctx.session.unannounced_pipelining,
             ),
         ];
         if let Some(d) = domain(from) {
-            facts.push(Fact::text("mail_from.domain", d));
+            facts.push(Fact::text(&facts::MAIL_FROM_DOMAIN, d));
         }
         if let Some(login) = &ctx.envelope.authenticated {
-            facts.push(Fact::text("mail_from.authenticated", login.clone()));
+            facts.push(Fact::text(&facts::MAIL_FROM_AUTHENTICATED, login.clone()));
         }
         ready(facts)
     }
 
     fn on_rcpt<'a>(&'a self, ctx: CheckContext<'a>) -> CheckFuture<'a> {
         let rcpt = ctx.rcpt.unwrap_or_default();
-        let mut facts = vec![Fact::text("rcpt", rcpt)];
+        let mut facts = vec![Fact::text(&facts::RCPT, rcpt)];
         if let Some(d) = domain(rcpt) {
-            facts.push(Fact::text("rcpt.domain", d));
+            facts.push(Fact::text(&facts::RCPT_DOMAIN, d));
         }
         ready(facts)
     }

@@ -4,6 +4,7 @@
 //! matches the Subject). Bounded: the first `MAX_FIELDS` fields of the first 64 KiB, each cut
 //! at `MAX_VALUE` bytes. Must not: judge the content.
 
+use crate::pipeline::facts::{self, FactDef};
 use crate::pipeline::outcome::Fact;
 use crate::pipeline::{Check, CheckContext, CheckFuture, ready};
 
@@ -36,13 +37,17 @@ impl Check for HeaderFacts {
         "headers"
     }
 
+    fn emits(&self) -> &'static [&'static FactDef] {
+        &[&facts::HEADER]
+    }
+
     fn on_data<'a>(&'a self, ctx: CheckContext<'a>) -> CheckFuture<'a> {
         let facts: Vec<Fact> = ctx
             .message
             .map(|m| {
                 fields(m.head)
                     .into_iter()
-                    .map(|f| Fact::text("header", f))
+                    .map(|f| Fact::text(&facts::HEADER, f))
                     .collect()
             })
             .unwrap_or_default();

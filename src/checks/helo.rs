@@ -14,6 +14,7 @@ use crate::checks::rdns::is_private;
 use crate::config::domains::AcceptedDomains;
 use crate::dns::Dns;
 use crate::dns::lookup::Resolve;
+use crate::pipeline::facts::{self, FactDef};
 use crate::pipeline::outcome::Fact;
 use crate::pipeline::{Check, CheckContext, CheckFuture};
 use crate::smtp::address::normalize_domain;
@@ -58,16 +59,26 @@ impl Check for HeloCheck {
         "helo"
     }
 
+    fn emits(&self) -> &'static [&'static FactDef] {
+        &[
+            &facts::HELO_VALID,
+            &facts::HELO_LITERAL,
+            &facts::HELO_LITERAL_MISMATCH,
+            &facts::HELO_OURS,
+            &facts::HELO_RESOLVES,
+        ]
+    }
+
     fn on_helo<'a>(&'a self, ctx: CheckContext<'a>) -> CheckFuture<'a> {
         Box::pin(async move {
             let helo = ctx.session.helo.as_deref().unwrap_or_default();
             let client = ctx.session.client.ip();
             if let Some(ip) = literal(helo) {
                 return vec![
-                    Fact::flag("helo.valid", true),
-                    Fact::flag("helo.literal", true),
-                    Fact::flag("helo.literal_mismatch", ip.to_canonical() != client),
-                    Fact::flag("helo.ours", false),
+                    Fact::flag(&facts::HELO_VALID, true),
+                    Fact::flag(&facts::HELO_LITERAL, true),
+                    Fact::flag(&facts::HELO_LITERAL_MISMATCH, ip.to_canonical() != client),
+                    Fact::flag(&facts::HELO_OURS, false),
                 ]
                 .into();
             }
@@ -76,15 +87,18 @@ impl Check for HeloCheck {
                 .as_deref()
                 .is_some_and(|n| n == self.hostname || self.domains.contains(n));
             let mut facts = vec![
-                Fact::flag("helo.valid", name.is_some()),
-                Fact::flag("helo.literal", false),
-                Fact::flag("helo.literal_mismatch", false),
-                Fact::flag("helo.ours", ours),
+                Fact::flag(&facts::HELO_VALID, name.is_some()),
+                Fact::flag(&facts::HELO_LITERAL, false),
+                Fact::flag(&facts::HELO_LITERAL_MISMATCH, false),
+                Fact::flag(&facts::HELO_OURS, ours),
             ];
             if let (Some(name), Some(dns)) = (&name, &self.dns)
                 && (self.lookup_private || !is_private(client))
             {
-                facts.push(Fact::flag("helo.resolves", resolves(&**dns, name).await));
+                facts.push(Fact::flag(
+                    &facts::HELO_RESOLVES,
+                    resolves(&**dns, name).await,
+                ));
             }
             facts.into()
         })

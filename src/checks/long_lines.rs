@@ -4,6 +4,7 @@
 //! (`smtp.long_lines: pass | reject`). Must not: reply, or look at the content itself (the
 //! decoder measured every line).
 
+use crate::pipeline::facts::{self, FactDef};
 use crate::pipeline::outcome::Fact;
 use crate::pipeline::{Check, CheckContext, CheckFuture, ready};
 
@@ -18,10 +19,19 @@ impl Check for LongLines {
         "long_lines"
     }
 
+    fn emits(&self) -> &'static [&'static FactDef] {
+        &[&facts::BODY_LONG_LINES]
+    }
+
     fn on_data<'a>(&'a self, ctx: CheckContext<'a>) -> CheckFuture<'a> {
         let facts = ctx
             .message
-            .map(|m| vec![Fact::flag("body.long_lines", m.longest_line > MAX_LINE)])
+            .map(|m| {
+                vec![Fact::flag(
+                    &facts::BODY_LONG_LINES,
+                    m.longest_line > MAX_LINE,
+                )]
+            })
             .unwrap_or_default();
         ready(facts)
     }

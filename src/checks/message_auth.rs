@@ -21,7 +21,8 @@ use crate::checks::dmarc::{self, DmarcInput};
 use crate::checks::{arc, dkim};
 use crate::dns::Dns;
 use crate::metrics::{Event, Metrics};
-use crate::pipeline::outcome::{Fact, FactValue, Findings};
+use crate::pipeline::facts::{self, FactDef};
+use crate::pipeline::outcome::{Fact, Findings};
 use crate::pipeline::{Check, CheckContext, CheckFuture};
 use crate::smtp::headers::unfold;
 
@@ -63,8 +64,8 @@ impl MessageAuth {
         let facts_so_far = ctx.facts;
         // No SPF fact means the SPF check did not finish (budget or panic): that is a
         // temporary error, not an absence of policy.
-        let spf_word = text(facts_so_far, "spf.mailfrom").unwrap_or(
-            if text(facts_so_far, "check.error") == Some("spf") {
+        let spf_word = text(facts_so_far, &facts::SPF_MAILFROM).unwrap_or(
+            if text(facts_so_far, &facts::CHECK_ERROR) == Some("spf") {
                 "temperror"
             } else {
                 "none"
@@ -78,17 +79,17 @@ impl MessageAuth {
             Some((_, domain)) => domain,
             None => helo,
         };
-        let spf_domain = text(facts_so_far, "spf.domain").unwrap_or(identity);
-        let spf_reason = text(facts_so_far, "spf.reason");
+        let spf_domain = text(facts_so_far, &facts::SPF_DOMAIN).unwrap_or(identity);
+        let spf_reason = text(facts_so_far, &facts::SPF_REASON);
         let ip: IpAddr = ctx.session.client.ip();
         let mut header = AuthResults::new(&self.authserv_id);
         header.spf(spf_word, spf_reason, &ctx.envelope.mail_from, helo);
 
         let Some(message) = raw.and_then(dkim::parse) else {
             let skipped = match raw {
-                None => Fact::flag("auth.skipped_too_large", true),
+                None => Fact::flag(&facts::AUTH_SKIPPED_TOO_LARGE, true),
                 // Not even one header parses: there is nothing to verify.
-                Some(_) => Fact::text("dkim", "none"),
+                Some(_) => Fact::text(&facts::DKIM, "none"),
             };
             let mut facts = vec![skipped];
             facts.extend(spf_pass_domain(spf_word, spf_domain));
@@ -118,7 +119,7 @@ impl MessageAuth {
         facts.extend(
             dkim_domains
                 .iter()
-                .map(|d| Fact::text("auth.domain", d.clone())),
+                .map(|d| Fact::text(&facts::AUTH_DOMAIN, d.clone())),
         );
         facts.extend(spf_pass_domain(spf_word, spf_domain));
 
@@ -140,7 +141,7 @@ impl MessageAuth {
         // evaluated, and DMARC cannot say whose message it is.
         let from_fields = from_fields(raw.unwrap_or_default());
         facts.push(Fact::count(
-            "dmarc.from_fields",
+            &facts::DMARC_FROM_FIELDS,
             u64::try_from(from_fields).unwrap_or(u64::MAX),
         ));
         let dkim_temperror: Vec<String> = verdicts
@@ -161,7 +162,7 @@ impl MessageAuth {
         // The evaluation counts the author domains as the DNS knows them (A-labels), so
         // one domain written two ways is one.
         if from_fields > 1 || dmarc_out.author_domains > dmarc::MAX_AUTHOR_DOMAINS {
-            facts.push(Fact::flag("dmarc.ambiguous_from", true));
+            facts.push(Fact::flag(&facts::DMARC_AMBIGUOUS_FROM, true));
         }
 
         // RFC 8601 §2.7.1: an unsigned message is reported as dkim=none, not left out.
@@ -219,20 +220,36 @@ fn from_fields(raw: &[u8]) -> usize {
 /// `auth.domain` for the SPF domain when SPF passed.
 fn spf_pass_domain(word: &str, domain: &str) -> Option<Fact> {
     (word == "pass" && !domain.is_empty())
-        .then(|| Fact::text("auth.domain", domain.to_ascii_lowercase()))
+        .then(|| Fact::text(&facts::AUTH_DOMAIN, domain.to_ascii_lowercase()))
 }
 
 /// The first textual fact called `name`.
-fn text<'a>(facts: &'a [Fact], name: &str) -> Option<&'a str> {
-    facts.iter().find_map(|f| match &f.value {
-        FactValue::Text(t) if f.name == name => Some(t.as_str()),
-        _ => None,
-    })
+fn text<'a>(facts: &'a [Fact], def: &FactDef) -> Option<&'a str> {
+    facts.iter().find_map(|f| f.text_of(def))
 }
 
 impl Check for MessageAuth {
     fn name(&self) -> &'static str {
         "message_auth"
+    }
+
+    fn emits(&self) -> &'static [&'static FactDef] {
+        &[
+            &facts::AUTH_SKIPPED_TOO_LARGE,
+            &facts::DKIM,
+            &facts::DKIM_SIGNATURE,
+            &facts::DKIM_PARTIAL_BODY_REFUSED,
+            &facts::DKIM_L_TAG,
+            &facts::DKIM_DOMAIN,
+            &facts::ARC,
+            &facts::DMARC,
+            &facts::DMARC_POLICY,
+            &facts::DMARC_DOMAIN,
+            &facts::DMARC_AUTHOR_DOMAINS,
+            &facts::DMARC_FROM_FIELDS,
+            &facts::DMARC_AMBIGUOUS_FROM,
+            &facts::AUTH_DOMAIN,
+        ]
     }
 
     fn on_data<'a>(&'a self, ctx: CheckContext<'a>) -> CheckFuture<'a> {

@@ -93,3 +93,54 @@ pub fn needs_dns(config: &Config) -> bool {
         || config.client_checks.helo_dns
         || !config.dnsbl.zones.is_empty()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{greylist, ratelimit};
+    use crate::pipeline::facts::{self, FactDef};
+    use crate::pipeline::runner;
+
+    /// Every check on: authentication, DNSBL, DNSWL and DBL zones, rDNS, HELO lookups.
+    const EVERYTHING: &str = "
+hostname: gw.example.test
+accepted_domains: [example.test]
+auth: { enabled: true }
+client_checks: { rdns: true, helo_dns: true }
+greylisting: { enabled: true }
+dns: { nameservers: ['127.0.0.1:53'] }
+dnsbl:
+  zones:
+    - { zone: bl.example.test }
+    - { zone: wl.example.test, allow: true }
+    - { zone: dbl.example.test, kind: domain }
+";
+
+    #[test]
+    fn every_known_fact_is_emitted_and_every_emitted_fact_known() {
+        let config = crate::config::parse("t.yaml", EVERYTHING).expect("config");
+        assert!(needs_dns(&config));
+        let metrics = Arc::new(Metrics::new());
+        let dns = Dns::new(&config.dns, metrics.clone()).expect("dns");
+        let checks = registry(&config, Some(Arc::new(dns)), &metrics);
+        let mut names: Vec<&str> = checks.iter().map(|c| c.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), checks.len(), "check names repeat: {names:?}");
+        let engine: [&[&FactDef]; 3] = [runner::EMITS, greylist::EMITS, ratelimit::EMITS];
+        let emitted: Vec<&FactDef> = checks
+            .iter()
+            .flat_map(|c| c.emits().iter().copied())
+            .chain(engine.into_iter().flatten().copied())
+            .collect();
+        for def in &emitted {
+            assert!(facts::ALL.contains(def), "{def:?} is emitted but not known");
+        }
+        for def in facts::ALL {
+            assert!(
+                emitted.contains(def),
+                "{def:?} is known but nothing emits it"
+            );
+        }
+    }
+}

@@ -5,6 +5,7 @@
 //! Whether that rejects the message is the policy's business (`smtp.nul_bytes: reject |
 //! strip`). Must not: reply, or look at the content itself (the decoder saw every byte).
 
+use crate::pipeline::facts::{self, FactDef};
 use crate::pipeline::outcome::Fact;
 use crate::pipeline::{Check, CheckContext, CheckFuture, ready};
 
@@ -16,10 +17,14 @@ impl Check for NulBytes {
         "nul_bytes"
     }
 
+    fn emits(&self) -> &'static [&'static FactDef] {
+        &[&facts::BODY_NUL_BYTES]
+    }
+
     fn on_data<'a>(&'a self, ctx: CheckContext<'a>) -> CheckFuture<'a> {
         let facts = ctx
             .message
-            .map(|m| vec![Fact::flag("body.nul_bytes", m.nul_bytes)])
+            .map(|m| vec![Fact::flag(&facts::BODY_NUL_BYTES, m.nul_bytes)])
             .unwrap_or_default();
         ready(facts)
     }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use crate::dns::Dns;
 use crate::dns::lookup::{LookupError, Resolve};
+use crate::pipeline::facts::{self, FactDef};
 use crate::pipeline::outcome::Fact;
 use crate::pipeline::{Check, CheckContext, CheckFuture};
 
@@ -65,6 +66,15 @@ impl Check for RdnsCheck {
         "rdns"
     }
 
+    fn emits(&self) -> &'static [&'static FactDef] {
+        &[
+            &facts::RDNS_PTR,
+            &facts::RDNS_NAME,
+            &facts::RDNS_FCRDNS,
+            &facts::RDNS_TEMPERROR,
+        ]
+    }
+
     fn on_connect<'a>(&'a self, ctx: CheckContext<'a>) -> CheckFuture<'a> {
         Box::pin(async move {
             let ip = ctx.session.client.ip();
@@ -77,18 +87,18 @@ impl Check for RdnsCheck {
                 // Not known: no PTR as far as the facts go, and the failure said.
                 Err(_) => {
                     return vec![
-                        Fact::flag("rdns.ptr", false),
-                        Fact::flag("rdns.fcrdns", false),
-                        Fact::flag("rdns.temperror", true),
+                        Fact::flag(&facts::RDNS_PTR, false),
+                        Fact::flag(&facts::RDNS_FCRDNS, false),
+                        Fact::flag(&facts::RDNS_TEMPERROR, true),
                     ]
                     .into();
                 }
             };
             let Some(first) = names.first() else {
                 return vec![
-                    Fact::flag("rdns.ptr", false),
-                    Fact::flag("rdns.fcrdns", false),
-                    Fact::flag("rdns.temperror", false),
+                    Fact::flag(&facts::RDNS_PTR, false),
+                    Fact::flag(&facts::RDNS_FCRDNS, false),
+                    Fact::flag(&facts::RDNS_TEMPERROR, false),
                 ]
                 .into();
             };
@@ -107,10 +117,10 @@ impl Check for RdnsCheck {
                 }
             }
             vec![
-                Fact::flag("rdns.ptr", true),
-                Fact::text("rdns.name", confirmed.unwrap_or(first).to_string()),
-                Fact::flag("rdns.fcrdns", confirmed.is_some()),
-                Fact::flag("rdns.temperror", confirmed.is_none() && failed),
+                Fact::flag(&facts::RDNS_PTR, true),
+                Fact::text(&facts::RDNS_NAME, confirmed.unwrap_or(first).to_string()),
+                Fact::flag(&facts::RDNS_FCRDNS, confirmed.is_some()),
+                Fact::flag(&facts::RDNS_TEMPERROR, confirmed.is_none() && failed),
             ]
             .into()
         })

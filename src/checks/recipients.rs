@@ -3,6 +3,7 @@
 //! Facts: `recipients.count` and `recipients.exceeds_limit` at RCPT. Must not: reply
 //! directly (the policy maps the limit to 452 4.5.3).
 
+use crate::pipeline::facts::{self, FactDef};
 use crate::pipeline::outcome::Fact;
 use crate::pipeline::{Check, CheckContext, CheckFuture, ready};
 
@@ -23,12 +24,16 @@ impl Check for RecipientLimit {
         "recipients"
     }
 
+    fn emits(&self) -> &'static [&'static FactDef] {
+        &[&facts::RECIPIENTS_COUNT, &facts::RECIPIENTS_EXCEEDS_LIMIT]
+    }
+
     fn on_rcpt<'a>(&'a self, ctx: CheckContext<'a>) -> CheckFuture<'a> {
         // `rcpt_attempts` already counts the RCPT being checked.
         let count = ctx.envelope.rcpt_attempts;
         ready(vec![
-            Fact::count("recipients.count", count as u64),
-            Fact::flag("recipients.exceeds_limit", count > self.limit),
+            Fact::count(&facts::RECIPIENTS_COUNT, count as u64),
+            Fact::flag(&facts::RECIPIENTS_EXCEEDS_LIMIT, count > self.limit),
         ])
     }
 }

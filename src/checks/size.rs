@@ -3,6 +3,7 @@
 //! Facts: `size.declared` / `size.declared_exceeds_limit` at MAIL, `size.actual` /
 //! `size.exceeds_limit` at DATA. Must not: reply directly (the policy maps them to 552).
 
+use crate::pipeline::facts::{self, FactDef};
 use crate::pipeline::outcome::Fact;
 use crate::pipeline::{Check, CheckContext, CheckFuture, ready};
 
@@ -23,11 +24,20 @@ impl Check for SizeCheck {
         "size"
     }
 
+    fn emits(&self) -> &'static [&'static FactDef] {
+        &[
+            &facts::SIZE_DECLARED,
+            &facts::SIZE_DECLARED_EXCEEDS_LIMIT,
+            &facts::SIZE_ACTUAL,
+            &facts::SIZE_EXCEEDS_LIMIT,
+        ]
+    }
+
     fn on_mail<'a>(&'a self, ctx: CheckContext<'a>) -> CheckFuture<'a> {
         let facts = match ctx.envelope.declared_size {
             Some(size) => vec![
-                Fact::count("size.declared", size),
-                Fact::flag("size.declared_exceeds_limit", size > self.limit),
+                Fact::count(&facts::SIZE_DECLARED, size),
+                Fact::flag(&facts::SIZE_DECLARED_EXCEEDS_LIMIT, size > self.limit),
             ],
             None => Vec::new(),
         };
@@ -37,8 +47,8 @@ impl Check for SizeCheck {
     fn on_data<'a>(&'a self, ctx: CheckContext<'a>) -> CheckFuture<'a> {
         let facts = match ctx.message {
             Some(m) => vec![
-                Fact::count("size.actual", m.size),
-                Fact::flag("size.exceeds_limit", m.size > self.limit),
+                Fact::count(&facts::SIZE_ACTUAL, m.size),
+                Fact::flag(&facts::SIZE_EXCEEDS_LIMIT, m.size > self.limit),
             ],
             None => Vec::new(),
         };

@@ -11,24 +11,28 @@
 use crate::admission::network_of;
 use crate::context::Context;
 use crate::metrics::Event;
-use crate::pipeline::outcome::{Fact, FactValue};
+use crate::pipeline::facts::{self, FactDef};
+use crate::pipeline::outcome::Fact;
 use crate::smtp::envelope::{Envelope, SessionInfo};
 use crate::state::{GreyOutcome, GreyParams};
+
+/// The facts greylisting reports (the engine's own, beside the checks' `Check::emits`).
+pub const EMITS: &[&FactDef] = &[&facts::GREYLIST, &facts::STATE_UNAVAILABLE];
 
 /// The greylisting facts of the message of `env` (the caller skips messages the policy
 /// refuses anyway: a refused message leaves no triplet behind).
 pub async fn check(ctx: &Context, info: &SessionInfo, env: &Envelope, facts: &[Fact]) -> Vec<Fact> {
     let g = &ctx.config.greylisting;
     let ip = info.client.ip();
-    let has = |name: &str, value: Option<&str>| {
-        facts.iter().any(|f| {
-            f.name == name && value.is_none_or(|v| matches!(&f.value, FactValue::Text(t) if t == v))
-        })
+    let has = |def: &FactDef, value: Option<&str>| {
+        facts
+            .iter()
+            .any(|f| f.is(def) && value.is_none_or(|v| f.text_of(def) == Some(v)))
     };
     let skip = g.skip_networks.iter().any(|n| n.contains(&ip))
         || ctx.admission.is_allowed(ip)
-        || (g.skip_dkim_pass && has("dkim", Some("pass")))
-        || (g.skip_dnswl && has("dnswl.listed", None));
+        || (g.skip_dkim_pass && has(&facts::DKIM, Some("pass")))
+        || (g.skip_dnswl && has(&facts::DNSWL_LISTED, None));
     let outcome = if skip {
         None
     } else {
@@ -73,9 +77,9 @@ pub async fn check(ctx: &Context, info: &SessionInfo, env: &Envelope, facts: &[F
     if matches!(outcome, Some(GreyOutcome::New | GreyOutcome::Early)) {
         tracing::info!(session = %info.id, client = %ip, from = %env.mail_from, result = label, "greylisted");
     }
-    let mut out = vec![Fact::text("greylist", label)];
+    let mut out = vec![Fact::text(&facts::GREYLIST, label)];
     if outcome == Some(GreyOutcome::Unavailable) {
-        out.push(Fact::flag("state.unavailable", true));
+        out.push(Fact::flag(&facts::STATE_UNAVAILABLE, true));
     }
     out
 }

@@ -87,15 +87,16 @@ impl Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::facts;
 
     #[test]
     fn stages_hold_where_they_belong() {
         let mut l = Ledger::default();
-        l.add_connect([Fact::text("client.ip", "192.0.2.1")]);
-        l.set_helo(vec![Fact::text("helo", "a")]);
-        l.set_helo(vec![Fact::text("helo", "b")]);
-        l.add_transaction([Fact::text("mail_from", "x@y")]);
-        l.add_recipient([Fact::text("rcpt", "r@y")]);
+        l.add_connect([Fact::text(&facts::CLIENT_IP, "192.0.2.1")]);
+        l.set_helo(vec![Fact::text(&facts::HELO, "a")]);
+        l.set_helo(vec![Fact::text(&facts::HELO, "b")]);
+        l.add_transaction([Fact::text(&facts::MAIL_FROM, "x@y")]);
+        l.add_recipient([Fact::text(&facts::RCPT, "r@y")]);
         let names = |f: Vec<Fact>| f.into_iter().map(|f| f.to_string()).collect::<Vec<_>>();
         assert_eq!(names(l.connection()), ["client.ip=192.0.2.1", "helo=b"]);
         assert_eq!(

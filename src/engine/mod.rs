@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use crate::context::Context;
 use crate::metrics::{Event, Limit};
+use crate::pipeline::facts::{self, FactDef};
 use crate::pipeline::outcome::{Fact, FactValue, Verdict};
 use crate::pipeline::{CheckContext, Deferred, MessageView, Stage};
 use crate::policy::set::{PolicySet, ScopeId};
@@ -122,19 +123,16 @@ impl Engine {
     /// made) `Unavailable`.
     pub fn client_name(&self) -> ClientName {
         let connect = self.ledger.connect();
-        let flag = |name: &str| {
+        let flag = |def: &FactDef| {
             connect
                 .iter()
-                .any(|f| f.name == name && f.value == FactValue::Flag(true))
+                .any(|f| f.is(def) && f.value == FactValue::Flag(true))
         };
-        if flag("rdns.fcrdns") {
-            let name = connect.iter().find_map(|f| match (&f.value, f.name) {
-                (FactValue::Text(t), "rdns.name") => Some(t.as_str()),
-                _ => None,
-            });
+        if flag(&facts::RDNS_FCRDNS) {
+            let name = connect.iter().find_map(|f| f.text_of(&facts::RDNS_NAME));
             return name.map_or(ClientName::Unavailable, ClientName::verified);
         }
-        if flag("rdns.temperror") {
+        if flag(&facts::RDNS_TEMPERROR) {
             return ClientName::TempUnavailable;
         }
         ClientName::Unavailable

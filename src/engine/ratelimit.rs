@@ -8,10 +8,14 @@
 use crate::context::Context;
 use crate::metrics::Event;
 use crate::pipeline::Stage;
+use crate::pipeline::facts::{self, FactDef};
 use crate::pipeline::outcome::Fact;
 use crate::policy::Policy;
-use crate::policy::limit::{self, Probe};
+use crate::policy::limit::Probe;
 use crate::state::RateOutcome;
+
+/// The facts rate limits report (the engine's own, beside the checks' `Check::emits`).
+pub const EMITS: &[&FactDef] = &[&facts::RATELIMIT, &facts::STATE_UNAVAILABLE];
 
 /// Counts `probes` in order and returns the facts their answers add. Counting stops at the
 /// first answer that makes `policy` refuse at `stage`: the limits after it are not spent
@@ -43,11 +47,11 @@ pub async fn count(
             RateOutcome::Allowed => "allowed",
             RateOutcome::Exceeded => {
                 tracing::info!(session, rule = %probe.rule, buckets = ?probe.buckets, rate = %probe.limit.rate, "rate limit exceeded");
-                added.push(Fact::text(limit::EXCEEDED, probe.rule.clone()));
+                added.push(Fact::text(&facts::RATELIMIT, probe.rule.clone()));
                 "exceeded"
             }
             RateOutcome::Unavailable => {
-                added.push(Fact::flag("state.unavailable", true));
+                added.push(Fact::flag(&facts::STATE_UNAVAILABLE, true));
                 "unavailable"
             }
         };

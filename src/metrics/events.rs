@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use crate::pipeline::Stage;
+use crate::pipeline::facts::{self, FactDef};
 use crate::smtp::reply::ReplyClass;
 
 /// Which limit was hit (label values of `portcullis_limit_hits_total`).
@@ -235,19 +236,19 @@ impl DnsblResult {
 /// Findings about the client worth a series of their own, whatever the policy makes of
 /// them: (fact, the flag value that is the finding, label of
 /// `portcullis_client_findings_total`).
-pub const CLIENT_FINDINGS: &[(&str, bool, &str)] = &[
-    ("client.pregreet", true, "pregreet"),
+pub const CLIENT_FINDINGS: &[(&FactDef, bool, &str)] = &[
+    (&facts::CLIENT_PREGREET, true, "pregreet"),
     (
-        "client.unannounced_pipelining",
+        &facts::CLIENT_UNANNOUNCED_PIPELINING,
         true,
         "unannounced_pipelining",
     ),
-    ("rdns.ptr", false, "no_ptr"),
-    ("rdns.fcrdns", false, "not_fcrdns"),
-    ("helo.valid", false, "helo_invalid"),
-    ("helo.literal_mismatch", true, "helo_literal_mismatch"),
-    ("helo.ours", true, "helo_ours"),
-    ("helo.resolves", false, "helo_unresolvable"),
+    (&facts::RDNS_PTR, false, "no_ptr"),
+    (&facts::RDNS_FCRDNS, false, "not_fcrdns"),
+    (&facts::HELO_VALID, false, "helo_invalid"),
+    (&facts::HELO_LITERAL_MISMATCH, true, "helo_literal_mismatch"),
+    (&facts::HELO_OURS, true, "helo_ours"),
+    (&facts::HELO_RESOLVES, false, "helo_unresolvable"),
 ];
 
 /// Something that happened, to be counted.

@@ -598,7 +598,7 @@ impl Metrics {
         for fact in facts {
             let found = events::CLIENT_FINDINGS
                 .iter()
-                .find(|(name, flag, _)| fact.name == *name && fact.value == FactValue::Flag(*flag));
+                .find(|(def, flag, _)| fact.is(def) && fact.value == FactValue::Flag(*flag));
             if let Some((_, _, label)) = found {
                 self.emit(Event::ClientFinding(label));
             }

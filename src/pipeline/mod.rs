@@ -1,9 +1,10 @@
 //! The check pipeline: stages, the `Check` trait and what a check gets to look at.
 //!
-//! Owns: the `Check` trait (one hook per SMTP stage, each a documented no-op by default),
-//! `Stage`, and `CheckContext`. Must not: name any concrete check (`checks::registry`
+//! Owns: the `Check` trait (one hook per SMTP stage, each a documented no-op by default,
+//! and the facts it emits), `Stage`, `CheckContext`, and the facts themselves (`facts.rs`). Must not: name any concrete check (`checks::registry`
 //! does) or know SMTP syntax.
 
+pub mod facts;
 pub mod outcome;
 pub mod runner;
 
@@ -11,6 +12,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::smtp::envelope::{Envelope, SessionInfo};
+use facts::FactDef;
 use outcome::{Fact, Findings};
 
 /// The SMTP stages at which checks run (RFC 5321 §4.1.4 order).
@@ -83,7 +85,7 @@ pub struct Deferred {
     /// The check that started it (metric label, `check.error` value).
     pub check: &'static str,
     /// The facts it will report: the policy says whether a stage needs them.
-    pub facts: &'static [&'static str],
+    pub facts: &'static [&'static FactDef],
     /// The lookups, running.
     pub task: tokio::task::JoinHandle<Vec<Fact>>,
 }
@@ -106,6 +108,11 @@ fn nothing<'a>() -> CheckFuture<'a> {
 pub trait Check: Send + Sync {
     /// The check's name, used in metric labels and logs.
     fn name(&self) -> &'static str;
+
+    /// Every fact the check may report, from any hook or deferred lookup (`facts.rs`). In
+    /// debug builds the runner asserts each fact a hook returns is listed here, and a test
+    /// holds the registry's lists to `facts::ALL`. No default: a check declares its facts.
+    fn emits(&self) -> &'static [&'static FactDef];
 
     /// Runs once per connection before the banner. Default: finds nothing.
     fn on_connect<'a>(&'a self, _ctx: CheckContext<'a>) -> CheckFuture<'a> {

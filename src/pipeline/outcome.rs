@@ -1,10 +1,11 @@
 //! What checks find and what policy makes of it.
 //!
-//! Owns: `Fact` (a named finding), `Action` (what to do), `Verdict` (the action plus why)
+//! Owns: `Fact` (a finding of a known fact), `Action` (what to do), `Verdict` (the action plus why)
 //! and the merge rule. Must not: do I/O.
 
 use std::fmt;
 
+use super::facts::{FactDef, Kind};
 use crate::smtp::reply::Reply;
 
 /// The value of a finding.
@@ -18,37 +19,55 @@ pub enum FactValue {
     Text(String),
 }
 
-/// One finding of one check, named `check.what` so policies can refer to it.
+/// One finding of one check: a known fact (`facts.rs`) and its value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fact {
-    /// Dotted name, `check.what`.
-    pub name: &'static str,
+    def: &'static FactDef,
     /// The finding.
     pub value: FactValue,
 }
 
 impl Fact {
     /// A boolean fact.
-    pub fn flag(name: &'static str, value: bool) -> Self {
-        Fact {
-            name,
-            value: FactValue::Flag(value),
-        }
+    pub fn flag(def: &'static FactDef, value: bool) -> Self {
+        Fact::of(def, Kind::Flag, FactValue::Flag(value))
     }
 
     /// A numeric fact.
-    pub fn count(name: &'static str, value: u64) -> Self {
-        Fact {
-            name,
-            value: FactValue::Count(value),
-        }
+    pub fn count(def: &'static FactDef, value: u64) -> Self {
+        Fact::of(def, Kind::Count, FactValue::Count(value))
     }
 
     /// A textual fact.
-    pub fn text(name: &'static str, value: impl Into<String>) -> Self {
-        Fact {
-            name,
-            value: FactValue::Text(value.into()),
+    pub fn text(def: &'static FactDef, value: impl Into<String>) -> Self {
+        Fact::of(def, Kind::Text, FactValue::Text(value.into()))
+    }
+
+    fn of(def: &'static FactDef, kind: Kind, value: FactValue) -> Self {
+        debug_assert_eq!(def.kind(), kind, "{def:?} is a {:?} fact", def.kind());
+        Fact { def, value }
+    }
+
+    /// Its definition.
+    pub fn def(&self) -> &'static FactDef {
+        self.def
+    }
+
+    /// Its dotted name, `check.what`.
+    pub fn name(&self) -> &'static str {
+        self.def.name()
+    }
+
+    /// Whether this is a fact of `def`.
+    pub fn is(&self, def: &FactDef) -> bool {
+        self.def == def
+    }
+
+    /// The text, for a text fact of `def`.
+    pub fn text_of(&self, def: &FactDef) -> Option<&str> {
+        match &self.value {
+            FactValue::Text(t) if self.is(def) => Some(t),
+            _ => None,
         }
     }
 }
@@ -56,9 +75,9 @@ impl Fact {
 impl fmt::Display for Fact {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.value {
-            FactValue::Flag(b) => write!(f, "{}={b}", self.name),
-            FactValue::Count(n) => write!(f, "{}={n}", self.name),
-            FactValue::Text(t) => write!(f, "{}={t}", self.name),
+            FactValue::Flag(b) => write!(f, "{}={b}", self.name()),
+            FactValue::Count(n) => write!(f, "{}={n}", self.name()),
+            FactValue::Text(t) => write!(f, "{}={t}", self.name()),
         }
     }
 }

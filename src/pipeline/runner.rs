@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use futures_util::FutureExt;
 
+use super::facts::{self, FactDef};
 use super::outcome::{Fact, Findings};
 use super::{Check, CheckContext, Deferred, Stage};
 use crate::metrics::Metrics;
@@ -56,6 +57,7 @@ impl Pipeline {
             // yields a `check.error` fact and the policy decides what that means.
             match tokio::time::timeout(self.budget, AssertUnwindSafe(hook).catch_unwind()).await {
                 Ok(Ok(found)) => {
+                    debug_assert_declared(check.name(), check.emits(), &found.facts);
                     all.facts.extend(found.facts);
                     all.headers.extend(found.headers);
                 }
@@ -65,7 +67,8 @@ impl Pipeline {
                         stage = stage.label(),
                         "check panicked"
                     );
-                    all.facts.push(Fact::text("check.error", check.name()));
+                    all.facts
+                        .push(Fact::text(&facts::CHECK_ERROR, check.name()));
                 }
                 Err(_) => {
                     tracing::warn!(
@@ -73,7 +76,8 @@ impl Pipeline {
                         stage = stage.label(),
                         "check exceeded its budget"
                     );
-                    all.facts.push(Fact::text("check.error", check.name()));
+                    all.facts
+                        .push(Fact::text(&facts::CHECK_ERROR, check.name()));
                 }
             }
             self.metrics
@@ -96,10 +100,13 @@ impl Pipeline {
     pub async fn settle(&self, deferred: Deferred) -> Vec<Fact> {
         let abort = deferred.task.abort_handle();
         let facts = match tokio::time::timeout(self.budget, deferred.task).await {
-            Ok(Ok(found)) => found,
+            Ok(Ok(found)) => {
+                debug_assert_declared(deferred.check, deferred.facts, &found);
+                found
+            }
             Ok(Err(_)) => {
                 tracing::error!(check = deferred.check, "deferred lookups failed");
-                vec![Fact::text("check.error", deferred.check)]
+                vec![Fact::text(&facts::CHECK_ERROR, deferred.check)]
             }
             Err(_) => {
                 abort.abort();
@@ -107,7 +114,7 @@ impl Pipeline {
                     check = deferred.check,
                     "deferred lookups exceeded the budget"
                 );
-                vec![Fact::text("check.error", deferred.check)]
+                vec![Fact::text(&facts::CHECK_ERROR, deferred.check)]
             }
         };
         self.metrics.client_findings(&facts);
@@ -126,6 +133,24 @@ impl Pipeline {
     }
 }
 
+/// The facts the runner reports itself, for any check: `check.error`.
+pub const EMITS: &[&FactDef] = &[&facts::CHECK_ERROR];
+
+/// In debug builds, every fact a check returns must be one it declares (`Check::emits`, or
+/// `Deferred::facts` for its connect lookups): any test that runs a check catches an
+/// undeclared fact. Release builds do not look.
+fn debug_assert_declared(check: &str, declared: &[&FactDef], found: &[Fact]) {
+    if cfg!(debug_assertions) {
+        for fact in found {
+            assert!(
+                declared.contains(&fact.def()),
+                "check {check} reported {} but does not declare it in `emits`",
+                fact.name()
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,10 +162,13 @@ mod tests {
         fn name(&self) -> &'static str {
             "slow"
         }
+        fn emits(&self) -> &'static [&'static FactDef] {
+            &[&facts::SPF_MAILFROM]
+        }
         fn on_mail<'a>(&'a self, _: CheckContext<'a>) -> CheckFuture<'a> {
             Box::pin(async {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
-                vec![Fact::flag("slow.done", true)].into()
+                vec![Fact::text(&facts::SPF_MAILFROM, "pass")].into()
             })
         }
     }
@@ -150,9 +178,54 @@ mod tests {
         fn name(&self) -> &'static str {
             "panics"
         }
+        fn emits(&self) -> &'static [&'static FactDef] {
+            &[]
+        }
         fn on_mail<'a>(&'a self, _: CheckContext<'a>) -> CheckFuture<'a> {
             Box::pin(async { panic!("boom") })
         }
+    }
+
+    struct Undeclared;
+    impl Check for Undeclared {
+        fn name(&self) -> &'static str {
+            "undeclared"
+        }
+        fn emits(&self) -> &'static [&'static FactDef] {
+            &[&facts::SPF_HELO]
+        }
+        fn on_mail<'a>(&'a self, _: CheckContext<'a>) -> CheckFuture<'a> {
+            crate::pipeline::ready(vec![Fact::text(&facts::SPF_MAILFROM, "pass")])
+        }
+    }
+
+    fn mail_ctx<'a>(session: &'a SessionInfo, env: &'a Envelope) -> CheckContext<'a> {
+        CheckContext {
+            session,
+            envelope: env,
+            facts: &[],
+            rcpt: None,
+            message: None,
+        }
+    }
+
+    #[tokio::test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "check undeclared reported spf.mailfrom but does not declare it")]
+    async fn an_undeclared_fact_fails_in_debug_builds() {
+        let p = Pipeline::new(
+            vec![Box::new(Undeclared)],
+            Arc::new(PolicySet::builtin(&Default::default())),
+            Duration::from_secs(5),
+            Arc::new(Metrics::new()),
+        );
+        let session = SessionInfo::new(
+            "t",
+            "127.0.0.1:1".parse().expect("addr"),
+            "127.0.0.1:2".parse().expect("addr"),
+        );
+        let env = Envelope::default();
+        p.run(Stage::Mail, mail_ctx(&session, &env)).await;
     }
 
     #[tokio::test(start_paused = true)]
@@ -170,19 +243,12 @@ mod tests {
             "127.0.0.1:2".parse().expect("addr"),
         );
         let env = Envelope::default();
-        let ctx = CheckContext {
-            session: &session,
-            envelope: &env,
-            facts: &[],
-            rcpt: None,
-            message: None,
-        };
-        let facts = p.run(Stage::Mail, ctx).await.facts;
+        let facts = p.run(Stage::Mail, mail_ctx(&session, &env)).await.facts;
         assert_eq!(
             facts,
             vec![
-                Fact::text("check.error", "slow"),
-                Fact::text("check.error", "panics")
+                Fact::text(&facts::CHECK_ERROR, "slow"),
+                Fact::text(&facts::CHECK_ERROR, "panics")
             ]
         );
     }

@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use regex::Regex;
 
+use crate::pipeline::facts::FactDef;
 use crate::pipeline::outcome::{Fact, FactValue};
 
 /// A test on one fact value.
@@ -56,12 +57,12 @@ pub enum Cmp {
 /// When a rule fires.
 #[derive(Debug, Clone)]
 pub enum Condition {
-    /// The named fact is present as `Flag(true)`.
-    Flag(&'static str),
-    /// The named fact is present with this text (`dmarc` = `fail`).
-    Is(&'static str, &'static str),
-    /// Some fact called `.0` satisfies the matcher.
-    Fact(String, Matcher),
+    /// The fact is present as `Flag(true)`.
+    Flag(&'static FactDef),
+    /// The fact is present with this text (`dmarc` = `fail`).
+    Is(&'static FactDef, &'static str),
+    /// Some fact of `.0` satisfies the matcher.
+    Fact(&'static FactDef, Matcher),
     /// Every condition holds (an empty list holds).
     All(Vec<Condition>),
     /// At least one condition holds.
@@ -74,26 +75,23 @@ impl Condition {
     /// Evaluates the condition over the facts known now.
     pub fn holds(&self, facts: &[Fact]) -> bool {
         match self {
-            Condition::Flag(name) => facts
+            Condition::Flag(def) => facts
                 .iter()
-                .any(|f| f.name == *name && f.value == FactValue::Flag(true)),
-            Condition::Is(name, text) => facts
-                .iter()
-                .any(|f| f.name == *name && matches!(&f.value, FactValue::Text(t) if t == text)),
-            Condition::Fact(name, m) => facts.iter().any(|f| f.name == name && m.matches(&f.value)),
+                .any(|f| f.is(def) && f.value == FactValue::Flag(true)),
+            Condition::Is(def, text) => facts.iter().any(|f| f.text_of(def) == Some(*text)),
+            Condition::Fact(def, m) => facts.iter().any(|f| f.is(def) && m.matches(&f.value)),
             Condition::All(all) => all.iter().all(|c| c.holds(facts)),
             Condition::Any(any) => any.iter().any(|c| c.holds(facts)),
             Condition::Not(c) => !c.holds(facts),
         }
     }
 
-    /// Every fact name the condition reads.
-    pub fn fact_names(&self, out: &mut Vec<String>) {
+    /// Every fact the condition reads.
+    pub fn facts(&self, out: &mut Vec<&'static FactDef>) {
         match self {
-            Condition::Flag(n) | Condition::Is(n, _) => out.push(n.to_string()),
-            Condition::Fact(n, _) => out.push(n.clone()),
-            Condition::All(cs) | Condition::Any(cs) => cs.iter().for_each(|c| c.fact_names(out)),
-            Condition::Not(c) => c.fact_names(out),
+            Condition::Flag(d) | Condition::Is(d, _) | Condition::Fact(d, _) => out.push(d),
+            Condition::All(cs) | Condition::Any(cs) => cs.iter().for_each(|c| c.facts(out)),
+            Condition::Not(c) => c.facts(out),
         }
     }
 }
@@ -154,62 +152,69 @@ pub fn glob(pattern: &str) -> Result<Regex, regex::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::facts;
 
-    fn t(name: &'static str, v: &str) -> Fact {
-        Fact::text(name, v)
+    fn t(def: &'static FactDef, v: &str) -> Fact {
+        Fact::text(def, v)
     }
 
     #[test]
     fn matchers() {
         let facts = vec![
-            t("spf.mailfrom", "softfail"),
-            t("client.ip", "192.0.2.7"),
-            Fact::count("size.actual", 5000),
-            t("rcpt", "a@example.com"),
-            t("rcpt", "b@finance.example.com"),
-            Fact::flag("body.bare_line_endings", false),
+            t(&facts::SPF_MAILFROM, "softfail"),
+            t(&facts::CLIENT_IP, "192.0.2.7"),
+            Fact::count(&facts::SIZE_ACTUAL, 5000),
+            t(&facts::RCPT, "a@example.com"),
+            t(&facts::RCPT, "b@finance.example.com"),
+            Fact::flag(&facts::BODY_BARE_LINE_ENDINGS, false),
         ];
-        let c = |name: &str, m: Matcher| Condition::Fact(name.into(), m);
+        let c = |def: &'static FactDef, m: Matcher| Condition::Fact(def, m);
         let text = |s: &str| Scalar::Text(s.into());
         assert!(
             c(
-                "spf.mailfrom",
+                &facts::SPF_MAILFROM,
                 Matcher::OneOf(vec![text("fail"), text("SOFTFAIL")])
             )
             .holds(&facts)
         );
-        assert!(!c("spf.mailfrom", Matcher::Eq(text("fail"))).holds(&facts));
+        assert!(!c(&facts::SPF_MAILFROM, Matcher::Eq(text("fail"))).holds(&facts));
         assert!(
             c(
-                "client.ip",
+                &facts::CLIENT_IP,
                 Matcher::Cidr(vec!["192.0.2.0/24".parse().unwrap()])
             )
             .holds(&facts)
         );
         assert!(
             !c(
-                "client.ip",
+                &facts::CLIENT_IP,
                 Matcher::Cidr(vec!["10.0.0.0/8".parse().unwrap()])
             )
             .holds(&facts)
         );
-        assert!(c("size.actual", Matcher::Cmp(Cmp::Gt, 4999)).holds(&facts));
-        assert!(!c("size.actual", Matcher::Cmp(Cmp::Gt, 5000)).holds(&facts));
+        assert!(c(&facts::SIZE_ACTUAL, Matcher::Cmp(Cmp::Gt, 4999)).holds(&facts));
+        assert!(!c(&facts::SIZE_ACTUAL, Matcher::Cmp(Cmp::Gt, 5000)).holds(&facts));
         assert!(
             c(
-                "rcpt",
+                &facts::RCPT,
                 Matcher::Regex(glob("*@finance.example.com").unwrap())
             )
             .holds(&facts)
         );
-        assert!(c("body.bare_line_endings", Matcher::Eq(Scalar::Flag(false))).holds(&facts));
         assert!(
-            !c("dkim", Matcher::Eq(text("pass"))).holds(&facts),
+            c(
+                &facts::BODY_BARE_LINE_ENDINGS,
+                Matcher::Eq(Scalar::Flag(false))
+            )
+            .holds(&facts)
+        );
+        assert!(
+            !c(&facts::DKIM, Matcher::Eq(text("pass"))).holds(&facts),
             "absent fact never matches"
         );
         let any = Condition::Any(vec![
-            c("dkim", Matcher::Eq(text("pass"))),
-            c("spf.mailfrom", Matcher::Eq(text("softfail"))),
+            c(&facts::DKIM, Matcher::Eq(text("pass"))),
+            c(&facts::SPF_MAILFROM, Matcher::Eq(text("softfail"))),
         ]);
         assert!(any.holds(&facts));
         assert!(!Condition::Not(Box::new(any)).holds(&facts));

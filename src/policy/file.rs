@@ -13,13 +13,13 @@ use serde::Deserialize;
 use serde_norway::Value;
 
 use super::condition::{Cmp, Condition, Matcher, Scalar, glob};
-use super::facts::{rank, stage_of};
 use super::limit::{self, RateLimit};
 use super::{CustomRule, Thresholds};
 use crate::config::Diagnostic;
 use crate::config::locate::{Seg, locate};
 use crate::config::schema::ReplyConfig;
 use crate::pipeline::Stage;
+use crate::pipeline::facts;
 use crate::pipeline::outcome::Action;
 use crate::smtp::reply::{self, Reply};
 
@@ -184,17 +184,17 @@ impl Compiler<'_> {
             if decisive && r.limit.is_none() && matches!(&when, Condition::All(v) if v.is_empty()) {
                 unconditional = Some(r.name.clone());
             }
-            let mut names_used = Vec::new();
-            when.fact_names(&mut names_used);
+            let mut used = Vec::new();
+            when.facts(&mut used);
             let key_stage = rate_limit
                 .as_ref()
-                .and_then(|l| limit::key(l.key))
+                .and_then(|l| limit::key(l.key.name()))
                 .map(|(_, s)| s);
-            let stage = names_used
+            let stage = used
                 .iter()
-                .filter_map(|n| stage_of(n))
+                .map(|d| d.stage())
                 .chain(key_stage)
-                .max_by_key(|s| rank(*s))
+                .max_by_key(|s| s.rank())
                 .unwrap_or(Stage::Connect);
             let at = locate(self.text, &at("name"));
             rules.push(CustomRule {
@@ -225,7 +225,7 @@ impl Compiler<'_> {
         };
         let key = limit::key(&spec.key).map(|(k, _)| k);
         if key.is_none() {
-            let known: Vec<&str> = limit::KEYS.iter().map(|(k, _)| *k).collect();
+            let known: Vec<&str> = limit::KEYS.iter().map(|(k, _)| k.name()).collect();
             self.problem(
                 &at("key"),
                 format!(
@@ -341,24 +341,26 @@ impl Compiler<'_> {
                     }
                 }
                 "not" => Condition::Not(Box::new(self.condition(v, &p))),
-                fact => {
-                    if stage_of(fact).is_none() {
+                fact => match facts::lookup(fact) {
+                    Some(def) => Condition::Fact(def, self.matcher(v, &p)),
+                    None => {
                         self.problem(
                             &p,
                             format!(
                                 "unknown fact {fact:?}{} (see docs/policies.md for the list)",
                                 crate::config::suggest::did_you_mean(
                                     fact,
-                                    super::facts::KNOWN
+                                    facts::ALL
                                         .iter()
-                                        .map(|(name, _)| *name)
+                                        .map(|d| d.name())
                                         .chain(["all", "any", "not"])
                                 )
                             ),
                         );
+                        // Never holds; the problem fails the compilation anyway.
+                        Condition::Any(Vec::new())
                     }
-                    Condition::Fact(fact.to_string(), self.matcher(v, &p))
-                }
+                },
             };
             all.push(c);
         }

@@ -9,30 +9,28 @@
 
 use crate::config::units::Rate;
 use crate::pipeline::Stage;
+use crate::pipeline::facts::{self, FactDef};
 use crate::pipeline::outcome::{Fact, FactValue};
 
 /// The facts a limit may count by, with the stage each exists at.
-pub const KEYS: &[(&str, Stage)] = &[
-    ("client.ip", Stage::Mail),
-    ("client.network", Stage::Mail),
-    ("helo", Stage::Mail),
-    ("mail_from", Stage::Mail),
-    ("mail_from.domain", Stage::Mail),
-    ("rcpt", Stage::Rcpt),
-    ("rcpt.domain", Stage::Rcpt),
-    ("spf.domain", Stage::Mail),
-    ("dkim.domain", Stage::Data),
-    ("auth.domain", Stage::Data),
+pub const KEYS: &[(&FactDef, Stage)] = &[
+    (&facts::CLIENT_IP, Stage::Mail),
+    (&facts::CLIENT_NETWORK, Stage::Mail),
+    (&facts::HELO, Stage::Mail),
+    (&facts::MAIL_FROM, Stage::Mail),
+    (&facts::MAIL_FROM_DOMAIN, Stage::Mail),
+    (&facts::RCPT, Stage::Rcpt),
+    (&facts::RCPT_DOMAIN, Stage::Rcpt),
+    (&facts::SPF_DOMAIN, Stage::Mail),
+    (&facts::DKIM_DOMAIN, Stage::Data),
+    (&facts::AUTH_DOMAIN, Stage::Data),
 ];
-
-/// The fact an exceeded limit leaves behind: its value is the rule's name.
-pub const EXCEEDED: &str = "ratelimit";
 
 /// One rule's limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimit {
     /// The fact whose value names the bucket (each value its own bucket).
-    pub key: &'static str,
+    pub key: &'static FactDef,
     /// The sustained rate.
     pub rate: Rate,
     /// How many may come at once.
@@ -50,9 +48,9 @@ pub struct Probe {
     pub buckets: Vec<String>,
 }
 
-/// The key fact name as the `'static` the table holds, if it is one.
-pub fn key(name: &str) -> Option<(&'static str, Stage)> {
-    KEYS.iter().find(|(k, _)| *k == name).copied()
+/// The key fact named `name` and the stage its limit counts at, if a limit may count by it.
+pub fn key(name: &str) -> Option<(&'static FactDef, Stage)> {
+    KEYS.iter().find(|(k, _)| k.name() == name).copied()
 }
 
 impl RateLimit {
@@ -63,12 +61,19 @@ impl RateLimit {
     pub fn buckets(&self, rule: &str, facts: &[Fact]) -> Vec<String> {
         let mut out: Vec<String> = facts
             .iter()
-            .filter(|f| f.name == self.key)
+            .filter(|f| f.is(self.key))
             .filter_map(|f| match &f.value {
                 FactValue::Text(t) if !t.is_empty() => Some(t.to_ascii_lowercase()),
                 _ => None,
             })
-            .map(|v| format!("{rule}/{}/{}/{}={v}", self.rate, self.burst, self.key))
+            .map(|v| {
+                format!(
+                    "{rule}/{}/{}/{}={v}",
+                    self.rate,
+                    self.burst,
+                    self.key.name()
+                )
+            })
             .collect();
         out.sort();
         out.dedup();
@@ -80,7 +85,7 @@ impl RateLimit {
 pub fn exceeded(rule: &str, facts: &[Fact]) -> bool {
     facts
         .iter()
-        .any(|f| f.name == EXCEEDED && matches!(&f.value, FactValue::Text(t) if t == rule))
+        .any(|f| f.text_of(&facts::RATELIMIT) == Some(rule))
 }
 
 #[cfg(test)]
@@ -91,15 +96,15 @@ mod tests {
     #[test]
     fn one_bucket_per_value_lowercased_and_named_by_the_limit() {
         let l = RateLimit {
-            key: "auth.domain",
+            key: &facts::AUTH_DOMAIN,
             rate: parse_rate("10/minute").expect("rate"),
             burst: 5,
         };
         let facts = [
-            Fact::text("auth.domain", "Example.org"),
-            Fact::text("auth.domain", "example.org"),
-            Fact::text("auth.domain", "mailer.example"),
-            Fact::text("mail_from", "a@b"),
+            Fact::text(&facts::AUTH_DOMAIN, "Example.org"),
+            Fact::text(&facts::AUTH_DOMAIN, "example.org"),
+            Fact::text(&facts::AUTH_DOMAIN, "mailer.example"),
+            Fact::text(&facts::MAIL_FROM, "a@b"),
         ];
         assert_eq!(
             l.buckets("r", &facts),
@@ -108,8 +113,11 @@ mod tests {
                 "r/10/minute/5/auth.domain=mailer.example"
             ]
         );
-        assert!(l.buckets("r", &[Fact::text("auth.domain", "")]).is_empty());
-        assert!(exceeded("r", &[Fact::text(EXCEEDED, "r")]));
-        assert!(!exceeded("r", &[Fact::text(EXCEEDED, "q")]));
+        assert!(
+            l.buckets("r", &[Fact::text(&facts::AUTH_DOMAIN, "")])
+                .is_empty()
+        );
+        assert!(exceeded("r", &[Fact::text(&facts::RATELIMIT, "r")]));
+        assert!(!exceeded("r", &[Fact::text(&facts::RATELIMIT, "q")]));
     }
 }

@@ -7,7 +7,6 @@
 //! I/O at decision time.
 
 pub mod condition;
-pub mod facts;
 pub mod file;
 pub mod limit;
 pub mod set;
@@ -18,6 +17,7 @@ use std::path::Path;
 use crate::config::Diagnostic;
 use crate::config::schema::{BareLineEndings, Config, DmarcDnsFailure, LongLines, NulBytes};
 use crate::pipeline::Stage;
+use crate::pipeline::facts::{self, FactDef};
 use crate::pipeline::outcome::{Action, Fact, Verdict};
 use crate::smtp::reply;
 pub use condition::Condition;
@@ -77,17 +77,17 @@ impl Policy {
         let mut rules = vec![
             Rule {
                 name: "declared-size-limit",
-                when: Condition::Flag("size.declared_exceeds_limit"),
+                when: Condition::Flag(&facts::SIZE_DECLARED_EXCEEDS_LIMIT),
                 action: Action::Reject(reply::MESSAGE_TOO_BIG),
             },
             Rule {
                 name: "size-limit",
-                when: Condition::Flag("size.exceeds_limit"),
+                when: Condition::Flag(&facts::SIZE_EXCEEDS_LIMIT),
                 action: Action::Reject(reply::MESSAGE_TOO_BIG),
             },
             Rule {
                 name: "recipient-limit",
-                when: Condition::Flag("recipients.exceeds_limit"),
+                when: Condition::Flag(&facts::RECIPIENTS_EXCEEDS_LIMIT),
                 action: Action::Tempfail(reply::TOO_MANY_RECIPIENTS),
             },
         ];
@@ -96,15 +96,15 @@ impl Policy {
         }
         rules.push(Rule {
             name: "state-unavailable",
-            when: Condition::Flag("state.unavailable"),
+            when: Condition::Flag(&facts::STATE_UNAVAILABLE),
             action: Action::Tempfail(reply::STATE_UNAVAILABLE),
         });
         if config.greylisting.enabled {
             rules.push(Rule {
                 name: "greylisted",
                 when: Condition::Any(vec![
-                    Condition::Is("greylist", "new"),
-                    Condition::Is("greylist", "early"),
+                    Condition::Is(&facts::GREYLIST, "new"),
+                    Condition::Is(&facts::GREYLIST, "early"),
                 ]),
                 action: Action::Tempfail(reply::GREYLISTED),
             });
@@ -112,21 +112,21 @@ impl Policy {
         if config.smtp.bare_line_endings == BareLineEndings::Reject {
             rules.push(Rule {
                 name: "bare-line-endings",
-                when: Condition::Flag("body.bare_line_endings"),
+                when: Condition::Flag(&facts::BODY_BARE_LINE_ENDINGS),
                 action: Action::Reject(reply::BARE_LINE_ENDING),
             });
         }
         if config.smtp.nul_bytes == NulBytes::Reject {
             rules.push(Rule {
                 name: "nul-bytes",
-                when: Condition::Flag("body.nul_bytes"),
+                when: Condition::Flag(&facts::BODY_NUL_BYTES),
                 action: Action::Reject(reply::NUL_BYTES),
             });
         }
         if config.smtp.long_lines == LongLines::Reject {
             rules.push(Rule {
                 name: "long-lines",
-                when: Condition::Flag("body.long_lines"),
+                when: Condition::Flag(&facts::BODY_LONG_LINES),
                 action: Action::Reject(reply::LONG_LINES),
             });
         }
@@ -156,10 +156,10 @@ impl Policy {
     /// Whether a rule due at `stage` reads one of `names` and could act on it now: at DATA
     /// any rule; before, only rules that decide (accept, reject, tempfail) or count a limit,
     /// since tags and scores wait for DATA. Deferred lookups are awaited only then.
-    pub fn needs(&self, stage: Stage, names: &[&str]) -> bool {
+    pub fn needs(&self, stage: Stage, names: &[&FactDef]) -> bool {
         self.custom
             .iter()
-            .filter(|r| facts::rank(r.stage) <= facts::rank(stage))
+            .filter(|r| r.stage.rank() <= stage.rank())
             .filter(|r| {
                 stage == Stage::Data
                     || r.limit.is_some()
@@ -170,8 +170,8 @@ impl Policy {
             })
             .any(|r| {
                 let mut used = Vec::new();
-                r.when.fact_names(&mut used);
-                used.iter().any(|u| names.contains(&u.as_str()))
+                r.when.facts(&mut used);
+                used.iter().any(|u| names.contains(u))
             })
     }
 
@@ -202,8 +202,7 @@ impl Policy {
     /// own stage; a scope's policy first meets a transaction at its first RCPT, after the
     /// MAIL its MAIL limits would have counted at, so they count there).
     pub fn probes(&self, stage: Stage, count_from: Stage, facts: &[Fact]) -> Vec<limit::Probe> {
-        let counts_now =
-            |s: Stage| (facts::rank(count_from)..=facts::rank(stage)).contains(&facts::rank(s));
+        let counts_now = |s: Stage| (count_from.rank()..=stage.rank()).contains(&s.rank());
         let mut out = Vec::new();
         for rule in self.due(stage) {
             if !rule.when.holds(facts) {
@@ -239,7 +238,7 @@ impl Policy {
     fn due(&self, stage: Stage) -> impl Iterator<Item = &CustomRule> {
         self.custom
             .iter()
-            .filter(move |r| facts::rank(r.stage) <= facts::rank(stage))
+            .filter(move |r| r.stage.rank() <= stage.rank())
     }
 
     /// What `decide` does with every rule due at `stage` over `facts`, in evaluation order
@@ -264,35 +263,41 @@ fn dmarc_rules(dns_failure: DmarcDnsFailure) -> Vec<Rule> {
     let mut rules = vec![
         Rule {
             name: "dmarc-reject",
-            when: All(vec![Is("dmarc", "fail"), Is("dmarc.policy", "reject")]),
+            when: All(vec![
+                Is(&facts::DMARC, "fail"),
+                Is(&facts::DMARC_POLICY, "reject"),
+            ]),
             action: Action::Reject(reply::DMARC_REJECT),
         },
         Rule {
             name: "dmarc-quarantine",
-            when: All(vec![Is("dmarc", "fail"), Is("dmarc.policy", "quarantine")]),
+            when: All(vec![
+                Is(&facts::DMARC, "fail"),
+                Is(&facts::DMARC_POLICY, "quarantine"),
+            ]),
             action: Action::Quarantine,
         },
         Rule {
             name: "dmarc-temperror",
             when: All(vec![
-                Is("dmarc", "temperror"),
+                Is(&facts::DMARC, "temperror"),
                 Any(vec![
-                    Is("dmarc.policy", "reject"),
-                    Is("dmarc.policy", "quarantine"),
+                    Is(&facts::DMARC_POLICY, "reject"),
+                    Is(&facts::DMARC_POLICY, "quarantine"),
                 ]),
             ]),
             action: Action::Tempfail(reply::AUTH_TEMPFAIL),
         },
         Rule {
             name: "dmarc-ambiguous-from",
-            when: Flag("dmarc.ambiguous_from"),
+            when: Flag(&facts::DMARC_AMBIGUOUS_FROM),
             action: Action::Reject(reply::AMBIGUOUS_FROM),
         },
         // The DATA authentication ran out of time or failed: DMARC could not be decided,
         // and a sender must not be able to skip it by making its lookups slow.
         Rule {
             name: "auth-incomplete",
-            when: Is("check.error", "message_auth"),
+            when: Is(&facts::CHECK_ERROR, "message_auth"),
             action: Action::Tempfail(reply::AUTH_TEMPFAIL),
         },
     ];
@@ -300,8 +305,8 @@ fn dmarc_rules(dns_failure: DmarcDnsFailure) -> Vec<Rule> {
         rules.push(Rule {
             name: "dmarc-dns-failure",
             when: All(vec![
-                Is("dmarc", "temperror"),
-                Is("dmarc.policy", "unknown"),
+                Is(&facts::DMARC, "temperror"),
+                Is(&facts::DMARC_POLICY, "unknown"),
             ]),
             action: Action::Tempfail(reply::AUTH_TEMPFAIL),
         });
@@ -319,17 +324,23 @@ mod tests {
         let v = p.decide(
             Stage::Data,
             &[
-                Fact::flag("size.exceeds_limit", true),
-                Fact::count("size.actual", 9),
+                Fact::flag(&facts::SIZE_EXCEEDS_LIMIT, true),
+                Fact::count(&facts::SIZE_ACTUAL, 9),
             ],
         );
         assert_eq!(v.action, Action::Reject(reply::MESSAGE_TOO_BIG));
         assert_eq!(v.rules, vec!["size-limit"]);
-        let v = p.decide(Stage::Rcpt, &[Fact::flag("recipients.exceeds_limit", true)]);
+        let v = p.decide(
+            Stage::Rcpt,
+            &[Fact::flag(&facts::RECIPIENTS_EXCEEDS_LIMIT, true)],
+        );
         assert_eq!(v.action, Action::Tempfail(reply::TOO_MANY_RECIPIENTS));
         assert_eq!(
-            p.decide(Stage::Data, &[Fact::flag("size.exceeds_limit", false)])
-                .action,
+            p.decide(
+                Stage::Data,
+                &[Fact::flag(&facts::SIZE_EXCEEDS_LIMIT, false)]
+            )
+            .action,
             Action::Accept
         );
     }
@@ -339,8 +350,8 @@ mod tests {
         let p = Policy::builtin(&Config::default());
         let facts = |result: &str, policy: &str| {
             vec![
-                Fact::text("dmarc", result),
-                Fact::text("dmarc.policy", policy),
+                Fact::text(&facts::DMARC, result),
+                Fact::text(&facts::DMARC_POLICY, policy),
             ]
         };
         for (result, policy, expected) in [
@@ -381,12 +392,18 @@ mod tests {
             "a known p=reject defers whatever auth.dmarc_dns_failure says"
         );
         let p = Policy::builtin(&Config::default());
-        let v = p.decide(Stage::Data, &[Fact::flag("dmarc.ambiguous_from", true)]);
+        let v = p.decide(
+            Stage::Data,
+            &[Fact::flag(&facts::DMARC_AMBIGUOUS_FROM, true)],
+        );
         assert_eq!(v.action, Action::Reject(reply::AMBIGUOUS_FROM));
-        let v = p.decide(Stage::Data, &[Fact::text("check.error", "message_auth")]);
+        let v = p.decide(
+            Stage::Data,
+            &[Fact::text(&facts::CHECK_ERROR, "message_auth")],
+        );
         assert_eq!(v.action, Action::Tempfail(reply::AUTH_TEMPFAIL));
         assert_eq!(v.rules, vec!["auth-incomplete"]);
-        let v = p.decide(Stage::Data, &[Fact::text("check.error", "dnsbl")]);
+        let v = p.decide(Stage::Data, &[Fact::text(&facts::CHECK_ERROR, "dnsbl")]);
         assert_eq!(
             v.action,
             Action::Accept,
@@ -418,15 +435,16 @@ mod tests {
         let p = with_file(
             "rules:\n  - name: spf-fail\n    when: { spf.mailfrom: fail }\n    action: reject\n  - name: unsigned\n    when: { dkim: none }\n    action: tag\n",
         );
-        let mail = [Fact::text("spf.mailfrom", "fail")];
+        let mail = [Fact::text(&facts::SPF_MAILFROM, "fail")];
         let v = p.decide(Stage::Mail, &mail);
         assert_eq!(v.action, Action::Reject(reply::POLICY_REJECT));
         assert_eq!(v.rules, vec!["spf-fail"]);
         // A DATA rule is not evaluated at MAIL even if its fact were somehow present.
-        let v = p.decide(Stage::Mail, &[Fact::text("dkim", "none")]);
+        let v = p.decide(Stage::Mail, &[Fact::text(&facts::DKIM, "none")]);
         assert_eq!(v.action, Action::Accept);
         assert_eq!(
-            p.decide(Stage::Data, &[Fact::text("dkim", "none")]).action,
+            p.decide(Stage::Data, &[Fact::text(&facts::DKIM, "none")])
+                .action,
             Action::Tag
         );
     }
@@ -438,9 +456,9 @@ mod tests {
         );
         let facts = |ip: &str| {
             vec![
-                Fact::text("client.ip", ip),
-                Fact::text("spf.mailfrom", "softfail"),
-                Fact::text("dkim", "none"),
+                Fact::text(&facts::CLIENT_IP, ip),
+                Fact::text(&facts::SPF_MAILFROM, "softfail"),
+                Fact::text(&facts::DKIM, "none"),
             ]
         };
         let v = p.decide(Stage::Data, &facts("198.51.100.1"));
@@ -469,10 +487,10 @@ mod tests {
         );
         let facts = |ip: &str, dkim: &str, bare: bool| {
             vec![
-                Fact::text("client.ip", ip),
-                Fact::text("spf.mailfrom", "softfail"),
-                Fact::text("dkim", dkim),
-                Fact::flag("body.bare_line_endings", bare),
+                Fact::text(&facts::CLIENT_IP, ip),
+                Fact::text(&facts::SPF_MAILFROM, "softfail"),
+                Fact::text(&facts::DKIM, dkim),
+                Fact::flag(&facts::BODY_BARE_LINE_ENDINGS, bare),
             ]
         };
         let seen = |stage, f: &[Fact], name: &str| {
@@ -532,7 +550,7 @@ mod tests {
 
     #[test]
     fn deferred_facts_are_needed_where_a_rule_could_act_on_them() {
-        let names = ["dnsbl.listed", "dnsbl.score"];
+        let names = [&facts::DNSBL_LISTED, &facts::DNSBL_SCORE];
         let scores =
             with_file("rules:\n  - name: s\n    when: { dnsbl.listed: bl.test }\n    score: 3\n");
         assert!(!scores.needs(Stage::Connect, &names));
@@ -553,8 +571,8 @@ mod tests {
             "rules:\n  - name: pills\n    when: { header: { regex: \"(?i)^subject:.*pills\" } }\n    action: quarantine\n",
         );
         let facts = [
-            Fact::text("header", "From: a@b"),
-            Fact::text("header", "Subject: Cheap PILLS"),
+            Fact::text(&facts::HEADER, "From: a@b"),
+            Fact::text(&facts::HEADER, "Subject: Cheap PILLS"),
         ];
         assert_eq!(p.decide(Stage::Data, &facts).action, Action::Quarantine);
         assert_eq!(p.decide(Stage::Data, &facts[..1]).action, Action::Accept);
@@ -563,14 +581,14 @@ mod tests {
     #[test]
     fn yaml_cannot_loosen_builtin_limits() {
         let p = with_file("rules:\n  - name: everything\n    action: accept\n");
-        let v = p.decide(Stage::Data, &[Fact::flag("size.exceeds_limit", true)]);
+        let v = p.decide(Stage::Data, &[Fact::flag(&facts::SIZE_EXCEEDS_LIMIT, true)]);
         assert_eq!(v.action, Action::Reject(reply::MESSAGE_TOO_BIG));
     }
 
     #[test]
     fn bare_line_endings_follow_config() {
         let mut c = Config::default();
-        let facts = [Fact::flag("body.bare_line_endings", true)];
+        let facts = [Fact::flag(&facts::BODY_BARE_LINE_ENDINGS, true)];
         assert_eq!(
             Policy::builtin(&c).decide(Stage::Data, &facts).action,
             Action::Reject(reply::BARE_LINE_ENDING)
@@ -584,8 +602,8 @@ mod tests {
 
     #[test]
     fn nul_bytes_and_long_lines_follow_config() {
-        let nul = [Fact::flag("body.nul_bytes", true)];
-        let long = [Fact::flag("body.long_lines", true)];
+        let nul = [Fact::flag(&facts::BODY_NUL_BYTES, true)];
+        let long = [Fact::flag(&facts::BODY_LONG_LINES, true)];
         let mut c = Config::default();
         let v = Policy::builtin(&c).decide(Stage::Data, &nul);
         assert_eq!(v.action, Action::Reject(reply::NUL_BYTES));

@@ -171,6 +171,7 @@ fn shared_buckets(config: &Config, default: &Policy, scopes: &[Scope]) -> Vec<Di
 mod tests {
     use super::*;
     use crate::pipeline::Stage;
+    use crate::pipeline::facts;
     use crate::pipeline::outcome::{Action, Fact};
 
     #[test]
@@ -188,7 +189,7 @@ mod tests {
         // Exact names come before wildcards.
         assert_eq!(set.scope_of("finance.example.com"), 1);
         assert_eq!(set.scope_of("eu.finance.example.com"), 2);
-        let facts = [Fact::text("spf.mailfrom", "softfail")];
+        let facts = [Fact::text(&facts::SPF_MAILFROM, "softfail")];
         assert_eq!(
             set.get(0).decide(Stage::Rcpt, &facts).action,
             Action::Accept

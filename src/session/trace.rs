@@ -5,7 +5,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::pipeline::outcome::{Fact, FactValue};
+use crate::pipeline::facts;
+use crate::pipeline::outcome::Fact;
 use crate::smtp::envelope::{Envelope, SessionInfo};
 
 /// The `Received:` header for a message of this session, CRLF-terminated and folded.
@@ -39,20 +40,20 @@ pub fn received(info: &SessionInfo, hostname: &str, env: &Envelope) -> String {
 /// The authentication results of a transaction for its log line: `spf=pass dkim=fail ...`.
 pub fn auth_summary(facts: &[Fact]) -> String {
     let mut out = Vec::new();
-    for name in [
-        "spf.mailfrom",
-        "spf.helo",
-        "dkim",
-        "arc",
-        "dmarc",
-        "dmarc.policy",
+    for def in [
+        &facts::SPF_MAILFROM,
+        &facts::SPF_HELO,
+        &facts::DKIM,
+        &facts::ARC,
+        &facts::DMARC,
+        &facts::DMARC_POLICY,
     ] {
-        if let Some(Fact {
-            value: FactValue::Text(t),
-            ..
-        }) = facts.iter().find(|f| f.name == name)
+        if let Some(t) = facts
+            .iter()
+            .find(|f| f.is(def))
+            .and_then(|f| f.text_of(def))
         {
-            out.push(format!("{}={t}", name.replace(".mailfrom", "")));
+            out.push(format!("{}={t}", def.name().replace(".mailfrom", "")));
         }
     }
     out.join(" ")

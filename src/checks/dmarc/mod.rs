@@ -18,6 +18,7 @@ pub mod discover;
 pub mod evaluate;
 pub mod record;
 
+use crate::pipeline::facts;
 use crate::pipeline::outcome::Fact;
 
 pub use evaluate::{MAX_AUTHOR_DOMAINS, evaluate};
@@ -127,11 +128,11 @@ pub struct DmarcOutcome {
 /// Facts for one evaluation.
 pub fn facts(outcome: &DmarcOutcome) -> Vec<Fact> {
     vec![
-        Fact::text("dmarc", outcome.result.word()),
-        Fact::text("dmarc.policy", outcome.policy.word()),
-        Fact::text("dmarc.domain", outcome.domain.as_str()),
+        Fact::text(&facts::DMARC, outcome.result.word()),
+        Fact::text(&facts::DMARC_POLICY, outcome.policy.word()),
+        Fact::text(&facts::DMARC_DOMAIN, outcome.domain.as_str()),
         Fact::count(
-            "dmarc.author_domains",
+            &facts::DMARC_AUTHOR_DOMAINS,
             u64::try_from(outcome.author_domains).unwrap_or(u64::MAX),
         ),
     ]
@@ -185,10 +186,10 @@ mod tests {
         assert_eq!(
             facts(&outcome),
             [
-                Fact::text("dmarc", "temperror"),
-                Fact::text("dmarc.policy", "reject"),
-                Fact::text("dmarc.domain", "example.org"),
-                Fact::count("dmarc.author_domains", 3),
+                Fact::text(&facts::DMARC, "temperror"),
+                Fact::text(&facts::DMARC_POLICY, "reject"),
+                Fact::text(&facts::DMARC_DOMAIN, "example.org"),
+                Fact::count(&facts::DMARC_AUTHOR_DOMAINS, 3),
             ]
         );
     }

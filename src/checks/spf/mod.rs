@@ -36,6 +36,7 @@ use identity::Identity;
 use crate::dns::Dns;
 use crate::dns::lookup::Resolve;
 use crate::metrics::{Event, Metrics};
+use crate::pipeline::facts::{self, FactDef};
 use crate::pipeline::outcome::Fact;
 use crate::pipeline::{Check, CheckContext, CheckFuture};
 
@@ -117,6 +118,15 @@ impl Check for SpfCheck {
         "spf"
     }
 
+    fn emits(&self) -> &'static [&'static FactDef] {
+        &[
+            &facts::SPF_MAILFROM,
+            &facts::SPF_DOMAIN,
+            &facts::SPF_HELO,
+            &facts::SPF_REASON,
+        ]
+    }
+
     fn on_mail<'a>(&'a self, ctx: CheckContext<'a>) -> CheckFuture<'a> {
         Box::pin(async move {
             let helo = ctx.session.helo.as_deref().unwrap_or_default();
@@ -136,12 +146,12 @@ impl Check for SpfCheck {
                 duration: spf.helo_took,
             });
             let mut facts = vec![
-                Fact::text("spf.mailfrom", mail_word),
-                Fact::text("spf.domain", spf.mail_from.domain()),
-                Fact::text("spf.helo", helo_word),
+                Fact::text(&facts::SPF_MAILFROM, mail_word),
+                Fact::text(&facts::SPF_DOMAIN, spf.mail_from.domain()),
+                Fact::text(&facts::SPF_HELO, helo_word),
             ];
             if let Some(reason) = spf.mail_from.reason() {
-                facts.push(Fact::text("spf.reason", reason));
+                facts.push(Fact::text(&facts::SPF_REASON, reason));
             }
             facts.into()
         })
