@@ -22,7 +22,7 @@ pub mod step;
 use std::sync::Arc;
 
 use crate::context::Context;
-use crate::metrics::{Event, Limit};
+use crate::metrics::Event;
 use crate::pipeline::facts::{self, FactDef};
 use crate::pipeline::outcome::{Fact, FactValue, Verdict};
 use crate::pipeline::{CheckContext, Deferred, MessageView, Stage};
@@ -268,9 +268,6 @@ impl Engine {
         self.ledger.add_transaction(added);
         if let Some(refusal) = verdict.action.refusal() {
             self.count_rules(&verdict);
-            if verdict.rules.iter().any(|r| r == "declared-size-limit") {
-                self.ctx.metrics.emit(Event::LimitHit(Limit::MessageSize));
-            }
             tracing::info!(session = %self.info.id, from = %self.env.mail_from, rules = ?verdict.rules, reply = %refusal, "MAIL refused");
             return Step::Refuse(verdict);
         }
@@ -339,9 +336,6 @@ impl Engine {
             .await;
         if verdict.action.refusal().is_some() {
             self.count_rules(&verdict);
-            if verdict.rules.iter().any(|r| r == "recipient-limit") {
-                self.ctx.metrics.emit(Event::LimitHit(Limit::Recipients));
-            }
             return Step::Refuse(verdict);
         }
         let mut facts = found;
@@ -511,11 +505,15 @@ impl Engine {
         (verdict, added)
     }
 
-    /// Counts the rules of a verdict the front end acts on.
+    /// Counts the rules of a verdict the front end acts on, and the limits its built-in
+    /// rules enforced.
     fn count_rules(&self, verdict: &Verdict) {
         if self.mode == Mode::Live {
             for rule in &verdict.rules {
                 self.ctx.metrics.emit(Event::RuleHit(rule.clone()));
+            }
+            for limit in &verdict.limits {
+                self.ctx.metrics.emit(Event::LimitHit(*limit));
             }
         }
     }

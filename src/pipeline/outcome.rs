@@ -6,6 +6,7 @@
 use std::fmt;
 
 use super::facts::{FactDef, Kind};
+use crate::metrics::Limit;
 use crate::smtp::reply::Reply;
 
 /// The value of a finding.
@@ -156,6 +157,9 @@ pub struct Verdict {
     pub rules: Vec<String>,
     /// The summed score of the scoring rules that fired.
     pub score: i64,
+    /// The limits of the built-in rules that fired (`Builtin::limit`): the engine counts
+    /// them when it acts on a refusal.
+    pub limits: Vec<Limit>,
 }
 
 impl Verdict {
@@ -165,6 +169,7 @@ impl Verdict {
             action: Action::Accept,
             rules: Vec::new(),
             score: 0,
+            limits: Vec::new(),
         }
     }
 

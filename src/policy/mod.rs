@@ -6,6 +6,7 @@
 //! can add refusals, tags and scores but never loosen a limit. Must not: perform checks or
 //! I/O at decision time.
 
+pub mod builtin;
 pub mod condition;
 pub mod file;
 pub mod limit;
@@ -20,13 +21,14 @@ use crate::pipeline::Stage;
 use crate::pipeline::facts::{self, FactDef};
 use crate::pipeline::outcome::{Action, Fact, Verdict};
 use crate::smtp::reply;
+pub use builtin::Builtin;
 pub use condition::Condition;
 
 /// One built-in rule.
 #[derive(Debug, Clone)]
 pub struct Rule {
-    /// Shown in logs and verdict explanations.
-    pub name: &'static str,
+    /// Which built-in rule (its name is shown in logs and verdict explanations).
+    pub builtin: Builtin,
     /// When it fires.
     pub when: Condition,
     /// What it does.
@@ -76,17 +78,17 @@ impl Policy {
     pub fn builtin(config: &Config) -> Self {
         let mut rules = vec![
             Rule {
-                name: "declared-size-limit",
+                builtin: Builtin::DeclaredSizeLimit,
                 when: Condition::Flag(&facts::SIZE_DECLARED_EXCEEDS_LIMIT),
                 action: Action::Reject(reply::MESSAGE_TOO_BIG),
             },
             Rule {
-                name: "size-limit",
+                builtin: Builtin::SizeLimit,
                 when: Condition::Flag(&facts::SIZE_EXCEEDS_LIMIT),
                 action: Action::Reject(reply::MESSAGE_TOO_BIG),
             },
             Rule {
-                name: "recipient-limit",
+                builtin: Builtin::RecipientLimit,
                 when: Condition::Flag(&facts::RECIPIENTS_EXCEEDS_LIMIT),
                 action: Action::Tempfail(reply::TOO_MANY_RECIPIENTS),
             },
@@ -95,13 +97,13 @@ impl Policy {
             rules.extend(dmarc_rules(config.auth.dmarc_dns_failure));
         }
         rules.push(Rule {
-            name: "state-unavailable",
+            builtin: Builtin::StateUnavailable,
             when: Condition::Flag(&facts::STATE_UNAVAILABLE),
             action: Action::Tempfail(reply::STATE_UNAVAILABLE),
         });
         if config.greylisting.enabled {
             rules.push(Rule {
-                name: "greylisted",
+                builtin: Builtin::Greylisted,
                 when: Condition::Any(vec![
                     Condition::Is(&facts::GREYLIST, "new"),
                     Condition::Is(&facts::GREYLIST, "early"),
@@ -111,21 +113,21 @@ impl Policy {
         }
         if config.smtp.bare_line_endings == BareLineEndings::Reject {
             rules.push(Rule {
-                name: "bare-line-endings",
+                builtin: Builtin::BareLineEndings,
                 when: Condition::Flag(&facts::BODY_BARE_LINE_ENDINGS),
                 action: Action::Reject(reply::BARE_LINE_ENDING),
             });
         }
         if config.smtp.nul_bytes == NulBytes::Reject {
             rules.push(Rule {
-                name: "nul-bytes",
+                builtin: Builtin::NulBytes,
                 when: Condition::Flag(&facts::BODY_NUL_BYTES),
                 action: Action::Reject(reply::NUL_BYTES),
             });
         }
         if config.smtp.long_lines == LongLines::Reject {
             rules.push(Rule {
-                name: "long-lines",
+                builtin: Builtin::LongLines,
                 when: Condition::Flag(&facts::BODY_LONG_LINES),
                 action: Action::Reject(reply::LONG_LINES),
             });
@@ -262,7 +264,7 @@ fn dmarc_rules(dns_failure: DmarcDnsFailure) -> Vec<Rule> {
     use Condition::{All, Any, Flag, Is};
     let mut rules = vec![
         Rule {
-            name: "dmarc-reject",
+            builtin: Builtin::DmarcReject,
             when: All(vec![
                 Is(&facts::DMARC, "fail"),
                 Is(&facts::DMARC_POLICY, "reject"),
@@ -270,7 +272,7 @@ fn dmarc_rules(dns_failure: DmarcDnsFailure) -> Vec<Rule> {
             action: Action::Reject(reply::DMARC_REJECT),
         },
         Rule {
-            name: "dmarc-quarantine",
+            builtin: Builtin::DmarcQuarantine,
             when: All(vec![
                 Is(&facts::DMARC, "fail"),
                 Is(&facts::DMARC_POLICY, "quarantine"),
@@ -278,7 +280,7 @@ fn dmarc_rules(dns_failure: DmarcDnsFailure) -> Vec<Rule> {
             action: Action::Quarantine,
         },
         Rule {
-            name: "dmarc-temperror",
+            builtin: Builtin::DmarcTemperror,
             when: All(vec![
                 Is(&facts::DMARC, "temperror"),
                 Any(vec![
@@ -289,21 +291,21 @@ fn dmarc_rules(dns_failure: DmarcDnsFailure) -> Vec<Rule> {
             action: Action::Tempfail(reply::AUTH_TEMPFAIL),
         },
         Rule {
-            name: "dmarc-ambiguous-from",
+            builtin: Builtin::DmarcAmbiguousFrom,
             when: Flag(&facts::DMARC_AMBIGUOUS_FROM),
             action: Action::Reject(reply::AMBIGUOUS_FROM),
         },
         // The DATA authentication ran out of time or failed: DMARC could not be decided,
         // and a sender must not be able to skip it by making its lookups slow.
         Rule {
-            name: "auth-incomplete",
+            builtin: Builtin::AuthIncomplete,
             when: Is(&facts::CHECK_ERROR, "message_auth"),
             action: Action::Tempfail(reply::AUTH_TEMPFAIL),
         },
     ];
     if dns_failure == DmarcDnsFailure::Defer {
         rules.push(Rule {
-            name: "dmarc-dns-failure",
+            builtin: Builtin::DmarcDnsFailure,
             when: All(vec![
                 Is(&facts::DMARC, "temperror"),
                 Is(&facts::DMARC_POLICY, "unknown"),
@@ -330,11 +332,23 @@ mod tests {
         );
         assert_eq!(v.action, Action::Reject(reply::MESSAGE_TOO_BIG));
         assert_eq!(v.rules, vec!["size-limit"]);
+        assert_eq!(
+            v.limits,
+            [],
+            "the intake counts an actual size over the limit"
+        );
         let v = p.decide(
             Stage::Rcpt,
             &[Fact::flag(&facts::RECIPIENTS_EXCEEDS_LIMIT, true)],
         );
         assert_eq!(v.action, Action::Tempfail(reply::TOO_MANY_RECIPIENTS));
+        assert_eq!(v.limits, [crate::metrics::Limit::Recipients]);
+        let v = p.decide(
+            Stage::Mail,
+            &[Fact::flag(&facts::SIZE_DECLARED_EXCEEDS_LIMIT, true)],
+        );
+        assert_eq!(v.rules, vec!["declared-size-limit"]);
+        assert_eq!(v.limits, [crate::metrics::Limit::MessageSize]);
         assert_eq!(
             p.decide(
                 Stage::Data,

@@ -86,15 +86,16 @@ impl Policy {
         let mut strongest = "";
         for rule in &self.rules {
             if !rule.when.holds(facts) {
-                trace.see(rule.name, Seen::No);
+                trace.see(rule.builtin.name(), Seen::No);
                 continue;
             }
             let before = verdict.action.clone();
-            verdict.merge(rule.name, &rule.action);
+            verdict.merge(rule.builtin.name(), &rule.action);
+            verdict.limits.extend(rule.builtin.limit());
             if verdict.action != before {
-                strongest = rule.name;
+                strongest = rule.builtin.name();
             }
-            trace.see(rule.name, Seen::Fired);
+            trace.see(rule.builtin.name(), Seen::Fired);
         }
         if verdict.action.refusal().is_some() {
             trace.skip(|| self.after(stage, 0), strongest);
