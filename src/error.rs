@@ -9,11 +9,9 @@ use std::io;
 use crate::metrics::BackendErrorKind;
 use crate::smtp::reply::{self, Reply};
 
-/// Who caused an error.
+/// Who caused an error. Never the client: a client's mistakes get a reply, not an `Error`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
-    /// The SMTP client.
-    Client,
     /// The backend MTA.
     Upstream,
     /// The gateway itself (spool, TLS set-up).

@@ -150,322 +150,257 @@ impl fmt::Display for Reply {
     }
 }
 
-// --- 2xx ----------------------------------------------------------------------------------
-/// Generic success.
-pub const OK: Reply = r(250, (2, 0, 0), "Ok");
-/// MAIL FROM accepted.
-pub const SENDER_OK: Reply = r(250, (2, 1, 0), "Sender ok");
-/// RSET done.
-pub const RESET_OK: Reply = r(250, (2, 0, 0), "Reset state");
-/// Answer to VRFY: we neither confirm nor deny (RFC 5321 §3.5.3).
-pub const CANNOT_VRFY: Reply = r(
-    252,
-    (2, 5, 0),
-    "Cannot VRFY user, but will accept message and attempt delivery",
-);
-/// Answer to HELP when STARTTLS is not offered (no `tls:`, or TLS already active): HELP
-/// names only what EHLO advertises.
-pub const HELP: Reply = r(
-    214,
-    (2, 0, 0),
-    "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP",
-);
-/// Answer to HELP when EHLO advertises STARTTLS.
-pub const HELP_WITH_STARTTLS: Reply = r(
-    214,
-    (2, 0, 0),
-    "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS",
-);
-/// QUIT acknowledged.
-pub const BYE: Reply = r(221, (2, 0, 0), "Bye");
-/// STARTTLS accepted: the handshake follows.
-pub const READY_TLS: Reply = r(220, (2, 0, 0), "Ready to start TLS");
-/// One BDAT chunk received (not the last).
-pub const CHUNK_OK: Reply = r(250, (2, 0, 0), "Chunk received");
+/// Declares each reply as a constant and `ALL` from the same list, so no reply can be left
+/// out of the test that holds every one to its class.
+macro_rules! replies {
+    ($( $(#[$doc:meta])* $name:ident = $value:expr; )*) => {
+        $( $(#[$doc])* pub const $name: Reply = $value; )*
+        /// Every named reply constant, so one test can check them all.
+        pub const ALL: &[&Reply] = &[$(&$name),*];
+    };
+}
 
-// --- 3xx ----------------------------------------------------------------------------------
-/// Answer to DATA.
-pub const START_DATA: Reply = Reply {
-    code: 354,
-    enhanced: None,
-    text: Cow::Borrowed("End data with <CR><LF>.<CR><LF>"),
-};
+replies! {
+    // --- 2xx ---------------------------------------------------------------------------
+    /// Generic success.
+    OK = r(250, (2, 0, 0), "Ok");
+    /// MAIL FROM accepted.
+    SENDER_OK = r(250, (2, 1, 0), "Sender ok");
+    /// RSET done.
+    RESET_OK = r(250, (2, 0, 0), "Reset state");
+    /// Answer to VRFY: we neither confirm nor deny (RFC 5321 §3.5.3).
+    CANNOT_VRFY = r(
+        252,
+        (2, 5, 0),
+        "Cannot VRFY user, but will accept message and attempt delivery",
+    );
+    /// Answer to HELP when STARTTLS is not offered (no `tls:`, or TLS already active): HELP
+    /// names only what EHLO advertises.
+    HELP = r(
+        214,
+        (2, 0, 0),
+        "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP",
+    );
+    /// Answer to HELP when EHLO advertises STARTTLS.
+    HELP_WITH_STARTTLS = r(
+        214,
+        (2, 0, 0),
+        "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS",
+    );
+    /// QUIT acknowledged.
+    BYE = r(221, (2, 0, 0), "Bye");
+    /// STARTTLS accepted: the handshake follows.
+    READY_TLS = r(220, (2, 0, 0), "Ready to start TLS");
 
-// --- 4xx ----------------------------------------------------------------------------------
-/// Too many sessions: we cannot serve this one now (RFC 5321 §3.8).
-pub const TOO_BUSY: Reply = r(421, (4, 3, 2), "Too many connections, try again later");
-/// Too many concurrent sessions from this client or its network.
-pub const TOO_MANY_FROM_YOU: Reply = r(
-    421,
-    (4, 7, 0),
-    "Too many connections from your network, try again later",
-);
-/// Too many new connections from this client recently.
-pub const CONNECTION_RATE: Reply = r(
-    421,
-    (4, 7, 0),
-    "Connection rate limit exceeded, try again later",
-);
-/// The client is on the deny list.
-pub const CONNECTION_DENIED: Reply = r(554, (5, 7, 1), "Connection refused");
-/// The gateway is shutting down.
-pub const SHUTTING_DOWN: Reply = r(421, (4, 3, 2), "Service shutting down, try again later");
-/// The client waited too long between commands.
-pub const TIMEOUT: Reply = r(421, (4, 4, 2), "Timeout exceeded, closing connection");
-/// The client made too many errors.
-pub const TOO_MANY_ERRORS: Reply = r(421, (4, 7, 0), "Too many errors, closing connection");
-/// After a BDAT whose chunk size could not be read: the chunk's end cannot be found, so
-/// the bytes that follow cannot be trusted to be commands.
-pub const LOST_SYNC: Reply = r(
-    421,
-    (4, 5, 0),
-    "Cannot find the end of the BDAT chunk, closing connection",
-);
-/// The client sent too many commands in one session.
-pub const TOO_MANY_COMMANDS: Reply = r(421, (4, 7, 0), "Too many commands, closing connection");
-/// The backend refused too many of the client's recipients (a dictionary attack).
-pub const TOO_MANY_UNKNOWN_RECIPIENTS: Reply = r(
-    421,
-    (4, 7, 0),
-    "Too many unknown recipients, closing connection",
-);
-/// The session outlived `timeouts.session`.
-pub const SESSION_TOO_LONG: Reply = r(421, (4, 4, 2), "Session too long, closing connection");
-/// The client sent no mail within `timeouts.idle`.
-pub const IDLE_TOO_LONG: Reply = r(
-    421,
-    (4, 4, 2),
-    "Idle too long without mail, closing connection",
-);
-/// Too many recipients in this transaction (RFC 5321 §4.5.3.1.10: 452, not 5xx).
-pub const TOO_MANY_RECIPIENTS: Reply = r(452, (4, 5, 3), "Too many recipients");
-/// A recipient under another policy scope than the transaction's (send it separately).
-pub const OTHER_SCOPE: Reply = r(
-    452,
-    (4, 5, 3),
-    "Recipient under another policy: send it in a separate transaction",
-);
-/// The backend could not be reached or refused to start a transaction.
-pub const BACKEND_UNAVAILABLE: Reply = r(451, (4, 4, 1), "Backend unavailable, try again later");
-/// The backend failed during the transaction: nothing was accepted.
-pub const BACKEND_FAILED: Reply = r(451, (4, 4, 2), "Backend connection failed, try again later");
-/// A local error (spool I/O): nothing was accepted.
-pub const LOCAL_ERROR: Reply = r(451, (4, 3, 0), "Local error in processing, try again later");
-/// No room in `auth.max_verify_memory` before the DATA deadline: the message was not
-/// verified, so it is not accepted either.
-pub const VERIFY_BUSY: Reply = r(
-    451,
-    (4, 3, 0),
-    "Too busy to check the message now, try again later",
-);
-/// The policy asks the client to retry later.
-pub const TEMPFAIL: Reply = r(
-    451,
-    (4, 7, 1),
-    "Message deferred by policy, try again later",
-);
+    // --- 3xx ---------------------------------------------------------------------------
+    /// Answer to DATA.
+    START_DATA = Reply {
+        code: 354,
+        enhanced: None,
+        text: Cow::Borrowed("End data with <CR><LF>.<CR><LF>"),
+    };
 
-// --- 5xx ----------------------------------------------------------------------------------
-/// A command line longer than the configured limit.
-pub const LINE_TOO_LONG: Reply = r(500, (5, 5, 2), "Line too long");
-/// The command verb is unknown.
-pub const UNKNOWN_COMMAND: Reply = r(500, (5, 5, 2), "Command unrecognized");
-/// Command parameters do not parse.
-pub const SYNTAX_ERROR: Reply = r(501, (5, 5, 4), "Syntax error in parameters or arguments");
-/// The sender address does not parse.
-pub const BAD_SENDER_SYNTAX: Reply = r(501, (5, 1, 7), "Bad sender address syntax");
-/// DATA, RSET, QUIT or STARTTLS with parameters (RFC 5321 §4.1.1, RFC 3207 §4).
-pub const NO_PARAMETERS: Reply = r(
-    501,
-    (5, 5, 4),
-    "Syntax error: this command takes no parameters",
-);
-/// A BDAT line that is not `BDAT chunk-size [LAST]` (RFC 3030 §2).
-pub const BDAT_SYNTAX: Reply = r(501, (5, 5, 4), "Syntax: BDAT chunk-size [LAST]");
-/// A BDAT chunk size beyond 18446744073709551615 (u64): refused, never read as another number.
-pub const CHUNK_SIZE_OUT_OF_RANGE: Reply = r(
-    501,
-    (5, 5, 4),
-    "BDAT chunk size out of range: at most 18446744073709551615",
-);
-/// A MAIL `SIZE=` value that is not a number (RFC 1870).
-pub const BAD_SIZE_SYNTAX: Reply = r(501, (5, 5, 4), "Bad SIZE value: digits expected");
-/// A MAIL `SIZE=` value beyond 18446744073709551615 (u64): refused, never read as another number.
-pub const SIZE_OUT_OF_RANGE: Reply = r(
-    501,
-    (5, 5, 4),
-    "SIZE value out of range: at most 18446744073709551615",
-);
-/// The recipient address does not parse.
-pub const BAD_RECIPIENT_SYNTAX: Reply = r(501, (5, 1, 3), "Bad recipient address syntax");
-/// The command exists but is not offered here (AUTH, EXPN, ETRN, ...).
-pub const NOT_IMPLEMENTED: Reply = r(502, (5, 5, 1), "Command not implemented");
-/// A parameter we do not support (e.g. unknown MAIL parameter).
-pub const PARAM_NOT_IMPLEMENTED: Reply = r(
-    555,
-    (5, 5, 4),
-    "Parameter not recognized or not implemented",
-);
-/// Commands out of order (RFC 5321 §4.1.4).
-pub const BAD_SEQUENCE: Reply = r(503, (5, 5, 1), "Bad sequence of commands");
-/// MAIL before EHLO/HELO.
-pub const NEED_HELO: Reply = r(503, (5, 5, 1), "Send EHLO or HELO first");
-/// RCPT before MAIL.
-pub const NEED_MAIL: Reply = r(503, (5, 5, 1), "Need MAIL command first");
-/// A second MAIL inside a transaction.
-pub const NESTED_MAIL: Reply = r(503, (5, 5, 1), "Nested MAIL command");
-/// DATA or BDAT before any accepted recipient.
-pub const NEED_RCPT: Reply = r(503, (5, 5, 1), "Need RCPT command first");
-/// DATA after RCPTs that were all refused (RFC 5321 §3.3: 554 no valid recipients).
-pub const NO_VALID_RECIPIENTS: Reply = r(554, (5, 5, 1), "No valid recipients");
-/// STARTTLS when already under TLS.
-pub const ALREADY_TLS: Reply = r(503, (5, 5, 1), "TLS already active");
-/// `tls.require`: MAIL from a required client network, or RCPT to a required recipient
-/// domain, without TLS (RFC 3207 §4's reply; the same as Postfix's
-/// `smtpd_tls_security_level = encrypt`).
-pub const MUST_STARTTLS: Reply = r(530, (5, 7, 0), "Must issue a STARTTLS command first");
-/// The recipient's domain is not one we accept mail for: we are not an open relay.
-pub const RELAY_DENIED: Reply = r(550, (5, 7, 1), "Relay access denied");
-/// Declared (SIZE=) or actual message size above the limit (RFC 1870).
-pub const MESSAGE_TOO_BIG: Reply = r(
-    552,
-    (5, 3, 4),
-    "Message size exceeds fixed maximum message size",
-);
-/// DMARC failed and the sender's domain publishes p=reject (RFC 7489 §6.3; RFC 7372 5.7.26).
-pub const DMARC_REJECT: Reply = r(
-    550,
-    (5, 7, 26),
-    "Unauthenticated mail refused: the sender domain's DMARC policy is reject",
-);
-/// More than one From field, or more author domains than DMARC evaluates: whose message it
-/// is cannot be said (RFC 5322 §3.6 allows one From field).
-pub const AMBIGUOUS_FROM: Reply = r(
-    550,
-    (5, 7, 1),
-    "Message refused: its From field is ambiguous (several From fields or too many authors)",
-);
-/// A DNS failure kept us from deciding on a domain that asks for rejection.
-pub const AUTH_TEMPFAIL: Reply = r(
-    451,
-    (4, 7, 26),
-    "Temporary authentication failure, try again later",
-);
-/// A message with bare CR or LF, refused to prevent SMTP smuggling.
-pub const BARE_LINE_ENDING: Reply = r(
-    550,
-    (5, 6, 0),
-    "Message contains bare CR or LF; use CRLF line endings",
-);
-/// A message with NUL bytes (`smtp.nul_bytes: reject`): mail must not carry them.
-pub const NUL_BYTES: Reply = r(
-    550,
-    (5, 6, 0),
-    "Message contains NUL bytes, which mail must not carry",
-);
-/// A message with a line over 998 characters (`smtp.long_lines: reject`).
-pub const LONG_LINES: Reply = r(
-    550,
-    (5, 6, 0),
-    "Message has a line longer than 998 characters (RFC 5322 2.1.1)",
-);
-/// A non-ASCII address in a transaction without SMTPUTF8 (RFC 6531 §3.5).
-pub const NEEDS_SMTPUTF8: Reply = r(553, (5, 6, 7), "Non-ASCII address requires SMTPUTF8");
-/// SMTPUTF8 or 8BITMIME parameter misuse.
-pub const BAD_BODY_PARAM: Reply = r(555, (5, 5, 4), "Unsupported BODY parameter");
-/// The policy asks the client to retry later (a YAML rule's default tempfail reply).
-pub const POLICY_TEMPFAIL: Reply = r(
-    451,
-    (4, 7, 1),
-    "Message deferred by policy, try again later",
-);
-// --- stateful controls ---------------------------------------------------------------------
-/// A rate-limit rule's default reply.
-pub const RATE_LIMITED: Reply = r(451, (4, 7, 1), "Rate limit exceeded, try again later");
-/// Greylisting: an unknown (network, sender, recipient) triplet's first attempt.
-pub const GREYLISTED: Reply = r(451, (4, 7, 1), "Greylisted, please try again later");
-/// The shared state backend is down and `on_failure: closed` defers what needs it.
-pub const STATE_UNAVAILABLE: Reply = r(
-    451,
-    (4, 3, 0),
-    "Temporary local problem, please try again later",
-);
-/// At connect: the shared state backend is down and `on_failure: closed` turns clients away.
-pub const CONNECTION_STATE_UNAVAILABLE: Reply = r(
-    421,
-    (4, 3, 0),
-    "Temporary local problem, please try again later",
-);
-/// The policy rejects the message.
-pub const POLICY_REJECT: Reply = r(550, (5, 7, 1), "Message rejected by policy");
+    // --- 4xx ---------------------------------------------------------------------------
+    /// Too many sessions: we cannot serve this one now (RFC 5321 §3.8).
+    TOO_BUSY = r(421, (4, 3, 2), "Too many connections, try again later");
+    /// Too many concurrent sessions from this client or its network.
+    TOO_MANY_FROM_YOU = r(
+        421,
+        (4, 7, 0),
+        "Too many connections from your network, try again later",
+    );
+    /// Too many new connections from this client recently.
+    CONNECTION_RATE = r(
+        421,
+        (4, 7, 0),
+        "Connection rate limit exceeded, try again later",
+    );
+    /// The gateway is shutting down.
+    SHUTTING_DOWN = r(421, (4, 3, 2), "Service shutting down, try again later");
+    /// The client waited too long between commands.
+    TIMEOUT = r(421, (4, 4, 2), "Timeout exceeded, closing connection");
+    /// The client made too many errors.
+    TOO_MANY_ERRORS = r(421, (4, 7, 0), "Too many errors, closing connection");
+    /// After a BDAT whose chunk size could not be read: the chunk's end cannot be found, so
+    /// the bytes that follow cannot be trusted to be commands.
+    LOST_SYNC = r(
+        421,
+        (4, 5, 0),
+        "Cannot find the end of the BDAT chunk, closing connection",
+    );
+    /// The client sent too many commands in one session.
+    TOO_MANY_COMMANDS = r(421, (4, 7, 0), "Too many commands, closing connection");
+    /// The backend refused too many of the client's recipients (a dictionary attack).
+    TOO_MANY_UNKNOWN_RECIPIENTS = r(
+        421,
+        (4, 7, 0),
+        "Too many unknown recipients, closing connection",
+    );
+    /// The session outlived `timeouts.session`.
+    SESSION_TOO_LONG = r(421, (4, 4, 2), "Session too long, closing connection");
+    /// The client sent no mail within `timeouts.idle`.
+    IDLE_TOO_LONG = r(
+        421,
+        (4, 4, 2),
+        "Idle too long without mail, closing connection",
+    );
+    /// Too many recipients in this transaction (RFC 5321 §4.5.3.1.10: 452, not 5xx).
+    TOO_MANY_RECIPIENTS = r(452, (4, 5, 3), "Too many recipients");
+    /// A recipient under another policy scope than the transaction's (send it separately).
+    OTHER_SCOPE = r(
+        452,
+        (4, 5, 3),
+        "Recipient under another policy: send it in a separate transaction",
+    );
+    /// The backend could not be reached or refused to start a transaction.
+    BACKEND_UNAVAILABLE = r(451, (4, 4, 1), "Backend unavailable, try again later");
+    /// The backend failed during the transaction: nothing was accepted.
+    BACKEND_FAILED = r(451, (4, 4, 2), "Backend connection failed, try again later");
+    /// A local error (spool I/O): nothing was accepted.
+    LOCAL_ERROR = r(451, (4, 3, 0), "Local error in processing, try again later");
+    /// No room in `auth.max_verify_memory` before the DATA deadline: the message was not
+    /// verified, so it is not accepted either.
+    VERIFY_BUSY = r(
+        451,
+        (4, 3, 0),
+        "Too busy to check the message now, try again later",
+    );
 
-/// Every named reply constant, so one test can check them all.
-pub const ALL: &[&Reply] = &[
-    &OK,
-    &SENDER_OK,
-    &RESET_OK,
-    &CANNOT_VRFY,
-    &HELP,
-    &HELP_WITH_STARTTLS,
-    &BYE,
-    &READY_TLS,
-    &CHUNK_OK,
-    &START_DATA,
-    &TOO_BUSY,
-    &TOO_MANY_FROM_YOU,
-    &CONNECTION_RATE,
-    &CONNECTION_DENIED,
-    &SHUTTING_DOWN,
-    &TIMEOUT,
-    &TOO_MANY_ERRORS,
-    &TOO_MANY_COMMANDS,
-    &TOO_MANY_UNKNOWN_RECIPIENTS,
-    &SESSION_TOO_LONG,
-    &IDLE_TOO_LONG,
-    &LOST_SYNC,
-    &TOO_MANY_RECIPIENTS,
-    &OTHER_SCOPE,
-    &BACKEND_UNAVAILABLE,
-    &BACKEND_FAILED,
-    &LOCAL_ERROR,
-    &VERIFY_BUSY,
-    &LINE_TOO_LONG,
-    &UNKNOWN_COMMAND,
-    &SYNTAX_ERROR,
-    &NO_PARAMETERS,
-    &BDAT_SYNTAX,
-    &CHUNK_SIZE_OUT_OF_RANGE,
-    &BAD_SIZE_SYNTAX,
-    &SIZE_OUT_OF_RANGE,
-    &BAD_SENDER_SYNTAX,
-    &BAD_RECIPIENT_SYNTAX,
-    &NOT_IMPLEMENTED,
-    &PARAM_NOT_IMPLEMENTED,
-    &BAD_SEQUENCE,
-    &NEED_HELO,
-    &NEED_MAIL,
-    &NESTED_MAIL,
-    &NEED_RCPT,
-    &NO_VALID_RECIPIENTS,
-    &ALREADY_TLS,
-    &MUST_STARTTLS,
-    &RELAY_DENIED,
-    &MESSAGE_TOO_BIG,
-    &DMARC_REJECT,
-    &AUTH_TEMPFAIL,
-    &AMBIGUOUS_FROM,
-    &BARE_LINE_ENDING,
-    &NUL_BYTES,
-    &LONG_LINES,
-    &NEEDS_SMTPUTF8,
-    &BAD_BODY_PARAM,
-    &POLICY_REJECT,
-    &POLICY_TEMPFAIL,
-    &RATE_LIMITED,
-    &GREYLISTED,
-    &STATE_UNAVAILABLE,
-    &CONNECTION_STATE_UNAVAILABLE,
-];
+    // --- 5xx ---------------------------------------------------------------------------
+    /// The client is on the deny list.
+    CONNECTION_DENIED = r(554, (5, 7, 1), "Connection refused");
+    /// A command line longer than the configured limit.
+    LINE_TOO_LONG = r(500, (5, 5, 2), "Line too long");
+    /// The command verb is unknown.
+    UNKNOWN_COMMAND = r(500, (5, 5, 2), "Command unrecognized");
+    /// Command parameters do not parse.
+    SYNTAX_ERROR = r(501, (5, 5, 4), "Syntax error in parameters or arguments");
+    /// The sender address does not parse.
+    BAD_SENDER_SYNTAX = r(501, (5, 1, 7), "Bad sender address syntax");
+    /// DATA, RSET, QUIT or STARTTLS with parameters (RFC 5321 §4.1.1, RFC 3207 §4).
+    NO_PARAMETERS = r(
+        501,
+        (5, 5, 4),
+        "Syntax error: this command takes no parameters",
+    );
+    /// A BDAT line that is not `BDAT chunk-size [LAST]` (RFC 3030 §2).
+    BDAT_SYNTAX = r(501, (5, 5, 4), "Syntax: BDAT chunk-size [LAST]");
+    /// A BDAT chunk size beyond 18446744073709551615 (u64): refused, never read as another number.
+    CHUNK_SIZE_OUT_OF_RANGE = r(
+        501,
+        (5, 5, 4),
+        "BDAT chunk size out of range: at most 18446744073709551615",
+    );
+    /// A MAIL `SIZE=` value that is not a number (RFC 1870).
+    BAD_SIZE_SYNTAX = r(501, (5, 5, 4), "Bad SIZE value: digits expected");
+    /// A MAIL `SIZE=` value beyond 18446744073709551615 (u64): refused, never read as another
+    /// number.
+    SIZE_OUT_OF_RANGE = r(
+        501,
+        (5, 5, 4),
+        "SIZE value out of range: at most 18446744073709551615",
+    );
+    /// The recipient address does not parse.
+    BAD_RECIPIENT_SYNTAX = r(501, (5, 1, 3), "Bad recipient address syntax");
+    /// The command exists but is not offered here (AUTH, EXPN, ETRN, ...).
+    NOT_IMPLEMENTED = r(502, (5, 5, 1), "Command not implemented");
+    /// A parameter we do not support (e.g. unknown MAIL parameter).
+    PARAM_NOT_IMPLEMENTED = r(
+        555,
+        (5, 5, 4),
+        "Parameter not recognized or not implemented",
+    );
+    /// Commands out of order (RFC 5321 §4.1.4).
+    BAD_SEQUENCE = r(503, (5, 5, 1), "Bad sequence of commands");
+    /// MAIL before EHLO/HELO.
+    NEED_HELO = r(503, (5, 5, 1), "Send EHLO or HELO first");
+    /// RCPT before MAIL.
+    NEED_MAIL = r(503, (5, 5, 1), "Need MAIL command first");
+    /// A second MAIL inside a transaction.
+    NESTED_MAIL = r(503, (5, 5, 1), "Nested MAIL command");
+    /// DATA after RCPTs that were all refused (RFC 5321 §3.3: 554 no valid recipients).
+    NO_VALID_RECIPIENTS = r(554, (5, 5, 1), "No valid recipients");
+    /// STARTTLS when already under TLS.
+    ALREADY_TLS = r(503, (5, 5, 1), "TLS already active");
+    /// `tls.require`: MAIL from a required client network, or RCPT to a required recipient
+    /// domain, without TLS (RFC 3207 §4's reply; the same as Postfix's
+    /// `smtpd_tls_security_level = encrypt`).
+    MUST_STARTTLS = r(530, (5, 7, 0), "Must issue a STARTTLS command first");
+    /// The recipient's domain is not one we accept mail for: we are not an open relay.
+    RELAY_DENIED = r(550, (5, 7, 1), "Relay access denied");
+    /// Declared (SIZE=) or actual message size above the limit (RFC 1870).
+    MESSAGE_TOO_BIG = r(
+        552,
+        (5, 3, 4),
+        "Message size exceeds fixed maximum message size",
+    );
+    /// DMARC failed and the sender's domain publishes p=reject (RFC 7489 §6.3; RFC 7372 5.7.26).
+    DMARC_REJECT = r(
+        550,
+        (5, 7, 26),
+        "Unauthenticated mail refused: the sender domain's DMARC policy is reject",
+    );
+    /// More than one From field, or more author domains than DMARC evaluates: whose message it
+    /// is cannot be said (RFC 5322 §3.6 allows one From field).
+    AMBIGUOUS_FROM = r(
+        550,
+        (5, 7, 1),
+        "Message refused: its From field is ambiguous (several From fields or too many authors)",
+    );
+    /// A DNS failure kept us from deciding on a domain that asks for rejection.
+    AUTH_TEMPFAIL = r(
+        451,
+        (4, 7, 26),
+        "Temporary authentication failure, try again later",
+    );
+    /// A message with bare CR or LF, refused to prevent SMTP smuggling.
+    BARE_LINE_ENDING = r(
+        550,
+        (5, 6, 0),
+        "Message contains bare CR or LF; use CRLF line endings",
+    );
+    /// A message with NUL bytes (`smtp.nul_bytes: reject`): mail must not carry them.
+    NUL_BYTES = r(
+        550,
+        (5, 6, 0),
+        "Message contains NUL bytes, which mail must not carry",
+    );
+    /// A message with a line over 998 characters (`smtp.long_lines: reject`).
+    LONG_LINES = r(
+        550,
+        (5, 6, 0),
+        "Message has a line longer than 998 characters (RFC 5322 2.1.1)",
+    );
+    /// A non-ASCII address in a transaction without SMTPUTF8 (RFC 6531 §3.5).
+    NEEDS_SMTPUTF8 = r(553, (5, 6, 7), "Non-ASCII address requires SMTPUTF8");
+    /// SMTPUTF8 or 8BITMIME parameter misuse.
+    BAD_BODY_PARAM = r(555, (5, 5, 4), "Unsupported BODY parameter");
+    /// The policy asks the client to retry later (a YAML rule's default tempfail reply).
+    POLICY_TEMPFAIL = r(
+        451,
+        (4, 7, 1),
+        "Message deferred by policy, try again later",
+    );
+    // --- stateful controls -----------------------------------------------------------
+    /// A rate-limit rule's default reply.
+    RATE_LIMITED = r(451, (4, 7, 1), "Rate limit exceeded, try again later");
+    /// Greylisting: an unknown (network, sender, recipient) triplet's first attempt.
+    GREYLISTED = r(451, (4, 7, 1), "Greylisted, please try again later");
+    /// The shared state backend is down and `on_failure: closed` defers what needs it.
+    STATE_UNAVAILABLE = r(
+        451,
+        (4, 3, 0),
+        "Temporary local problem, please try again later",
+    );
+    /// At connect: the shared state backend is down and `on_failure: closed` turns clients away.
+    CONNECTION_STATE_UNAVAILABLE = r(
+        421,
+        (4, 3, 0),
+        "Temporary local problem, please try again later",
+    );
+    /// The policy rejects the message.
+    POLICY_REJECT = r(550, (5, 7, 1), "Message rejected by policy");
+}
 
 /// The greeting banner `220 <host> ESMTP Portcullis`.
 pub fn greeting(hostname: &str) -> Reply {
