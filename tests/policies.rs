@@ -323,6 +323,44 @@ fn schema_names_exactly_the_known_facts() {
     assert_eq!(described, set(&known), "$defs.condition.properties");
 }
 
+/// docs/policies.md's table of facts: one row per fact of `facts::ALL`, in its order, each
+/// with the definition's stage and kind of value.
+#[test]
+fn policies_md_lists_every_fact_with_its_stage_and_kind() {
+    let doc = std::fs::read_to_string(repo().join("docs/policies.md")).unwrap();
+    let table = doc
+        .split_once("Every fact Portcullis knows (`src/pipeline/facts.rs`):")
+        .expect("the facts table")
+        .1;
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .skip_while(|l| !l.starts_with("| `"))
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| {
+            l.split(" | ")
+                .map(|c| c.trim_matches(['|', ' ', '`']))
+                .collect()
+        })
+        .collect();
+    let documented: Vec<&str> = rows.iter().map(|r| r[0]).collect();
+    let known: Vec<&str> = facts::ALL.iter().map(|d| d.name()).collect();
+    assert_eq!(
+        documented, known,
+        "docs/policies.md vs facts::ALL (names and order)"
+    );
+    for (row, def) in rows.iter().zip(facts::ALL) {
+        let stage = format!("{:?}", def.stage()).to_uppercase();
+        assert_eq!(row[1], stage, "stage of {}", row[0]);
+        let kind = match row[2] {
+            "true/false" => facts::Kind::Flag,
+            "number" => facts::Kind::Count,
+            t if t.starts_with("text") => facts::Kind::Text,
+            other => panic!("type {other:?} of {}", row[0]),
+        };
+        assert_eq!(kind, def.kind(), "type of {}", row[0]);
+    }
+}
+
 #[test]
 fn schema_names_exactly_the_operators_the_compiler_accepts() {
     let s = schema();

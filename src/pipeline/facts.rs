@@ -101,10 +101,12 @@ macro_rules! facts {
 facts! {
     /// The client's IP address (the PROXY protocol's source, if trusted).
     CLIENT_IP = "client.ip", Connect, Text;
-    /// Whether the client spoke before the banner.
-    CLIENT_PREGREET = "client.pregreet", Connect, Flag;
     /// The client's /24 or /64.
     CLIENT_NETWORK = "client.network", Connect, Text;
+    /// Whether the client spoke before the banner.
+    CLIENT_PREGREET = "client.pregreet", Connect, Flag;
+    /// Whether the client sent commands ahead of replies where RFC 2920 forbids it.
+    CLIENT_UNANNOUNCED_PIPELINING = "client.unannounced_pipelining", Mail, Flag;
     /// Whether the client's address has a PTR record.
     RDNS_PTR = "rdns.ptr", Connect, Flag;
     /// The confirmed PTR name, else the first.
@@ -117,10 +119,10 @@ facts! {
     DNSBL_LISTED = "dnsbl.listed", Connect, Text;
     /// The summed weight of the block zones that list the client.
     DNSBL_SCORE = "dnsbl.score", Connect, Count;
-    /// A DNS list zone that answered with an error code.
-    DNSBL_ERROR = "dnsbl.error", Connect, Text;
     /// An allow zone that lists the client.
     DNSWL_LISTED = "dnswl.listed", Connect, Text;
+    /// A DNS list zone that answered with an error code.
+    DNSBL_ERROR = "dnsbl.error", Connect, Text;
     /// The EHLO/HELO name as written.
     HELO = "helo", Helo, Text;
     /// Whether the HELO name is a host name with a dot or an address literal.
@@ -135,8 +137,6 @@ facts! {
     HELO_RESOLVES = "helo.resolves", Helo, Flag;
     /// The MAIL FROM address, empty for `<>`.
     MAIL_FROM = "mail_from", Mail, Text;
-    /// Whether the client sent commands ahead of replies where RFC 2920 forbids it.
-    CLIENT_UNANNOUNCED_PIPELINING = "client.unannounced_pipelining", Mail, Flag;
     /// The MAIL FROM domain, lower-cased; absent for `<>`.
     MAIL_FROM_DOMAIN = "mail_from.domain", Mail, Text;
     /// Milter mode: the client's SASL login at Postfix.
@@ -145,8 +145,6 @@ facts! {
     DBL_MAIL_FROM = "dbl.mail_from", Mail, Text;
     /// A domain zone that answered with an error code.
     DBL_ERROR = "dbl.error", Mail, Text;
-    /// A domain zone that lists a DKIM-Signature's `d=` domain.
-    DBL_DKIM = "dbl.dkim", Data, Text;
     /// The `SIZE=` the client declared.
     SIZE_DECLARED = "size.declared", Mail, Count;
     /// Whether `SIZE=` is above `limits.max_message_size`.
@@ -183,10 +181,14 @@ facts! {
     DKIM = "dkim", Data, Text;
     /// One DKIM signature and its result, one fact per signature.
     DKIM_SIGNATURE = "dkim.signature", Data, Text;
-    /// A signature with `l=` that counts as `policy` (`auth.dkim_allow_partial_body`).
-    DKIM_PARTIAL_BODY_REFUSED = "dkim.partial_body_refused", Data, Flag;
+    /// A domain zone that lists a DKIM-Signature's `d=` domain.
+    DBL_DKIM = "dbl.dkim", Data, Text;
+    /// The `d=` domain of a passing DKIM signature.
+    DKIM_DOMAIN = "dkim.domain", Data, Text;
     /// A signature with `l=` passed: content after that length is unauthenticated.
     DKIM_L_TAG = "dkim.l_tag", Data, Flag;
+    /// A signature with `l=` that counts as `policy` (`auth.dkim_allow_partial_body`).
+    DKIM_PARTIAL_BODY_REFUSED = "dkim.partial_body_refused", Data, Flag;
     /// The ARC chain's result.
     ARC = "arc", Data, Text;
     /// The DMARC result.
@@ -201,18 +203,16 @@ facts! {
     DMARC_FROM_FIELDS = "dmarc.from_fields", Data, Count;
     /// Whose message it is cannot be said (several From fields, too many author domains).
     DMARC_AMBIGUOUS_FROM = "dmarc.ambiguous_from", Data, Flag;
-    /// The `d=` domain of a passing DKIM signature.
-    DKIM_DOMAIN = "dkim.domain", Data, Text;
     /// A domain that authenticated the message (DKIM, or SPF on a pass).
     AUTH_DOMAIN = "auth.domain", Data, Text;
+    /// The message was above `auth.max_verify_size`: no DKIM, ARC or DMARC facts.
+    AUTH_SKIPPED_TOO_LARGE = "auth.skipped_too_large", Data, Flag;
     /// What greylisting found (`new`, `early`, `pass`, …).
     GREYLIST = "greylist", Data, Text;
     /// The name of a rate-limit rule found over its rate.
     RATELIMIT = "ratelimit", Mail, Text;
     /// Redis did not answer and `state.redis.on_failure` is `closed`.
     STATE_UNAVAILABLE = "state.unavailable", Mail, Flag;
-    /// The message was above `auth.max_verify_size`: no DKIM, ARC or DMARC facts.
-    AUTH_SKIPPED_TOO_LARGE = "auth.skipped_too_large", Data, Flag;
     /// The name of a check that ran out of time or failed (any stage: listed at DATA, where
     /// every stage's errors are known).
     CHECK_ERROR = "check.error", Data, Text;
