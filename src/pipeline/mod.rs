@@ -5,7 +5,6 @@
 //! does) or know SMTP syntax.
 
 pub mod outcome;
-pub mod runner;
 
 use std::future::Future;
 use std::pin::Pin;
