@@ -2,8 +2,9 @@
 //! or one of its policy files does, exported as `portcullis_config_info{hash}` so that a
 //! reload that took, or two gateways that disagree, can be seen.
 //!
-//! Owns: what goes into the hash (the parsed config with its defaults filled in, then each
-//! policy file's path and bytes, in `Config::policy_files` order) and its text form. Must not:
+//! Owns: what goes into the hash (the parsed config with its defaults filled in and the
+//! networks of its list files, then each policy file's path and bytes, in
+//! `Config::policy_files` order) and its text form. Must not:
 //! be taken for a checksum of the config file (`sha256sum` of the file gives another value:
 //! comments do not count, and defaults do).
 
