@@ -18,7 +18,7 @@ use std::time::Duration;
 use portcullis::metrics::Metrics;
 use portcullis::pipeline::facts::{FactDef, Kind};
 use portcullis::pipeline::outcome::Fact;
-use portcullis::pipeline::runner::Pipeline;
+use portcullis::runner::Pipeline;
 use portcullis::pipeline::{Check, CheckContext, CheckFuture, Stage, ready};
 use portcullis::policy::set::PolicySet;
 use portcullis::smtp::envelope::{Envelope, SessionInfo};

@@ -17,7 +17,8 @@ use std::sync::{Arc, Mutex};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use ipnet::IpNet;
 
-use crate::config::schema::{ConnectionsConfig, ReplyConfig};
+use crate::config::reply::RefusalReply;
+use crate::config::schema::ConnectionsConfig;
 use crate::config::units::Rate;
 use crate::metrics::Limit;
 use crate::smtp::reply::{self, Reply};
@@ -138,30 +139,17 @@ pub fn network_of(ip: IpAddr) -> IpNet {
 }
 
 impl Admission {
-    /// Admission from `connections:` in the config: the lists with their files, the
-    /// replies; fails on a list file that cannot be read or has a bad line.
-    pub fn new(config: &ConnectionsConfig) -> Result<Self, String> {
-        let read = |files: &[std::path::PathBuf], inline: &[IpNet]| {
-            let mut nets = inline.to_vec();
-            for path in files {
-                let listed = crate::config::lists::read_networks(path).map_err(|d| {
-                    d.iter()
-                        .map(|d| d.to_string())
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                })?;
-                nets.extend(listed);
-            }
-            Ok::<_, String>(nets)
-        };
-        let pick = |custom: &Option<ReplyConfig>, default: Reply| match custom {
-            Some(c) => c.reply(),
-            None => Ok(default),
+    /// Admission from `connections:` in the config: the lists (inline and from their
+    /// files, which `config::load` read) and the replies.
+    pub fn new(config: &ConnectionsConfig) -> Self {
+        let pick = |custom: &Option<RefusalReply>, default: Reply| match custom {
+            Some(c) => c.reply().clone(),
+            None => default,
         };
         let replies = Replies {
-            deny: pick(&config.replies.deny, reply::CONNECTION_DENIED)?,
-            rate: pick(&config.replies.rate, reply::CONNECTION_RATE)?,
-            concurrency: pick(&config.replies.concurrency, reply::TOO_MANY_FROM_YOU)?,
+            deny: pick(&config.replies.deny, reply::CONNECTION_DENIED),
+            rate: pick(&config.replies.rate, reply::CONNECTION_RATE),
+            concurrency: pick(&config.replies.concurrency, reply::TOO_MANY_FROM_YOU),
         };
         // The same rate for this gateway's limiter and for the shared store.
         let per_minute = NonZeroU32::new(config.rate_per_minute)
@@ -175,17 +163,18 @@ impl Admission {
             };
             (rate, burst.get())
         });
-        Ok(Admission {
+        let both = |inline: &[IpNet], listed: &[IpNet]| [inline, listed].concat();
+        Admission {
             rate_config,
             replies,
-            allow: read(&config.allow_files, &config.allow)?,
-            deny: read(&config.deny_files, &config.deny)?,
+            allow: both(&config.allow, &config.allow_listed),
+            deny: both(&config.deny, &config.deny_listed),
             max_per_ip: config.max_per_ip,
             max_per_network: config.max_per_network,
             rate,
             per_ip: Mutex::new(HashMap::new()),
             per_network: Mutex::new(HashMap::new()),
-        })
+        }
     }
 
     /// True if `ip` is on the allow list (inline or from a file).
@@ -341,7 +330,7 @@ mod tests {
 
     #[test]
     fn concurrency_per_ip_and_network_is_released_on_drop() {
-        let a = Arc::new(Admission::new(&config()).expect("admission"));
+        let a = Arc::new(Admission::new(&config()));
         let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
         let t1 = a.admit(ip("192.0.2.1")).expect("1");
         let _t2 = a.admit(ip("192.0.2.1")).expect("2");
@@ -373,7 +362,7 @@ mod tests {
         ];
         c.rate_per_minute = 2;
         c.rate_burst = 2;
-        let a = Arc::new(Admission::new(&c).expect("admission"));
+        let a = Arc::new(Admission::new(&c));
         let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
         assert_eq!(
             a.admit(ip("203.0.113.5")).err().map(|r| r.reply),

@@ -54,7 +54,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
 
     let metrics_addr = match ctx.config.metrics.listen {
         Some(addr) => {
-            let (bound, serve) = crate::metrics::http::bind(
+            let (bound, serve) = crate::http::bind(
                 addr,
                 metrics.clone(),
                 ctx.backend.clone(),

@@ -14,13 +14,12 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::checks;
 use crate::config::Config;
-use crate::config::domains::AcceptedDomains;
 use crate::config::schema::TlsConfig;
 use crate::dns::Dns;
 use crate::metrics::Metrics;
-use crate::pipeline::runner::Pipeline;
 use crate::policy::set::PolicySet;
 use crate::relay::Backend;
+use crate::runner::Pipeline;
 use crate::tls::cert::{self, ServedCert};
 use crate::tls::require::Required;
 
@@ -28,8 +27,6 @@ use crate::tls::require::Required;
 pub struct Context {
     /// The validated config.
     pub config: Config,
-    /// Compiled accepted domains (relay protection).
-    pub domains: AcceptedDomains,
     /// Checks and policy.
     pub pipeline: Pipeline,
     /// Where mail goes.
@@ -53,8 +50,6 @@ pub struct Context {
 impl Context {
     /// Builds the context; fails on what validation cannot see (unreadable PEM contents).
     pub fn new(config: Config, metrics: Arc<Metrics>) -> Result<Self, crate::error::Error> {
-        let domains =
-            AcceptedDomains::new(&config.accepted_domains).map_err(crate::error::Error::Config)?;
         let tls_cert = match &config.tls {
             Some(t) => Some(Arc::new(served_cert(t, &metrics)?)),
             None => None,
@@ -63,25 +58,19 @@ impl Context {
             Some(c) => Some(TlsAcceptor::from(crate::tls::server_config(c.clone())?)),
             None => None,
         };
-        let tls_require =
-            Required::new(config.tls.as_ref()).map_err(crate::error::Error::Config)?;
-        let backend = Arc::new(Backend::new(&config).map_err(crate::error::Error::Config)?);
+        let tls_require = Required::new(config.tls.as_ref());
+        let backend = Arc::new(Backend::new(&config));
         let dns = match checks::needs_dns(&config) {
             true => Some(Arc::new(Dns::new(&config.dns, metrics.clone())?)),
             false => None,
         };
         let pipeline = Pipeline::new(
             checks::registry(&config, dns, &metrics),
-            Arc::new(PolicySet::load(&config).map_err(|d| {
-                crate::error::Error::Config(crate::config::ConfigErrors(d).to_string())
-            })?),
+            Arc::new(PolicySet::load(&config).map_err(crate::config::ConfigErrors)?),
             config.timeouts.check,
             metrics.clone(),
         );
-        let admission = Arc::new(
-            crate::admission::Admission::new(&config.connections)
-                .map_err(crate::error::Error::Config)?,
-        );
+        let admission = Arc::new(crate::admission::Admission::new(&config.connections));
         let state = Arc::new(crate::state::StateStore::new(
             &config.state,
             metrics.clone(),
@@ -93,7 +82,6 @@ impl Context {
             state,
             verify_budget,
             config,
-            domains,
             pipeline,
             backend,
             metrics,
@@ -124,7 +112,7 @@ impl Context {
 /// with a warning: refusing to start would stop all mail over a certificate that
 /// opportunistic senders do not verify (a reload, which has a pair to keep, refuses one).
 fn served_cert(tls: &TlsConfig, metrics: &Metrics) -> Result<ServedCert, crate::error::Error> {
-    let read = crate::reload::stamps(&cert::files(tls));
+    let read = crate::stamps::stamps(&cert::files(tls));
     let pair = cert::Pair::load(tls)?;
     let days_left = (pair.not_after - cert::unix_now()) / 86_400;
     if pair.expired() {

@@ -78,6 +78,9 @@ pub enum Error {
     /// The configuration cannot be used (what validation could not see).
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The config file or its policy files have problems, each at its `file:line:column`.
+    #[error("{0}")]
+    Invalid(#[from] crate::config::ConfigErrors),
 }
 
 impl Error {
@@ -89,7 +92,7 @@ impl Error {
             | Error::BackendProtocol { .. }
             | Error::BackendRefused { .. }
             | Error::BackendClosing { .. } => Source::Upstream,
-            Error::Io(_) | Error::Tls(_) | Error::Config(_) => Source::Internal,
+            Error::Io(_) | Error::Tls(_) | Error::Config(_) | Error::Invalid(_) => Source::Internal,
         }
     }
 

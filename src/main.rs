@@ -179,7 +179,9 @@ fn main() -> ExitCode {
 
 /// `check-config`: every problem of the file, or `FILE: ok`.
 fn check_config(file: &std::path::Path) -> ExitCode {
-    match config::load(file) {
+    let checked = config::load(file)
+        .and_then(|c| portcullis::policy::set::PolicySet::load(&c).map_err(config::ConfigErrors));
+    match checked {
         Ok(_) => {
             println!("{}: ok", file.display());
             ExitCode::SUCCESS
@@ -207,7 +209,8 @@ fn failed(e: &anyhow::Error) -> ExitCode {
             continue;
         }
         if !text.is_empty() {
-            text.push_str(": ");
+            // A list of config problems goes below, one `file:line:column` per line.
+            text.push_str(if cause.contains('\n') { ":\n" } else { ": " });
         }
         text.push_str(&cause);
     }

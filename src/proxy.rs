@@ -25,11 +25,31 @@ pub struct Proxied {
     pub rest: Vec<u8>,
 }
 
+/// Why no PROXY header was read; the connection is closed.
+#[derive(Debug, thiserror::Error)]
+pub enum BadProxy {
+    /// A v1 line longer than the spec allows, though it arrived whole.
+    #[error("invalid PROXY header: v1 line of {0} bytes")]
+    V1TooLong(usize),
+    /// Not a PROXY header (or one longer than we read).
+    #[error("invalid PROXY header: {0:?}")]
+    Invalid(proxy_header::Error),
+    /// The read failed.
+    #[error("reading the PROXY header: {0}")]
+    Io(#[from] std::io::Error),
+    /// The peer closed first.
+    #[error("connection closed before the PROXY header")]
+    Closed,
+    /// `timeouts.proxy_header` passed.
+    #[error("timed out waiting for the PROXY header")]
+    Timeout,
+}
+
 /// Reads one PROXY header from `io`.
 pub async fn read_header<S: AsyncRead + Unpin>(
     io: &mut S,
     deadline: Duration,
-) -> Result<Proxied, String> {
+) -> Result<Proxied, BadProxy> {
     let config = ParseConfig {
         include_tlvs: false,
         allow_v1: true,
@@ -43,7 +63,7 @@ pub async fn read_header<S: AsyncRead + Unpin>(
                 // takes a longer one that arrived whole: refuse it too, or the verdict would
                 // depend on how the bytes were cut into reads.
                 Ok((_, used)) if buf.starts_with(b"PROXY") && used > MAX_V1 => {
-                    return Err(format!("invalid PROXY header: v1 line of {used} bytes"));
+                    return Err(BadProxy::V1TooLong(used));
                 }
                 Ok((header, used)) => {
                     return Ok(Proxied {
@@ -52,23 +72,20 @@ pub async fn read_header<S: AsyncRead + Unpin>(
                     });
                 }
                 Err(proxy_header::Error::BufferTooShort) if buf.len() < MAX_HEADER => {}
-                Err(e) => return Err(format!("invalid PROXY header: {e:?}")),
+                Err(e) => return Err(BadProxy::Invalid(e)),
             }
             let mut chunk = [0u8; 512];
             let want = chunk.len().min(MAX_HEADER - buf.len()).max(1);
-            let n = io
-                .read(&mut chunk[..want])
-                .await
-                .map_err(|e| e.to_string())?;
+            let n = io.read(&mut chunk[..want]).await?;
             if n == 0 {
-                return Err("connection closed before the PROXY header".into());
+                return Err(BadProxy::Closed);
             }
             buf.extend_from_slice(&chunk[..n]);
         }
     };
     tokio::time::timeout(deadline, read)
         .await
-        .map_err(|_| "timed out waiting for the PROXY header".to_string())?
+        .map_err(|_| BadProxy::Timeout)?
 }
 
 #[cfg(test)]

@@ -204,7 +204,7 @@ impl Quarantine {
         }
         let mut config = config.clone();
         config.backend.xclient = false;
-        let backend = Backend::new(&config).map_err(Error::Config)?;
+        let backend = Backend::new(&config);
         let me = ClientIdentity {
             addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             helo: Some(config.hostname.clone()),

@@ -11,7 +11,6 @@
 //! in the metrics at start-up and after each policy reload that took. Must not: touch
 //! sockets, limits or anything else in the config (those need a restart).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -22,6 +21,7 @@ use crate::context::Context;
 use crate::error::Error;
 use crate::metrics::Event;
 use crate::policy::set::PolicySet;
+use crate::stamps::stamps;
 use crate::tls::cert::{self, Pair};
 
 /// How often the watched files' modification times and sizes are checked.
@@ -59,21 +59,6 @@ pub fn announce(ctx: &Context) {
     let hash = crate::config::fingerprint::fingerprint(&ctx.config);
     tracing::info!(config_hash = %hash, "configuration in force");
     ctx.metrics.emit(Event::ConfigLoaded { hash, at });
-}
-
-/// The state of some files when they were read: modification time and size of each, `None`
-/// for one that could not be examined.
-pub type Stamps = Vec<Option<(SystemTime, u64)>>;
-
-/// The stamps of `paths`, now.
-pub fn stamps(paths: &[PathBuf]) -> Stamps {
-    paths
-        .iter()
-        .map(|p| {
-            let meta = std::fs::metadata(p).ok()?;
-            Some((meta.modified().ok()?, meta.len()))
-        })
-        .collect()
 }
 
 /// Reads the certificate and key again and puts the pair in force for new handshakes.
@@ -119,7 +104,7 @@ pub fn reload_tls(ctx: &Context) -> Result<(), Error> {
 /// when the task first runs, so a change made right after start-up is not mistaken for the
 /// starting point.
 pub fn watch(ctx: Arc<Context>, stop: CancellationToken) -> impl Future<Output = ()> + Send {
-    let paths = PolicySet::files(&ctx.config);
+    let paths = ctx.config.policy_files();
     let mut last = stamps(&paths);
     let tls_files = ctx.config.tls.as_ref().map(cert::files).unwrap_or_default();
     let mut tls_seen = stamps(&tls_files);

@@ -684,8 +684,9 @@ async fn end_to_end_through_postfix() {
     let pf = blocking(Postfix::backend).await;
     let (port, ns) = (pf.port, dns.addr());
     let gw = Gateway::start(|c| {
-        c.backend.url = format!("smtp://127.0.0.1:{port}");
-        c.accepted_domains = vec!["example.net".into()];
+        c.backend.url = format!("smtp://127.0.0.1:{port}").parse().unwrap();
+        c.accepted_domains =
+            portcullis::config::domains::AcceptedDomains::parse(&["example.net"]).unwrap();
         auth_on(c, ns);
     })
     .await;

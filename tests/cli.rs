@@ -39,7 +39,17 @@ fn check_config_reports_every_error_with_file_line_column() {
         err.contains(&format!("{f}:6:3: max_recipients must be greater than 0")),
         "{err}"
     );
-    assert!(err.contains(&format!("{f}:8:3: ")), "{err}");
+    assert!(
+        err.contains(&format!("{f}:8:8: backend.url: \"ftp://nowhere\"")),
+        "{err}"
+    );
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(
+        lines.len(),
+        3,
+        "every problem, in the order of the file: {err}"
+    );
+    assert!(lines[2].starts_with(&format!("{f}:8:8: ")), "{err}");
 
     let (code, err) = check_config(
         &path,

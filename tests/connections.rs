@@ -86,7 +86,6 @@ async fn connection_rate_per_address() {
 
 #[tokio::test]
 async fn list_files_and_the_operators_replies() {
-    use portcullis::config::schema::ReplyConfig;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("deny.cidr"),
@@ -106,16 +105,14 @@ async fn list_files_and_the_operators_replies() {
         c.connections.deny_files = vec![deny];
         c.connections.allow_files = vec![allow];
         c.connections.max_per_ip = 1;
-        c.connections.replies.deny = Some(ReplyConfig {
-            code: 521,
-            enhanced: "5.7.1".into(),
-            text: "No mail from your network".into(),
-        });
-        c.connections.replies.concurrency = Some(ReplyConfig {
-            code: 421,
-            enhanced: "4.7.0".into(),
-            text: "One at a time, please".into(),
-        });
+        portcullis::config::read_lists(c).unwrap();
+        let reply = |yaml: &str| serde_norway::from_str(yaml).unwrap();
+        c.connections.replies.deny = Some(reply(
+            "{ code: 521, enhanced: \"5.7.1\", text: No mail from your network }",
+        ));
+        c.connections.replies.concurrency = Some(reply(
+            "{ code: 421, enhanced: \"4.7.0\", text: \"One at a time, please\" }",
+        ));
     })
     .await;
     let from = |ip: &str| ip.parse::<std::net::IpAddr>().unwrap();
@@ -159,7 +156,9 @@ connections:
     .unwrap();
     let problems = portcullis::config::load(&config).unwrap_err().to_string();
     assert!(
-        problems.contains("portcullis.yaml:5:5: reply code 250 must be a 4xx or 5xx code"),
+        problems.contains(
+            "portcullis.yaml:5:11: connections.replies.rate: reply code 250 must be a 4xx or 5xx code"
+        ),
         "{problems}"
     );
     std::fs::write(

@@ -73,7 +73,7 @@ fn zone(name: &str, weight: u64, codes: &[&str], allow: bool) -> DnsblZoneConfig
     DnsblZoneConfig {
         zone: name.into(),
         weight,
-        codes: codes.iter().map(|c| c.to_string()).collect(),
+        codes: codes.iter().map(|c| c.parse().unwrap()).collect(),
         allow,
         kind: ZoneKind::Ip,
     }

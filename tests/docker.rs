@@ -159,8 +159,11 @@ fn the_image_config_from_the_environment_passes_check_config() {
     );
     let config = portcullis::config::load(&path).unwrap();
     assert_eq!(config.hostname, "mx.example.com");
-    assert_eq!(config.accepted_domains, ["example.com", "*.example.com"]);
-    assert_eq!(config.backend.url, "smtp://192.0.2.25:25");
+    assert_eq!(
+        config.accepted_domains.patterns().collect::<Vec<_>>(),
+        ["example.com", "*.example.com"]
+    );
+    assert_eq!(config.backend.url.to_string(), "smtp://192.0.2.25:25");
     assert!(config.policy.is_some());
     // What the image listens on is what it exposes.
     let mut ports: BTreeSet<u16> = config.listen.iter().map(|a| a.port()).collect();

@@ -210,7 +210,7 @@ async fn process_metrics_and_the_config_in_force() {
 async fn readyz_fails_when_the_backend_is_down() {
     let dead = common::free_port();
     let gw = Gateway::start(|c| {
-        c.backend.url = format!("smtp://127.0.0.1:{dead}");
+        c.backend.url = format!("smtp://127.0.0.1:{dead}").parse().unwrap();
         c.timeouts.backend_connect = Duration::from_secs(1);
     })
     .await;

@@ -850,7 +850,8 @@ async fn with_the_gateway_stopped_postfix_answers_4xx() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recipients_outside_accepted_domains_get_550_at_rcpt() {
     let rig = rig("none", None, |c| {
-        c.accepted_domains = vec!["other.example".into()];
+        c.accepted_domains =
+            portcullis::config::domains::AcceptedDomains::parse(&["other.example"]).unwrap();
     })
     .await;
     let (rc, out) = swaks(&rig.pf, &PLAIN).await;

@@ -493,6 +493,29 @@ fn check_config_reports_policy_problems_with_positions() {
         4,
         "all problems at once, one a line:\n{err}"
     );
+    // `serve` compiles the policies once, when it builds the gateway, and says the same.
+    let serving = dir.path().join("serve.yaml");
+    std::fs::write(
+        &serving,
+        "hostname: gw.example.test\naccepted_domains: [example.test]\npolicy: pol/broken.yaml\n\
+         listen: [\"127.0.0.1:0\"]\nmetrics: { listen: null }\nbackend: { url: \"maildir:mail\" }\n",
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args(["serve", "--config"])
+        .arg(&serving)
+        .output()
+        .unwrap();
+    let served = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{served}");
+    assert!(
+        served.contains(&format!("start-up failed:\n{f}:1:1: thresholds must grow")),
+        "{served}"
+    );
+    assert!(
+        served.contains(&format!("\n{f}:10:5: reply code 451 does not fit")),
+        "{served}"
+    );
 
     // A syntax error is reported alone, with its position.
     std::fs::write(&policy, "rules:\n  - name: a\n    wen: { dkim: pass }\n").unwrap();

@@ -29,8 +29,9 @@ async fn setup_with(tweak: impl FnOnce(&mut Config)) -> (Postfix, Gateway) {
 async fn gateway_for(pf: &Postfix, tweak: impl FnOnce(&mut Config)) -> Gateway {
     let port = pf.port;
     Gateway::start(|c| {
-        c.backend.url = format!("smtp://127.0.0.1:{port}");
-        c.accepted_domains = vec!["example.net".into()];
+        c.backend.url = format!("smtp://127.0.0.1:{port}").parse().unwrap();
+        c.accepted_domains =
+            portcullis::config::domains::AcceptedDomains::parse(&["example.net"]).unwrap();
         tweak(c);
     })
     .await

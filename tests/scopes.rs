@@ -14,7 +14,7 @@ async fn each_transaction_has_one_scope_and_other_scopes_are_deferred() {
     std::fs::write(&strict, BLOCK_SPAM).unwrap();
     let gw = Gateway::start(|c| {
         c.policy_scopes
-            .insert("finance.corp.example".into(), strict);
+            .insert("finance.corp.example".parse().unwrap(), strict);
     })
     .await;
     let mut c = gw.client().await;

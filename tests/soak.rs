@@ -695,8 +695,9 @@ async fn no_acknowledged_message_is_lost_while_the_backend_crashes() {
     let pf = blocking(Postfix::backend).await;
     let port = pf.port;
     let mut gw = Gateway::start(|c| {
-        c.backend.url = format!("smtp://127.0.0.1:{port}");
-        c.accepted_domains = vec!["example.net".into()];
+        c.backend.url = format!("smtp://127.0.0.1:{port}").parse().unwrap();
+        c.accepted_domains =
+            portcullis::config::domains::AcceptedDomains::parse(&["example.net"]).unwrap();
         // Every client comes from 127.0.0.1: the per-address limits are not under test.
         c.connections.max_per_ip = 0;
         c.connections.max_per_network = 0;

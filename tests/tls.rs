@@ -361,7 +361,8 @@ impl Drop for Child {
 async fn requiring(networks: &[&str], domains: &[&str], dir: &std::path::Path) -> Gateway {
     let mut tls = cert(dir);
     tls.require.client_networks = networks.iter().map(|n| n.parse().unwrap()).collect();
-    tls.require.recipient_domains = domains.iter().map(|d| d.to_string()).collect();
+    tls.require.recipient_domains =
+        portcullis::config::domains::AcceptedDomains::parse(domains).unwrap();
     Gateway::start(|c| {
         c.tls = Some(tls);
         // 530s are not protocol errors: three of them must not end the session.

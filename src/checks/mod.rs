@@ -24,7 +24,6 @@ pub mod spf;
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::config::domains::AcceptedDomains;
 use crate::dns::Dns;
 use crate::metrics::Metrics;
 use crate::pipeline::Check;
@@ -37,7 +36,7 @@ pub fn registry(
     metrics: &Arc<Metrics>,
 ) -> Vec<Box<dyn Check>> {
     let cc = &config.client_checks;
-    let domains = AcceptedDomains::new(&config.accepted_domains).unwrap_or_default();
+    let domains = config.accepted_domains.clone();
     let mut checks: Vec<Box<dyn Check>> = vec![
         Box::new(envelope::EnvelopeFacts),
         Box::new(size::SizeCheck::new(config.limits.max_message_size)),
@@ -99,7 +98,7 @@ mod tests {
     use super::*;
     use crate::engine::{greylist, ratelimit};
     use crate::pipeline::facts::{self, FactDef};
-    use crate::pipeline::runner;
+    use crate::runner;
 
     /// Every check on: authentication, DNSBL, DNSWL and DBL zones, rDNS, HELO lookups.
     const EVERYTHING: &str = "

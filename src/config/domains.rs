@@ -1,38 +1,100 @@
 //! The accepted-domain set: the one thing that makes the gateway not an open relay.
 //!
-//! Owns: compiling `accepted_domains` (exact names and `*.` wildcards, IDNs as A-labels)
-//! and answering "is this domain ours?". Must not: parse addresses (`smtp::address`).
+//! Owns: `DomainPattern` (an exact name or a `*.` wildcard, IDNs as A-labels, checked when
+//! the config is read) and `AcceptedDomains` (a set of them answering "is this domain
+//! ours?"). Must not: parse addresses (`smtp::address`).
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Deserialize;
 
 use crate::smtp::address::normalize_domain;
 
-/// Domains we accept mail for.
-#[derive(Debug, Clone, Default)]
+/// A config entry that is neither a domain nor a `*.domain` wildcard.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a valid domain or *.domain wildcard")]
+pub struct NotADomain(pub String);
+
+/// One domain as the config names it: `example.com` (that name only) or `*.example.com`
+/// (its subdomains only), normalised to lower-case A-labels.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "String")]
+pub struct DomainPattern {
+    /// The normalised name, without `*.`.
+    name: String,
+    wildcard: bool,
+}
+
+impl DomainPattern {
+    /// True if `domain` (normalised: lower-case A-labels) is matched.
+    pub fn matches(&self, domain: &str) -> bool {
+        if !self.wildcard {
+            return domain == self.name;
+        }
+        domain
+            .strip_suffix(self.name.as_str())
+            .is_some_and(|head| head.len() > 1 && head.ends_with('.'))
+    }
+}
+
+impl FromStr for DomainPattern {
+    type Err = NotADomain;
+
+    fn from_str(entry: &str) -> Result<Self, NotADomain> {
+        let (wildcard, name) = match entry.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, entry),
+        };
+        let name = normalize_domain(name).ok_or_else(|| NotADomain(entry.to_string()))?;
+        Ok(DomainPattern { name, wildcard })
+    }
+}
+
+impl TryFrom<String> for DomainPattern {
+    type Error = NotADomain;
+
+    fn try_from(entry: String) -> Result<Self, NotADomain> {
+        entry.parse()
+    }
+}
+
+impl fmt::Display for DomainPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.wildcard {
+            f.write_str("*.")?;
+        }
+        f.write_str(&self.name)
+    }
+}
+
+/// Domains we accept mail for. Ordered, so that the config's fingerprint is stable.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(from = "Vec<DomainPattern>")]
 pub struct AcceptedDomains {
-    exact: HashSet<String>,
+    exact: BTreeSet<String>,
     /// Suffixes with a leading dot: `*.example.com` is stored as `.example.com`.
-    wildcard: Vec<String>,
+    wildcard: BTreeSet<String>,
 }
 
 impl AcceptedDomains {
-    /// Compiles the list; returns the first entry that is not a valid domain or wildcard.
-    pub fn new(entries: &[String]) -> Result<Self, String> {
-        let mut set = AcceptedDomains::default();
-        for entry in entries {
-            let (wild, name) = match entry.strip_prefix("*.") {
-                Some(rest) => (true, rest),
-                None => (false, entry.as_str()),
-            };
-            let name = normalize_domain(name)
-                .ok_or_else(|| format!("{entry:?} is not a valid domain or *.domain wildcard"))?;
-            if wild {
-                set.wildcard.push(format!(".{name}"));
-            } else {
-                set.exact.insert(name);
-            }
+    /// Parses each entry; the error names the first that is not a domain or wildcard.
+    pub fn parse<S: AsRef<str>>(entries: &[S]) -> Result<Self, NotADomain> {
+        entries
+            .iter()
+            .map(|e| e.as_ref().parse())
+            .collect::<Result<Vec<DomainPattern>, _>>()
+            .map(AcceptedDomains::from)
+    }
+
+    /// The set of these exact names, which must already be lower-case A-labels (the
+    /// built-in defaults).
+    pub(crate) fn names(names: &[&str]) -> Self {
+        AcceptedDomains {
+            exact: names.iter().map(|n| n.to_string()).collect(),
+            wildcard: BTreeSet::new(),
         }
-        Ok(set)
     }
 
     /// True if `domain` (already normalised: lower-case A-labels) is ours.
@@ -43,6 +105,31 @@ impl AcceptedDomains {
                 .iter()
                 .any(|suffix| domain.ends_with(suffix.as_str()))
     }
+
+    /// True when no domain is accepted (milter mode leaves relay control to Postfix).
+    pub fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.wildcard.is_empty()
+    }
+
+    /// The entries as the config would write them: exact names, then wildcards.
+    pub fn patterns(&self) -> impl Iterator<Item = String> + '_ {
+        let wild = self.wildcard.iter().map(|s| format!("*{s}"));
+        self.exact.iter().cloned().chain(wild)
+    }
+}
+
+impl From<Vec<DomainPattern>> for AcceptedDomains {
+    fn from(patterns: Vec<DomainPattern>) -> Self {
+        let mut set = AcceptedDomains::default();
+        for p in patterns {
+            if p.wildcard {
+                set.wildcard.insert(format!(".{}", p.name));
+            } else {
+                set.exact.insert(p.name);
+            }
+        }
+        set
+    }
 }
 
 #[cfg(test)]
@@ -51,12 +138,8 @@ mod tests {
     use crate::smtp::address::parse_mailbox;
 
     fn ours(addr: &str) -> bool {
-        let set = AcceptedDomains::new(&[
-            "example.test".into(),
-            "*.corp.test".into(),
-            "Bücher.Example".into(),
-        ])
-        .expect("valid");
+        let set = AcceptedDomains::parse(&["example.test", "*.corp.test", "Bücher.Example"])
+            .expect("valid");
         parse_mailbox(addr, true)
             .map(|m| set.contains(&m.domain))
             .unwrap_or(false)
@@ -92,7 +175,27 @@ mod tests {
 
     #[test]
     fn invalid_entries_are_refused() {
-        assert!(AcceptedDomains::new(&["exa mple.test".into()]).is_err());
-        assert!(AcceptedDomains::new(&["*".into()]).is_err());
+        assert_eq!(
+            AcceptedDomains::parse(&["ok.test", "exa mple.test"]),
+            Err(NotADomain("exa mple.test".into()))
+        );
+        assert!("*".parse::<DomainPattern>().is_err());
+        assert!("*.".parse::<DomainPattern>().is_err());
+    }
+
+    #[test]
+    fn a_pattern_matches_like_the_set() {
+        let wild: DomainPattern = "*.Corp.test".parse().expect("valid");
+        assert_eq!(wild.to_string(), "*.corp.test");
+        assert!(wild.matches("a.corp.test"));
+        assert!(!wild.matches("corp.test"));
+        assert!(!wild.matches("evilcorp.test"));
+        let exact: DomainPattern = "corp.test".parse().expect("valid");
+        assert!(exact.matches("corp.test") && !exact.matches("a.corp.test"));
+        let set = AcceptedDomains::parse(&["b.test", "*.a.test", "a.test"]).expect("valid");
+        assert_eq!(
+            set.patterns().collect::<Vec<_>>(),
+            ["a.test", "b.test", "*.a.test"]
+        );
     }
 }

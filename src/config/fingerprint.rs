@@ -2,15 +2,15 @@
 //! or one of its policy files does, exported as `portcullis_config_info{hash}` so that a
 //! reload that took, or two gateways that disagree, can be seen.
 //!
-//! Owns: what goes into the hash (the parsed config with its defaults filled in, then each
-//! policy file's path and bytes, in `PolicySet::files` order) and its text form. Must not:
+//! Owns: what goes into the hash (the parsed config with its defaults filled in and the
+//! networks of its list files, then each policy file's path and bytes, in
+//! `Config::policy_files` order) and its text form. Must not:
 //! be taken for a checksum of the config file (`sha256sum` of the file gives another value:
 //! comments do not count, and defaults do).
 
 use aws_lc_rs::digest::{SHA256, digest};
 
 use super::Config;
-use crate::policy::set::PolicySet;
 
 /// Hex digits kept of the SHA-256: 64 bits, plenty to tell configs apart.
 const HEX_DIGITS: usize = 16;
@@ -19,7 +19,7 @@ const HEX_DIGITS: usize = 16;
 /// cannot be read counts as its read error, so that it too changes the hash.
 pub fn fingerprint(config: &Config) -> String {
     let mut input = format!("{config:?}").into_bytes();
-    for path in PolicySet::files(config) {
+    for path in config.policy_files() {
         input.extend_from_slice(b"\0");
         input.extend_from_slice(path.as_os_str().as_encoded_bytes());
         input.extend_from_slice(b"\0");

@@ -14,6 +14,17 @@ pub enum Seg {
     Index(usize),
 }
 
+impl Seg {
+    /// The key or index as text, to compare paths made of `Key` and of `Name`.
+    pub fn name(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            Seg::Key(k) => (*k).into(),
+            Seg::Name(k) => k.as_str().into(),
+            Seg::Index(i) => i.to_string().into(),
+        }
+    }
+}
+
 /// Returns the 1-based (line, column) of the deepest part of `path` found in `text`;
 /// (1, 1) when even the first key is absent (the value came from a default).
 pub fn locate(text: &str, path: &[Seg]) -> (usize, usize) {
@@ -44,6 +55,30 @@ pub fn locate(text: &str, path: &[Seg]) -> (usize, usize) {
         }
     }
     pos
+}
+
+/// Like `locate`, but for a key whose value is on its own line (`command: 30 parsecs`), the
+/// position of the value: where a value that cannot be read is.
+pub fn locate_value(text: &str, path: &[Seg]) -> (usize, usize) {
+    let (line, column) = locate(text, path);
+    let key = match path.last() {
+        Some(Seg::Key(k)) => *k,
+        Some(Seg::Name(k)) => k.as_str(),
+        _ => return (line, column),
+    };
+    let Some(at) = text.lines().nth(line - 1).and_then(|l| l.get(column - 1..)) else {
+        return (line, column);
+    };
+    let Some(after) = at.strip_prefix(key) else {
+        return (line, column); // the key itself was not found
+    };
+    let Some(value) = after.trim_start().strip_prefix(':').map(str::trim_start) else {
+        return (line, column);
+    };
+    match value.is_empty() || value.starts_with('#') {
+        true => (line, column),
+        false => (line, column + key.len() + after.len() - value.len()),
+    }
 }
 
 fn indent(line: &str) -> usize {
@@ -152,5 +187,11 @@ mod tests {
             Seg::Name("dkim".into()),
         ];
         assert_eq!(locate(flow, &path), (3, 24));
+        assert_eq!(locate_value(flow, &path), (3, 30));
+        let command = "timeouts:\n  command:   30 parsecs\n  data:\n    5m\n";
+        let at = |key| [Seg::Key("timeouts"), Seg::Key(key)];
+        assert_eq!(locate_value(command, &at("command")), (2, 14));
+        assert_eq!(locate_value(command, &at("data")), (3, 3));
+        assert_eq!(locate_value(command, &at("absent")), (1, 1));
     }
 }

@@ -3,10 +3,14 @@
 //! Owns: `load` (parse → validate → `Config`), and the `file:line:column: message`
 //! diagnostics for both syntax and semantic errors. Must not: open sockets or do DNS.
 
+pub mod backend_target;
+pub mod code_range;
 pub mod domains;
 pub mod fingerprint;
 pub mod lists;
 pub mod locate;
+mod read;
+pub mod reply;
 pub mod schema;
 pub mod secret;
 pub mod suggest;
@@ -17,6 +21,7 @@ pub mod wording;
 use std::fmt;
 use std::path::Path;
 
+pub use backend_target::BackendTarget;
 pub use schema::Config;
 
 /// One error in a config file, printed as `file:line:column: message`.
@@ -64,7 +69,8 @@ impl fmt::Display for Diagnostic {
 #[error("{}", .0.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"))]
 pub struct ConfigErrors(pub Vec<Diagnostic>);
 
-/// Reads, parses and validates a config file.
+/// Reads, parses and validates a config file, and reads the network lists it names. Its
+/// policy files are compiled by `policy::set::PolicySet::load`, once, by whoever runs them.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
@@ -76,7 +82,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         }])
     })?;
     let mut config = parse(&file, &text)?;
-    // Policy files are relative to the config file, and their problems are the config's.
+    // Policy, quarantine and list files are relative to the config file.
     let dir = path.parent().unwrap_or(Path::new("."));
     config.policy = config.policy.map(|p| dir.join(p));
     config.shadow_policy = config.shadow_policy.map(|p| dir.join(p));
@@ -88,45 +94,79 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     for p in c.allow_files.iter_mut().chain(c.deny_files.iter_mut()) {
         *p = dir.join(&*p);
     }
-    let mut problems = Vec::new();
-    for path in c.allow_files.iter().chain(&c.deny_files) {
-        if let Err(d) = lists::read_networks(path) {
-            problems.extend(d);
-        }
-    }
-    if !problems.is_empty() {
-        return Err(ConfigErrors(problems));
-    }
-    crate::policy::set::PolicySet::load(&config).map_err(ConfigErrors)?;
+    read_lists(&mut config)?;
     Ok(config)
 }
 
-/// Parses and validates config text; `file` names it in diagnostics.
-pub fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
-    let config: Config = if text.trim().is_empty() {
-        Config::default()
-    } else {
-        serde_norway::from_str(text)
-            .map_err(|e| ConfigErrors(vec![Diagnostic::from_yaml(file, &e)]))?
+/// Reads the network list files `connections.allow_files` and `deny_files` name into
+/// `allow_listed` and `deny_listed`; every bad line is reported at its line.
+pub fn read_lists(config: &mut Config) -> Result<(), ConfigErrors> {
+    let c = &mut config.connections;
+    let mut problems = Vec::new();
+    let mut read = |files: &[std::path::PathBuf]| {
+        let mut nets = Vec::new();
+        for path in files {
+            match lists::read_networks(path) {
+                Ok(listed) => nets.extend(listed),
+                Err(d) => problems.extend(d),
+            }
+        }
+        nets
     };
-    let problems = validate::validate(&config);
-    if problems.is_empty() {
+    c.allow_listed = read(&c.allow_files);
+    c.deny_listed = read(&c.deny_files);
+    match problems.is_empty() {
+        true => Ok(()),
+        false => Err(ConfigErrors(problems)),
+    }
+}
+
+/// Parses and validates config text; `file` names it in diagnostics. Every value that
+/// cannot be read is reported (`read.rs`), and with them what the cross-field checks find
+/// in the rest; all in the order of the text (a missing key at 1:1).
+pub fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
+    let (config, unreadable) = if text.trim().is_empty() {
+        (Config::default(), Vec::new())
+    } else {
+        match read::read(file, text) {
+            Ok(config) => (config, Vec::new()),
+            Err(read::Unread {
+                problems,
+                rest: Some(rest),
+            }) => (*rest, problems),
+            Err(read::Unread { problems, .. }) => {
+                return Err(ConfigErrors(
+                    problems.into_iter().map(|u| u.diagnostic).collect(),
+                ));
+            }
+        }
+    };
+    // A check about a value that could not be read would judge its default instead.
+    let checked = validate::validate(&config)
+        .into_iter()
+        .filter(|p| !unreadable.iter().any(|u| overlaps(&u.path, &p.path)))
+        .map(|p| {
+            let (line, column) = locate::locate(text, &p.path);
+            Diagnostic {
+                file: file.to_string(),
+                line,
+                column,
+                message: p.message,
+            }
+        })
+        .collect::<Vec<_>>();
+    let mut all: Vec<Diagnostic> = unreadable.into_iter().map(|u| u.diagnostic).collect();
+    all.extend(checked);
+    if all.is_empty() {
         return Ok(config);
     }
-    Err(ConfigErrors(
-        problems
-            .into_iter()
-            .map(|p| {
-                let (line, column) = locate::locate(text, &p.path);
-                Diagnostic {
-                    file: file.to_string(),
-                    line,
-                    column,
-                    message: p.message,
-                }
-            })
-            .collect(),
-    ))
+    all.sort_by_key(|d| (d.line, d.column));
+    Err(ConfigErrors(all))
+}
+
+/// True when one path is the other or lies inside it.
+fn overlaps(a: &[locate::Seg], b: &[locate::Seg]) -> bool {
+    a.iter().zip(b).all(|(x, y)| x.name() == y.name())
 }
 
 /// A config for unit tests that touches nothing outside the process: the Maildir backend
@@ -136,10 +176,11 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
 pub(crate) fn offline(dir: &std::path::Path) -> Config {
     let mut c = Config {
         hostname: "gw.example.test".into(),
-        accepted_domains: vec!["example.test".into(), "*.corp.example".into()],
+        accepted_domains: domains::AcceptedDomains::parse(&["example.test", "*.corp.example"])
+            .expect("valid"),
         ..Config::default()
     };
-    c.backend.url = format!("maildir:{}", dir.display());
+    c.backend.url = crate::config::BackendTarget::Maildir(dir.to_path_buf());
     c.auth.enabled = false;
     c.client_checks.rdns = false;
     c.client_checks.helo_dns = false;
@@ -157,7 +198,8 @@ mod tests {
             "hostname: mx.example.test\nlimits:\n  max_recipent: 5\n",
         )
         .unwrap_err();
-        let d = &err.0[0];
+        // The file also lacks accepted_domains, which is placed at 1:1.
+        let d = &err.0[1];
         assert_eq!((d.line, d.column), (3, 3), "{d}");
         assert!(d.message.contains("unknown field `max_recipent`"), "{d}");
         assert!(d.to_string().starts_with("c.yaml:3:3: "));
@@ -227,13 +269,21 @@ mod tests {
 
     #[test]
     fn semantic_errors_all_reported_with_lines() {
-        let text = "hostname: mx.example.test\naccepted_domains:\n  - ok.test\n  - 'bad domain'\nlimits:\n  max_recipients: 0\n";
+        // Values that cannot be read (a domain, the backend URL) and a range check, at once.
+        let text = "hostname: mx.example.test\naccepted_domains:\n  - ok.test\n  - 'bad domain'\nlimits:\n  max_recipients: 0\nbackend:\n  url: ftp://x\n";
         let err = parse("c.yaml", text).unwrap_err();
         let lines: Vec<String> = err.0.iter().map(|d| d.to_string()).collect();
-        assert_eq!(lines.len(), 2, "{lines:?}");
-        assert!(lines[0].starts_with("c.yaml:4:5: "), "{lines:?}");
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(
+            lines[0].starts_with("c.yaml:4:5: accepted_domains[1]: "),
+            "{lines:?}"
+        );
         assert!(
             lines[1].starts_with("c.yaml:6:3: max_recipients"),
+            "{lines:?}"
+        );
+        assert!(
+            lines[2].starts_with("c.yaml:8:8: backend.url: "),
             "{lines:?}"
         );
     }
@@ -266,7 +316,9 @@ mod tests {
             "{tls}    recipient_domains: [ok.test, 'bad domain']\n"
         ));
         assert!(
-            e.starts_with("c.yaml:6:34: \"bad domain\" is not a valid"),
+            e.starts_with(
+                "c.yaml:6:34: tls.require.recipient_domains[1]: \"bad domain\" is not a valid"
+            ),
             "{e}"
         );
         let c = parse(
@@ -277,7 +329,10 @@ mod tests {
         )
         .expect("valid");
         let require = c.tls.expect("tls").require;
-        assert_eq!(require.recipient_domains, ["bank.test"]);
+        assert_eq!(
+            require.recipient_domains.patterns().collect::<Vec<_>>(),
+            ["bank.test"]
+        );
         assert_eq!(require.client_networks.len(), 1);
     }
 
@@ -291,7 +346,8 @@ mod tests {
         assert_eq!(c.limits.max_message_size, 10 * 1024 * 1024);
         assert_eq!(c.timeouts.command.as_secs(), 30);
         let err = parse("c.yaml", "timeouts:\n  command: 30 parsecs\n").unwrap_err();
-        assert_eq!(err.0[0].line, 2, "{err}");
+        assert_eq!(err.0[1].line, 2, "{err}");
+        assert!(err.0[1].message.starts_with("timeouts.command: "), "{err}");
     }
 
     #[test]

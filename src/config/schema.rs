@@ -12,6 +12,10 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 
+use super::backend_target::BackendTarget;
+use super::code_range::CodeRange;
+use super::domains::{AcceptedDomains, DomainPattern};
+use super::reply::RefusalReply;
 use super::secret::Secret;
 use super::units;
 
@@ -27,7 +31,7 @@ pub struct Config {
     /// from a config file means none (required with an SMTP listener; in milter mode Postfix
     /// does relay control); without a config file, `example.test` and `localhost`.
     #[serde(default)]
-    pub accepted_domains: Vec<String>,
+    pub accepted_domains: AcceptedDomains,
     /// Where accepted mail goes.
     pub backend: BackendConfig,
     /// The Prometheus / health endpoint.
@@ -53,7 +57,7 @@ pub struct Config {
     pub policy: Option<PathBuf>,
     /// Policies for some recipient domains (exact or `*.domain`), each a YAML policy file;
     /// the rest use `policy`.
-    pub policy_scopes: BTreeMap<String, PathBuf>,
+    pub policy_scopes: BTreeMap<DomainPattern, PathBuf>,
     /// A candidate policy evaluated beside the live one, never acting; where the two differ
     /// is logged and counted.
     pub shadow_policy: Option<PathBuf>,
@@ -80,7 +84,7 @@ impl Default for Config {
         Config {
             hostname: "localhost".into(),
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 2525))],
-            accepted_domains: vec!["example.test".into(), "localhost".into()],
+            accepted_domains: AcceptedDomains::names(&["example.test", "localhost"]),
             backend: BackendConfig::default(),
             metrics: MetricsConfig::default(),
             limits: Limits::default(),
@@ -107,6 +111,17 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Every policy file the config names: the default, the scopes', the shadow (what a
+    /// reload recompiles and the watcher watches).
+    pub fn policy_files(&self) -> Vec<PathBuf> {
+        self.policy
+            .iter()
+            .chain(self.policy_scopes.values())
+            .chain(self.shadow_policy.iter())
+            .cloned()
+            .collect()
+    }
+
     /// The authserv-id of our Authentication-Results header: `auth.authserv_id`, else `hostname`.
     pub fn authserv_id(&self) -> &str {
         self.auth.authserv_id.as_deref().unwrap_or(&self.hostname)
@@ -118,7 +133,7 @@ impl Config {
 #[serde(deny_unknown_fields, default)]
 pub struct BackendConfig {
     /// `smtp://host:port` (relay in real time) or `maildir:PATH` (local delivery).
-    pub url: String,
+    pub url: BackendTarget,
     /// Send XCLIENT with the real client's address (Postfix `smtpd_authorized_xclient_hosts`).
     pub xclient: bool,
     /// STARTTLS towards the backend.
@@ -133,7 +148,7 @@ pub struct BackendConfig {
 impl Default for BackendConfig {
     fn default() -> Self {
         BackendConfig {
-            url: "maildir:./data/mail".into(),
+            url: BackendTarget::Maildir("./data/mail".into()),
             xclient: true,
             starttls: StartTlsMode::Off,
             helo_name: None,
@@ -303,7 +318,7 @@ pub struct TlsRequire {
     #[serde(deserialize_with = "super::lists::networks")]
     pub client_networks: Vec<IpNet>,
     /// A RCPT to these domains (exact or `*.domain`) sent without TLS gets `530 5.7.0`.
-    pub recipient_domains: Vec<String>,
+    pub recipient_domains: AcceptedDomains,
 }
 
 /// PROXY protocol settings.
@@ -543,6 +558,12 @@ pub struct ConnectionsConfig {
     pub allow_files: Vec<PathBuf>,
     /// Files of more denied networks, same format.
     pub deny_files: Vec<PathBuf>,
+    /// The networks of `allow_files`, read by `config::load` (not a config key).
+    #[serde(skip)]
+    pub allow_listed: Vec<IpNet>,
+    /// The networks of `deny_files`, read by `config::load` (not a config key).
+    #[serde(skip)]
+    pub deny_listed: Vec<IpNet>,
     /// What refused clients are told (each optional; the defaults are in docs).
     pub replies: ConnectionReplies,
     /// Concurrent sessions per client address; 0 = no limit.
@@ -570,6 +591,8 @@ impl Default for ConnectionsConfig {
             deny: Vec::new(),
             allow_files: Vec::new(),
             deny_files: Vec::new(),
+            allow_listed: Vec::new(),
+            deny_listed: Vec::new(),
             replies: ConnectionReplies::default(),
             max_per_ip: 50,
             max_per_network: 200,
@@ -586,31 +609,12 @@ impl Default for ConnectionsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ConnectionReplies {
     /// To a client on the deny list (default `554 5.7.1 Connection refused`).
-    pub deny: Option<ReplyConfig>,
+    pub deny: Option<RefusalReply>,
     /// Over the connection rate (default `421 4.7.0 Connection rate limit exceeded, …`).
-    pub rate: Option<ReplyConfig>,
+    pub rate: Option<RefusalReply>,
     /// Over `max_per_ip` or `max_per_network` (default `421 4.7.0 Too many connections
     /// from your network, …`).
-    pub concurrency: Option<ReplyConfig>,
-}
-
-/// A reply written by the operator: `{ code: 421, enhanced: "4.7.0", text: "..." }`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReplyConfig {
-    /// The reply code.
-    pub code: u16,
-    /// The enhanced status code, same class as `code`.
-    pub enhanced: String,
-    /// One line of text.
-    pub text: String,
-}
-
-impl ReplyConfig {
-    /// The reply, or why it is not one.
-    pub fn reply(&self) -> Result<crate::smtp::reply::Reply, String> {
-        crate::smtp::reply::custom(self.code, &self.enhanced, &self.text)
-    }
+    pub concurrency: Option<RefusalReply>,
 }
 
 /// Reverse DNS and HELO checks (facts only; policies decide what they cost).
@@ -665,7 +669,7 @@ pub struct DnsblZoneConfig {
     pub weight: u64,
     /// Answers that count as a listing: addresses or `low-high` ranges; empty means any
     /// 127.0.0.0/8 answer except the error codes 127.255.255.0/24.
-    pub codes: Vec<String>,
+    pub codes: Vec<CodeRange>,
     /// An allow list (DNSWL): a listing gives `dnswl.listed` instead of `dnsbl.listed`.
     pub allow: bool,
     /// What the zone lists: client addresses (`ip`) or domain names (`domain`: DBL/URIBL,

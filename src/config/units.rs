@@ -7,29 +7,55 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+/// A duration, size, rate or file mode that cannot be read; each names the text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadUnit {
+    /// No number in front.
+    #[error("invalid duration {0:?}: expected e.g. 30s, 5m, 250ms")]
+    Duration(String),
+    /// A unit that is not `ms`, `s`, `m`, `h` or `d`.
+    #[error("invalid duration unit in {0:?}: use ms, s, m, h or d")]
+    DurationUnit(String),
+    /// More than `u64` milliseconds or seconds.
+    #[error("duration {0:?} is too large")]
+    DurationTooLarge(String),
+    /// No number in front.
+    #[error("invalid size {0:?}: expected e.g. 26214400 or 25MiB")]
+    Size(String),
+    /// A unit that is not a byte multiple we know.
+    #[error("invalid size unit in {0:?}: use KB, MB, GB, KiB, MiB or GiB")]
+    SizeUnit(String),
+    /// More than `u64` bytes.
+    #[error("size {0:?} is too large")]
+    SizeTooLarge(String),
+    /// Not `count/period`.
+    #[error("invalid rate {0:?}: expected e.g. 100/hour, 10/minute or 30/10m")]
+    Rate(String),
+    /// A count or a period of zero.
+    #[error("rate {0:?} must allow at least one event per period")]
+    EmptyRate(String),
+    /// Not octal, or above `0o7777`.
+    #[error("invalid file mode {0:?}: expected octal such as \"0660\"")]
+    FileMode(String),
+}
+
 /// Parses `<number><unit>` with unit `ms`, `s`, `m`, `h` or `d`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, BadUnit> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 30s, 5m, 250ms"))?;
+    let n: u64 = num.parse().map_err(|_| BadUnit::Duration(s.to_string()))?;
     let (mult, millis) = match unit.trim() {
         "ms" => (1, true),
         "s" => (1, false),
         "m" => (60, false),
         "h" => (3600, false),
         "d" => (86400, false),
-        _ => {
-            return Err(format!(
-                "invalid duration unit in {s:?}: use ms, s, m, h or d"
-            ));
-        }
+        _ => return Err(BadUnit::DurationUnit(s.to_string())),
     };
     let n = n
         .checked_mul(mult)
-        .ok_or_else(|| format!("duration {s:?} is too large"))?;
+        .ok_or_else(|| BadUnit::DurationTooLarge(s.to_string()))?;
     Ok(if millis {
         Duration::from_millis(n)
     } else {
@@ -38,13 +64,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// Parses a byte size: a plain number, or a number with KB/MB/GB (×1000) or KiB/MiB/GiB (×1024).
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub fn parse_size(s: &str) -> Result<u64, BadUnit> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid size {s:?}: expected e.g. 26214400 or 25MiB"))?;
+    let n: u64 = num.parse().map_err(|_| BadUnit::Size(s.to_string()))?;
     let mult = match unit.trim() {
         "" | "B" => 1,
         "KB" => 1000,
@@ -53,14 +77,10 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "KiB" => 1024,
         "MiB" => 1024 * 1024,
         "GiB" => 1024 * 1024 * 1024,
-        _ => {
-            return Err(format!(
-                "invalid size unit in {s:?}: use KB, MB, GB, KiB, MiB or GiB"
-            ));
-        }
+        _ => return Err(BadUnit::SizeUnit(s.to_string())),
     };
     n.checked_mul(mult)
-        .ok_or_else(|| format!("size {s:?} is too large"))
+        .ok_or_else(|| BadUnit::SizeTooLarge(s.to_string()))
 }
 
 /// A rate: `count` events per `period`.
@@ -96,8 +116,8 @@ impl std::fmt::Display for Rate {
 
 /// Parses `<count>/<period>`: `100/hour`, `10/minute`, `5/second`, `1000/day`, or a
 /// duration as the period (`30/10m`).
-pub fn parse_rate(s: &str) -> Result<Rate, String> {
-    let bad = || format!("invalid rate {s:?}: expected e.g. 100/hour, 10/minute or 30/10m");
+pub fn parse_rate(s: &str) -> Result<Rate, BadUnit> {
+    let bad = || BadUnit::Rate(s.to_string());
     let (count, period) = s.trim().split_once('/').ok_or_else(bad)?;
     let count: u32 = count.trim().parse().map_err(|_| bad())?;
     let period = match period.trim() {
@@ -108,9 +128,7 @@ pub fn parse_rate(s: &str) -> Result<Rate, String> {
         other => parse_duration(other).map_err(|_| bad())?,
     };
     if count == 0 || period.is_zero() {
-        return Err(format!(
-            "rate {s:?} must allow at least one event per period"
-        ));
+        return Err(BadUnit::EmptyRate(s.to_string()));
     }
     Ok(Rate { count, period })
 }
@@ -120,7 +138,7 @@ pub fn parse_rate(s: &str) -> Result<Rate, String> {
 /// string was read would; plain numbers go to `number` when it is given.
 struct Parsed<T> {
     what: &'static str,
-    parse: fn(&str) -> Result<T, String>,
+    parse: fn(&str) -> Result<T, BadUnit>,
     number: Option<fn(u64) -> T>,
 }
 
@@ -162,14 +180,12 @@ pub fn size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
 }
 
 /// Parses a file mode written in octal (`"0660"`, `"660"`); at most `0o7777`.
-pub fn parse_octal_mode(s: &str) -> Result<u32, String> {
+pub fn parse_octal_mode(s: &str) -> Result<u32, BadUnit> {
     let s = s.trim();
     let digits = s.strip_prefix("0o").unwrap_or(s);
     match u32::from_str_radix(digits, 8) {
         Ok(m) if m <= 0o7777 && !digits.is_empty() => Ok(m),
-        _ => Err(format!(
-            "invalid file mode {s:?}: expected octal such as \"0660\""
-        )),
+        _ => Err(BadUnit::FileMode(s.to_string())),
     }
 }
 

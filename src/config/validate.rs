@@ -1,15 +1,15 @@
 //! Cross-field validation: every rule runs and every failure is collected with its YAML path.
 //!
-//! Owns: the semantic rules (ranges, domain syntax, backend URL, TLS files readable,
-//! `tls.require` domains); `redis_conn.rs` those of Redis' TLS files and passwords.
+//! Owns: the rules that span fields or need the file system (ranges, budgets that must fit
+//! in one another, TLS files readable); `redis_conn.rs` those of Redis' TLS files and
+//! passwords. A value that is wrong on its own (a domain, the backend URL, a DNSBL code, a
+//! connection reply) is a type of its own and fails when the config is read.
 //! Must not: do I/O beyond checking that referenced files can be read.
 
 mod redis_conn;
 
-use super::domains::AcceptedDomains;
 use super::locate::Seg::{self, Index, Key};
 use super::schema::Config;
-use crate::relay::BackendTarget;
 use crate::smtp::address::normalize_domain;
 
 /// One validation failure: where (a path into the YAML) and what.
@@ -50,14 +50,6 @@ pub fn validate(config: &Config) -> Vec<Problem> {
             "at least one accepted domain is required while `listen` has an SMTP address",
         ));
     }
-    for (i, d) in config.accepted_domains.iter().enumerate() {
-        if let Err(e) = AcceptedDomains::new(std::slice::from_ref(d)) {
-            out.push(problem(&[Key("accepted_domains"), Index(i)], e));
-        }
-    }
-    if let Err(e) = BackendTarget::parse(&config.backend.url) {
-        out.push(problem(&[Key("backend"), Key("url")], e));
-    }
     if config.backend.probe_interval.is_zero() {
         out.push(problem(
             &[Key("backend"), Key("probe_interval")],
@@ -82,15 +74,6 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     dns_and_auth(config, &mut out);
     dnsbl(config, &mut out);
     state_and_greylisting(config, &mut out);
-    connection_replies(config, &mut out);
-    for pattern in config.policy_scopes.keys() {
-        if let Err(e) = AcceptedDomains::new(std::slice::from_ref(pattern)) {
-            out.push(problem(
-                &[Key("policy_scopes"), Seg::Name(pattern.clone())],
-                e,
-            ));
-        }
-    }
     if let Some(name) = &config.backend.helo_name
         && normalize_domain(name).is_none()
     {
@@ -177,17 +160,6 @@ fn tls(config: &Config, out: &mut Vec<Problem>) {
                 &[Key("tls"), Key(key)],
                 format!("cannot read {}: {e}", path.display()),
             ));
-        }
-    }
-    for (i, d) in tls.require.recipient_domains.iter().enumerate() {
-        if let Err(e) = AcceptedDomains::new(std::slice::from_ref(d)) {
-            let path = [
-                Key("tls"),
-                Key("require"),
-                Key("recipient_domains"),
-                Index(i),
-            ];
-            out.push(problem(&path, e));
         }
     }
 }
@@ -314,37 +286,6 @@ fn dnsbl(config: &Config, out: &mut Vec<Problem>) {
             out.push(problem(
                 &at("allow"),
                 "allow lists are lists of addresses: a domain zone cannot be one",
-            ));
-        }
-        for (j, code) in zone.codes.iter().enumerate() {
-            if let Err(e) = crate::checks::dnsbl::parse_code_range(code) {
-                let path = [Key("dnsbl"), Key("zones"), Index(i), Key("codes"), Index(j)];
-                out.push(problem(&path, e));
-            }
-        }
-    }
-}
-
-/// Connection refusals close the connection: RFC 5321 has 421 (§3.8) and 554 (§3.1) for
-/// that, and RFC 7504 adds 521.
-fn connection_replies(config: &Config, out: &mut Vec<Problem>) {
-    let r = &config.connections.replies;
-    for (key, reply) in [
-        ("deny", &r.deny),
-        ("rate", &r.rate),
-        ("concurrency", &r.concurrency),
-    ] {
-        let Some(reply) = reply else { continue };
-        let path = [Key("connections"), Key("replies"), Key(key)];
-        if let Err(e) = reply.reply() {
-            out.push(problem(&path, e));
-        } else if ![421, 521, 554].contains(&reply.code) {
-            out.push(problem(
-                &path,
-                format!(
-                    "code {} cannot refuse a connection: use 421 (try later), 554 or 521",
-                    reply.code
-                ),
             ));
         }
     }
@@ -610,7 +551,7 @@ mod tests {
         use super::super::schema::DnsblZoneConfig;
         let zone = |name: &str, codes: &[&str]| DnsblZoneConfig {
             zone: name.into(),
-            codes: codes.iter().map(|c| c.to_string()).collect(),
+            codes: codes.iter().map(|c| c.parse().expect("range")).collect(),
             ..DnsblZoneConfig::default()
         };
         let mut c = Config::default();
@@ -619,21 +560,16 @@ mod tests {
             zone("list.dnswl.org.", &[]),
         ];
         assert_eq!(validate(&c), vec![]);
-        c.dnsbl
-            .zones
-            .push(zone("bad zone", &["127.0.0.9-127.0.0.2", "x"]));
+        c.dnsbl.zones.push(zone("bad zone", &["127.0.0.2"]));
         c.dnsbl.zones.push(zone("ZEN.spamhaus.org", &[]));
         c.dnsbl.timeout = std::time::Duration::ZERO;
         let paths: Vec<_> = validate(&c).into_iter().map(|p| p.path).collect();
         let z = |i, key| vec![Key("dnsbl"), Key("zones"), Index(i), Key(key)];
-        let code = |j| vec![Key("dnsbl"), Key("zones"), Index(2), Key("codes"), Index(j)];
         assert_eq!(
             paths,
             vec![
                 vec![Key("dnsbl"), Key("timeout")],
                 z(2, "zone"),
-                code(0),
-                code(1),
                 z(3, "zone"),
             ]
         );
@@ -641,25 +577,20 @@ mod tests {
 
     #[test]
     fn collects_every_problem() {
-        let mut c = Config {
-            accepted_domains: vec!["ok.test".into(), "bad domain".into()],
-            ..Config::default()
-        };
+        let mut c = Config::default();
         c.limits.max_recipients = 0;
         c.limits.max_line_length = 100;
-        c.backend.url = "ftp://x".into();
         c.spool.dir = Some("/nonexistent/spool".into());
         c.log.level = "info,=[".into();
         c.dns.attempts = 0;
         let problems = validate(&c);
         let paths: Vec<_> = problems.iter().map(|p| p.path.clone()).collect();
-        assert_eq!(problems.len(), 7, "{problems:?}");
+        assert_eq!(problems.len(), 5, "{problems:?}");
         assert!(paths.contains(&vec![Key("dns"), Key("attempts")]));
         assert!(paths.contains(&vec![Key("spool"), Key("dir")]));
         assert!(paths.contains(&vec![Key("log"), Key("level")]));
-        assert!(paths.contains(&vec![Key("accepted_domains"), Index(1)]));
         assert!(paths.contains(&vec![Key("limits"), Key("max_recipients")]));
-        assert!(paths.contains(&vec![Key("backend"), Key("url")]));
+        assert!(paths.contains(&vec![Key("limits"), Key("max_line_length")]));
     }
 
     #[test]

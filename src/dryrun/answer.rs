@@ -7,10 +7,10 @@
 //! values the front ends send. Must not: decide (the verdict is the engine's), or contact a
 //! backend (a backend's own reply is named as such, never made up).
 
+use crate::config::BackendTarget;
 use crate::config::Config;
 use crate::config::schema::{MilterQuarantine, QuarantineAnswer};
 use crate::pipeline::outcome::{Action, Verdict};
-use crate::relay::BackendTarget;
 use crate::smtp::reply;
 
 /// The lines for `verdict` at the end of DATA under `config`; none for a refusal, whose
@@ -53,16 +53,15 @@ pub fn lines(config: &Config, verdict: &Verdict) -> Vec<String> {
 
 /// The SMTP gateway relays: the client hears the backend's final reply.
 fn relayed(config: &Config) -> String {
-    match BackendTarget::parse(&config.backend.url) {
-        Ok(BackendTarget::Maildir(root)) => format!(
+    match &config.backend.url {
+        BackendTarget::Maildir(root) => format!(
             "  reply {} (from the maildir backend, once the message is written to {})",
             reply::queued("<id>"),
             root.display()
         ),
-        Ok(BackendTarget::Smtp(addr)) => format!(
+        BackendTarget::Smtp(addr) => format!(
             "  reply the backend's own reply to the message, passed through (a 250 once smtp://{addr} accepts it; no backend is contacted in a dry run)"
         ),
-        Err(_) => "  reply the backend's own reply to the message, passed through".into(),
     }
 }
 

@@ -282,7 +282,11 @@ impl Engine {
         if !self.relay_control {
             return None;
         }
-        let refusal = relay::refusal(&self.ctx.domains, address, self.env.smtputf8)?;
+        let refusal = relay::refusal(
+            &self.ctx.config.accepted_domains,
+            address,
+            self.env.smtputf8,
+        )?;
         tracing::info!(session = %self.info.id, rcpt = %address, reply = %refusal, "RCPT refused: relay protection");
         Some(refusal)
     }

@@ -174,8 +174,10 @@ async fn a_dry_run_explains_and_never_counts() {
 async fn a_recipient_under_another_scope_is_deferred() {
     let (mut e, _, _dir) = engine_tweaked("rules: []\n", Mode::Live, |c, dir| {
         std::fs::write(dir.join("finance.yaml"), "rules: []\n").unwrap();
-        c.policy_scopes
-            .insert("finance.corp.example".into(), dir.join("finance.yaml"));
+        c.policy_scopes.insert(
+            "finance.corp.example".parse().unwrap(),
+            dir.join("finance.yaml"),
+        );
     });
     e.info_mut().helo = Some("mx.sender.example".into());
     assert_eq!(e.mail(from("a@sender.example")).await, Step::Continue);

@@ -8,7 +8,6 @@
 
 pub mod config_info;
 pub mod events;
-pub mod http;
 pub mod negotiate;
 pub mod process;
 pub mod resources;

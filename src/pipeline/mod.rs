@@ -6,7 +6,6 @@
 
 pub mod facts;
 pub mod outcome;
-pub mod runner;
 
 use std::future::Future;
 use std::pin::Pin;

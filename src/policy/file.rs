@@ -17,11 +17,11 @@ use super::limit::{self, RateLimit};
 use super::{CustomRule, Thresholds};
 use crate::config::Diagnostic;
 use crate::config::locate::{Seg, locate};
-use crate::config::schema::ReplyConfig;
+use crate::config::reply::ReplySpec;
 use crate::pipeline::Stage;
 use crate::pipeline::facts;
 use crate::pipeline::outcome::Action;
-use crate::smtp::reply::{self, Reply};
+use crate::smtp::reply;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,7 +49,7 @@ struct RuleSpec {
     action: Option<ActionSpec>,
     #[serde(default)]
     score: i64,
-    reply: Option<ReplyConfig>,
+    reply: Option<ReplySpec>,
     limit: Option<LimitSpec>,
 }
 
@@ -238,7 +238,7 @@ impl Compiler<'_> {
         let rate = match crate::config::units::parse_rate(&spec.rate) {
             Ok(rate) => Some(rate),
             Err(e) => {
-                self.problem(&at("rate"), e);
+                self.problem(&at("rate"), e.to_string());
                 None
             }
         };
@@ -287,10 +287,19 @@ impl Compiler<'_> {
                 let mut reply_path = path.to_vec();
                 reply_path.pop();
                 reply_path.push(Seg::Key("reply"));
-                match parse_reply(spec, class) {
-                    Ok(reply) => reply,
-                    Err(e) => {
+                let fits = spec.code / 100 == class;
+                match spec.reply() {
+                    Ok(reply) if fits => reply,
+                    Ok(_) => {
+                        let e = format!(
+                            "reply code {} does not fit the action (expected {class}xx)",
+                            spec.code
+                        );
                         self.problem(&reply_path, e);
+                        default
+                    }
+                    Err(e) => {
+                        self.problem(&reply_path, e.to_string());
                         default
                     }
                 }
@@ -427,17 +436,24 @@ impl Compiler<'_> {
                 Some(Err(e)) => Err(format!("bad glob: {e}")),
                 None => Err("glob takes a string".into()),
             },
-            "cidr" => self.cidrs(strings(v), p),
-            "cidr_file" => match v.as_str().map(|f| self.read_list(f)) {
-                Some(Ok(lines)) => self.cidrs(Some(lines), p),
-                Some(Err(e)) => Err(e),
+            "cidr" => match strings(v) {
+                Some(list) => Ok(self.cidrs(list, p)),
+                None => Err("cidr takes a list of networks".into()),
+            },
+            "cidr_file" => match v.as_str() {
+                Some(file) => Ok(self
+                    .read_list(file, p)
+                    .map_or(Matcher::OneOf(Vec::new()), |lines| self.cidrs(lines, p))),
                 None => Err("cidr_file takes a path".into()),
             },
-            "in_file" => match v.as_str().map(|f| self.read_list(f)) {
-                Some(Ok(lines)) => Ok(Matcher::OneOf(
-                    lines.into_iter().map(Scalar::Text).collect(),
+            "in_file" => match v.as_str() {
+                Some(file) => Ok(Matcher::OneOf(
+                    self.read_list(file, p)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(Scalar::Text)
+                        .collect(),
                 )),
-                Some(Err(e)) => Err(e),
                 None => Err("in_file takes a path".into()),
             },
             other => Err(format!(
@@ -450,8 +466,8 @@ impl Compiler<'_> {
         })
     }
 
-    fn cidrs(&mut self, list: Option<Vec<String>>, p: &[Seg]) -> Result<Matcher, String> {
-        let list = list.ok_or("cidr takes a list of networks")?;
+    /// The networks of a `cidr` test; each bad entry is a problem of its own.
+    fn cidrs(&mut self, list: Vec<String>, p: &[Seg]) -> Matcher {
         let mut nets = Vec::new();
         for item in list {
             // A bare address is a /32 or /128.
@@ -460,16 +476,24 @@ impl Compiler<'_> {
                 None => self.problem(p, format!("bad network {item:?}")),
             }
         }
-        Ok(Matcher::Cidr(nets))
+        Matcher::Cidr(nets)
     }
 
-    fn read_list(&self, file: &str) -> Result<Vec<String>, String> {
+    /// The entries of a list file beside the policy; `None` (and a problem) when it cannot
+    /// be read.
+    fn read_list(&mut self, file: &str, p: &[Seg]) -> Option<Vec<String>> {
         let path = self.dir.join(file);
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| format!("cannot read list {}: {e}", path.display()))?;
-        Ok(crate::config::lists::entries(&text)
-            .map(|(_, entry)| entry.to_string())
-            .collect())
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Some(
+                crate::config::lists::entries(&text)
+                    .map(|(_, entry)| entry.to_string())
+                    .collect(),
+            ),
+            Err(e) => {
+                self.problem(p, format!("cannot read list {}: {e}", path.display()));
+                None
+            }
+        }
     }
 
     fn scalar(&mut self, v: &Value, path: &[Seg]) -> Option<Scalar> {
@@ -491,16 +515,6 @@ fn strings(v: &Value) -> Option<Vec<String>> {
         Value::String(s) => Some(vec![s.clone()]),
         _ => None,
     }
-}
-
-fn parse_reply(spec: &ReplyConfig, class: u16) -> Result<Reply, String> {
-    if spec.code / 100 != class {
-        return Err(format!(
-            "reply code {} does not fit the action (expected {class}xx)",
-            spec.code
-        ));
-    }
-    spec.reply()
 }
 
 #[cfg(test)]

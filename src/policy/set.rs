@@ -10,14 +10,15 @@ use std::path::PathBuf;
 
 use super::Policy;
 use crate::config::Diagnostic;
-use crate::config::domains::AcceptedDomains;
+use crate::config::domains::DomainPattern;
 use crate::config::schema::Config;
 
 /// A policy bound to some recipient domains.
 #[derive(Debug, Clone)]
 struct Scope {
+    /// The pattern as written back (`*.example.com`), for logs.
     label: String,
-    domains: AcceptedDomains,
+    pattern: DomainPattern,
     policy: Policy,
 }
 
@@ -53,13 +54,10 @@ impl PolicySet {
         let default = compile(config.policy.as_deref());
         let mut scopes = Vec::new();
         for (pattern, path) in &config.policy_scopes {
-            let policy = compile(Some(path));
-            if let (Ok(domains), Some(policy)) =
-                (AcceptedDomains::new(std::slice::from_ref(pattern)), policy)
-            {
+            if let Some(policy) = compile(Some(path)) {
                 scopes.push(Scope {
-                    label: pattern.clone(),
-                    domains,
+                    label: pattern.to_string(),
+                    pattern: pattern.clone(),
                     policy,
                 });
             }
@@ -82,23 +80,12 @@ impl PolicySet {
         }
     }
 
-    /// Every file the set was compiled from (for the reload watcher).
-    pub fn files(config: &Config) -> Vec<PathBuf> {
-        config
-            .policy
-            .iter()
-            .chain(config.policy_scopes.values())
-            .chain(config.shadow_policy.iter())
-            .cloned()
-            .collect()
-    }
-
     /// The scope of a recipient domain (normalised, lower-case A-labels): an exact name before
     /// any wildcard, the longest wildcard before shorter ones, else the default.
     pub fn scope_of(&self, domain: &str) -> ScopeId {
         self.scopes
             .iter()
-            .position(|s| s.domains.contains(domain))
+            .position(|s| s.pattern.matches(domain))
             .map_or(0, |i| i + 1)
     }
 
@@ -138,7 +125,7 @@ fn shared_buckets(config: &Config, default: &Policy, scopes: &[Scope]) -> Vec<Di
     let files = std::iter::once((&default_file, default)).chain(scopes.iter().filter_map(|s| {
         config
             .policy_scopes
-            .get(&s.label)
+            .get(&s.pattern)
             .map(|path| (path, &s.policy))
     }));
     let mut visited = std::collections::HashSet::new();
@@ -180,10 +167,12 @@ mod tests {
         let strict = dir.path().join("strict.yaml");
         std::fs::write(&strict, "rules:\n  - name: strict-spf\n    when: { spf.mailfrom: softfail }\n    action: reject\n").expect("write");
         let mut c = Config::default();
+        c.policy_scopes.insert(
+            "finance.example.com".parse().expect("pattern"),
+            strict.clone(),
+        );
         c.policy_scopes
-            .insert("finance.example.com".into(), strict.clone());
-        c.policy_scopes
-            .insert("*.finance.example.com".into(), strict);
+            .insert("*.finance.example.com".parse().expect("pattern"), strict);
         let set = PolicySet::load(&c).expect("valid");
         assert_eq!(set.scope_of("example.com"), 0);
         // Exact names come before wildcards.

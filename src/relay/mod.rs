@@ -1,6 +1,6 @@
 //! The backend: where accepted mail goes, in real time.
 //!
-//! Owns: parsing `backend.url`, opening a backend transaction when the first recipient
+//! Owns: opening a backend transaction when the first recipient
 //! arrives, relaying RCPT and the message, reusing a connection between transactions of
 //! the same session (RSET), and the readiness probe. Must not: make policy decisions.
 //!
@@ -16,7 +16,7 @@ pub mod smtp_client;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::config::Config;
+use crate::config::{BackendTarget, Config};
 use crate::error::Error;
 use crate::smtp::command::MailParams;
 use crate::smtp::reply::{self, Reply};
@@ -25,40 +25,6 @@ pub use client_name::ClientName;
 pub use content::Content;
 pub use smtp_client::ClientIdentity;
 use smtp_client::{SmtpConnection, SmtpSettings};
-
-/// Where mail goes, from `backend.url`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BackendTarget {
-    /// `smtp://host:port`
-    Smtp(String),
-    /// `maildir:PATH`
-    Maildir(PathBuf),
-}
-
-impl BackendTarget {
-    /// Parses `smtp://host:port` or `maildir:PATH`.
-    pub fn parse(url: &str) -> Result<Self, String> {
-        if let Some(rest) = url.strip_prefix("smtp://") {
-            let rest = rest.trim_end_matches('/');
-            let valid = rest.rsplit_once(':').is_some_and(|(host, port)| {
-                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
-            });
-            if !valid {
-                return Err(format!("{url:?}: expected smtp://host:port"));
-            }
-            return Ok(BackendTarget::Smtp(rest.to_string()));
-        }
-        if let Some(path) = url.strip_prefix("maildir:") {
-            if path.is_empty() {
-                return Err(format!("{url:?}: expected maildir:PATH"));
-            }
-            return Ok(BackendTarget::Maildir(PathBuf::from(path)));
-        }
-        Err(format!(
-            "{url:?}: the backend URL must start with smtp:// or maildir:"
-        ))
-    }
-}
 
 /// The configured backend.
 pub struct Backend {
@@ -83,14 +49,14 @@ enum Kind {
 pub struct Idle(Box<SmtpConnection>);
 
 impl Backend {
-    /// Builds the backend from a validated config.
-    pub fn new(config: &Config) -> Result<Self, String> {
-        let target = BackendTarget::parse(&config.backend.url)?;
+    /// Builds the backend from the config.
+    pub fn new(config: &Config) -> Self {
+        let target = config.backend.url.clone();
         let addr = match &target {
             BackendTarget::Smtp(addr) => addr.clone(),
             BackendTarget::Maildir(_) => String::new(),
         };
-        Ok(Backend {
+        Backend {
             target,
             smtp: SmtpSettings {
                 addr,
@@ -103,7 +69,7 @@ impl Backend {
                 starttls: config.backend.starttls,
                 timeouts: config.timeouts.clone(),
             },
-        })
+        }
     }
 
     /// Opens a transaction for `mail`, reusing `idle` when the session has one. On a fresh
@@ -213,30 +179,5 @@ impl Idle {
     /// Closes the kept connection with QUIT.
     pub async fn close(self) {
         self.0.quit().await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls() {
-        assert_eq!(
-            BackendTarget::parse("smtp://127.0.0.1:25"),
-            Ok(BackendTarget::Smtp("127.0.0.1:25".into()))
-        );
-        assert_eq!(
-            BackendTarget::parse("smtp://[::1]:25"),
-            Ok(BackendTarget::Smtp("[::1]:25".into()))
-        );
-        assert_eq!(
-            BackendTarget::parse("maildir:./m"),
-            Ok(BackendTarget::Maildir("./m".into()))
-        );
-        assert!(BackendTarget::parse("smtp://host").is_err());
-        assert!(BackendTarget::parse("smtp://host:0").is_err());
-        assert!(BackendTarget::parse("lmtp://x:1").is_err());
-        assert!(BackendTarget::parse("maildir:").is_err());
     }
 }

@@ -53,22 +53,45 @@ impl ReplyClass {
     }
 }
 
+/// Why an operator's reply is not one we can send.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadReply {
+    /// Not a 4xx or 5xx code (or past x59).
+    #[error("reply code {0} must be a 4xx or 5xx code")]
+    Code(u16),
+    /// The enhanced code is not `class.x.y` with the reply code's class.
+    #[error("enhanced code {enhanced:?} must be {class}.x.y")]
+    Enhanced {
+        /// What was written.
+        enhanced: String,
+        /// The reply code's class (4 or 5).
+        class: u16,
+    },
+    /// The text has a line break.
+    #[error("reply text must be one line")]
+    Multiline,
+}
+
 /// A reply an operator wrote (a policy rule's, a connection refusal's): a 4xx or 5xx code,
 /// an enhanced code of the same class (`4.7.1`) and one line of text.
-pub fn custom(code: u16, enhanced: &str, text: &str) -> Result<Reply, String> {
+pub fn custom(code: u16, enhanced: &str, text: &str) -> Result<Reply, BadReply> {
     let class = code / 100;
     if !(4..=5).contains(&class) || code % 100 > 59 {
-        return Err(format!("reply code {code} must be a 4xx or 5xx code"));
+        return Err(BadReply::Code(code));
     }
+    let bad_enhanced = || BadReply::Enhanced {
+        enhanced: enhanced.to_string(),
+        class,
+    };
     let nums: Option<Vec<u16>> = enhanced.split('.').map(|p| p.parse().ok()).collect();
     let Some([c, s, d]) = nums.as_deref() else {
-        return Err(format!("enhanced code {enhanced:?} must be {class}.x.y"));
+        return Err(bad_enhanced());
     };
     if *c != class {
-        return Err(format!("enhanced code {enhanced:?} must be {class}.x.y"));
+        return Err(bad_enhanced());
     }
     if text.contains(['\r', '\n']) {
-        return Err("reply text must be one line".into());
+        return Err(BadReply::Multiline);
     }
     Ok(Reply::new(
         code,

@@ -22,7 +22,7 @@ use rustls::sign::CertifiedKey;
 use super::validity;
 use crate::config::schema::TlsConfig;
 use crate::error::Error;
-use crate::reload::Stamps;
+use crate::stamps::Stamps;
 
 /// The files of the pair: certificate, then key.
 pub fn files(tls: &TlsConfig) -> Vec<PathBuf> {

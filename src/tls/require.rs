@@ -19,15 +19,15 @@ pub struct Required {
 }
 
 impl Required {
-    /// Compiles `tls.require`; the error names the first entry that is not a domain pattern.
-    pub fn new(tls: Option<&TlsConfig>) -> Result<Self, String> {
+    /// `tls.require`, or nobody without `tls:`.
+    pub fn new(tls: Option<&TlsConfig>) -> Self {
         let Some(tls) = tls else {
-            return Ok(Required::default());
+            return Required::default();
         };
-        Ok(Required {
+        Required {
             networks: tls.require.client_networks.clone(),
-            domains: AcceptedDomains::new(&tls.require.recipient_domains)?,
-        })
+            domains: tls.require.recipient_domains.clone(),
+        }
     }
 
     /// True when a client at `ip` must use STARTTLS before MAIL. An IPv4 address mapped into
@@ -54,10 +54,10 @@ mod tests {
             key: "k.pem".into(),
             require: TlsRequire {
                 client_networks: networks.iter().map(|n| n.parse().unwrap()).collect(),
-                recipient_domains: domains.iter().map(|d| d.to_string()).collect(),
+                recipient_domains: AcceptedDomains::parse(domains).unwrap(),
             },
         };
-        Required::new(Some(&tls)).unwrap()
+        Required::new(Some(&tls))
     }
 
     #[test]
@@ -87,7 +87,7 @@ mod tests {
 
     #[test]
     fn nothing_is_required_without_tls() {
-        let r = Required::new(None).unwrap();
+        let r = Required::new(None);
         assert!(!r.client("192.0.2.1".parse().unwrap()));
         assert!(!r.recipient("bank.test"));
     }

@@ -43,11 +43,15 @@ pub fn test_config() -> (Config, tempfile::TempDir) {
     let mut c = Config {
         hostname: "gw.example.test".into(),
         listen: vec!["127.0.0.1:0".parse().unwrap()],
-        accepted_domains: vec!["example.test".into(), "*.corp.example".into()],
+        accepted_domains: portcullis::config::domains::AcceptedDomains::parse(&[
+            "example.test",
+            "*.corp.example",
+        ])
+        .unwrap(),
         ..Config::default()
     };
     c.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
-    c.backend.url = format!("maildir:{}", dir.path().display());
+    c.backend.url = format!("maildir:{}", dir.path().display()).parse().unwrap();
     c.timeouts.command = Duration::from_secs(10);
     c.timeouts.data = Duration::from_secs(20);
     c.timeouts.shutdown_grace = Duration::from_secs(5);
@@ -83,7 +87,7 @@ impl Gateway {
     pub async fn start_milter(tweak: impl FnOnce(&mut Config)) -> Gateway {
         let (mut config, dir) = test_config();
         config.listen = Vec::new();
-        config.accepted_domains = Vec::new();
+        config.accepted_domains = Default::default();
         config.milter.listen = vec![MilterSocket::Inet(SocketAddr::from((
             [127, 0, 0, 1],
             free_port(),

@@ -159,7 +159,7 @@ impl Rig {
 
         let dead_backend = free_port();
         let broken = Gateway::start(move |c| {
-            c.backend.url = format!("smtp://127.0.0.1:{dead_backend}");
+            c.backend.url = format!("smtp://127.0.0.1:{dead_backend}").parse().unwrap();
             c.backend.probe_interval = Duration::from_secs(1);
             c.timeouts.backend_connect = Duration::from_secs(1);
             c.limits.max_sessions = 3;

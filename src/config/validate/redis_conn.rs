@@ -136,15 +136,15 @@ fn files(tls: &RedisTlsConfig, out: &mut Vec<Problem>) {
     if let Some(path) = &tls.ca_file
         && let Err(e) = certificates(path)
     {
-        out.push(problem(&at("ca_file"), e));
+        out.push(problem(&at("ca_file"), e.to_string()));
     }
     let certs = tls.cert_file.as_deref().map(certificates);
     if let Some(Err(e)) = &certs {
-        out.push(problem(&at("cert_file"), e.clone()));
+        out.push(problem(&at("cert_file"), e.to_string()));
     }
     let key = tls.key_file.as_deref().map(private_key);
     if let Some(Err(e)) = &key {
-        out.push(problem(&at("key_file"), e.clone()));
+        out.push(problem(&at("key_file"), e.to_string()));
     }
     if let (Some(Ok(certs)), Some(Ok(key)), Some(path)) = (certs, key, &tls.key_file) {
         let provider = rustls::crypto::aws_lc_rs::default_provider();
@@ -158,27 +158,39 @@ fn files(tls: &RedisTlsConfig, out: &mut Vec<Problem>) {
     }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+/// A PEM file that cannot serve; each names the file.
+#[derive(Debug, thiserror::Error)]
+enum BadPem {
+    #[error("cannot read {0}: {1}")]
+    Read(String, std::io::Error),
+    #[error("{0}: {1}")]
+    Pem(String, rustls::pki_types::pem::Error),
+    #[error("{0}: no PEM CERTIFICATE block")]
+    NoCertificate(String),
+    #[error("{0}: no private key: {1}")]
+    NoKey(String, rustls::pki_types::pem::Error),
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, BadPem> {
+    std::fs::read(path).map_err(|e| BadPem::Read(path.display().to_string(), e))
 }
 
 /// At least one PEM certificate.
-fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, BadPem> {
     let bytes = read(path)?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(|e| BadPem::Pem(path.display().to_string(), e))?;
     match certs.is_empty() {
-        true => Err(format!("{}: no PEM CERTIFICATE block", path.display())),
+        true => Err(BadPem::NoCertificate(path.display().to_string())),
         false => Ok(certs),
     }
 }
 
 /// One PEM private key.
-fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, BadPem> {
     let bytes = read(path)?;
-    PrivateKeyDer::from_pem_slice(&bytes)
-        .map_err(|e| format!("{}: no private key: {e}", path.display()))
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| BadPem::NoKey(path.display().to_string(), e))
 }
 
 #[cfg(test)]

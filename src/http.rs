@@ -5,7 +5,7 @@
 //! scrape is still answered when the descriptor table is full (the listener's spare
 //! descriptor takes it) and accept failures back off and are logged once. Each scrape
 //! refreshes the descriptor and process gauges, and is answered in the format its `Accept` header
-//! prefers (`negotiate.rs`). Must not: be reachable from outside by default (the
+//! prefers (`metrics/negotiate.rs`). Must not: be reachable from outside by default (the
 //! default address is 127.0.0.1:9465).
 
 use std::net::SocketAddr;
@@ -19,8 +19,8 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::{Event, Format, Metrics};
 use crate::accept::{Accepted, Acceptor};
+use crate::metrics::{Event, Format, Metrics};
 use crate::relay::Backend;
 
 /// The metrics listener as axum sees it.

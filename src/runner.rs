@@ -2,6 +2,8 @@
 //!
 //! Owns: the order of checks (as the registry declared them), the per-check budget, panic
 //! isolation, timing metrics, and the hand-off to the policy. Must not: read YAML or reply.
+//! It is not in `pipeline`: `pipeline` is the vocabulary that checks, policy and metrics
+//! share, and runs nothing; this runs the checks and asks the policy.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -10,10 +12,10 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use futures_util::FutureExt;
 
-use super::facts::{self, FactDef};
-use super::outcome::{Fact, Findings};
-use super::{Check, CheckContext, Deferred, Stage};
 use crate::metrics::Metrics;
+use crate::pipeline::facts::{self, FactDef};
+use crate::pipeline::outcome::{Fact, Findings};
+use crate::pipeline::{Check, CheckContext, Deferred, Stage};
 use crate::policy::set::PolicySet;
 
 /// The checks and the policy that one session uses (a snapshot: a reload does not change
