@@ -18,9 +18,9 @@ use std::time::Duration;
 use portcullis::metrics::Metrics;
 use portcullis::pipeline::facts::{FactDef, Kind};
 use portcullis::pipeline::outcome::Fact;
-use portcullis::runner::Pipeline;
 use portcullis::pipeline::{Check, CheckContext, CheckFuture, Stage, ready};
 use portcullis::policy::set::PolicySet;
+use portcullis::runner::Pipeline;
 use portcullis::smtp::envelope::{Envelope, SessionInfo};
 
 // ---- src/pipeline/facts.rs, in the `facts!` list (step 3) -------------------------------

@@ -22,8 +22,8 @@ use crate::context::Context;
 use crate::engine::{Engine, Mode, Step};
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::pipeline::outcome::Verdict;
 use crate::pipeline::{MessageView, Stage};
+use crate::policy::verdict::Verdict;
 use crate::smtp::codec::BodyDecoder;
 use crate::smtp::envelope::{Envelope, SessionInfo};
 

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::pipeline::outcome::Verdict;
+use crate::policy::verdict::Verdict;
 use crate::relay::{Backend, ClientIdentity, Content};
 use crate::smtp::command::MailParams;
 use crate::smtp::reply::Reply;

@@ -10,7 +10,8 @@
 use crate::config::BackendTarget;
 use crate::config::Config;
 use crate::config::schema::{MilterQuarantine, QuarantineAnswer};
-use crate::pipeline::outcome::{Action, Verdict};
+use crate::pipeline::outcome::Action;
+use crate::policy::verdict::Verdict;
 use crate::smtp::reply;
 
 /// The lines for `verdict` at the end of DATA under `config`; none for a refusal, whose

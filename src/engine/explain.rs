@@ -8,8 +8,9 @@
 use std::fmt::Write as _;
 
 use crate::pipeline::Stage;
-use crate::pipeline::outcome::{Fact, Verdict};
+use crate::pipeline::outcome::Fact;
 use crate::policy::limit::Probe;
+use crate::policy::verdict::Verdict;
 use crate::policy::walk::Evaluated;
 
 /// A report being written.

@@ -9,8 +9,9 @@ use super::explain::Explain;
 use crate::context::Context;
 use crate::metrics::Event;
 use crate::pipeline::Stage;
-use crate::pipeline::outcome::{Fact, Verdict};
+use crate::pipeline::outcome::Fact;
 use crate::policy::set::PolicySet;
+use crate::policy::verdict::Verdict;
 
 /// Compares the shadow policy of `set` (if any) with the live `verdict` at `stage`.
 pub fn compare(

@@ -5,7 +5,8 @@
 //! Authentication-Results must go). Must not: know how a front end sends them (an SMTP
 //! reply, a milter replycode and header edits).
 
-use crate::pipeline::outcome::{Action, Verdict};
+use crate::pipeline::outcome::Action;
+use crate::policy::verdict::Verdict;
 use crate::smtp::reply::Reply;
 
 /// The outcome of one stage before the message.

@@ -662,7 +662,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> MilterSession<S> {
             ),
             None => (String::new(), 0, Vec::new()),
         };
-        let empty = crate::pipeline::outcome::Verdict::accept();
+        let empty = crate::policy::verdict::Verdict::accept();
         let verdict = decided.map_or(&empty, |d| &d.verdict);
         tracing::info!(
             milter = %self.id,

@@ -1,12 +1,12 @@
-//! What checks find and what policy makes of it.
+//! What checks find, and the actions a policy can take on it.
 //!
-//! Owns: `Fact` (a finding of a known fact), `Action` (what to do), `Verdict` (the action plus why)
-//! and the merge rule. Must not: do I/O.
+//! Owns: `Fact` (a finding of a known fact), `Findings`, and `Action` (what to do) with its
+//! order of strength. Must not: do I/O. The verdict, which names rules and counts limits, is
+//! the policy's (`policy/verdict.rs`).
 
 use std::fmt;
 
 use super::facts::{FactDef, Kind};
-use crate::metrics::Limit;
 use crate::smtp::reply::Reply;
 
 /// The value of a finding.
@@ -137,7 +137,8 @@ impl Action {
         }
     }
 
-    fn rank(&self) -> u8 {
+    /// The order of strength, for merging: accept 0 < tag < quarantine < tempfail < reject 4.
+    pub fn rank(&self) -> u8 {
         match self {
             Action::Accept => 0,
             Action::Tag => 1,
@@ -145,58 +146,5 @@ impl Action {
             Action::Tempfail(_) => 3,
             Action::Reject(_) => 4,
         }
-    }
-}
-
-/// The decision for one stage, with the names of the rules that produced it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verdict {
-    /// The strongest action of the rules that fired.
-    pub action: Action,
-    /// Names of the rules that fired, in evaluation order.
-    pub rules: Vec<String>,
-    /// The summed score of the scoring rules that fired.
-    pub score: i64,
-    /// The limits of the built-in rules that fired (`Builtin::limit`): the engine counts
-    /// them when it acts on a refusal.
-    pub limits: Vec<Limit>,
-}
-
-impl Verdict {
-    /// No rule fired.
-    pub fn accept() -> Self {
-        Verdict {
-            action: Action::Accept,
-            rules: Vec::new(),
-            score: 0,
-            limits: Vec::new(),
-        }
-    }
-
-    /// Merges one fired rule: the stronger action wins (reject > tempfail > quarantine >
-    /// tag > accept); on a tie the earlier rule's action (and reply) stays.
-    pub fn merge(&mut self, rule: &str, action: &Action) {
-        self.rules.push(rule.to_string());
-        if action.rank() > self.action.rank() {
-            self.action = action.clone();
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::smtp::reply;
-
-    #[test]
-    fn strongest_action_wins_first_reply_kept() {
-        let mut v = Verdict::accept();
-        v.merge("t", &Action::Tag);
-        v.merge("a", &Action::Tempfail(reply::TOO_MANY_RECIPIENTS));
-        v.merge("b", &Action::Reject(reply::MESSAGE_TOO_BIG));
-        v.merge("c", &Action::Reject(reply::POLICY_REJECT));
-        v.merge("d", &Action::Tag);
-        assert_eq!(v.action, Action::Reject(reply::MESSAGE_TOO_BIG));
-        assert_eq!(v.rules, vec!["t", "a", "b", "c", "d"]);
     }
 }

@@ -11,6 +11,7 @@ pub mod condition;
 pub mod file;
 pub mod limit;
 pub mod set;
+pub mod verdict;
 pub mod walk;
 
 use std::path::Path;
@@ -19,10 +20,11 @@ use crate::config::Diagnostic;
 use crate::config::schema::{BareLineEndings, Config, DmarcDnsFailure, LongLines, NulBytes};
 use crate::pipeline::Stage;
 use crate::pipeline::facts::{self, FactDef};
-use crate::pipeline::outcome::{Action, Fact, Verdict};
+use crate::pipeline::outcome::{Action, Fact};
 use crate::smtp::reply;
 pub use builtin::Builtin;
 pub use condition::Condition;
+pub use verdict::Verdict;
 
 /// One built-in rule.
 #[derive(Debug, Clone)]

@@ -10,9 +10,10 @@
 
 use std::fmt;
 
+use super::verdict::Verdict;
 use super::{Policy, limit};
 use crate::pipeline::Stage;
-use crate::pipeline::outcome::{Action, Fact, Verdict};
+use crate::pipeline::outcome::{Action, Fact};
 use crate::smtp::reply;
 
 /// What became of one rule in a walk.

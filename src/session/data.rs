@@ -15,7 +15,7 @@ use crate::engine::Final;
 use crate::intake::Intake;
 use crate::metrics::{Event, Limit};
 use crate::pipeline::MessageView;
-use crate::pipeline::outcome::Verdict;
+use crate::policy::verdict::Verdict;
 use crate::quarantine::Quarantine;
 use crate::readback::ReadBack;
 use crate::relay::Content;
