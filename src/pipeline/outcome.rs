@@ -118,6 +118,15 @@ pub enum Action {
 }
 
 impl Action {
+    /// True for the actions that end the evaluation of a policy's rules (`accept`, `reject`,
+    /// `tempfail`); tags and quarantines add up instead.
+    pub fn decides(&self) -> bool {
+        matches!(
+            self,
+            Action::Accept | Action::Reject(_) | Action::Tempfail(_)
+        )
+    }
+
     /// The metric label of the action.
     pub fn label(&self) -> &'static str {
         match self {

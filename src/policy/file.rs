@@ -177,10 +177,7 @@ impl Compiler<'_> {
                     format!("rule {:?} has neither an action nor a score", r.name),
                 );
             }
-            let decisive = matches!(
-                action,
-                Some(Action::Accept | Action::Reject(_) | Action::Tempfail(_))
-            );
+            let decisive = action.as_ref().is_some_and(Action::decides);
             if decisive && r.limit.is_none() && matches!(&when, Condition::All(v) if v.is_empty()) {
                 unconditional = Some(r.name.clone());
             }

@@ -167,10 +167,7 @@ impl Policy {
             .filter(|r| {
                 stage == Stage::Data
                     || r.limit.is_some()
-                    || matches!(
-                        r.action,
-                        Some(Action::Accept | Action::Reject(_) | Action::Tempfail(_))
-                    )
+                    || r.action.as_ref().is_some_and(Action::decides)
             })
             .any(|r| {
                 let mut used = Vec::new();
@@ -225,13 +222,7 @@ impl Policy {
                 }
                 // A rule that decides ends the evaluation, as in `decide`: the limits after
                 // it are not asked for.
-                _ if matches!(
-                    rule.action,
-                    Some(Action::Accept | Action::Reject(_) | Action::Tempfail(_))
-                ) =>
-                {
-                    break;
-                }
+                _ if rule.action.as_ref().is_some_and(Action::decides) => break,
                 _ => {}
             }
         }

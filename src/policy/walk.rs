@@ -111,27 +111,13 @@ impl Policy {
             }
             trace.see(&rule.name, Seen::Fired);
             verdict.score += rule.score;
-            let decides = match &rule.action {
-                None => {
-                    verdict.rules.push(rule.name.clone());
-                    false
-                }
+            match &rule.action {
                 // Accept stops the YAML rules; it cannot undo what the built-in rules (DMARC
                 // quarantine) or earlier rules decided.
-                Some(Action::Accept) => {
-                    verdict.rules.push(rule.name.clone());
-                    true
-                }
-                Some(action @ (Action::Reject(_) | Action::Tempfail(_))) => {
-                    verdict.merge(&rule.name, action);
-                    true
-                }
-                Some(action) => {
-                    verdict.merge(&rule.name, action);
-                    false
-                }
-            };
-            if decides {
+                None | Some(Action::Accept) => verdict.rules.push(rule.name.clone()),
+                Some(action) => verdict.merge(&rule.name, action),
+            }
+            if rule.action.as_ref().is_some_and(Action::decides) {
                 trace.skip(|| self.after(stage, i + 1), &rule.name);
                 return verdict;
             }
