@@ -147,8 +147,9 @@ impl Gateway {
         http_get(self.metrics_addr, path).await
     }
 
-    /// The value of one metric line (exact series text before the value), or 0.
-    pub async fn metric(&self, series: &str) -> f64 {
+    /// The value of one metric line (exact series text before the value); `None` when the
+    /// exposition has no such series (so a renamed metric or label can never pass for a 0).
+    pub async fn metric(&self, series: &str) -> Option<f64> {
         let (_, body) = self.http_get("/metrics").await;
         metric_value(&body, series)
     }
@@ -169,15 +170,21 @@ impl Gateway {
     }
 }
 
-/// Parses `series value` lines of an exposition.
-pub fn metric_value(body: &str, series: &str) -> f64 {
-    body.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)
-                .and_then(|rest| rest.strip_prefix(' '))
-        })
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
+/// The value of the `series value` line of an exposition whose series text (name and
+/// labels, exactly as exposed) is `series`; `None` when there is no such line. A line that
+/// names the series with a value that is not a number panics: that is a broken exposition,
+/// not a missing series.
+pub fn metric_value(body: &str, series: &str) -> Option<f64> {
+    let value = body.lines().find_map(|l| {
+        l.strip_prefix(series)
+            .and_then(|rest| rest.strip_prefix(' '))
+    })?;
+    let number = value.split_whitespace().next().unwrap_or(value);
+    Some(
+        number
+            .parse()
+            .unwrap_or_else(|e| panic!("{series}: value {value:?} is not a number: {e}")),
+    )
 }
 
 /// The first `inet:` listener of `sockets`.
