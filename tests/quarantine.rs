@@ -56,7 +56,7 @@ async fn quarantined_mail_is_kept_listed_released_and_deleted() {
     assert_eq!(
         gw.metric("portcullis_messages_total{mode=\"smtp\",verdict=\"quarantine\"}")
             .await,
-        2.0
+        Some(2.0)
     );
 
     // The CLI works on the same directories through a config file.

@@ -41,10 +41,14 @@ async fn gateway_with(policy: &str) -> (Gateway, tempfile::TempDir) {
     (gw, dir)
 }
 
+/// A rate limit's checks by result. Labelled by the rule's name, so no series is exposed
+/// before its first count: a count that must still be zero is asserted `None`, beside a
+/// sibling series of the same rule that must exist.
 fn checks(rule: &str, result: &str) -> String {
     format!("portcullis_ratelimit_checks_total{{rule=\"{rule}\",result=\"{result}\"}}")
 }
 
+/// A rule's hits; like `checks`, exposed only from the rule's first hit.
 fn hits(rule: &str) -> String {
     format!("portcullis_policy_rule_hits_total{{rule=\"{rule}\"}}")
 }
@@ -89,9 +93,9 @@ async fn sender_domain_limit_admits_the_burst_then_defers_at_mail() {
     let mut b = ehlo(&gw).await;
     assert_eq!(mail(&mut b, "a@flood.example").await.0, 250);
     assert_eq!(b.cmd("RSET").await.0, 250);
-    assert_eq!(gw.metric(&checks("flood", "allowed")).await, 3.0);
-    assert_eq!(gw.metric(&checks("flood", "exceeded")).await, 0.0);
-    assert_eq!(gw.metric(&hits("flood")).await, 0.0);
+    assert_eq!(gw.metric(&checks("flood", "allowed")).await, Some(3.0));
+    assert_eq!(gw.metric(&checks("flood", "exceeded")).await, None);
+    assert_eq!(gw.metric(&hits("flood")).await, None);
 
     // The fourth is over the rate, in a new session as in the old one.
     let (code, text) = mail(&mut b, "a@flood.example").await;
@@ -108,10 +112,10 @@ async fn sender_domain_limit_admits_the_burst_then_defers_at_mail() {
     assert_eq!(c.data(MESSAGE).await.0, 250);
     assert_eq!(gw.delivered("example.test", "u").len(), 1);
 
-    assert_eq!(gw.metric(&checks("flood", "allowed")).await, 4.0);
-    assert_eq!(gw.metric(&checks("flood", "exceeded")).await, 2.0);
-    assert_eq!(gw.metric(&checks("flood", "unavailable")).await, 0.0);
-    assert_eq!(gw.metric(&hits("flood")).await, 2.0);
+    assert_eq!(gw.metric(&checks("flood", "allowed")).await, Some(4.0));
+    assert_eq!(gw.metric(&checks("flood", "exceeded")).await, Some(2.0));
+    assert_eq!(gw.metric(&checks("flood", "unavailable")).await, None);
+    assert_eq!(gw.metric(&hits("flood")).await, Some(2.0));
 }
 
 #[tokio::test]
@@ -125,7 +129,7 @@ async fn recipient_limit_defers_that_recipient_only() {
         assert_eq!(c.data(MESSAGE).await.0, 250);
     }
     // MAIL is not counted by a RCPT-stage limit: only the two recipients were.
-    assert_eq!(gw.metric(&checks("per-rcpt", "allowed")).await, 2.0);
+    assert_eq!(gw.metric(&checks("per-rcpt", "allowed")).await, Some(2.0));
 
     assert_eq!(mail(&mut c, "a@sender.example").await.0, 250);
     let (code, text) = c.cmd("RCPT TO:<u@example.test>").await;
@@ -136,9 +140,9 @@ async fn recipient_limit_defers_that_recipient_only() {
 
     assert_eq!(gw.delivered("example.test", "u").len(), 2);
     assert_eq!(gw.delivered("example.test", "v").len(), 1);
-    assert_eq!(gw.metric(&checks("per-rcpt", "allowed")).await, 3.0);
-    assert_eq!(gw.metric(&checks("per-rcpt", "exceeded")).await, 1.0);
-    assert_eq!(gw.metric(&hits("per-rcpt")).await, 1.0);
+    assert_eq!(gw.metric(&checks("per-rcpt", "allowed")).await, Some(3.0));
+    assert_eq!(gw.metric(&checks("per-rcpt", "exceeded")).await, Some(1.0));
+    assert_eq!(gw.metric(&hits("per-rcpt")).await, Some(1.0));
 }
 
 #[tokio::test]
@@ -154,7 +158,7 @@ async fn a_when_condition_narrows_what_is_counted() {
     }
     assert_eq!(
         gw.metric(&checks("bulk", "allowed")).await,
-        0.0,
+        None,
         "other senders are not counted"
     );
     assert_eq!(mail(&mut c, "a@bulk.example").await.0, 250);
@@ -163,8 +167,8 @@ async fn a_when_condition_narrows_what_is_counted() {
     assert_eq!((code, text.as_str()), (451, RATE_LIMITED));
     // The client's bucket is spent, but only for mail the condition selects.
     assert_eq!(mail(&mut c, "a@other.example").await.0, 250);
-    assert_eq!(gw.metric(&checks("bulk", "allowed")).await, 1.0);
-    assert_eq!(gw.metric(&checks("bulk", "exceeded")).await, 1.0);
+    assert_eq!(gw.metric(&checks("bulk", "allowed")).await, Some(1.0));
+    assert_eq!(gw.metric(&checks("bulk", "exceeded")).await, Some(1.0));
 }
 
 #[tokio::test]
@@ -182,7 +186,7 @@ async fn a_limit_with_action_reject_uses_its_own_reply() {
         (550, "550 5.7.1 Too many messages from this sender")
     );
     assert_eq!(mail(&mut c, "someone.else@sender.example").await.0, 250);
-    assert_eq!(gw.metric(&hits("one-per-sender")).await, 1.0);
+    assert_eq!(gw.metric(&hits("one-per-sender")).await, Some(1.0));
 }
 
 #[tokio::test]
@@ -213,14 +217,20 @@ async fn a_score_only_limit_scores_instead_of_refusing() {
         vec!["X-Portcullis-Verdict: tag; score=5; rules=busy-sender,score>=5"],
         "only the message over the rate is scored"
     );
-    assert_eq!(gw.metric(&checks("busy-sender", "allowed")).await, 1.0);
-    assert_eq!(gw.metric(&checks("busy-sender", "exceeded")).await, 1.0);
+    assert_eq!(
+        gw.metric(&checks("busy-sender", "allowed")).await,
+        Some(1.0)
+    );
+    assert_eq!(
+        gw.metric(&checks("busy-sender", "exceeded")).await,
+        Some(1.0)
+    );
     // Counted once, at DATA where the score takes effect (MAIL did not refuse).
-    assert_eq!(gw.metric(&hits("busy-sender")).await, 1.0);
+    assert_eq!(gw.metric(&hits("busy-sender")).await, Some(1.0));
     assert_eq!(
         gw.metric("portcullis_messages_total{mode=\"smtp\",verdict=\"tag\"}")
             .await,
-        1.0
+        Some(1.0)
     );
 }
 
@@ -235,8 +245,8 @@ async fn an_earlier_accept_stops_evaluation_before_the_limit() {
         assert_eq!(mail(&mut c, "a@sender.example").await.0, 250);
         assert_eq!(c.cmd("RSET").await.0, 250);
     }
-    assert_eq!(gw.metric(&checks("per-client", "allowed")).await, 0.0);
-    assert_eq!(gw.metric(&checks("per-client", "exceeded")).await, 0.0);
+    assert_eq!(gw.metric(&checks("per-client", "allowed")).await, None);
+    assert_eq!(gw.metric(&checks("per-client", "exceeded")).await, None);
 
     // Another client is not trusted and is counted.
     let mut d = ehlo_from(&gw, "127.0.0.2").await;
@@ -244,11 +254,14 @@ async fn an_earlier_accept_stops_evaluation_before_the_limit() {
     assert_eq!(d.cmd("RSET").await.0, 250);
     let (code, text) = mail(&mut d, "a@sender.example").await;
     assert_eq!((code, text.as_str()), (451, RATE_LIMITED));
-    assert_eq!(gw.metric(&checks("per-client", "allowed")).await, 1.0);
-    assert_eq!(gw.metric(&checks("per-client", "exceeded")).await, 1.0);
+    assert_eq!(gw.metric(&checks("per-client", "allowed")).await, Some(1.0));
+    assert_eq!(
+        gw.metric(&checks("per-client", "exceeded")).await,
+        Some(1.0)
+    );
     // And the trusted one still is not.
     assert_eq!(mail(&mut c, "a@sender.example").await.0, 250);
-    assert_eq!(gw.metric(&checks("per-client", "allowed")).await, 1.0);
+    assert_eq!(gw.metric(&checks("per-client", "allowed")).await, Some(1.0));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -282,28 +295,28 @@ async fn greylisting_defers_new_and_early_then_passes_and_auto_allows() {
         "retried too early"
     );
     assert!(gw.delivered("example.test", "u").is_empty());
-    assert_eq!(gw.metric(&grey("new")).await, 1.0);
-    assert_eq!(gw.metric(&grey("early")).await, 1.0);
-    assert_eq!(gw.metric(&grey("pass")).await, 0.0);
+    assert_eq!(gw.metric(&grey("new")).await, Some(1.0));
+    assert_eq!(gw.metric(&grey("early")).await, Some(1.0));
+    assert_eq!(gw.metric(&grey("pass")).await, Some(0.0));
 
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let (code, text) = attempt(&gw, "A@Sender.example", "U@example.test").await;
     assert_eq!(code, 250, "the triplet is case-insensitive: {text}");
     assert_eq!(gw.delivered("example.test", "u").len(), 1);
-    assert_eq!(gw.metric(&grey("pass")).await, 1.0);
+    assert_eq!(gw.metric(&grey("pass")).await, Some(1.0));
 
     // One pass from 127.0.0.0/24 is enough: a new triplet of the network passes at once.
     let (code, text) = attempt(&gw, "b@elsewhere.example", "v@example.test").await;
     assert_eq!(code, 250, "{text}");
     assert_eq!(gw.delivered("example.test", "v").len(), 1);
-    assert_eq!(gw.metric(&grey("auto_allowed")).await, 1.0);
-    assert_eq!(gw.metric(&grey("new")).await, 1.0);
-    assert_eq!(gw.metric(&grey("skipped")).await, 0.0);
-    assert_eq!(gw.metric(&hits("greylisted")).await, 2.0);
+    assert_eq!(gw.metric(&grey("auto_allowed")).await, Some(1.0));
+    assert_eq!(gw.metric(&grey("new")).await, Some(1.0));
+    assert_eq!(gw.metric(&grey("skipped")).await, Some(0.0));
+    assert_eq!(gw.metric(&hits("greylisted")).await, Some(2.0));
     assert_eq!(
         gw.metric("portcullis_messages_total{mode=\"smtp\",verdict=\"tempfail\"}")
             .await,
-        2.0
+        Some(2.0)
     );
 }
 
@@ -323,9 +336,9 @@ async fn greylisting_without_auto_allow_defers_each_new_triplet() {
     assert_eq!((code, text.as_str()), (451, GREYLISTED));
     assert_eq!(gw.delivered("example.test", "u").len(), 2);
     assert!(gw.delivered("example.test", "v").is_empty());
-    assert_eq!(gw.metric(&grey("new")).await, 2.0);
-    assert_eq!(gw.metric(&grey("pass")).await, 2.0);
-    assert_eq!(gw.metric(&grey("auto_allowed")).await, 0.0);
+    assert_eq!(gw.metric(&grey("new")).await, Some(2.0));
+    assert_eq!(gw.metric(&grey("pass")).await, Some(2.0));
+    assert_eq!(gw.metric(&grey("auto_allowed")).await, Some(0.0));
 }
 
 #[tokio::test]
@@ -347,12 +360,12 @@ async fn greylisting_skips_listed_networks_and_refused_messages() {
         (550, "550 5.7.1 Message rejected by policy")
     );
     for result in ["new", "early", "pass", "auto_allowed", "skipped"] {
-        assert_eq!(gw.metric(&grey(result)).await, 0.0, "{result}");
+        assert_eq!(gw.metric(&grey(result)).await, Some(0.0), "{result}");
     }
     // The same triplet's first acceptable message is new, not a pass.
     let (code, text) = attempt(&gw, "a@s.example", "u@example.test").await;
     assert_eq!((code, text.as_str()), (451, GREYLISTED));
-    assert_eq!(gw.metric(&grey("new")).await, 1.0);
+    assert_eq!(gw.metric(&grey("new")).await, Some(1.0));
 
     let gw = Gateway::start(|c| {
         greylisting(c, 0);
@@ -362,8 +375,8 @@ async fn greylisting_skips_listed_networks_and_refused_messages() {
     let (code, text) = attempt(&gw, "a@s.example", "u@example.test").await;
     assert_eq!(code, 250, "{text}");
     assert_eq!(gw.delivered("example.test", "u").len(), 1);
-    assert_eq!(gw.metric(&grey("skipped")).await, 1.0);
-    assert_eq!(gw.metric(&grey("new")).await, 0.0);
+    assert_eq!(gw.metric(&grey("skipped")).await, Some(1.0));
+    assert_eq!(gw.metric(&grey("new")).await, Some(0.0));
 }
 
 #[tokio::test]
@@ -391,7 +404,7 @@ async fn greylisting_disabled_asks_nothing() {
             "{series} in:\n{body}"
         );
     }
-    assert_eq!(gw.metric(&hits("greylisted")).await, 0.0);
+    assert_eq!(gw.metric(&hits("greylisted")).await, None);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -575,8 +588,14 @@ async fn a_scoped_policy_counts_its_mail_stage_limit_at_rcpt() {
     assert_eq!(mail(&mut c, "a@flood.example").await.0, 250);
     let (code, text) = c.cmd("RCPT TO:<v@finance.corp.example>").await;
     assert_eq!((code, text.as_str()), (451, RATE_LIMITED));
-    assert_eq!(gw.metric(&checks("scoped-flood", "allowed")).await, 1.0);
-    assert_eq!(gw.metric(&checks("scoped-flood", "exceeded")).await, 1.0);
+    assert_eq!(
+        gw.metric(&checks("scoped-flood", "allowed")).await,
+        Some(1.0)
+    );
+    assert_eq!(
+        gw.metric(&checks("scoped-flood", "exceeded")).await,
+        Some(1.0)
+    );
 }
 
 #[tokio::test]
@@ -594,9 +613,12 @@ async fn counting_stops_at_the_first_limit_that_refuses() {
         assert_eq!(c.cmd("RSET").await.0, 250);
     }
     assert_eq!(mail(&mut c, "y@sender.example").await.0, 250);
-    assert_eq!(gw.metric(&checks("per-client", "allowed")).await, 2.0);
-    assert_eq!(gw.metric(&checks("per-client", "exceeded")).await, 0.0);
-    assert_eq!(gw.metric(&checks("per-sender", "exceeded")).await, 2.0);
+    assert_eq!(gw.metric(&checks("per-client", "allowed")).await, Some(2.0));
+    assert_eq!(gw.metric(&checks("per-client", "exceeded")).await, None);
+    assert_eq!(
+        gw.metric(&checks("per-sender", "exceeded")).await,
+        Some(2.0)
+    );
 }
 
 #[tokio::test]
@@ -616,9 +638,15 @@ async fn a_limit_with_a_data_condition_counts_at_the_end_of_data() {
         }
     }
     assert_eq!(gw.delivered("example.test", "u").len(), 1);
-    assert_eq!(gw.metric(&checks("big-senders", "allowed")).await, 1.0);
-    assert_eq!(gw.metric(&checks("big-senders", "exceeded")).await, 1.0);
-    assert_eq!(gw.metric(&hits("big-senders")).await, 1.0);
+    assert_eq!(
+        gw.metric(&checks("big-senders", "allowed")).await,
+        Some(1.0)
+    );
+    assert_eq!(
+        gw.metric(&checks("big-senders", "exceeded")).await,
+        Some(1.0)
+    );
+    assert_eq!(gw.metric(&hits("big-senders")).await, Some(1.0));
 }
 
 #[tokio::test]
@@ -637,8 +665,11 @@ async fn a_recipient_domain_limit_counts_each_recipient() {
     assert_eq!(c.data(MESSAGE).await.0, 250);
     assert_eq!(gw.delivered("example.test", "u").len(), 1);
     assert_eq!(gw.delivered("example.test", "w").len(), 0);
-    assert_eq!(gw.metric(&checks("per-domain", "allowed")).await, 3.0);
-    assert_eq!(gw.metric(&checks("per-domain", "exceeded")).await, 1.0);
+    assert_eq!(gw.metric(&checks("per-domain", "allowed")).await, Some(3.0));
+    assert_eq!(
+        gw.metric(&checks("per-domain", "exceeded")).await,
+        Some(1.0)
+    );
 }
 
 #[test]

@@ -151,8 +151,9 @@ impl Gateway {
         http_get(self.metrics_addr, path).await
     }
 
-    /// The value of one metric line (exact series text before the value), or 0.
-    pub async fn metric(&self, series: &str) -> f64 {
+    /// The value of one metric line (exact series text before the value); `None` when the
+    /// exposition has no such series (so a renamed metric or label can never pass for a 0).
+    pub async fn metric(&self, series: &str) -> Option<f64> {
         let (_, body) = self.http_get("/metrics").await;
         metric_value(&body, series)
     }
@@ -173,15 +174,21 @@ impl Gateway {
     }
 }
 
-/// Parses `series value` lines of an exposition.
-pub fn metric_value(body: &str, series: &str) -> f64 {
-    body.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)
-                .and_then(|rest| rest.strip_prefix(' '))
-        })
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
+/// The value of the `series value` line of an exposition whose series text (name and
+/// labels, exactly as exposed) is `series`; `None` when there is no such line. A line that
+/// names the series with a value that is not a number panics: that is a broken exposition,
+/// not a missing series.
+pub fn metric_value(body: &str, series: &str) -> Option<f64> {
+    let value = body.lines().find_map(|l| {
+        l.strip_prefix(series)
+            .and_then(|rest| rest.strip_prefix(' '))
+    })?;
+    let number = value.split_whitespace().next().unwrap_or(value);
+    Some(
+        number
+            .parse()
+            .unwrap_or_else(|e| panic!("{series}: value {value:?} is not a number: {e}")),
+    )
 }
 
 /// The first `inet:` listener of `sockets`.
@@ -265,25 +272,32 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .await
         .unwrap();
     let text = String::from_utf8_lossy(&buf).to_string();
+    // No status or no end of the head is a broken response, never an empty page.
     let status = text
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
+        .unwrap_or_else(|| panic!("GET {path}: no HTTP status in {text:?}"));
+    let (_, body) = text
         .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+        .unwrap_or_else(|| panic!("GET {path}: no end of the head in {text:?}"));
+    (status, body.to_string())
 }
 
-/// Files in a Maildir `new/` directory.
+/// Files in a Maildir `new/` directory; none when the directory does not exist (the
+/// backend creates it with the first delivery). Any other failure to read panics, so an
+/// unreadable Maildir never passes for an empty one.
 pub fn read_maildir(dir: &Path) -> Vec<Vec<u8>> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(e) => panic!("{}: {e}", dir.display()),
     };
     entries
-        .filter_map(|e| std::fs::read(e.ok()?.path()).ok())
+        .map(|e| {
+            let path = e.expect("a Maildir entry").path();
+            std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        })
         .collect()
 }
 
@@ -362,26 +376,59 @@ impl LineClient {
         self.io.write_all(data).await.expect("send");
     }
 
-    /// Reads one reply: (code, lines joined by \n). Code 0 on EOF.
+    /// Reads one reply: (code, lines joined by \n). Code 0 on EOF (or a reset); a line
+    /// without a three-digit code, or bytes that are not text, panic, so garbage can never
+    /// pass for a closed connection.
     pub async fn read_reply(&mut self) -> (u16, String) {
         let mut text = Vec::new();
         loop {
             let mut line = String::new();
-            let n = tokio::time::timeout(Duration::from_secs(30), self.io.read_line(&mut line))
+            let read = tokio::time::timeout(Duration::from_secs(30), self.io.read_line(&mut line))
                 .await
-                .expect("reply timeout")
-                .unwrap_or(0);
+                .expect("reply timeout");
+            let n = match read {
+                Ok(n) => n,
+                // How a peer ends a connection it closes with input unread (a reset), or a
+                // TLS session without close_notify: the connection is closed.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof
+                    ) =>
+                {
+                    0
+                }
+                // Bytes that are not UTF-8 are not a reply, and not a close either.
+                Err(e) => panic!("reading a reply: {e}"),
+            };
             if n == 0 {
                 return (0, text.join("\n"));
             }
             let line = line.trim_end().to_string();
-            let code = line.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
+            let code = line
+                .get(..3)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or_else(|| panic!("not an SMTP reply line: {line:?}"));
             let last = line.as_bytes().get(3) != Some(&b'-');
             text.push(line);
             if last {
                 return (code, text.join("\n"));
             }
         }
+    }
+
+    /// Reads every byte until the server closes the connection (at most 30 s), for a close
+    /// that is not preceded by a reply line (a TLS alert after a failed handshake).
+    pub async fn read_until_closed(&mut self) -> Vec<u8> {
+        let mut all = Vec::new();
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            tokio::io::AsyncReadExt::read_to_end(&mut self.io, &mut all),
+        )
+        .await
+        .expect("the connection was not closed within 30 s")
+        .expect("read until closed");
+        all
     }
 
     /// Sends one command line (CRLF added) and reads its reply.

@@ -434,14 +434,20 @@ postlog   unix-dgram n  -       n       -       1       postlogd
     /// with the delivery time).
     pub fn maildir_messages(&self, user: &str) -> Vec<String> {
         let dir = self.dir.join("mail/example.net").join(user).join("new");
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return Vec::new();
+        // No directory yet is no mail (virtual creates it with the first delivery); any
+        // other failure panics, so an unreadable Maildir never passes for an empty one.
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+            Err(e) => panic!("{}: {e}", dir.display()),
         };
-        let mut files: Vec<PathBuf> = entries.filter_map(|e| Some(e.ok()?.path())).collect();
+        let mut files: Vec<PathBuf> = entries
+            .map(|e| e.expect("a Maildir entry").path())
+            .collect();
         files.sort();
         files
             .iter()
-            .filter_map(|p| std::fs::read(p).ok())
+            .map(|p| std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .collect()
     }
