@@ -48,7 +48,16 @@ const SPF_RESULTS: [&str; 7] = [
     "temperror",
     "permerror",
 ];
-const DKIM_RESULTS: [&str; 6] = ["pass", "fail", "neutral", "none", "temperror", "permerror"];
+const DKIM_RESULTS: [&str; 7] = [
+    "pass",
+    "fail",
+    "neutral",
+    "none",
+    "temperror",
+    "permerror",
+    "policy",
+];
+const ARC_RESULTS: [&str; 6] = ["pass", "fail", "neutral", "none", "temperror", "permerror"];
 const DMARC_RESULTS: [&str; 5] = ["pass", "fail", "none", "temperror", "permerror"];
 
 /// All metrics of one gateway process.
@@ -398,7 +407,7 @@ impl Metrics {
             ("spf", &SPF_RESULTS[..]),
             ("spf_helo", &SPF_RESULTS[..]),
             ("dkim", &DKIM_RESULTS[..]),
-            ("arc", &DKIM_RESULTS[..]),
+            ("arc", &ARC_RESULTS[..]),
             ("dmarc", &DMARC_RESULTS[..]),
         ] {
             drop(self.auth_duration.get_or_create(&[("method", method)]));
