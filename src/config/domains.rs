@@ -4,7 +4,7 @@
 //! the config is read) and `AcceptedDomains` (a set of them answering "is this domain
 //! ours?"). Must not: parse addresses (`smtp::address`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
 
@@ -69,13 +69,47 @@ impl fmt::Display for DomainPattern {
     }
 }
 
+/// serde adapter for a mapping keyed by domain patterns (`policy_scopes`): two keys that are
+/// one pattern once normalised (`Example.com` and `example.com`) are an error, where a plain
+/// map would keep the last one without a word.
+pub fn unique_keys<'de, D, V>(d: D) -> Result<BTreeMap<DomainPattern, V>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    V: Deserialize<'de>,
+{
+    struct Unique<V>(std::marker::PhantomData<V>);
+    impl<'de, V: Deserialize<'de>> serde::de::Visitor<'de> for Unique<V> {
+        type Value = BTreeMap<DomainPattern, V>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a mapping of domains (or *.domain) to files")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some((key, value)) = map.next_entry::<DomainPattern, V>()? {
+                if out.contains_key(&key) {
+                    return Err(serde::de::Error::custom(format!(
+                        "{:?} is given twice (domains are compared in lower case, as A-labels)",
+                        key.to_string()
+                    )));
+                }
+                out.insert(key, value);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Unique(std::marker::PhantomData))
+}
+
 /// Domains we accept mail for. Ordered, so that the config's fingerprint is stable.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(from = "Vec<DomainPattern>")]
 pub struct AcceptedDomains {
     exact: BTreeSet<String>,
-    /// Suffixes with a leading dot: `*.example.com` is stored as `.example.com`.
-    wildcard: BTreeSet<String>,
+    /// The `*.` patterns, matched by `DomainPattern::matches` (the one wildcard rule).
+    wildcard: BTreeSet<DomainPattern>,
 }
 
 impl AcceptedDomains {
@@ -99,11 +133,7 @@ impl AcceptedDomains {
 
     /// True if `domain` (already normalised: lower-case A-labels) is ours.
     pub fn contains(&self, domain: &str) -> bool {
-        self.exact.contains(domain)
-            || self
-                .wildcard
-                .iter()
-                .any(|suffix| domain.ends_with(suffix.as_str()))
+        self.exact.contains(domain) || self.wildcard.iter().any(|p| p.matches(domain))
     }
 
     /// True when no domain is accepted (milter mode leaves relay control to Postfix).
@@ -113,7 +143,7 @@ impl AcceptedDomains {
 
     /// The entries as the config would write them: exact names, then wildcards.
     pub fn patterns(&self) -> impl Iterator<Item = String> + '_ {
-        let wild = self.wildcard.iter().map(|s| format!("*{s}"));
+        let wild = self.wildcard.iter().map(|p| p.to_string());
         self.exact.iter().cloned().chain(wild)
     }
 }
@@ -123,7 +153,7 @@ impl From<Vec<DomainPattern>> for AcceptedDomains {
         let mut set = AcceptedDomains::default();
         for p in patterns {
             if p.wildcard {
-                set.wildcard.insert(format!(".{}", p.name));
+                set.wildcard.insert(p);
             } else {
                 set.exact.insert(p.name);
             }

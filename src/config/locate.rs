@@ -95,8 +95,11 @@ fn find_key(lines: &[&str], from: usize, parent: isize, key: &str) -> Option<(us
         if n > from && (ind as isize) <= parent {
             return None; // left the parent's block
         }
-        if body.starts_with(key) && body[key.len()..].trim_start().starts_with(':') {
-            return Some((n, line.find(key).unwrap_or(ind)));
+        // The key as written: plain, or quoted (`'bad domain': …`).
+        for written in [key.to_string(), format!("'{key}'"), format!("\"{key}\"")] {
+            if body.starts_with(&written) && body[written.len()..].trim_start().starts_with(':') {
+                return Some((n, line.find(&written).unwrap_or(ind)));
+            }
         }
         if let Some(col) = flow_key(line, key) {
             return Some((n, col));

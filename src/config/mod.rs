@@ -122,36 +122,40 @@ pub fn read_lists(config: &mut Config) -> Result<(), ConfigErrors> {
 }
 
 /// Parses and validates config text; `file` names it in diagnostics. Every value that
-/// cannot be read is reported (`read.rs`), and with them what the cross-field checks find
-/// in the rest; all in the order of the text (a missing key at 1:1).
+/// cannot be read is reported (`read.rs`), and with them what the checks of single values
+/// find in the rest (the rules across values wait until every value reads); all in the order
+/// of the text (a missing key at 1:1).
 pub fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
-    let (config, unreadable) = if text.trim().is_empty() {
-        (Config::default(), Vec::new())
-    } else {
-        match read::read(file, text) {
-            Ok(config) => (config, Vec::new()),
-            Err(read::Unread {
-                problems,
-                rest: Some(rest),
-            }) => (*rest, problems),
-            Err(read::Unread { problems, .. }) => {
-                return Err(ConfigErrors(
-                    problems.into_iter().map(|u| u.diagnostic).collect(),
-                ));
-            }
+    // An empty file is an empty mapping: every key at its default, accepted_domains none.
+    let text_or_empty = if text.trim().is_empty() { "{}" } else { text };
+    let (config, unreadable, removed) = match read::read(file, text_or_empty) {
+        Ok(config) => (config, Vec::new(), read::Removed::default()),
+        Err(read::Unread {
+            problems,
+            rest: Some(rest),
+            removed,
+        }) => (*rest, problems, removed),
+        Err(read::Unread { problems, .. }) => {
+            return Err(ConfigErrors(
+                problems.into_iter().map(|u| u.diagnostic).collect(),
+            ));
         }
     };
-    // A check about a value that could not be read would judge its default instead.
+    // While a value cannot be read, a rule that compares values would compare its default:
+    // only the rules of single values run then, and not on what lies inside an unreadable
+    // value.
     let checked = validate::validate(&config)
         .into_iter()
-        .filter(|p| !unreadable.iter().any(|u| overlaps(&u.path, &p.path)))
-        .map(|p| {
-            let (line, column) = locate::locate(text, &p.path);
+        .filter(|p| unreadable.is_empty() || !p.across)
+        .map(|p| (removed.remap(&p.path), p.message))
+        .filter(|(path, _)| !unreadable.iter().any(|u| inside(path, &u.path)))
+        .map(|(path, message)| {
+            let (line, column) = locate::locate(text, &path);
             Diagnostic {
                 file: file.to_string(),
                 line,
                 column,
-                message: p.message,
+                message,
             }
         })
         .collect::<Vec<_>>();
@@ -164,9 +168,9 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
     Err(ConfigErrors(all))
 }
 
-/// True when one path is the other or lies inside it.
-fn overlaps(a: &[locate::Seg], b: &[locate::Seg]) -> bool {
-    a.iter().zip(b).all(|(x, y)| x.name() == y.name())
+/// True when `path` is `outer` or lies inside it.
+fn inside(path: &[locate::Seg], outer: &[locate::Seg]) -> bool {
+    path.len() >= outer.len() && outer.iter().zip(path).all(|(x, y)| x.name() == y.name())
 }
 
 /// A config for unit tests that touches nothing outside the process: the Maildir backend
@@ -198,8 +202,9 @@ mod tests {
             "hostname: mx.example.test\nlimits:\n  max_recipent: 5\n",
         )
         .unwrap_err();
-        // The file also lacks accepted_domains, which is placed at 1:1.
-        let d = &err.0[1];
+        // The file also lacks accepted_domains, but that rule compares keys and waits.
+        assert_eq!(err.0.len(), 1, "{err}");
+        let d = &err.0[0];
         assert_eq!((d.line, d.column), (3, 3), "{d}");
         assert!(d.message.contains("unknown field `max_recipent`"), "{d}");
         assert!(d.to_string().starts_with("c.yaml:3:3: "));
@@ -288,6 +293,75 @@ mod tests {
         );
     }
 
+    /// Found in review: with values that cannot be read, the rules across values judged
+    /// their defaults, and a removed list item shifted the ones after it.
+    #[test]
+    fn with_unreadable_values_only_single_values_are_judged_where_they_are() {
+        let all = |text: &str| -> Vec<String> {
+            match parse("c.yaml", text) {
+                Ok(_) => Vec::new(),
+                Err(e) => e.0.iter().map(|d| d.to_string()).collect(),
+            }
+        };
+        // zones[0] cannot be read; zones[1]'s bad name is still told, at zones[1].
+        assert_eq!(
+            all(
+                "accepted_domains: [a.test]\ndnsbl:\n  zones:\n    - zen.spamhaus.org\n    - { zone: \"bad zone\" }\n"
+            ),
+            [
+                "c.yaml:4:7: dnsbl.zones[0]: invalid type: string \"zen.spamhaus.org\", expected a mapping of keys to values",
+                "c.yaml:5:9: \"bad zone\" is not a valid zone (a dotted domain)",
+            ]
+        );
+        // milter.listen cannot be read: "a listen address is required" would judge its
+        // default, so it waits.
+        assert_eq!(
+            all("listen: []\nmilter:\n  listen: [\"inet:localhost\"]\n").len(),
+            1
+        );
+        // A number where a string is wanted is judged as the string the text has.
+        let e = all(
+            "accepted_domains: [a.test]\nlimits:\n  max_errors: x\nbackend:\n  url: 10025\nlog:\n  level:\n",
+        );
+        // (An empty `level:` is the empty string read from text, not null: no problem.)
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(
+            e[1].starts_with("c.yaml:5:8: backend.url: \"10025\": the backend URL must start"),
+            "{e:?}"
+        );
+        // A bad key is shown at the key.
+        let e = all("accepted_domains: [a.test]\npolicy_scopes:\n  'bad domain': p.yaml\n");
+        assert_eq!(
+            e,
+            [
+                "c.yaml:3:3: policy_scopes.bad domain: \"bad domain\" is not a valid domain or *.domain wildcard"
+            ]
+        );
+        // Two scopes for one domain, written in two cases.
+        let e = all(
+            "accepted_domains: [a.test]\npolicy_scopes:\n  Bank.test: a.yaml\n  bank.TEST: b.yaml\n",
+        );
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].contains("policy_scopes") && e[0].contains("\"bank.test\" is given twice"),
+            "{e:?}"
+        );
+        // An empty file is an empty mapping, not the built-in defaults.
+        assert!(all("\n")[0].contains("at least one accepted domain is required"));
+    }
+
+    #[test]
+    fn a_file_wrong_everywhere_says_that_more_follow() {
+        let text: String = (0..60).map(|i| format!("k{i}: 1\n")).collect();
+        let e = parse("c.yaml", &text).unwrap_err().0;
+        assert_eq!(e.len(), read::MAX_PROBLEMS + 1);
+        assert!(
+            e.last()
+                .is_some_and(|d| d.message.ends_with("more problems follow: fix these first")),
+            "{e:?}"
+        );
+    }
+
     #[test]
     fn tls_require_needs_a_certificate_and_every_entry_is_placed() {
         let msg = |text: &str| parse("c.yaml", text).unwrap_err().to_string();
@@ -346,8 +420,8 @@ mod tests {
         assert_eq!(c.limits.max_message_size, 10 * 1024 * 1024);
         assert_eq!(c.timeouts.command.as_secs(), 30);
         let err = parse("c.yaml", "timeouts:\n  command: 30 parsecs\n").unwrap_err();
-        assert_eq!(err.0[1].line, 2, "{err}");
-        assert!(err.0[1].message.starts_with("timeouts.command: "), "{err}");
+        assert_eq!(err.0[0].line, 2, "{err}");
+        assert!(err.0[0].message.starts_with("timeouts.command: "), "{err}");
     }
 
     #[test]

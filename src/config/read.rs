@@ -18,7 +18,7 @@ use super::locate::{Seg, locate, locate_value};
 use super::{Config, Diagnostic, wording};
 
 /// Enough to show every problem of a config file that is wrong everywhere.
-const MAX_PROBLEMS: usize = 50;
+pub const MAX_PROBLEMS: usize = 50;
 
 /// A value that could not be read, at its path.
 pub struct Unreadable {
@@ -32,10 +32,12 @@ pub struct Unreadable {
 pub struct Unread {
     /// Every value that could not be read, in the order found.
     pub problems: Vec<Unreadable>,
-    /// The config the rest reads as (each unreadable value removed), so that the cross-field
-    /// checks can report what is wrong elsewhere; `None` when the text is not YAML or the
-    /// rest could not be read either.
+    /// The config the rest reads as (each unreadable value removed), so that the checks of
+    /// single values can report what is wrong elsewhere; `None` when the text is not YAML or
+    /// the rest could not be read either.
     pub rest: Option<Box<Config>>,
+    /// The list items taken out, to tell a path into `rest` in the text's own indices.
+    pub removed: Removed,
 }
 
 /// The config in `text`, or every value in it that cannot be read, each with its path.
@@ -45,27 +47,31 @@ pub fn read(file: &str, text: &str) -> Result<Config, Unread> {
         Ok(config) => return Ok(config),
         Err(e) => e,
     };
+    let mut removed = Removed::default();
     let Ok(mut tree) = serde_norway::from_str::<Value>(text) else {
         // Not YAML at all: serde's own position is the only one there is.
         let diagnostic = Diagnostic::from_yaml(file, error.inner());
+        let problems = vec![Unreadable {
+            path: Vec::new(),
+            diagnostic,
+        }];
         return Err(Unread {
-            problems: vec![Unreadable {
-                path: Vec::new(),
-                diagnostic,
-            }],
+            problems,
             rest: None,
+            removed,
         });
     };
     // The text's own first problem is real whatever the tree says; the tree finds the rest.
     let segments: Vec<&Segment> = error.path().iter().collect();
-    let mut removed = Removed::default();
     let path = removed.original(&segments);
     let message = bare(&error.inner().to_string(), &path);
     let mut problems = vec![place(file, text, path.clone(), &message)];
     let mut rest = None;
     if remove(&mut tree, &segments) {
         removed.record(&path);
-        while problems.len() < MAX_PROBLEMS {
+        // Each round removes a value or turns one into a string, so the tree shrinks or
+        // settles; the bound is for safety.
+        for _ in 0..MAX_PROBLEMS * 4 {
             let error = match serde_path_to_error::deserialize::<_, Config>(tree.clone()) {
                 Ok(config) => {
                     rest = Some(Box::new(config));
@@ -74,18 +80,34 @@ pub fn read(file: &str, text: &str) -> Result<Config, Unread> {
                 Err(e) => e,
             };
             let segments: Vec<&Segment> = error.path().iter().collect();
-            let path = removed.original(&segments);
+            // Where a string is wanted, a plain scalar the tree reads as a number, a boolean
+            // or null is a string when read from text: give it to the tree as that string and
+            // read again, so that it is judged as the text would judge it.
             let message = error.inner().to_string();
-            if !tree_only(&tree, &segments, &message) {
-                problems.push(place(file, text, path.clone(), &message));
+            let wants_text = ["expected a string", "expected path string"]
+                .iter()
+                .any(|w| message.contains(w));
+            if wants_text && as_text(&mut tree, &segments) {
+                continue;
             }
+            let path = removed.original(&segments);
+            if problems.len() == MAX_PROBLEMS {
+                let more = "more problems follow: fix these first".to_string();
+                problems.push(place(file, text, path, &more));
+                break;
+            }
+            problems.push(place(file, text, path.clone(), &message));
             if !remove(&mut tree, &segments) {
                 break; // nothing left to take out: report what was found
             }
             removed.record(&path);
         }
     }
-    Err(Unread { problems, rest })
+    Err(Unread {
+        problems,
+        rest,
+        removed,
+    })
 }
 
 /// serde_norway's message without what it adds when reading text: the path of the value or
@@ -99,27 +121,38 @@ fn bare(message: &str, path: &[Seg]) -> String {
         .to_string()
 }
 
-/// True for a problem of the tree that the text does not have: a plain scalar that the
-/// tree holds as a number or a boolean, where the text would have given a string.
-fn tree_only(tree: &Value, path: &[&Segment], message: &str) -> bool {
+/// Turns the number, boolean or null at `path` into the string the text has there (null:
+/// empty); false when the value there is something else, or nothing.
+fn as_text(tree: &mut Value, path: &[&Segment]) -> bool {
     let mut node = Some(tree);
     for seg in path {
         node = match (seg, node) {
-            (Segment::Map { key }, Some(Value::Mapping(m))) => m.get(key.as_str()),
-            (Segment::Seq { index }, Some(Value::Sequence(s))) => s.get(*index),
+            (Segment::Map { key }, Some(Value::Mapping(m))) => m.get_mut(key.as_str()),
+            (Segment::Seq { index }, Some(Value::Sequence(s))) => s.get_mut(*index),
             _ => None,
         };
     }
-    matches!(node, Some(Value::Number(_) | Value::Bool(_))) && message.contains("expected a string")
+    let Some(node) = node else { return false };
+    let text = match &*node {
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Null => String::new(),
+        _ => return false,
+    };
+    *node = Value::String(text);
+    true
 }
 
 /// The diagnostic for `message` at `path`: an unknown key is shown at the key, under its
 /// mapping's name; any other value at the value, under its own path.
 fn place(file: &str, text: &str, path: Vec<Seg>, message: &str) -> Unreadable {
     let unknown_key = message.starts_with("unknown field");
-    let (prefix, (line, column)) = match unknown_key {
-        true => (&path[..path.len().saturating_sub(1)], locate(text, &path)),
-        false => (&path[..], locate_value(text, &path)),
+    // A key that is itself a value (a `policy_scopes` domain) is quoted in its message.
+    let bad_key = matches!(path.last(), Some(Seg::Name(k)) if message.contains(&format!("{k:?}")));
+    let (prefix, (line, column)) = match (unknown_key, bad_key) {
+        (true, _) => (&path[..path.len().saturating_sub(1)], locate(text, &path)),
+        (false, true) => (&path[..], locate(text, &path)),
+        (false, false) => (&path[..], locate_value(text, &path)),
     };
     let message = match prefix.is_empty() {
         true => wording::humanize(message),
@@ -186,32 +219,52 @@ fn remove(tree: &mut Value, path: &[&Segment]) -> bool {
 /// The sequence items taken out so far, by the path of their sequence in the text, so that a
 /// later path through a shortened sequence can be told in the text's own indices.
 #[derive(Default)]
-struct Removed(Vec<(Vec<Seg>, Vec<usize>)>);
+pub struct Removed(Vec<(Vec<Seg>, Vec<usize>)>);
 
 impl Removed {
-    /// `path` (in the tree as it is now) in the text's indices.
-    fn original(&self, path: &[&Segment]) -> Vec<Seg> {
+    /// `path` (into the config read without the removed items) in the text's indices.
+    pub fn remap(&self, path: &[Seg]) -> Vec<Seg> {
         let mut out: Vec<Seg> = Vec::new();
         for seg in path {
             match seg {
-                Segment::Map { key } => out.push(Seg::Name(key.clone())),
-                Segment::Seq { index } => {
-                    let mut index = *index;
-                    if let Some((_, gone)) = self.0.iter().find(|(p, _)| *p == out) {
-                        // `gone` is ascending: each item taken out at or before the index
-                        // moves it one further in the text.
-                        for g in gone {
-                            if *g <= index {
-                                index += 1;
-                            }
-                        }
-                    }
+                Seg::Index(i) => {
+                    let index = self.shifted(&out, *i);
                     out.push(Seg::Index(index));
                 }
-                Segment::Enum { .. } | Segment::Unknown => {}
+                other => out.push(other.clone()),
             }
         }
         out
+    }
+
+    /// `index` of the list at `list` (the text's indices), counting the items removed.
+    fn shifted(&self, list: &[Seg], mut index: usize) -> usize {
+        let same = |p: &[Seg]| {
+            p.len() == list.len() && p.iter().zip(list).all(|(a, b)| a.name() == b.name())
+        };
+        if let Some((_, gone)) = self.0.iter().find(|(p, _)| same(p)) {
+            // `gone` is ascending: each item taken out at or before the index moves it one
+            // further in the text.
+            for g in gone {
+                if *g <= index {
+                    index += 1;
+                }
+            }
+        }
+        index
+    }
+
+    /// `path` (in the tree as it is now) in the text's indices.
+    fn original(&self, path: &[&Segment]) -> Vec<Seg> {
+        let as_seg: Vec<Seg> = path
+            .iter()
+            .filter_map(|seg| match seg {
+                Segment::Map { key } => Some(Seg::Name(key.clone())),
+                Segment::Seq { index } => Some(Seg::Index(*index)),
+                Segment::Enum { .. } | Segment::Unknown => None,
+            })
+            .collect();
+        self.remap(&as_seg)
     }
 
     /// Notes that the item at `path` (the text's indices) was taken out.
@@ -265,7 +318,7 @@ mod tests {
     }
 
     #[test]
-    fn a_scalar_the_tree_reads_as_a_number_is_not_a_problem() {
+    fn a_scalar_the_tree_reads_as_a_number_is_judged_as_text() {
         let m = messages(
             "listen: []\nmilter:\n  listen: [\"unix:/x\"]\n  socket_mode: 0660\nlimits:\n  max_errors: x\n",
         );

@@ -57,6 +57,7 @@ pub struct Config {
     pub policy: Option<PathBuf>,
     /// Policies for some recipient domains (exact or `*.domain`), each a YAML policy file;
     /// the rest use `policy`.
+    #[serde(deserialize_with = "super::domains::unique_keys")]
     pub policy_scopes: BTreeMap<DomainPattern, PathBuf>,
     /// A candidate policy evaluated beside the live one, never acting; where the two differ
     /// is logged and counted.

@@ -19,12 +19,25 @@ pub struct Problem {
     pub path: Vec<Seg>,
     /// What is wrong, in words an operator can act on.
     pub message: String,
+    /// Found by comparing values: it is not told while some value cannot be read, since it
+    /// would compare that value's default.
+    pub across: bool,
 }
 
 fn problem(path: &[Seg], message: impl Into<String>) -> Problem {
     Problem {
         path: path.to_vec(),
         message: message.into(),
+        across: false,
+    }
+}
+
+/// A problem that a rule across values finds (one value against another, or against the
+/// rest of a list).
+fn across(path: &[Seg], message: impl Into<String>) -> Problem {
+    Problem {
+        across: true,
+        ..problem(path, message)
     }
 }
 
@@ -38,14 +51,14 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         ));
     }
     if config.listen.is_empty() && config.milter.listen.is_empty() {
-        out.push(problem(
+        out.push(across(
             &[Key("listen")],
             "at least one listen address (or a milter.listen socket) is required",
         ));
     }
     // In milter mode Postfix does relay control; an SMTP listener cannot go without it.
     if config.accepted_domains.is_empty() && !config.listen.is_empty() {
-        out.push(problem(
+        out.push(across(
             &[Key("accepted_domains")],
             "at least one accepted domain is required while `listen` has an SMTP address",
         ));
@@ -101,7 +114,7 @@ fn milter(config: &Config, out: &mut Vec<Problem>) {
     if m.quarantine == crate::config::schema::MilterQuarantine::Store
         && config.quarantine.dir.is_none()
     {
-        out.push(problem(
+        out.push(across(
             &[Key("milter"), Key("quarantine")],
             "`store` needs quarantine.dir",
         ));
@@ -135,7 +148,7 @@ fn tls(config: &Config, out: &mut Vec<Problem>) {
     let require = &tls.require;
     let requires = !require.client_networks.is_empty() || !require.recipient_domains.is_empty();
     if !missing.is_empty() && requires {
-        out.push(problem(
+        out.push(across(
             &[Key("tls"), Key("require")],
             format!(
                 "tls.require needs {}: without a certificate STARTTLS is not offered, and no \
@@ -185,7 +198,7 @@ fn dns_and_auth(config: &Config, out: &mut Vec<Problem>) {
         ));
     }
     if dns.min_ttl > dns.max_ttl {
-        out.push(problem(
+        out.push(across(
             &[Key("dns"), Key("min_ttl")],
             "min_ttl must not exceed max_ttl",
         ));
@@ -195,7 +208,7 @@ fn dns_and_auth(config: &Config, out: &mut Vec<Problem>) {
     // off as check.error.
     let worst = dns.timeout * (dns.attempts.max(1) as u32) * 2;
     if auth.enabled && worst >= config.timeouts.check {
-        out.push(problem(
+        out.push(across(
             &[Key("dns"), Key("timeout")],
             format!(
                 "timeout x attempts x 2 ({}s) must stay below timeouts.check ({}s)",
@@ -207,7 +220,7 @@ fn dns_and_auth(config: &Config, out: &mut Vec<Problem>) {
     // Each identity gives temperror at timeouts.spf; past timeouts.check the whole check is
     // cut off and gives check.error instead, with no SPF facts at all.
     if auth.enabled && config.timeouts.spf >= config.timeouts.check {
-        out.push(problem(
+        out.push(across(
             &[Key("timeouts"), Key("spf")],
             format!(
                 "spf ({}s) must stay below timeouts.check ({}s), or SPF is cut off as check.error",
@@ -242,7 +255,7 @@ fn dns_and_auth(config: &Config, out: &mut Vec<Problem>) {
     // The largest message read back must fit on its own, or it could never be verified.
     let largest = auth.max_verify_size.min(config.limits.max_message_size);
     if auth.max_verify_memory < largest {
-        out.push(problem(
+        out.push(across(
             &[Key("auth"), Key("max_verify_memory")],
             format!(
                 "max_verify_memory must be at least the largest message verified ({largest} \
@@ -260,7 +273,7 @@ fn dnsbl(config: &Config, out: &mut Vec<Problem>) {
             "timeout must be greater than 0",
         ));
     } else if !d.zones.is_empty() && d.timeout >= config.timeouts.check {
-        out.push(problem(
+        out.push(across(
             &[Key("dnsbl"), Key("timeout")],
             "timeout must stay below timeouts.check, or the check is cut off as check.error",
         ));
@@ -271,7 +284,7 @@ fn dnsbl(config: &Config, out: &mut Vec<Problem>) {
         match normalize_domain(zone.zone.trim_end_matches('.')) {
             Some(name) if name.contains('.') => {
                 if !seen.insert(name) {
-                    out.push(problem(
+                    out.push(across(
                         &at("zone"),
                         format!("{:?} is listed twice", zone.zone),
                     ));
@@ -283,7 +296,7 @@ fn dnsbl(config: &Config, out: &mut Vec<Problem>) {
             )),
         }
         if zone.allow && zone.kind == super::schema::ZoneKind::Domain {
-            out.push(problem(
+            out.push(across(
                 &at("allow"),
                 "allow lists are lists of addresses: a domain zone cannot be one",
             ));
@@ -297,7 +310,7 @@ fn state_and_greylisting(config: &Config, out: &mut Vec<Problem>) {
     let at = |k| [Key("state"), Key("redis"), Key(k)];
     if config.state.backend == StateBackend::Redis {
         if r.urls.is_empty() {
-            out.push(problem(&at("urls"), "at least one redis:// URL is needed"));
+            out.push(across(&at("urls"), "at least one redis:// URL is needed"));
         }
         for (i, url) in r.urls.iter().enumerate() {
             let path = [Key("state"), Key("redis"), Key("urls"), Index(i)];
@@ -306,12 +319,12 @@ fn state_and_greylisting(config: &Config, out: &mut Vec<Problem>) {
                 // A sentinel has no databases: the URL names the sentinel, and the master is
                 // used with database 0 (and `state.redis.password`).
                 Ok(info) if r.mode == RedisMode::Sentinel && info.redis_settings().db() != 0 => out
-                    .push(problem(
+                    .push(across(
                         &path,
                         format!("{url:?}: a sentinel URL cannot select a database"),
                     )),
                 Ok(info) if r.mode == RedisMode::Cluster && info.redis_settings().db() != 0 => out
-                    .push(problem(
+                    .push(across(
                         &path,
                         format!("{url:?}: Redis Cluster has only database 0"),
                     )),
@@ -320,7 +333,7 @@ fn state_and_greylisting(config: &Config, out: &mut Vec<Problem>) {
         }
         redis_conn::check(r, out);
         if r.mode == RedisMode::Sentinel && r.sentinel_service.is_empty() {
-            out.push(problem(
+            out.push(across(
                 &at("sentinel_service"),
                 "sentinel mode needs the master's service name",
             ));
@@ -342,13 +355,13 @@ fn state_and_greylisting(config: &Config, out: &mut Vec<Problem>) {
             }
         }
         if r.reconnect_max < r.reconnect_min {
-            out.push(problem(
+            out.push(across(
                 &at("reconnect_max"),
                 "reconnect_max must not be below reconnect_min",
             ));
         }
         if r.timeout >= config.timeouts.check {
-            out.push(problem(
+            out.push(across(
                 &at("timeout"),
                 "timeout must stay below timeouts.check, or a slow Redis stalls every transaction",
             ));
@@ -361,7 +374,7 @@ fn state_and_greylisting(config: &Config, out: &mut Vec<Problem>) {
             out.push(problem(&gat("delay"), "delay must be greater than 0"));
         }
         if g.expiry <= g.delay {
-            out.push(problem(
+            out.push(across(
                 &gat("expiry"),
                 "expiry must be longer than delay, or no retry can ever pass",
             ));

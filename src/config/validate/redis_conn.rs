@@ -15,7 +15,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::super::locate::Seg::{self, Index, Key};
 use super::super::schema::{RedisConfig, RedisMode, RedisTlsConfig};
-use super::{Problem, problem};
+use super::{Problem, across, problem};
 
 /// Checks the TLS and password settings of `r` (with `state.backend: redis`).
 pub(super) fn check(r: &RedisConfig, out: &mut Vec<Problem>) {
@@ -26,7 +26,7 @@ pub(super) fn check(r: &RedisConfig, out: &mut Vec<Problem>) {
     passwords(r, &infos, out);
     if let Some(tls) = &r.tls {
         if !infos.iter().any(|(_, info)| is_tls(info)) {
-            out.push(problem(
+            out.push(across(
                 &[Key("state"), Key("redis"), Key("tls")],
                 "tls is set, but no URL is rediss://: the connection would not be encrypted",
             ));
@@ -52,13 +52,13 @@ fn urls(r: &RedisConfig, infos: &[(usize, ConnectionInfo)], out: &mut Vec<Proble
     for (i, info) in infos {
         let url = &r.urls[*i];
         if is_tls(info) != is_tls(first) {
-            out.push(problem(
+            out.push(across(
                 &url_at(*i),
                 format!("{url:?}: mixes redis:// and rediss:// with the first URL: every connection is encrypted or none is"),
             ));
         }
         if let ConnectionAddr::TcpTls { insecure: true, .. } = info.addr() {
-            out.push(problem(
+            out.push(across(
                 &url_at(*i),
                 format!("{url:?}: #insecure would turn certificate checks off, which is not supported: name the CA in state.redis.tls.ca_file"),
             ));
@@ -67,7 +67,7 @@ fn urls(r: &RedisConfig, infos: &[(usize, ConnectionInfo)], out: &mut Vec<Proble
         if r.mode != RedisMode::Standalone
             && (a.username() != b.username() || a.password() != b.password())
         {
-            out.push(problem(
+            out.push(across(
                 &url_at(*i),
                 format!("{url:?}: every URL must carry the user and password of the first (one is used for all)"),
             ));
@@ -95,13 +95,13 @@ fn passwords(r: &RedisConfig, infos: &[(usize, ConnectionInfo)], out: &mut Vec<P
     ] {
         let Some(value) = value else { continue };
         if value.expose().is_empty() {
-            out.push(problem(
+            out.push(across(
                 &at(key),
                 format!("{key} must not be empty: leave it out for no password"),
             ));
         }
         if key == "sentinel_password" && !sentinel {
-            out.push(problem(
+            out.push(across(
                 &at(key),
                 "sentinel_password is the sentinels' password: it is used in sentinel mode only",
             ));
@@ -111,7 +111,7 @@ fn passwords(r: &RedisConfig, infos: &[(usize, ConnectionInfo)], out: &mut Vec<P
             } else {
                 "the server's"
             };
-            out.push(problem(
+            out.push(across(
                 &at(key),
                 format!("a URL carries {whose} password too: give it in one place"),
             ));
