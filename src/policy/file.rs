@@ -21,7 +21,7 @@ use crate::config::reply::ReplySpec;
 use crate::pipeline::Stage;
 use crate::pipeline::facts;
 use crate::pipeline::outcome::Action;
-use crate::smtp::reply;
+use crate::smtp::reply::{self, Reply};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -284,29 +284,20 @@ impl Compiler<'_> {
                 let mut reply_path = path.to_vec();
                 reply_path.pop();
                 reply_path.push(Seg::Key("reply"));
-                let fits = spec.code / 100 == class;
-                match spec.reply() {
-                    Ok(reply) if fits => reply,
-                    Ok(_) => {
-                        let e = format!(
-                            "reply code {} does not fit the action (expected {class}xx)",
-                            spec.code
-                        );
-                        self.problem(&reply_path, e);
-                        default
-                    }
-                    Err(e) => {
-                        self.problem(&reply_path, e.to_string());
-                        default
-                    }
-                }
+                // The class first: a 4xx for a reject is "does not fit", whatever else.
+                let problem = match spec.reply() {
+                    _ if spec.code / 100 != class => format!(
+                        "reply code {} does not fit the action (expected {class}xx)",
+                        spec.code
+                    ),
+                    Ok(reply) => return Some(action_of(class, reply)),
+                    Err(e) => e.to_string(),
+                };
+                self.problem(&reply_path, problem);
+                default
             }
         };
-        Some(if class == 4 {
-            Action::Tempfail(reply)
-        } else {
-            Action::Reject(reply)
-        })
+        Some(action_of(class, reply))
     }
 
     fn condition(&mut self, v: &Value, path: &[Seg]) -> Condition {
@@ -363,6 +354,9 @@ impl Compiler<'_> {
                                 )
                             ),
                         );
+                        // Its test is still compiled, so that its own problems (a bad
+                        // network, a bad regex) are told in the same run.
+                        let _ = self.matcher(v, &p);
                         // Never holds; the problem fails the compilation anyway.
                         Condition::Any(Vec::new())
                     }
@@ -506,6 +500,14 @@ impl Compiler<'_> {
     }
 }
 
+/// A refusal of reply class 4 or 5.
+fn action_of(class: u16, reply: Reply) -> Action {
+    match class {
+        4 => Action::Tempfail(reply),
+        _ => Action::Reject(reply),
+    }
+}
+
 fn strings(v: &Value) -> Option<Vec<String>> {
     match v {
         Value::Sequence(items) => items.iter().map(|i| i.as_str().map(String::from)).collect(),
@@ -523,6 +525,29 @@ mod tests {
             Ok(_) => Vec::new(),
             Err(d) => d.into_iter().map(|d| d.to_string()).collect(),
         }
+    }
+
+    /// Found in review: an unknown fact's test, and a reply's class, are judged as before
+    /// the facts became code.
+    #[test]
+    fn an_unknown_facts_test_and_a_misfit_reply_are_both_told() {
+        let text = "rules:\n  - name: a\n    when: { unknwn: { cidr: [10.0.0.300/8] } }\n    action: reject\n    reply: { code: 450, enhanced: \"5.7.1\", text: no }\n";
+        let got = messages(text);
+        assert_eq!(got.len(), 3, "{got:#?}");
+        assert!(
+            got.iter().any(|m| m.contains("unknown fact \"unknwn\"")),
+            "{got:#?}"
+        );
+        assert!(
+            got.iter()
+                .any(|m| m.contains("bad network \"10.0.0.300/8\"")),
+            "{got:#?}"
+        );
+        assert!(
+            got.iter()
+                .any(|m| m.contains("reply code 450 does not fit the action (expected 5xx)")),
+            "{got:#?}"
+        );
     }
 
     #[test]
