@@ -37,7 +37,7 @@ fn imports() -> BTreeMap<String, BTreeSet<String>> {
             continue;
         }
         let text = std::fs::read_to_string(&file).unwrap();
-        let code = text.split("#[cfg(test)]").next().unwrap();
+        let code = without_tests(&text);
         let named = graph.entry(module.clone()).or_default();
         for (at, _) in code.match_indices("crate::") {
             let rest = &code[at + "crate::".len()..];
@@ -51,6 +51,44 @@ fn imports() -> BTreeMap<String, BTreeSet<String>> {
         }
     }
     graph
+}
+
+/// `code` without its test-only items: each `#[cfg(test)]` and the item after it, up to its
+/// `;` or through its `{ … }` block.
+fn without_tests(code: &str) -> String {
+    let mut out = String::new();
+    let mut rest = code;
+    while let Some(at) = rest.find("#[cfg(test)]") {
+        out.push_str(&rest[..at]);
+        let item = &rest[at..];
+        let end = match (item.find(';'), item.find('{')) {
+            (Some(semi), Some(brace)) if semi < brace => semi + 1,
+            (Some(semi), None) => semi + 1,
+            (_, Some(brace)) => block_end(item, brace),
+            (None, None) => item.len(),
+        };
+        rest = &item[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The index just past the `}` that closes the `{` at `open`.
+fn block_end(text: &str, open: usize) -> usize {
+    let mut depth = 0usize;
+    for (i, c) in text[open..].char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return open + i + 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    text.len()
 }
 
 /// A path from `from` back to itself, if there is one.
@@ -93,6 +131,19 @@ fn no_top_level_module_imports_itself_in_a_circle() {
         "import circles:\n{}",
         circles.join("\n")
     );
+}
+
+#[test]
+fn only_test_items_are_left_out() {
+    let code = "use crate::a;\n#[cfg(test)]\nuse crate::b;\n#[cfg(test)]\nfn t() { if x { crate::c } }\nfn real() { crate::d }\n#[cfg(test)]\nmod tests { use crate::e; }\n";
+    let kept = without_tests(code);
+    assert!(
+        kept.contains("crate::a") && kept.contains("crate::d"),
+        "{kept}"
+    );
+    for gone in ["crate::b", "crate::c", "crate::e"] {
+        assert!(!kept.contains(gone), "{gone} in {kept}");
+    }
 }
 
 #[test]
