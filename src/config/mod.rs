@@ -1,7 +1,9 @@
-//! Configuration: load a YAML file, validate all of it, and hand out a frozen value.
+//! Configuration: load a YAML file into typed values, validate all of it, and hand out a
+//! frozen value.
 //!
-//! Owns: `load` (parse → validate → `Config`), and the `file:line:column: message`
-//! diagnostics for both syntax and semantic errors. Must not: open sockets or do DNS.
+//! Owns: `load` (read → validate → resolve paths → read the list files → `Config`), and the
+//! `file:line:column: message` diagnostics, every one at once. Must not: open sockets, do
+//! DNS, or compile policies (`policy::set::PolicySet::load` does, for whoever runs them).
 
 pub mod backend_target;
 pub mod code_range;
