@@ -1,5 +1,5 @@
 //! Every dashboard panel and every alert, proven against a real Prometheus: it scrapes
-//! four real gateways (and one target that is down) every second while `rig.rs` drives
+//! four real gateways (and one target that is down) every second while `rig.rs` and `rig/traffic.rs` drive
 //! traffic meant to light every panel; then every PromQL expression of
 //! `dashboards/gateway.json` and `dashboards/alerts.yml` is evaluated through Prometheus'
 //! HTTP API (`/api/v1/query_range` over the test's time range, one step a second). An
