@@ -1,6 +1,6 @@
 //! Every dashboard panel and every alert, proven against a real Prometheus: it scrapes
-//! four real gateways (and one target that is down) every second while `rig.rs` and `rig/traffic.rs` drive
-//! traffic meant to light every panel; then every PromQL expression of
+//! four real gateways (and one target that is down) every second while `rig.rs` (and
+//! `rig/traffic.rs`) drives traffic meant to light every panel; then every PromQL expression of
 //! `dashboards/gateway.json` and `dashboards/alerts.yml` is evaluated through Prometheus'
 //! HTTP API (`/api/v1/query_range` over the test's time range, one step a second). An
 //! expression that errors fails the test, and so does one that shows nothing where
