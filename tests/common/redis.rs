@@ -44,6 +44,10 @@ fn cli_args(pki: &super::pki::Pki, password: Option<&str>) -> Vec<String> {
     args
 }
 
+fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
+}
+
 impl RedisServer {
     /// Starts a server on a free port and waits until it answers PING.
     pub fn start() -> RedisServer {
@@ -52,15 +56,34 @@ impl RedisServer {
 
     /// Starts a server with extra command-line settings.
     pub fn with_args(args: &[&str]) -> RedisServer {
+        let mode = Mode::Plain(args.iter().map(|a| a.to_string()).collect());
+        Self::launch(super::free_port(), tempdir(), mode, Vec::new())
+    }
+
+    /// A server of `mode` on `port` in `dir`, started and answering PING; `cli` are
+    /// redis-cli's arguments for reaching it.
+    fn launch(port: u16, dir: tempfile::TempDir, mode: Mode, cli: Vec<String>) -> RedisServer {
         let mut r = RedisServer {
-            port: super::free_port(),
-            dir: tempfile::tempdir().expect("tempdir"),
+            port,
+            dir,
             child: None,
-            mode: Mode::Plain(args.iter().map(|a| a.to_string()).collect()),
-            cli: Vec::new(),
+            mode,
+            cli,
         };
         r.restart();
         r
+    }
+
+    /// A Sentinel whose `sentinel.conf` is `conf(port, dir)`.
+    fn sentinel_with(
+        conf: impl FnOnce(u16, &std::path::Path) -> String,
+        cli: Vec<String>,
+    ) -> RedisServer {
+        let dir = tempdir();
+        let port = super::free_port();
+        let path = dir.path().join("sentinel.conf");
+        std::fs::write(&path, conf(port, dir.path())).expect("sentinel.conf");
+        Self::launch(port, dir, Mode::Sentinel(path), cli)
     }
 
     /// Starts a TLS-only server with `pki`'s server certificate, trusting `pki`'s CA for
@@ -75,15 +98,8 @@ impl RedisServer {
             pki.ca().display().to_string(),
         ]);
         args.extend(extra.iter().map(|a| a.to_string()));
-        let mut r = RedisServer {
-            port: super::free_port(),
-            dir: tempfile::tempdir().expect("tempdir"),
-            child: None,
-            mode: Mode::Tls(args),
-            cli: cli_args(pki, password),
-        };
-        r.restart();
-        r
+        let cli = cli_args(pki, password);
+        Self::launch(super::free_port(), tempdir(), Mode::Tls(args), cli)
     }
 
     /// Starts a TLS-only Sentinel watching the TLS `master` as `mymaster` (quorum 1): it
@@ -95,54 +111,34 @@ impl RedisServer {
         sentinel_password: &str,
         master_password: &str,
     ) -> RedisServer {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = super::free_port();
-        let conf = dir.path().join("sentinel.conf");
         let (cert, key) = pki.server();
-        let text = format!(
-            "port 0\ntls-port {port}\nbind 127.0.0.1\ndir {}\n\
-             tls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n\
-             tls-auth-clients no\ntls-replication yes\nrequirepass {sentinel_password}\n\
-             sentinel monitor mymaster 127.0.0.1 {} 1\n\
-             sentinel auth-pass mymaster {master_password}\n",
-            dir.path().display(),
-            cert.display(),
-            key.display(),
-            pki.ca().display(),
-            master.port
-        );
-        std::fs::write(&conf, text).expect("sentinel.conf");
-        let mut r = RedisServer {
-            port,
-            dir,
-            child: None,
-            mode: Mode::Sentinel(conf),
-            cli: cli_args(pki, Some(sentinel_password)),
+        let conf = |port, dir: &std::path::Path| {
+            format!(
+                "port 0\ntls-port {port}\nbind 127.0.0.1\ndir {}\n\
+                 tls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n\
+                 tls-auth-clients no\ntls-replication yes\nrequirepass {sentinel_password}\n\
+                 sentinel monitor mymaster 127.0.0.1 {} 1\n\
+                 sentinel auth-pass mymaster {master_password}\n",
+                dir.display(),
+                cert.display(),
+                key.display(),
+                pki.ca().display(),
+                master.port
+            )
         };
-        r.restart();
-        r
+        Self::sentinel_with(conf, cli_args(pki, Some(sentinel_password)))
     }
 
     /// Starts a Sentinel watching `master` as service `mymaster` (quorum 1).
     pub fn sentinel(master: &RedisServer) -> RedisServer {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = super::free_port();
-        let conf = dir.path().join("sentinel.conf");
-        let text = format!(
-            "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor mymaster 127.0.0.1 {} 1\n",
-            dir.path().display(),
-            master.port
-        );
-        std::fs::write(&conf, text).expect("sentinel.conf");
-        let mut r = RedisServer {
-            port,
-            dir,
-            child: None,
-            mode: Mode::Sentinel(conf),
-            cli: Vec::new(),
+        let conf = |port, dir: &std::path::Path| {
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor mymaster 127.0.0.1 {} 1\n",
+                dir.display(),
+                master.port
+            )
         };
-        r.restart();
-        r
+        Self::sentinel_with(conf, Vec::new())
     }
 
     /// Three empty cluster nodes joined into one Redis Cluster (slots split, no replicas).
