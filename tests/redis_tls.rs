@@ -12,35 +12,18 @@ use std::time::Duration;
 use common::Gateway;
 use common::pki::Pki;
 use common::redis::RedisServer;
-use portcullis::config::schema::{
-    FailureMode, RedisConfig, RedisMode, RedisTlsConfig, StateBackend,
-};
+use common::state::{UP, limit_policy, mail_from, redis_gateway, wait_up};
+use portcullis::config::schema::{FailureMode, RedisConfig, RedisMode, RedisTlsConfig};
 use portcullis::config::secret::Secret;
-
-/// A per-sender-domain limit: `n` messages a minute, all of them at once.
-fn limit_policy(dir: &Path, n: u32) -> PathBuf {
-    let path = dir.join("limits.yaml");
-    let text = format!(
-        "rules:\n  - name: sender-domain-rate\n    limit: {{ key: mail_from.domain, rate: {n}/minute, burst: {n} }}\n"
-    );
-    std::fs::write(&path, text).unwrap();
-    path
-}
 
 /// A gateway with the limit of `policy` in Redis (`on_failure: closed`, so a connection
 /// that does not work shows as a deferral; no connection limits, so only MAIL needs Redis),
 /// then `tweak` on `state.redis` (the URLs, TLS, passwords).
 async fn gateway(policy: &Path, tweak: impl FnOnce(&mut RedisConfig) + Send + 'static) -> Gateway {
-    let policy = policy.to_path_buf();
-    Gateway::start(move |c| {
-        c.policy = Some(policy);
-        c.state.backend = StateBackend::Redis;
+    redis_gateway(policy, move |c| {
         c.state.redis.on_failure = FailureMode::Closed;
         c.state.redis.timeout = Duration::from_secs(1);
         c.timeouts.check = Duration::from_secs(5);
-        c.state.redis.reconnect_min = Duration::from_millis(100);
-        c.state.redis.reconnect_max = Duration::from_millis(400);
-        c.state.redis.health_interval = Duration::from_millis(200);
         c.connections.max_per_ip = 0;
         c.connections.max_per_network = 0;
         tweak(&mut c.state.redis);
@@ -58,32 +41,10 @@ fn tls(ca: Option<PathBuf>, client: Option<(PathBuf, PathBuf)>) -> Option<RedisT
     })
 }
 
-const UP: &str = "portcullis_state_backend_up{backend=\"redis\"}";
 const DEFERRED: (u16, &str) = (
     451,
     "451 4.3.0 Temporary local problem, please try again later",
 );
-
-async fn wait_up(gw: &Gateway) {
-    for _ in 0..200 {
-        if gw.metric(UP).await == Some(1.0) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("state_backend_up never became 1");
-}
-
-/// One MAIL FROM in a fresh session; the reply code and text. Bounded: a hang fails.
-async fn mail_from(gw: &Gateway, from: &str) -> (u16, String) {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        let mut c = gw.client().await;
-        assert_eq!(c.cmd("EHLO client.example").await.0, 250);
-        c.cmd(&format!("MAIL FROM:<{from}>")).await
-    })
-    .await
-    .expect("MAIL FROM answered without hanging")
-}
 
 /// Asserts that `gw` never got a working connection: after several reconnection attempts
 /// the store is still down, and MAIL is deferred as `on_failure: closed` says.
@@ -115,8 +76,8 @@ async fn two_gateways_share_a_rate_limit_through_a_tls_only_redis() {
     };
     let a = start(redis.tls_url(), pki.ca()).await;
     let b = start(redis.tls_url(), pki.ca()).await;
-    wait_up(&a).await;
-    wait_up(&b).await;
+    wait_up(&a, 1.0).await;
+    wait_up(&b, 1.0).await;
     let tries = (0..10).map(|i| mail_from(if i % 2 == 0 { &a } else { &b }, "x@flood.example"));
     let replies = futures_util::future::join_all(tries).await;
     let codes: Vec<u16> = replies.iter().map(|(code, _)| *code).collect();
@@ -157,7 +118,7 @@ async fn a_required_client_certificate_is_presented_and_without_one_the_state_is
         })
     };
     let with = start(Some(pki.client())).await;
-    wait_up(&with).await;
+    wait_up(&with, 1.0).await;
     assert_eq!(mail_from(&with, "x@ok.example").await.0, 250);
 
     let without = start(None).await;
@@ -182,7 +143,7 @@ async fn a_server_certificate_of_another_ca_is_refused() {
         })
     };
     let right = start(tls(Some(pki.ca()), None)).await;
-    wait_up(&right).await;
+    wait_up(&right, 1.0).await;
     assert_eq!(mail_from(&right, "x@ok.example").await.0, 250);
 
     let wrong = start(tls(Some(other.ca()), None)).await;
@@ -212,10 +173,10 @@ async fn a_password_in_the_url_or_in_password_works_and_a_wrong_one_fails() {
     };
     let port = redis.port;
     let in_url = start(format!("rediss://:s3cret@127.0.0.1:{port}/0"), None).await;
-    wait_up(&in_url).await;
+    wait_up(&in_url, 1.0).await;
     assert_eq!(mail_from(&in_url, "x@ok.example").await.0, 250);
     let in_key = start(redis.tls_url(), Some("s3cret")).await;
-    wait_up(&in_key).await;
+    wait_up(&in_key, 1.0).await;
     assert_eq!(mail_from(&in_key, "x@ok.example").await.0, 250);
 
     let wrong = start(redis.tls_url(), Some("guess")).await;
@@ -249,8 +210,8 @@ async fn sentinel_over_tls_with_its_own_password_and_the_masters() {
     };
     let a = start("sentinel-pw", "master-pw").await;
     let b = start("sentinel-pw", "master-pw").await;
-    wait_up(&a).await;
-    wait_up(&b).await;
+    wait_up(&a, 1.0).await;
+    wait_up(&b, 1.0).await;
     let mut admitted = 0;
     for i in 0..8 {
         let (code, text) = mail_from(if i % 2 == 0 { &a } else { &b }, "x@flood.example").await;

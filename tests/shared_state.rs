@@ -9,18 +9,10 @@ use std::time::Duration;
 
 use common::Gateway;
 use common::redis::RedisServer;
+use common::state::{limit_policy, mail_from, redis_gateway, wait_up};
 use portcullis::config::schema::{FailureMode, StateBackend};
 
 /// A per-sender-domain limit: `n` messages a minute, all of them at once.
-fn limit_policy(dir: &Path, n: u32) -> std::path::PathBuf {
-    let path = dir.join("limits.yaml");
-    let text = format!(
-        "rules:\n  - name: sender-domain-rate\n    limit: {{ key: mail_from.domain, rate: {n}/minute, burst: {n} }}\n"
-    );
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 /// Starts a gateway whose state lives in `redis` under `prefix`.
 async fn gateway(redis: &RedisServer, prefix: &str, policy: &Path, closed: bool) -> Gateway {
     gateway_with(redis, prefix, policy, closed, |_| {}).await
@@ -33,45 +25,16 @@ async fn gateway_with(
     closed: bool,
     tweak: impl FnOnce(&mut portcullis::config::Config) + Send + 'static,
 ) -> Gateway {
-    let (url, prefix, policy) = (redis.url(), prefix.to_string(), policy.to_path_buf());
-    Gateway::start(move |c| {
-        tweak(c);
-        c.policy = Some(policy);
-        c.state.backend = StateBackend::Redis;
+    let (url, prefix) = (redis.url(), prefix.to_string());
+    redis_gateway(policy, move |c| {
         c.state.redis.urls = vec![url];
         c.state.redis.key_prefix = prefix;
-        c.state.redis.reconnect_min = Duration::from_millis(100);
-        c.state.redis.reconnect_max = Duration::from_millis(400);
-        c.state.redis.health_interval = Duration::from_millis(200);
         if closed {
             c.state.redis.on_failure = FailureMode::Closed;
         }
+        tweak(c);
     })
     .await
-}
-
-const UP: &str = "portcullis_state_backend_up{backend=\"redis\"}";
-
-/// Waits until the gateway's `portcullis_state_backend_up` is `want`.
-async fn wait_up(gw: &Gateway, want: f64) {
-    for _ in 0..200 {
-        if gw.metric(UP).await == Some(want) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("state_backend_up never became {want}");
-}
-
-/// One MAIL FROM in a fresh session; the reply code and text. Bounded: a hang fails.
-async fn mail_from(gw: &Gateway, from: &str) -> (u16, String) {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        let mut c = gw.client().await;
-        assert_eq!(c.cmd("EHLO client.example").await.0, 250);
-        c.cmd(&format!("MAIL FROM:<{from}>")).await
-    })
-    .await
-    .expect("MAIL FROM answered without hanging")
 }
 
 /// `attempts` MAIL FROMs spread over both gateways, all at once; how many got 250.

@@ -9,6 +9,7 @@ pub mod pki;
 pub mod postfix;
 pub mod prometheus;
 pub mod redis;
+pub mod state;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
