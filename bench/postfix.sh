@@ -31,29 +31,9 @@ default_process_limit = 100
 message_size_limit = 0
 $extra
 CF
-  cat > "$d/etc/master.cf" <<CF
-127.0.0.1:$port inet n - n - - smtpd $opts
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-proxywrite unix -       -       n       -       1       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-CF
+  # The services are the tests' (tests/fixtures/postfix/services.cf), after our listener.
+  { echo "127.0.0.1:$port inet n - n - - smtpd $opts"
+    cat tests/fixtures/postfix/services.cf; } > "$d/etc/master.cf"
   touch -d '10 seconds ago' "$d"/etc/*
   script -qec "postfix -c $d/etc start" /dev/null >/dev/null
   wait_port "$port"

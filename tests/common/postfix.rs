@@ -261,34 +261,12 @@ smtp_helo_name = client.test
     }
 
     fn write_master_cf(&self) {
-        // chroot = n everywhere (P6); postlog is required with maillog_file.
+        // chroot = n everywhere (P6); postlog is required with maillog_file. The services
+        // are shared with bench/postfix.sh.
         let cf = format!(
-            "127.0.0.1:{} inet n - n - - smtpd
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-proxywrite unix -       -       n       -       1       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-local     unix  -       n       n       -       -       local
-virtual   unix  -       n       n       -       -       virtual
-lmtp      unix  -       -       n       -       -       lmtp
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-",
-            self.port
+            "127.0.0.1:{} inet n - n - - smtpd\n{}",
+            self.port,
+            include_str!("../fixtures/postfix/services.cf")
         );
         std::fs::write(self.etc().join("master.cf"), cf).expect("master.cf");
     }
