@@ -5,10 +5,12 @@
 //! What each alert's expression gives on a live gateway is `tests/dashboards/`' job.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
 
+use common::prometheus::promtool;
 use serde_norway::Value;
 
 fn read(file: &str) -> Value {
@@ -84,15 +86,10 @@ fn every_alert_fires_and_stays_quiet_in_its_unit_tests() {
 #[test]
 fn promtool_unit_tests_pass() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new("promtool")
-        .args(["test", "rules"])
-        .arg(root.join("dashboards/alerts.test.yml"))
-        .output()
-        .expect("promtool not installed: run the README test command, which installs it");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success() && said.contains("SUCCESS"), "{said}");
+    let tests = root
+        .join("dashboards/alerts.test.yml")
+        .display()
+        .to_string();
+    let (ok, said) = promtool(&["test", "rules", &tests], None);
+    assert!(ok && said.contains("SUCCESS"), "{said}");
 }

@@ -6,11 +6,10 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::time::Duration;
 
 use common::Gateway;
-use common::prometheus::{JOB, Prometheus};
+use common::prometheus::{JOB, Prometheus, promtool};
 
 async fn traffic(gw: &Gateway) {
     let mut c = gw.client().await;
@@ -75,17 +74,10 @@ fn promtool_check_metrics(exposition: &str) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("metrics.txt");
     std::fs::write(&file, exposition).unwrap();
-    let out = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::fs::File::open(&file).unwrap())
-        .output()
-        .expect("promtool not installed: run the README test command, which installs it");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), said)
+    promtool(
+        &["check", "metrics"],
+        Some(std::fs::File::open(&file).unwrap()),
+    )
 }
 
 /// The scrape formats side by side: OpenMetrics for a client that prefers it (Prometheus's
@@ -353,15 +345,7 @@ async fn dashboards_and_alerts_use_only_exposed_metrics() {
             );
         }
     }
-    let out = Command::new("promtool")
-        .arg("check")
-        .arg("rules")
-        .arg(root.join("dashboards/alerts.yml"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let rules = root.join("dashboards/alerts.yml").display().to_string();
+    let (ok, said) = promtool(&["check", "rules", &rules], None);
+    assert!(ok, "{said}");
 }

@@ -16,6 +16,25 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_norway::Value;
 
+/// Runs `promtool` with `args`, `stdin` (a file) as its input when given: whether it exited
+/// 0, and what it said (stdout, then stderr).
+pub fn promtool(args: &[&str], stdin: Option<std::fs::File>) -> (bool, String) {
+    let mut cmd = Command::new("promtool");
+    cmd.args(args);
+    if let Some(file) = stdin {
+        cmd.stdin(file);
+    }
+    let out = cmd
+        .output()
+        .expect("promtool not installed: run the README test command, which installs it");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), said)
+}
+
 /// The scrape job's name: the one `dashboards/alerts.yml` requires (GatewayDown).
 pub const JOB: &str = "portcullis";
 
