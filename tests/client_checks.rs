@@ -120,16 +120,13 @@ async fn rdns_and_helo_facts_reach_the_policy() {
 /// (positive and negative answers alike) costs no query at all.
 #[tokio::test]
 async fn a_client_seen_again_costs_no_dns_query() {
-    use portcullis::config::schema::{DnsblZoneConfig, ZoneKind};
+    use portcullis::config::schema::DnsblZoneConfig;
     let dns = DnsFixture::start(zones()).await;
     let dir = tempfile::tempdir().unwrap();
     let gw = gateway_with(&dns, dir.path(), POLICY, |c| {
         c.dnsbl.zones = vec![DnsblZoneConfig {
             zone: "bl.test".into(),
-            weight: 1,
-            codes: Vec::new(),
-            allow: false,
-            kind: ZoneKind::Ip,
+            ..DnsblZoneConfig::default()
         }];
     })
     .await;

@@ -24,7 +24,7 @@ use std::time::Duration;
 use crate::common::dns::{DnsFixture, Fault, Zone};
 use crate::common::redis::RedisServer;
 use crate::common::{Gateway, LineClient, free_port, miltertest};
-use portcullis::config::schema::{DnsblZoneConfig, StateBackend, TlsConfig, ZoneKind};
+use portcullis::config::schema::{DnsblZoneConfig, StateBackend, TlsConfig};
 use tokio::io::AsyncWriteExt;
 
 /// The policy of `main`: a header picks the verdict, one sender domain is rate limited,
@@ -129,10 +129,7 @@ impl Rig {
             c.dns.attempts = 1;
             c.dnsbl.zones = vec![DnsblZoneConfig {
                 zone: "bl.test".into(),
-                weight: 1,
-                codes: Vec::new(),
-                allow: false,
-                kind: ZoneKind::Ip,
+                ..DnsblZoneConfig::default()
             }];
             c.policy = Some(p);
             c.tls = Some(t);
