@@ -124,15 +124,9 @@ fn bare(message: &str, path: &[Seg]) -> String {
 /// Turns the number, boolean or null at `path` into the string the text has there (null:
 /// empty); false when the value there is something else, or nothing.
 fn as_text(tree: &mut Value, path: &[&Segment]) -> bool {
-    let mut node = Some(tree);
-    for seg in path {
-        node = match (seg, node) {
-            (Segment::Map { key }, Some(Value::Mapping(m))) => m.get_mut(key.as_str()),
-            (Segment::Seq { index }, Some(Value::Sequence(s))) => s.get_mut(*index),
-            _ => None,
-        };
-    }
-    let Some(node) = node else { return false };
+    let Some(node) = node_at(tree, path) else {
+        return false;
+    };
     let text = match &*node {
         Value::Number(n) => n.to_string(),
         Value::Bool(b) => b.to_string(),
@@ -189,23 +183,27 @@ fn push_key(out: &mut String, key: &str) {
     out.push_str(key);
 }
 
+/// The node at `path` in `tree`, if there is one.
+fn node_at<'t>(tree: &'t mut Value, path: &[&Segment]) -> Option<&'t mut Value> {
+    let mut node = tree;
+    for seg in path {
+        node = match (seg, node) {
+            (Segment::Map { key }, Value::Mapping(m)) => m.get_mut(key.as_str())?,
+            (Segment::Seq { index }, Value::Sequence(s)) => s.get_mut(*index)?,
+            _ => return None,
+        };
+    }
+    Some(node)
+}
+
 /// Takes the node at `path` out of `tree`; false when there is none.
 fn remove(tree: &mut Value, path: &[&Segment]) -> bool {
     let Some((last, parents)) = path.split_last() else {
         return false;
     };
-    let mut node = tree;
-    for seg in parents {
-        let next = match (seg, node) {
-            (Segment::Map { key }, Value::Mapping(m)) => m.get_mut(key.as_str()),
-            (Segment::Seq { index }, Value::Sequence(s)) => s.get_mut(*index),
-            _ => None,
-        };
-        match next {
-            Some(n) => node = n,
-            None => return false,
-        }
-    }
+    let Some(node) = node_at(tree, parents) else {
+        return false;
+    };
     match (last, node) {
         (Segment::Map { key }, Value::Mapping(m)) => m.remove(key.as_str()).is_some(),
         (Segment::Seq { index }, Value::Sequence(s)) if *index < s.len() => {
