@@ -110,7 +110,9 @@ impl Pipeline {
         let facts = match tokio::time::timeout(self.budget, deferred.task).await {
             // Outside a task's isolation, an undeclared fact is told and dropped rather
             // than panicking the session.
-            Ok(Ok(found)) if cfg!(debug_assertions) && !declared(deferred.facts, &found) => {
+            Ok(Ok(found))
+                if cfg!(debug_assertions) && undeclared(deferred.facts, &found).is_some() =>
+            {
                 tracing::error!(
                     check = deferred.check,
                     "deferred lookups reported a fact they do not declare"
@@ -157,7 +159,7 @@ pub const EMITS: &[&FactDef] = &[&facts::CHECK_ERROR];
 /// look.
 fn debug_assert_declared(check: &str, emits: &[&FactDef], found: &[Fact]) {
     if cfg!(debug_assertions)
-        && let Some(fact) = found.iter().find(|f| !emits.contains(&f.def()))
+        && let Some(fact) = undeclared(emits, found)
     {
         panic!(
             "check {check} reported {} but does not declare it in `emits`",
@@ -166,9 +168,9 @@ fn debug_assert_declared(check: &str, emits: &[&FactDef], found: &[Fact]) {
     }
 }
 
-/// True when every fact of `found` is in `emits`.
-fn declared(emits: &[&FactDef], found: &[Fact]) -> bool {
-    found.iter().all(|f| emits.contains(&f.def()))
+/// The first fact of `found` that is not in `emits`.
+fn undeclared<'f>(emits: &[&FactDef], found: &'f [Fact]) -> Option<&'f Fact> {
+    found.iter().find(|f| !emits.contains(&f.def()))
 }
 
 #[cfg(test)]
